@@ -1,0 +1,330 @@
+//! The daemon's TOML config. Unknown keys are refused; every error names the file, the key and
+//! what was expected, on one line.
+//!
+//! ```toml
+//! pin_dir = "/sys/fs/bpf/gate"     # on a bpffs
+//!
+//! [[interface]]
+//! name = "eth0"
+//! mode = "auto"                    # auto (native, else generic) | native | generic
+//!
+//! [[gate]]
+//! name = "openvpn"
+//! protocol = "udp"
+//! port = 1194
+//!
+//! [leases]
+//! connect_window = "60s"
+//! idle_timeout = "3m"
+//! max_lifetime = "24h"
+//! capacity = 65536                 # per address family
+//! sweep_interval = "10s"
+//! ```
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gate_common::{DEFAULT_LEASE_CAPACITY, GATE_NAME_MAX, MAX_GATED_PORTS, MAX_GATES};
+use gate_maps::{GateSpec, LeasePolicy, Protocol, pins::DEFAULT_PIN_DIR};
+use serde::{Deserialize, Deserializer};
+
+/// Where the daemon looks for its config by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gate/gate.toml";
+
+/// A config that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: {key}: {reason}")]
+    Invalid { file: PathBuf, key: String, reason: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    /// Native if the driver supports it, else generic.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mode: ModeSetting,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    #[serde(deserialize_with = "duration")]
+    pub connect_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_lifetime: Duration,
+    pub capacity: u32,
+    #[serde(deserialize_with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            connect_window: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(180),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            capacity: DEFAULT_LEASE_CAPACITY,
+            sweep_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LeaseConfig {
+    #[must_use]
+    pub const fn policy(&self) -> LeasePolicy {
+        LeasePolicy {
+            connect_window: self.connect_window,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceConfig>,
+    #[serde(default, rename = "gate")]
+    pub gates: Vec<GateConfig>,
+    #[serde(default)]
+    pub leases: LeaseConfig,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
+}
+
+impl Config {
+    /// Reads and validates the config at `file`.
+    ///
+    /// # Errors
+    /// Unreadable file, bad TOML, unknown key, wrong type or an invalid value.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses and validates `text`, reporting errors against `file`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: one_line(&e),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+        if !self.pin_dir.is_absolute() {
+            return Err(invalid("pin_dir".into(), format!("{} is not an absolute path", self.pin_dir.display())));
+        }
+        if self.interfaces.is_empty() {
+            return Err(invalid("interface".into(), "at least one [[interface]] is required".into()));
+        }
+        let mut seen_interfaces = BTreeSet::new();
+        for (i, interface) in self.interfaces.iter().enumerate() {
+            let key = format!("interface[{i}].name");
+            if interface.name.is_empty() || interface.name.len() > 15 || interface.name.contains(['/', ':']) || interface.name.contains(char::is_whitespace) {
+                return Err(invalid(key, format!("{:?} is not a valid interface name", interface.name)));
+            }
+            if !seen_interfaces.insert(&interface.name) {
+                return Err(invalid(key, format!("interface {:?} is listed twice", interface.name)));
+            }
+        }
+        if self.gates.is_empty() {
+            return Err(invalid("gate".into(), "at least one [[gate]] is required".into()));
+        }
+        let mut ports = BTreeMap::new();
+        for (i, gate) in self.gates.iter().enumerate() {
+            if gate.name.is_empty() || gate.name.len() > GATE_NAME_MAX || !gate.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid(
+                    format!("gate[{i}].name"),
+                    format!("{:?} must be 1 to {GATE_NAME_MAX} characters of a-z, A-Z, 0-9, '-', '_', '.'", gate.name),
+                ));
+            }
+            if gate.port == 0 {
+                return Err(invalid(format!("gate[{i}].port"), "port 0 cannot be gated".into()));
+            }
+            if let Some(other) = ports.insert((gate.protocol, gate.port), &gate.name) {
+                return Err(invalid(
+                    format!("gate[{i}]"),
+                    format!("{}/{} is already gated by {other:?}", gate.protocol, gate.port),
+                ));
+            }
+        }
+        let names: BTreeSet<_> = self.gates.iter().map(|g| &g.name).collect();
+        if names.len() > MAX_GATES as usize || ports.len() > MAX_GATED_PORTS as usize {
+            return Err(invalid("gate".into(), format!("at most {MAX_GATES} gates and {MAX_GATED_PORTS} ports")));
+        }
+        let leases = &self.leases;
+        for (key, value) in [
+            ("connect_window", leases.connect_window),
+            ("max_lifetime", leases.max_lifetime),
+            ("sweep_interval", leases.sweep_interval),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(format!("leases.{key}"), "must be longer than zero".into()));
+            }
+        }
+        if leases.connect_window > leases.max_lifetime {
+            return Err(invalid("leases.connect_window".into(), "is longer than leases.max_lifetime".into()));
+        }
+        if leases.capacity == 0 {
+            return Err(invalid("leases.capacity".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The gates as the pinned state wants them.
+    #[must_use]
+    pub fn gate_specs(&self) -> Vec<GateSpec> {
+        self.gates
+            .iter()
+            .map(|g| GateSpec { name: g.name.clone(), protocol: g.protocol, port: g.port })
+            .collect()
+    }
+}
+
+/// toml's messages span several lines (a snippet of the file); keep the gist on one.
+fn one_line(error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    match error.span() {
+        Some(span) => format!("{message} (at byte {})", span.start),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+pin_dir = "/sys/fs/bpf/gate-test"
+[[interface]]
+name = "eth0"
+[[gate]]
+name = "vpn"
+protocol = "udp"
+port = 1194
+[[gate]]
+name = "vpn"
+protocol = "tcp"
+port = 443
+[leases]
+idle_timeout = "2m"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/gate/gate.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("config should be refused").to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let config = parse(GOOD).expect("valid config");
+        assert_eq!(config.interfaces[0].mode, ModeSetting::Auto);
+        assert_eq!(config.gates.len(), 2);
+        assert_eq!(config.leases.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.leases.connect_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let e = error(&GOOD.replace("port = 1194", "port = 1194\nprot = 5"));
+        assert!(e.starts_with("config /etc/gate/gate.toml: "), "{e}");
+        assert!(e.contains("prot"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let e = error(&GOOD.replace("port = 1194", "port = \"1194\""));
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bad_protocol_is_refused() {
+        let e = error(&GOOD.replace("\"udp\"", "\"sctp\""));
+        assert!(e.contains("sctp"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let e = error(&GOOD.replace("\"2m\"", "\"two minutes\""));
+        assert!(e.contains("\"two minutes\" is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn port_gated_twice_is_refused() {
+        let e = error(&GOOD.replace("port = 443", "port = 1194").replace("\"tcp\"", "\"udp\""));
+        assert!(e.contains("gate[1]: udp/1194 is already gated by \"vpn\""), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (from, to, key) in [
+            ("port = 443", "port = 0", "gate[1].port"),
+            ("name = \"eth0\"", "name = \"eth0:1\"", "interface[0].name"),
+            ("name = \"vpn\"\nprotocol = \"udp\"", "name = \"v p n\"\nprotocol = \"udp\"", "gate[0].name"),
+            ("idle_timeout = \"2m\"", "connect_window = \"0s\"", "leases.connect_window"),
+            ("idle_timeout = \"2m\"", "max_lifetime = \"10s\"", "leases.connect_window"),
+            ("idle_timeout = \"2m\"", "capacity = 0", "leases.capacity"),
+            ("pin_dir = \"/sys/fs/bpf/gate-test\"", "pin_dir = \"relative\"", "pin_dir"),
+        ] {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "replacement {from:?} did not apply");
+            let e = error(&text);
+            assert!(e.contains(&format!(": {key}: ")), "expected key {key} in {e}");
+        }
+    }
+
+    #[test]
+    fn missing_interfaces_and_gates_are_refused() {
+        assert!(error("[[gate]]\nname = \"a\"\nprotocol = \"tcp\"\nport = 1\n").contains("interface"));
+        assert!(error("[[interface]]\nname = \"eth0\"\n").contains("gate"));
+    }
+}

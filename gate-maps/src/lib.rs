@@ -1,0 +1,20 @@
+//! Typed access to the gate's pinned BPF state, shared by the daemon, `gatectl` and the tests, so
+//! no map name, pin path or key layout is spelled twice.
+//!
+//! # Layout
+//! - [`pins`]: where things live under the bpffs pin directory (maps, links).
+//! - [`clock`]: the clock leases are measured in, the same one the XDP program reads.
+//! - [`lease`]: building leases from a policy or a TTL.
+//! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
+//! - [`error`]: [`StateError`].
+pub mod clock;
+pub mod error;
+pub mod lease;
+pub mod pins;
+pub mod state;
+
+pub use error::StateError;
+pub use gate_common as common;
+pub use lease::LeasePolicy;
+pub use pins::{AttachMode, Attachment, PinDir};
+pub use state::{GateEntry, GateSpec, GateState, LeaseEntry, Protocol, StatsTable};

@@ -1,0 +1,133 @@
+//! Where the gate's state lives on bpffs:
+//!
+//! ```text
+//! <pin dir>/GATES, LEASES_V4, LEASES_V6, STATS   the maps
+//! <pin dir>/links/<interface>:<mode>              one pinned XDP link per interface
+//! ```
+//!
+//! ':' cannot appear in an interface name, so it separates the name from the attach mode.
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/gate";
+
+const LINKS_DIR: &str = "links";
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`).
+    Native,
+    /// In the generic network stack path (`XDP_FLAGS_SKB_MODE`).
+    Generic,
+}
+
+impl AttachMode {
+    /// Stable lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            other => Err(format!("unknown attach mode {other:?} (expected native or generic)")),
+        }
+    }
+}
+
+/// A pinned link found under the pin directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    pub mode: AttachMode,
+    pub path: PathBuf,
+}
+
+/// The pin directory and the names inside it.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the map called `name` is pinned.
+    #[must_use]
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    #[must_use]
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join(LINKS_DIR)
+    }
+
+    /// Where the link attaching the gate to `interface` in `mode` is pinned.
+    #[must_use]
+    pub fn link(&self, interface: &str, mode: AttachMode) -> PathBuf {
+        self.links_dir().join(format!("{interface}:{mode}"))
+    }
+
+    /// Every pinned link, sorted by interface. No links directory means no links.
+    ///
+    /// # Errors
+    /// The links directory exists but cannot be read.
+    pub fn attachments(&self) -> io::Result<Vec<Attachment>> {
+        let entries = match fs::read_dir(self.links_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some((interface, mode)) = name.to_str().and_then(|n| n.rsplit_once(':')) else {
+                continue;
+            };
+            let Ok(mode) = mode.parse() else { continue };
+            found.push(Attachment { interface: interface.to_owned(), mode, path: entry.path() });
+        }
+        found.sort_by(|a, b| a.interface.cmp(&b.interface));
+        Ok(found)
+    }
+
+    /// The pinned link for `interface`, in whichever mode.
+    ///
+    /// # Errors
+    /// The links directory cannot be read.
+    pub fn attachment(&self, interface: &str) -> io::Result<Option<Attachment>> {
+        Ok(self.attachments()?.into_iter().find(|a| a.interface == interface))
+    }
+}

@@ -1,0 +1,449 @@
+//! [`GateState`]: the gate's pinned maps, opened by path, read and written through typed calls.
+//!
+//! Writers that read before they write (sweeping, revoking, syncing gates) and lease grants hold
+//! an exclusive `flock` on the pin directory, so a sweep in the daemon can never delete a lease
+//! that `gatectl allow` wrote a moment after the sweep judged the old one dead.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    fs::File,
+    net::IpAddr,
+    path::Path,
+    str::FromStr,
+};
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use gate_common::{
+    GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease, LeaseKeyV4, LeaseKeyV6,
+    MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS,
+    Reason, stats_index,
+};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::{error::StateError, pins::PinDir};
+
+/// A transport a gate can guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => IPPROTO_TCP,
+            Self::Udp => IPPROTO_UDP,
+        }
+    }
+
+    #[must_use]
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            IPPROTO_TCP => Some(Self::Tcp),
+            IPPROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            other => Err(format!("unknown protocol {other:?} (expected tcp or udp)")),
+        }
+    }
+}
+
+/// A gate as configured: a name guarding one (protocol, port). Several specs may share a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateSpec {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// A gated port as the kernel sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GateEntry {
+    pub id: u32,
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// One lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseEntry {
+    pub gate: u32,
+    pub addr: IpAddr,
+    pub lease: Lease,
+}
+
+/// Verdict counters summed over CPUs: gate id (0 = no gate) -> one count per [`Reason`].
+pub type StatsTable = BTreeMap<u32, [u64; NUM_REASONS as usize]>;
+
+/// The open pinned maps.
+pub struct GateState {
+    pins: PinDir,
+    gates: HashMap<MapData, GateKey, Gate>,
+    leases_v4: HashMap<MapData, LeaseKeyV4, Lease>,
+    leases_v6: HashMap<MapData, LeaseKeyV6, Lease>,
+    stats: PerCpuArray<MapData, u64>,
+    capacity_v4: u32,
+    capacity_v6: u32,
+}
+
+fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| StateError::NotFound { path: path.clone(), source })?;
+    let capacity = data
+        .info()
+        .map_err(|source| StateError::Map { map: name, operation: "info", source })?
+        .max_entries();
+    let map = Map::from_map_data(data).map_err(|e| StateError::Incompatible {
+        path: path.clone(),
+        map: name,
+        reason: e.to_string(),
+    })?;
+    Ok((map, capacity))
+}
+
+fn typed<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) -> Result<(T, u32), StateError> {
+    let (map, capacity) = open_map(pins, name)?;
+    let typed = T::try_from(map).map_err(|e| StateError::Incompatible {
+        path: pins.map(name),
+        map: name,
+        reason: e.to_string(),
+    })?;
+    Ok((typed, capacity))
+}
+
+const fn map_err(map: &'static str, operation: &'static str) -> impl Fn(MapError) -> StateError {
+    move |source| StateError::Map { map, operation, source }
+}
+
+fn is_errno(error: &MapError, errno: i32) -> bool {
+    matches!(error, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(errno))
+}
+
+/// The gate name stored NUL-padded in a [`Gate`].
+fn decode_name(raw: &[u8; GATE_NAME_MAX]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn encode_name(name: &str) -> Result<[u8; GATE_NAME_MAX], StateError> {
+    let bytes = name.as_bytes();
+    if bytes.len() > GATE_NAME_MAX {
+        return Err(StateError::NameTooLong { name: name.to_owned(), max: GATE_NAME_MAX });
+    }
+    let mut raw = [0; GATE_NAME_MAX];
+    raw[..bytes.len()].copy_from_slice(bytes);
+    Ok(raw)
+}
+
+impl GateState {
+    /// Opens the maps pinned under `root`.
+    ///
+    /// # Errors
+    /// A map is missing ([`StateError::NotFound`]) or does not have gate's layout.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, StateError> {
+        let pins = PinDir::new(root.as_ref());
+        let (gates, _) = typed(&pins, MAP_GATES)?;
+        let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
+        let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
+        let (stats, _) = typed(&pins, MAP_STATS)?;
+        Ok(Self { pins, gates, leases_v4, leases_v6, stats, capacity_v4, capacity_v6 })
+    }
+
+    #[must_use]
+    pub const fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    /// Capacity of the IPv4 and IPv6 lease maps.
+    #[must_use]
+    pub const fn capacity(&self) -> (u32, u32) {
+        (self.capacity_v4, self.capacity_v6)
+    }
+
+    /// Holds the pin directory's exclusive lock until the guard drops.
+    fn lock(&self) -> Result<Flock<File>, StateError> {
+        let root = self.pins.root();
+        let lock_err = |source| StateError::Lock { path: root.to_owned(), source };
+        let dir = File::open(root).map_err(lock_err)?;
+        Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.into()))
+    }
+
+    /// Every gated port, sorted by gate name, protocol and port.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate the map.
+    pub fn gates(&self) -> Result<Vec<GateEntry>, StateError> {
+        let mut entries = Vec::new();
+        for item in self.gates.iter() {
+            let (key, gate) = item.map_err(map_err(MAP_GATES, "iterate"))?;
+            let Some(protocol) = Protocol::from_number(key.protocol) else { continue };
+            entries.push(GateEntry { id: gate.id, name: decode_name(&gate.name), protocol, port: key.port() });
+        }
+        entries.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
+        Ok(entries)
+    }
+
+    /// The id of the gate called `name`.
+    ///
+    /// # Errors
+    /// [`StateError::NoSuchGate`] naming the gates that exist.
+    pub fn gate_id(&self, name: &str) -> Result<u32, StateError> {
+        let gates = self.gates()?;
+        if let Some(gate) = gates.iter().find(|g| g.name == name) {
+            return Ok(gate.id);
+        }
+        let known: BTreeSet<_> = gates.iter().map(|g| g.name.as_str()).collect();
+        let known = if known.is_empty() { "none".to_owned() } else { known.into_iter().collect::<Vec<_>>().join(", ") };
+        Err(StateError::NoSuchGate { name: name.to_owned(), known })
+    }
+
+    /// Makes the gated ports exactly `specs`. Gates keep their ids across calls (so their leases
+    /// and counters stay theirs); a gate that disappears takes its leases with it, so an id that
+    /// is later reused opens nothing by accident. New ports are gated before old ones are freed.
+    ///
+    /// # Errors
+    /// Too many gates or ports, a name too long, or a map write refused.
+    pub fn sync_gates(&mut self, specs: &[GateSpec]) -> Result<Vec<GateEntry>, StateError> {
+        let _lock = self.lock()?;
+        let existing = self.gates()?;
+        let mut ids: BTreeMap<&str, u32> = BTreeMap::new();
+        for gate in &existing {
+            if specs.iter().any(|s| s.name == gate.name) {
+                ids.insert(&gate.name, gate.id);
+            }
+        }
+        let wanted: BTreeSet<(Protocol, u16)> = specs.iter().map(|s| (s.protocol, s.port)).collect();
+        let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        if names.len() > MAX_GATES as usize || wanted.len() > MAX_GATED_PORTS as usize {
+            return Err(StateError::TooManyGates { max: MAX_GATES, max_ports: MAX_GATED_PORTS });
+        }
+        let mut fresh_ids = Vec::new();
+        for name in &names {
+            if !ids.contains_key(name) {
+                let free = (1..=MAX_GATES).find(|id| !ids.values().any(|used| used == id));
+                let id = free.ok_or(StateError::TooManyGates { max: MAX_GATES, max_ports: MAX_GATED_PORTS })?;
+                ids.insert(name, id);
+                fresh_ids.push(id);
+            }
+        }
+        // A fresh id may have been some removed gate's: clear what it left behind first.
+        for &id in &fresh_ids {
+            self.remove_leases_where(|e| e.gate == id)?;
+            self.reset_stats(id)?;
+        }
+        for spec in specs {
+            let key = GateKey::new(spec.protocol.number(), spec.port);
+            let gate = Gate { id: ids[spec.name.as_str()], name: encode_name(&spec.name)? };
+            self.gates.insert(key, gate, 0).map_err(map_err(MAP_GATES, "insert"))?;
+        }
+        for old in &existing {
+            if !wanted.contains(&(old.protocol, old.port)) {
+                let key = GateKey::new(old.protocol.number(), old.port);
+                self.gates.remove(&key).map_err(map_err(MAP_GATES, "remove"))?;
+            }
+        }
+        let live: BTreeSet<u32> = ids.values().copied().collect();
+        self.remove_leases_where(|e| !live.contains(&e.gate))?;
+        self.gates()
+    }
+
+    fn reset_stats(&mut self, gate: u32) -> Result<(), StateError> {
+        for reason in Reason::ALL {
+            let index = stats_index(gate, reason);
+            let cpus = self.stats.get(&index, 0).map_err(map_err(MAP_STATS, "lookup"))?.len();
+            let zeros = PerCpuValues::try_from(vec![0_u64; cpus])
+                .map_err(|e| StateError::Map { map: MAP_STATS, operation: "reset", source: MapError::from(e) })?;
+            self.stats.set(index, zeros, 0).map_err(map_err(MAP_STATS, "reset"))?;
+        }
+        Ok(())
+    }
+
+    /// Opens `gate` for `addr` with `lease`, replacing any lease it had. When the map is full,
+    /// dead leases are swept once before giving up.
+    ///
+    /// # Errors
+    /// [`StateError::Full`] when the map stays full; any other refusal of the kernel.
+    pub fn grant(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), StateError> {
+        let _lock = self.lock()?;
+        match self.insert_lease(gate, addr, lease) {
+            Err(e) if is_errno(&e, libc_e2big()) => {
+                self.sweep_locked(crate::clock::now_ns(), 0)?;
+                self.insert_lease(gate, addr, lease).map_err(|e| self.full_or(e, addr))
+            }
+            other => other.map_err(|e| self.full_or(e, addr)),
+        }
+    }
+
+    fn insert_lease(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), MapError> {
+        match addr {
+            IpAddr::V4(v4) => self.leases_v4.insert(LeaseKeyV4 { gate, addr: v4.octets() }, lease, 0),
+            IpAddr::V6(v6) => self.leases_v6.insert(LeaseKeyV6 { gate, addr: v6.octets() }, lease, 0),
+        }
+    }
+
+    fn full_or(&self, error: MapError, addr: IpAddr) -> StateError {
+        let (map, capacity) = match addr {
+            IpAddr::V4(_) => (MAP_LEASES_V4, self.capacity_v4),
+            IpAddr::V6(_) => (MAP_LEASES_V6, self.capacity_v6),
+        };
+        if is_errno(&error, libc_e2big()) {
+            StateError::Full { map, capacity, addr }
+        } else {
+            StateError::Map { map, operation: "insert", source: error }
+        }
+    }
+
+    /// Closes `addr`'s leases on `gate`, or on every gate. Returns how many were removed.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate or delete.
+    pub fn revoke(&mut self, addr: IpAddr, gate: Option<u32>) -> Result<usize, StateError> {
+        let _lock = self.lock()?;
+        self.remove_leases_where(|e| e.addr == addr && gate.is_none_or(|want| want == e.gate))
+    }
+
+    /// Closes every lease of `gate`. Returns how many were removed.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate or delete.
+    pub fn revoke_gate(&mut self, gate: u32) -> Result<usize, StateError> {
+        let _lock = self.lock()?;
+        self.remove_leases_where(|e| e.gate == gate)
+    }
+
+    /// Removes every lease `doomed` picks; the caller holds the lock. Returns how many.
+    fn remove_leases_where(&mut self, doomed: impl Fn(&LeaseEntry) -> bool) -> Result<usize, StateError> {
+        let leases = self.leases()?;
+        let mut removed = 0;
+        for entry in leases.iter().filter(|e| doomed(e)) {
+            if self.remove_lease(entry.gate, entry.addr)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes one lease; `false` if it was already gone.
+    fn remove_lease(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
+        let (map, result) = match addr {
+            IpAddr::V4(v4) => (MAP_LEASES_V4, self.leases_v4.remove(&LeaseKeyV4 { gate, addr: v4.octets() })),
+            IpAddr::V6(v6) => (MAP_LEASES_V6, self.leases_v6.remove(&LeaseKeyV6 { gate, addr: v6.octets() })),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_errno(&e, nix::errno::Errno::ENOENT as i32) => Ok(false),
+            Err(source) => Err(StateError::Map { map, operation: "remove", source }),
+        }
+    }
+
+    fn lease(&self, gate: u32, addr: IpAddr) -> Result<Option<Lease>, StateError> {
+        let (map, result) = match addr {
+            IpAddr::V4(v4) => (MAP_LEASES_V4, self.leases_v4.get(&LeaseKeyV4 { gate, addr: v4.octets() }, 0)),
+            IpAddr::V6(v6) => (MAP_LEASES_V6, self.leases_v6.get(&LeaseKeyV6 { gate, addr: v6.octets() }, 0)),
+        };
+        match result {
+            Ok(lease) => Ok(Some(lease)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(StateError::Map { map, operation: "lookup", source }),
+        }
+    }
+
+    /// Every lease, IPv4 first.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate.
+    pub fn leases(&self) -> Result<Vec<LeaseEntry>, StateError> {
+        let mut entries = Vec::new();
+        for item in self.leases_v4.iter() {
+            let (key, lease) = item.map_err(map_err(MAP_LEASES_V4, "iterate"))?;
+            entries.push(LeaseEntry { gate: key.gate, addr: IpAddr::from(key.addr), lease });
+        }
+        for item in self.leases_v6.iter() {
+            let (key, lease) = item.map_err(map_err(MAP_LEASES_V6, "iterate"))?;
+            entries.push(LeaseEntry { gate: key.gate, addr: IpAddr::from(key.addr), lease });
+        }
+        Ok(entries)
+    }
+
+    /// Deletes leases closed for at least `grace_ns` at `now_ns`, so the maps do not fill with
+    /// the dead. Candidates are found without the lock, then re-read and deleted under it, in
+    /// batches, so grants are never blocked for long. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate or delete.
+    pub fn sweep(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
+        const BATCH: usize = 1024;
+        let candidates: Vec<LeaseEntry> = self
+            .leases()?
+            .into_iter()
+            .filter(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)
+            .collect();
+        let mut removed = 0;
+        for batch in candidates.chunks(BATCH) {
+            let _lock = self.lock()?;
+            for entry in batch {
+                // Re-read: a grant may have replaced the lease since it was judged dead.
+                let still_dead = self
+                    .lease(entry.gate, entry.addr)?
+                    .is_some_and(|l| l.closes_at_ns().saturating_add(grace_ns) <= now_ns);
+                if still_dead && self.remove_lease(entry.gate, entry.addr)? {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// As [`Self::sweep`], for a caller already holding the lock.
+    fn sweep_locked(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
+        self.remove_leases_where(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)
+    }
+
+    /// Verdict counters summed over CPUs, for gate 0 (no gate) and every gate id in use.
+    ///
+    /// # Errors
+    /// The kernel refuses a lookup.
+    pub fn stats(&self) -> Result<StatsTable, StateError> {
+        let mut ids: BTreeSet<u32> = self.gates()?.iter().map(|g| g.id).collect();
+        ids.insert(0);
+        let mut table = StatsTable::new();
+        for id in ids {
+            let mut row = [0_u64; NUM_REASONS as usize];
+            for reason in Reason::ALL {
+                let per_cpu = self.stats.get(&stats_index(id, reason), 0).map_err(map_err(MAP_STATS, "lookup"))?;
+                row[reason as usize] = per_cpu.iter().sum();
+            }
+            table.insert(id, row);
+        }
+        Ok(table)
+    }
+}
+
+const fn libc_e2big() -> i32 {
+    nix::errno::Errno::E2BIG as i32
+}

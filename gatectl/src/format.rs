@@ -1,0 +1,181 @@
+//! What gatectl prints: terse tables for people, stable JSON for scripts.
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use gate_maps::{
+    AttachMode, GateEntry, LeaseEntry, PinDir, StatsTable, clock,
+    common::{LeaseState, Reason},
+};
+use serde::Serialize;
+
+pub struct InterfaceView<'a> {
+    pub name: &'a str,
+    pub mode: AttachMode,
+    /// The program id behind the pinned link; `None` if the link is defunct.
+    pub program: Option<u32>,
+}
+
+/// A duration rounded to whole seconds, as "4m 12s".
+pub fn duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+fn state_name(state: LeaseState) -> &'static str {
+    match state {
+        LeaseState::Live => "live",
+        LeaseState::Expired => "expired",
+        LeaseState::Idle => "idle",
+    }
+}
+
+fn gate_names(gates: &[GateEntry]) -> BTreeMap<u32, &str> {
+    gates.iter().map(|g| (g.id, g.name.as_str())).collect()
+}
+
+fn gate_name<'a>(names: &BTreeMap<u32, &'a str>, id: u32) -> &'a str {
+    names.get(&id).copied().unwrap_or("?")
+}
+
+pub fn status(
+    pins: &PinDir,
+    interfaces: &[InterfaceView<'_>],
+    gates: &[GateEntry],
+    leases: &[LeaseEntry],
+    (capacity_v4, capacity_v6): (u32, u32),
+    now: u64,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pin dir: {}", pins.root().display());
+    if interfaces.is_empty() {
+        let _ = writeln!(out, "interfaces: none attached");
+    }
+    for interface in interfaces {
+        let program = interface.program.map_or_else(|| "link defunct".to_owned(), |id| format!("program {id}"));
+        let _ = writeln!(out, "interface: {}\n  mode: {}\n  {program}", interface.name, interface.mode);
+    }
+    let mut by_gate: BTreeMap<u32, Vec<&GateEntry>> = BTreeMap::new();
+    for gate in gates {
+        by_gate.entry(gate.id).or_default().push(gate);
+    }
+    for (id, ports) in &by_gate {
+        let live = leases.iter().filter(|l| l.gate == *id && l.lease.state(now) == LeaseState::Live).count();
+        let closed = leases.iter().filter(|l| l.gate == *id).count() - live;
+        let list: Vec<_> = ports.iter().map(|p| format!("{}/{}", p.protocol, p.port)).collect();
+        let _ = writeln!(
+            out,
+            "gate: {}\n  ports: {}\n  leases: {live} live, {closed} closed",
+            ports[0].name,
+            list.join(", ")
+        );
+    }
+    let v4 = leases.iter().filter(|l| l.addr.is_ipv4()).count();
+    let _ = writeln!(out, "lease maps: {v4} of {capacity_v4} IPv4, {} of {capacity_v6} IPv6", leases.len() - v4);
+    out
+}
+
+pub fn leases_table(gates: &[GateEntry], leases: &[LeaseEntry], now: u64) -> String {
+    if leases.is_empty() {
+        return "no leases\n".to_owned();
+    }
+    let names = gate_names(gates);
+    let rows: Vec<[String; 5]> = leases
+        .iter()
+        .map(|l| {
+            let state = l.lease.state(now);
+            let idle = if l.lease.idle_timeout_ns == 0 {
+                "-".to_owned()
+            } else {
+                duration(clock::until(now, l.lease.idle_deadline_ns))
+            };
+            [
+                gate_name(&names, l.gate).to_owned(),
+                l.addr.to_string(),
+                state_name(state).to_owned(),
+                duration(clock::until(now, l.lease.expires_ns)),
+                idle,
+            ]
+        })
+        .collect();
+    table(&["GATE", "ADDRESS", "STATE", "EXPIRES IN", "IDLE CLOSE IN"], &rows)
+}
+
+#[derive(Serialize)]
+pub struct LeaseJson<'a> {
+    gate: &'a str,
+    gate_id: u32,
+    address: String,
+    state: &'static str,
+    expires_in_ms: u64,
+    idle_close_in_ms: u64,
+    idle_timeout_ms: u64,
+}
+
+pub fn leases_json<'a>(gates: &'a [GateEntry], leases: &[LeaseEntry], now: u64) -> Vec<LeaseJson<'a>> {
+    let names = gate_names(gates);
+    let ms = |ns: u64| ns / 1_000_000;
+    leases
+        .iter()
+        .map(|l| LeaseJson {
+            gate: gate_name(&names, l.gate),
+            gate_id: l.gate,
+            address: l.addr.to_string(),
+            state: state_name(l.lease.state(now)),
+            expires_in_ms: ms(l.lease.expires_ns.saturating_sub(now)),
+            idle_close_in_ms: ms(l.lease.idle_deadline_ns.saturating_sub(now)),
+            idle_timeout_ms: ms(l.lease.idle_timeout_ns),
+        })
+        .collect()
+}
+
+pub fn stats_table(gates: &[GateEntry], stats: &StatsTable) -> String {
+    let names = gate_names(gates);
+    let mut header = vec!["GATE"];
+    header.extend(Reason::ALL.iter().map(|r| r.name()));
+    let rows: Vec<Vec<String>> = stats
+        .iter()
+        .map(|(id, counts)| {
+            let name = if *id == 0 { "(no gate)" } else { gate_name(&names, *id) };
+            let mut row = vec![name.to_owned()];
+            row.extend(counts.iter().map(u64::to_string));
+            row
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+pub fn stats_json(gates: &[GateEntry], stats: &StatsTable) -> serde_json::Value {
+    let names = gate_names(gates);
+    let rows: Vec<_> = stats
+        .iter()
+        .map(|(id, counts)| {
+            let mut row = serde_json::Map::new();
+            let gate = if *id == 0 { serde_json::Value::Null } else { gate_name(&names, *id).into() };
+            row.insert("gate".into(), gate);
+            row.insert("gate_id".into(), (*id).into());
+            for reason in Reason::ALL {
+                row.insert(reason.name().into(), counts[reason as usize].into());
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    serde_json::json!({ "gates": rows })
+}
+
+/// Left-aligned columns two spaces apart.
+fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.as_ref().iter().map(String::as_str).collect());
+    }
+    out
+}

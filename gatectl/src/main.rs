@@ -1,0 +1,167 @@
+//! `gatectl`: the operator's view of the gate, read from and written to the pinned maps directly,
+//! so it works with the daemon stopped or dead.
+mod format;
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use aya::programs::links::PinnedLink;
+use clap::{Parser, Subcommand};
+use gate_maps::{GateState, PinDir, clock, lease::ttl_lease, pins::DEFAULT_PIN_DIR};
+
+#[derive(Parser)]
+#[command(version, about = "Inspect and change the gate (reads the pinned BPF maps directly)")]
+struct Cli {
+    /// The gate's bpffs pin directory.
+    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, env = "GATE_PIN_DIR")]
+    pin_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Interfaces, gates and lease counts (the default).
+    Status,
+    /// Every lease with its deadlines.
+    Leases {
+        /// Stable JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a gate for an address for a fixed time.
+    Allow {
+        /// Source address to let through (IPv4 or IPv6).
+        addr: IpAddr,
+        /// Gate name, as in the daemon's config.
+        #[arg(long)]
+        gate: String,
+        /// How long, e.g. 90s, 5m, 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Close an address's leases, on one gate or all.
+    Revoke {
+        addr: IpAddr,
+        #[arg(long)]
+        gate: Option<String>,
+    },
+    /// Verdict counters per gate and reason.
+    Stats {
+        /// Stable JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the gate: detach from every interface and delete its maps. Gated ports open to all.
+    Teardown,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatectl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let pins = PinDir::new(&cli.pin_dir);
+    match cli.command.unwrap_or(Command::Status) {
+        Command::Status => status(&pins),
+        Command::Leases { json } => {
+            let state = GateState::open(pins.root())?;
+            let gates = state.gates()?;
+            let leases = state.leases()?;
+            let now = clock::now_ns();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&format::leases_json(&gates, &leases, now))?);
+            } else {
+                print!("{}", format::leases_table(&gates, &leases, now));
+            }
+            Ok(())
+        }
+        Command::Allow { addr, gate, ttl } => {
+            refuse_unusable(addr)?;
+            if ttl.is_zero() {
+                bail!("--ttl must be longer than zero");
+            }
+            let mut state = GateState::open(pins.root())?;
+            let id = state.gate_id(&gate)?;
+            state.grant(id, addr, ttl_lease(clock::now_ns(), ttl))?;
+            println!("opened {gate} for {addr} for {}", format::duration(ttl));
+            Ok(())
+        }
+        Command::Revoke { addr, gate } => {
+            let mut state = GateState::open(pins.root())?;
+            let id = gate.as_deref().map(|g| state.gate_id(g)).transpose()?;
+            let removed = state.revoke(addr, id)?;
+            let scope = gate.map_or_else(|| "any gate".to_owned(), |g| g);
+            if removed == 0 {
+                bail!("{addr} had no lease on {scope}");
+            }
+            println!("closed {removed} lease(s) of {addr} on {scope}");
+            Ok(())
+        }
+        Command::Stats { json } => {
+            let state = GateState::open(pins.root())?;
+            let gates = state.gates()?;
+            let stats = state.stats()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&format::stats_json(&gates, &stats))?);
+            } else {
+                print!("{}", format::stats_table(&gates, &stats));
+            }
+            Ok(())
+        }
+        Command::Teardown => teardown(&pins),
+    }
+}
+
+/// Addresses no packet comes from.
+fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
+    if addr.is_unspecified() || addr.is_multicast() {
+        bail!("{addr} cannot be the source of a packet; give a unicast address");
+    }
+    if let IpAddr::V4(v4) = addr {
+        if v4.is_broadcast() {
+            bail!("{addr} cannot be the source of a packet; give a unicast address");
+        }
+    }
+    Ok(())
+}
+
+fn status(pins: &PinDir) -> anyhow::Result<()> {
+    let attachments = pins.attachments().with_context(|| format!("read {}", pins.links_dir().display()))?;
+    let state = GateState::open(pins.root())?;
+    let gates = state.gates()?;
+    let leases = state.leases()?;
+    let interfaces = attachments
+        .iter()
+        .map(|a| {
+            let program = PinnedLink::from_pin(&a.path)
+                .ok()
+                .and_then(|link| aya::programs::links::FdLink::from(link).info().ok())
+                .map(|info| info.program_id());
+            format::InterfaceView { name: &a.interface, mode: a.mode, program }
+        })
+        .collect::<Vec<_>>();
+    print!("{}", format::status(pins, &interfaces, &gates, &leases, state.capacity(), clock::now_ns()));
+    Ok(())
+}
+
+fn teardown(pins: &PinDir) -> anyhow::Result<()> {
+    let attachments = pins.attachments().with_context(|| format!("read {}", pins.links_dir().display()))?;
+    if attachments.is_empty() && !pins.root().exists() {
+        bail!("no gate at {}", pins.root().display());
+    }
+    for attachment in &attachments {
+        std::fs::remove_file(&attachment.path).with_context(|| format!("unpin {}", attachment.path.display()))?;
+        println!("detached from {} ({})", attachment.interface, attachment.mode);
+    }
+    std::fs::remove_dir_all(pins.root()).with_context(|| format!("remove {}", pins.root().display()))?;
+    println!("removed {}; gated ports are now open to everyone", pins.root().display());
+    Ok(())
+}
