@@ -12,7 +12,6 @@ use std::{
 };
 
 use aya::{
-    EbpfLoader,
     maps::MapInfo,
     programs::{
         ProgramError, Xdp, XdpMode,
@@ -20,15 +19,13 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use gate_common::{
-    Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, PROGRAM_NAME,
-};
+use gate_common::{Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6};
 use gate_maps::{AttachMode, Attachment, GateEntry, GateState, PinDir, StateError};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::{
-    PROGRAM_OBJECT,
     config::{Config, InterfaceConfig, ModeSetting},
+    program::{self, LoadError},
 };
 
 /// The standard bpffs mount point, which the daemon mounts if nothing is mounted there.
@@ -44,10 +41,8 @@ pub enum InstallError {
     PinDir { path: PathBuf, operation: &'static str, source: io::Error },
     #[error("pinned map {path} has {found}, this gate needs {wanted}; remove the old gate first (`gatectl teardown`)")]
     IncompatibleMap { path: PathBuf, found: String, wanted: String },
-    #[error("load the XDP program")]
-    Load(#[source] aya::EbpfError),
-    #[error("load the XDP program into the kernel")]
-    Program(#[source] ProgramError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("interface {interface}: attach XDP in {mode} mode")]
     Attach { interface: String, mode: &'static str, #[source] source: ProgramError },
     #[error("interface {interface}: pin the XDP link at {path}")]
@@ -112,9 +107,8 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     let pins = PinDir::new(&config.pin_dir);
     prepare_pin_dir(&pins, undo)?;
 
-    let maps = [MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS];
     let took_over = pins.map(MAP_GATES).exists();
-    for name in maps {
+    for name in program::MAPS {
         let path = pins.map(name);
         if path.exists() {
             check_compatible(name, &path)?;
@@ -122,14 +116,7 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
             undo.maps.push(path);
         }
     }
-
-    let mut loader = EbpfLoader::new();
-    for name in maps {
-        loader.map_pin_path(name, pins.map(name));
-    }
-    loader.map_max_entries(MAP_LEASES_V4, config.leases.capacity);
-    loader.map_max_entries(MAP_LEASES_V6, config.leases.capacity);
-    let mut ebpf = loader.load(PROGRAM_OBJECT).map_err(InstallError::Load)?;
+    let mut loaded = program::load(&pins, config.leases.capacity)?;
 
     let mut state = GateState::open(pins.root())?;
     let (capacity_v4, _) = state.capacity();
@@ -141,13 +128,7 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     }
     let gates = state.sync_gates(&config.gate_specs())?;
 
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| InstallError::Program(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(InstallError::Program)?;
-    program.load().map_err(InstallError::Program)?;
-
+    let program = loaded.xdp();
     let mut attachments = Vec::new();
     for interface in &config.interfaces {
         attachments.push(attach(program, &pins, interface, undo)?);

@@ -3,13 +3,12 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
-//! - [`install`]: load, take over or create pinned state, attach, roll back on failure.
+//! - [`program`]: the embedded XDP object, loaded against the pinned maps.
+//! - [`install`]: take over or create pinned state, gate the ports, attach, roll back on failure.
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod config;
 pub mod daemon;
 pub mod install;
+pub mod program;
 pub mod sweeper;
-
-/// The XDP program, built by build.rs from `gate-ebpf`.
-pub const PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gate"));

@@ -1,0 +1,63 @@
+//! The embedded XDP program and loading it against the pinned maps: maps already pinned are
+//! reused (their leases kept), missing ones are created and pinned. Used by the installer, and by
+//! the tests and benchmarks, so they run exactly what the daemon runs.
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp},
+};
+use gate_common::{MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, PROGRAM_NAME};
+use gate_maps::PinDir;
+
+/// The XDP program, built by build.rs from `gate-ebpf`.
+pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gate"));
+
+/// Every map the program uses, all pinned.
+pub const MAPS: [&str; 4] = [MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("load the XDP object and its maps")]
+    Object(#[source] aya::EbpfError),
+    #[error("load the XDP program into the kernel")]
+    Program(#[source] ProgramError),
+}
+
+/// The program loaded in the kernel, not yet attached.
+pub struct Loaded {
+    ebpf: Ebpf,
+}
+
+impl Loaded {
+    /// The XDP program.
+    ///
+    /// # Panics
+    /// Never: [`load`] checked that the object holds it.
+    pub fn xdp(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked the program exists and is XDP")
+    }
+}
+
+/// Loads the program with its maps pinned under `pins`; new lease maps get `lease_capacity`
+/// entries per address family.
+///
+/// # Errors
+/// The object or its maps cannot be created (the verifier's log is in the source chain).
+pub fn load(pins: &PinDir, lease_capacity: u32) -> Result<Loaded, LoadError> {
+    let mut loader = EbpfLoader::new();
+    for name in MAPS {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    loader.map_max_entries(MAP_LEASES_V4, lease_capacity);
+    loader.map_max_entries(MAP_LEASES_V6, lease_capacity);
+    let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(LoadError::Program(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(LoadError::Program)?;
+    program.load().map_err(LoadError::Program)?;
+    Ok(Loaded { ebpf })
+}

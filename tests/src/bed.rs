@@ -1,0 +1,118 @@
+//! [`TestBed`]: a gateway namespace (where the gate runs) and a client namespace, joined by veth,
+//! with documentation-range addresses (192.0.2.0/24, 2001:db8::/64), two source addresses per
+//! family on the client, and a bpffs pin directory of its own.
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use crate::{
+    netns::{Netns, veth},
+    unique::{self, PIN_ROOT, PREFIX},
+};
+
+pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// A second address on the client: a source the tests never give a lease.
+pub const STRANGER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const STRANGER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3);
+
+pub struct TestBed {
+    // Field order is drop order: the pin dir (links, maps) goes before the namespaces.
+    pub pin_dir: PinDirGuard,
+    pub gateway: Netns,
+    pub client: Netns,
+    /// The gateway's end of the veth, where the gate attaches.
+    pub gateway_if: String,
+    config_files: Vec<PathBuf>,
+}
+
+/// Removes a pin directory (detaching its links) on drop.
+pub struct PinDirGuard(pub PathBuf);
+
+impl PinDirGuard {
+    /// A fresh, not yet created, pin directory path.
+    pub fn new() -> Self {
+        Self(PathBuf::from(PIN_ROOT).join(format!("{PREFIX}{}", unique::token())))
+    }
+}
+
+impl Default for PinDirGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDirGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestBed {
+    pub fn new() -> Self {
+        let gateway = Netns::new("gw");
+        let client = Netns::new("cl");
+        let token = unique::token();
+        let gateway_if = format!("{PREFIX}{token}g");
+        let client_if = format!("{PREFIX}{token}c");
+        veth(&gateway, &gateway_if, &client, &client_if);
+        gateway.ip(&["addr", "add", &format!("{GATEWAY_V4}/24"), "dev", &gateway_if]);
+        gateway.ip(&["addr", "add", &format!("{GATEWAY_V6}/64"), "dev", &gateway_if, "nodad"]);
+        for addr in [CLIENT_V4, STRANGER_V4] {
+            client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &client_if]);
+        }
+        for addr in [CLIENT_V6, STRANGER_V6] {
+            client.ip(&["addr", "add", &format!("{addr}/64"), "dev", &client_if, "nodad"]);
+        }
+        Self { pin_dir: PinDirGuard::new(), gateway, client, gateway_if, config_files: Vec::new() }
+    }
+
+    /// A daemon config for this bed gating `gates` (name, protocol, port), plus `extra` TOML
+    /// appended verbatim (e.g. a `[leases]` table).
+    pub fn config(&mut self, gates: &[(&str, &str, u16)], extra: &str) -> PathBuf {
+        let mut text = format!(
+            "pin_dir = \"{}\"\n[[interface]]\nname = \"{}\"\n",
+            self.pin_dir.0.display(),
+            self.gateway_if
+        );
+        for (name, protocol, port) in gates {
+            text.push_str(&format!("[[gate]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = {port}\n"));
+        }
+        text.push_str(extra);
+        self.write_config(&text)
+    }
+
+    /// Writes `text` as a config file that is removed with the bed.
+    pub fn write_config(&mut self, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("{PREFIX}{}.toml", unique::token()));
+        fs::write(&path, text).expect("write test config");
+        self.config_files.push(path.clone());
+        path
+    }
+
+    /// The gateway's address in the family of `source`.
+    pub fn gateway_addr(source: IpAddr) -> IpAddr {
+        match source {
+            IpAddr::V4(_) => GATEWAY_V4.into(),
+            IpAddr::V6(_) => GATEWAY_V6.into(),
+        }
+    }
+}
+
+impl Default for TestBed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        for file in &self.config_files {
+            let _ = fs::remove_file(file);
+        }
+    }
+}

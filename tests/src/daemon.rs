@@ -1,0 +1,132 @@
+//! The real binaries: `gate-daemon` run inside the gateway namespace, and `gatectl`.
+//!
+//! They are looked up beside the test executable (`target/<profile>/`); `cargo xtask test`
+//! builds them before the tests run.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{bed::TestBed, unique};
+
+/// How long a daemon may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of a workspace binary built beside the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --bins`; `cargo xtask test` does)", path.display());
+    path
+}
+
+/// A running `gate-daemon`; killed with SIGKILL on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon in the bed's gateway namespace and waits until it is ready.
+    ///
+    /// # Panics
+    /// If it exits or does not become ready, with its log.
+    pub fn start(bed: &TestBed, config: &Path) -> Self {
+        match Self::try_start(bed, config) {
+            Ok(daemon) => daemon,
+            Err(log) => panic!("gate-daemon did not start:\n{log}"),
+        }
+    }
+
+    /// Starts the daemon; `Err` carries its log if it exits before it is ready.
+    pub fn try_start(bed: &TestBed, config: &Path) -> Result<Self, String> {
+        let log = std::env::temp_dir().join(format!("{}{}.log", unique::PREFIX, unique::token()));
+        let log_file = fs::File::create(&log).expect("create daemon log");
+        let child = bed
+            .gateway
+            .command(bin("gate-daemon"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn gate-daemon");
+        let mut daemon = Self { child: Some(child), log };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if daemon.log().contains("] ready") {
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                daemon.child = None;
+                return Err(format!("exited with {status}\n{}", daemon.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after {READY_TIMEOUT:?}\n{}", daemon.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> Pid {
+        let child = self.child.as_ref().expect("daemon still running");
+        Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
+    }
+
+    /// SIGKILL: the daemon dies with no chance to clean anything up.
+    pub fn kill9(mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    ///
+    /// # Panics
+    /// If the daemon does not exit successfully.
+    pub fn stop(mut self) -> String {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let status = self.child.take().expect("daemon still running").wait().expect("wait for gate-daemon");
+        let log = self.log();
+        assert!(status.success(), "gate-daemon stopped with {status}:\n{log}");
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `gatectl --pin-dir <pin_dir> args...` and returns its output, whatever the status.
+pub fn gatectl(pin_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("gatectl")).arg("--pin-dir").arg(pin_dir).args(args).output().expect("run gatectl")
+}
+
+/// As [`gatectl`], panicking with stderr unless it succeeds; returns stdout.
+pub fn gatectl_ok(pin_dir: &Path, args: &[&str]) -> String {
+    let out = gatectl(pin_dir, args);
+    assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,297 @@
+//! Crafted Ethernet frames for `BPF_PROG_TEST_RUN`: every layer the gate parses, with knobs for
+//! the shapes that break parsers (IPv4 options, VLAN stacks, IPv6 extension chains, fragments,
+//! truncation at any byte). Checksums are left zero: the gate never reads them.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use gate_common::{IPPROTO_TCP, IPPROTO_UDP};
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+const SOURCE_PORT: u16 = 40_000;
+
+/// IPv6 extension headers the builder can put in a chain.
+#[derive(Clone, Copy, Debug)]
+pub enum Ext {
+    HopByHop,
+    Routing,
+    DestOpts,
+    Auth,
+    Mobility,
+    /// A fragment header with `offset` (8-byte units) and the more-fragments flag.
+    Fragment { offset: u16, more: bool },
+}
+
+impl Ext {
+    const fn number(self) -> u8 {
+        match self {
+            Self::HopByHop => 0,
+            Self::Routing => 43,
+            Self::Fragment { .. } => 44,
+            Self::Auth => 51,
+            Self::DestOpts => 60,
+            Self::Mobility => 135,
+        }
+    }
+
+    fn bytes(self, next: u8) -> Vec<u8> {
+        match self {
+            // 16 bytes: hdr ext len counts 8-byte units beyond the first.
+            Self::HopByHop | Self::Routing | Self::DestOpts | Self::Mobility => {
+                let mut b = vec![next, 1];
+                b.resize(16, 0);
+                b
+            }
+            // 24 bytes: AH counts 4-byte units, minus 2.
+            Self::Auth => {
+                let mut b = vec![next, 4];
+                b.resize(24, 0);
+                b
+            }
+            Self::Fragment { offset, more } => {
+                let field = (offset << 3) | u16::from(more);
+                let [hi, lo] = field.to_be_bytes();
+                vec![next, 0, hi, lo, 0, 0, 0x12, 0x34]
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Network {
+    V4 { src: Ipv4Addr, options: usize, fragment: Option<(u16, bool)>, version_ihl: Option<u8> },
+    V6 { src: Ipv6Addr, exts: Vec<Ext>, version: u8 },
+    /// A non-IP ethertype with some payload.
+    Other { ethertype: u16 },
+}
+
+/// A frame under construction.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    vlans: Vec<u16>,
+    network: Network,
+    protocol: u8,
+    dst_port: u16,
+    cut: Option<Cut>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Keep this many bytes of the whole frame.
+    Total(usize),
+    /// Keep this many bytes of the transport header.
+    Transport(usize),
+}
+
+impl Frame {
+    /// A datagram of `protocol` from `src` to `dst_port`.
+    pub fn ip(src: IpAddr, protocol: u8, dst_port: u16) -> Self {
+        let network = match src {
+            IpAddr::V4(src) => Network::V4 { src, options: 0, fragment: None, version_ihl: None },
+            IpAddr::V6(src) => Network::V6 { src, exts: Vec::new(), version: 6 },
+        };
+        Self { vlans: Vec::new(), network, protocol, dst_port, cut: None }
+    }
+
+    pub fn udp(src: IpAddr, dst_port: u16) -> Self {
+        Self::ip(src, IPPROTO_UDP, dst_port)
+    }
+
+    pub fn tcp(src: IpAddr, dst_port: u16) -> Self {
+        Self::ip(src, IPPROTO_TCP, dst_port)
+    }
+
+    /// A frame of a non-IP `ethertype` (ARP, LLDP, ...).
+    pub fn non_ip(ethertype: u16) -> Self {
+        Self { vlans: Vec::new(), network: Network::Other { ethertype }, protocol: 0, dst_port: 0, cut: None }
+    }
+
+    /// Adds an 802.1Q tag (inside any tags already added).
+    #[must_use]
+    pub fn vlan(mut self) -> Self {
+        self.vlans.push(TPID_8021Q);
+        self
+    }
+
+    /// Adds an 802.1ad outer tag and an 802.1Q inner tag.
+    #[must_use]
+    pub fn qinq(mut self) -> Self {
+        self.vlans.push(TPID_8021AD);
+        self.vlans.push(TPID_8021Q);
+        self
+    }
+
+    /// IPv4 options of `bytes` (a multiple of 4, at most 40).
+    #[must_use]
+    pub fn ipv4_options(mut self, bytes: usize) -> Self {
+        if let Network::V4 { options, .. } = &mut self.network {
+            *options = bytes;
+        }
+        self
+    }
+
+    /// Overrides the IPv4 version/IHL byte.
+    #[must_use]
+    pub fn ipv4_version_ihl(mut self, value: u8) -> Self {
+        if let Network::V4 { version_ihl, .. } = &mut self.network {
+            *version_ihl = Some(value);
+        }
+        self
+    }
+
+    /// Overrides the IPv6 version nibble.
+    #[must_use]
+    pub fn ipv6_version(mut self, value: u8) -> Self {
+        if let Network::V6 { version, .. } = &mut self.network {
+            *version = value;
+        }
+        self
+    }
+
+    /// Appends an IPv6 extension header to the chain.
+    #[must_use]
+    pub fn ext(mut self, ext: Ext) -> Self {
+        if let Network::V6 { exts, .. } = &mut self.network {
+            exts.push(ext);
+        }
+        self
+    }
+
+    /// Makes the packet a fragment at `offset` (8-byte units) with the more-fragments flag.
+    #[must_use]
+    pub fn fragment(self, offset: u16, more: bool) -> Self {
+        match self.network {
+            Network::V4 { src, options, version_ihl, .. } => Self {
+                network: Network::V4 { src, options, fragment: Some((offset, more)), version_ihl },
+                ..self
+            },
+            Network::V6 { .. } => self.ext(Ext::Fragment { offset, more }),
+            Network::Other { .. } => self,
+        }
+    }
+
+    /// Keeps only the first `bytes` of the frame.
+    #[must_use]
+    pub const fn truncate(mut self, bytes: usize) -> Self {
+        self.cut = Some(Cut::Total(bytes));
+        self
+    }
+
+    /// Keeps only the first `bytes` of the transport header.
+    #[must_use]
+    pub const fn transport_bytes(mut self, bytes: usize) -> Self {
+        self.cut = Some(Cut::Transport(bytes));
+        self
+    }
+
+    fn transport(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend(SOURCE_PORT.to_be_bytes());
+        l4.extend(self.dst_port.to_be_bytes());
+        match self.protocol {
+            IPPROTO_TCP => {
+                l4.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+            }
+            _ => {
+                l4.extend(16_u16.to_be_bytes());
+                l4.extend([0, 0]);
+                l4.extend(*b"gateprob");
+            }
+        }
+        if let Some(Cut::Transport(bytes)) = self.cut {
+            l4.truncate(bytes);
+        }
+        l4
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        for tpid in &self.vlans {
+            frame.extend(tpid.to_be_bytes());
+            frame.extend([0x00, 0x2a]); // TCI: VLAN 42
+        }
+        let l4 = self.transport();
+        match &self.network {
+            Network::V4 { src, options, fragment, version_ihl } => {
+                frame.extend(0x0800_u16.to_be_bytes());
+                let header_len = 20 + options;
+                let ihl = u8::try_from(header_len / 4).expect("IPv4 header fits");
+                let total = u16::try_from(header_len + l4.len()).expect("small packet");
+                let (offset, more) = fragment.unwrap_or((0, false));
+                let flags_frag = (u16::from(more) << 13) | offset;
+                frame.push(version_ihl.unwrap_or(0x40 | ihl));
+                frame.push(0);
+                frame.extend(total.to_be_bytes());
+                frame.extend([0x12, 0x34]);
+                frame.extend(flags_frag.to_be_bytes());
+                frame.extend([64, self.protocol, 0, 0]);
+                frame.extend(src.octets());
+                frame.extend([198, 51, 100, 1]);
+                frame.extend(std::iter::repeat_n(1_u8, *options)); // NOP options
+                frame.extend(&l4);
+            }
+            Network::V6 { src, exts, version } => {
+                frame.extend(0x86dd_u16.to_be_bytes());
+                let mut chain = Vec::new();
+                for (i, ext) in exts.iter().enumerate() {
+                    let next = exts.get(i + 1).map_or(self.protocol, |e| e.number());
+                    chain.extend(ext.bytes(next));
+                }
+                let first = exts.first().map_or(self.protocol, |e| e.number());
+                let payload = u16::try_from(chain.len() + l4.len()).expect("small packet");
+                frame.extend([version << 4, 0, 0, 0]);
+                frame.extend(payload.to_be_bytes());
+                frame.extend([first, 64]);
+                frame.extend(src.octets());
+                frame.extend(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).octets());
+                frame.extend(chain);
+                frame.extend(&l4);
+            }
+            Network::Other { ethertype } => {
+                frame.extend(ethertype.to_be_bytes());
+                frame.extend([0; 28]);
+            }
+        }
+        if let Some(Cut::Total(bytes)) = self.cut {
+            frame.truncate(bytes);
+        }
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_udp4_has_the_textbook_layout() {
+        let f = Frame::udp("192.0.2.7".parse().unwrap(), 1194).bytes();
+        assert_eq!(f.len(), 14 + 20 + 16);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(f[14], 0x45);
+        assert_eq!(f[23], IPPROTO_UDP);
+        assert_eq!(&f[26..30], &[192, 0, 2, 7]);
+        assert_eq!(&f[36..38], &1194_u16.to_be_bytes());
+    }
+
+    #[test]
+    fn ipv6_chain_links_each_next_header() {
+        let f = Frame::tcp("2001:db8::7".parse().unwrap(), 443).ext(Ext::HopByHop).ext(Ext::Auth).bytes();
+        assert_eq!(f[14 + 6], 0, "first next header: hop-by-hop");
+        assert_eq!(f[54], 51, "hop-by-hop points at AH");
+        assert_eq!(f[54 + 16], IPPROTO_TCP, "AH points at TCP");
+        assert_eq!(&f[54 + 16 + 24 + 2..54 + 16 + 24 + 4], &443_u16.to_be_bytes());
+    }
+
+    #[test]
+    fn vlan_tags_precede_the_ethertype() {
+        let f = Frame::udp("192.0.2.7".parse().unwrap(), 1).qinq().bytes();
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        assert_eq!(&f[16..18], &[0x81, 0x00]);
+        assert_eq!(&f[20..22], &[0x08, 0x00]);
+    }
+}

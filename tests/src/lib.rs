@@ -1,0 +1,22 @@
+//! Helpers that build the world a gate test needs, each in one line: network namespaces joined by
+//! veth, a pin directory of its own, the real daemon and gatectl binaries, crafted frames and
+//! probes that tell a reply from silence from a refusal.
+//!
+//! Everything here is named uniquely per test process and removed on drop, also when a test
+//! panics; leftovers of killed runs are swept when the next run starts.
+//!
+//! # Layout
+//! - [`unique`]: names no two runs share, and the sweep of leftovers.
+//! - [`netns`]: network namespaces, veth links, running code or commands inside a namespace.
+//! - [`bed`]: [`bed::TestBed`], a gateway and a client namespace with addresses and a pin dir.
+//! - [`daemon`]: the real `gate-daemon` and `gatectl` binaries.
+//! - [`frames`]: crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
+//! - [`loaded`]: the daemon's program loaded against a private pin dir, for `BPF_PROG_TEST_RUN`.
+//! - [`probe`]: UDP and TCP probes and the listeners they talk to.
+pub mod bed;
+pub mod daemon;
+pub mod frames;
+pub mod loaded;
+pub mod netns;
+pub mod probe;
+pub mod unique;

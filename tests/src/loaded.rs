@@ -1,0 +1,49 @@
+//! The daemon's XDP program loaded (not attached) against a private pin directory, for
+//! `BPF_PROG_TEST_RUN`: feed it frames, read the verdict and the counters it moved.
+use aya::programs::{TestRun, TestRunOptions};
+use gate_daemon::program::{self, Loaded};
+use gate_maps::{GateSpec, GateState, PinDir, Protocol};
+
+use crate::bed::PinDirGuard;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub struct LoadedGate {
+    pub state: GateState,
+    loaded: Loaded,
+    // Last, so the maps are unpinned after the handles above close.
+    _pins: PinDirGuard,
+}
+
+impl LoadedGate {
+    /// Loads the program with lease maps of `capacity` and gates `gates` (name, protocol, port).
+    pub fn new(gates: &[(&str, Protocol, u16)], capacity: u32) -> Self {
+        let pins = PinDirGuard::new();
+        std::fs::create_dir_all(&pins.0).expect("create pin dir");
+        let dir = PinDir::new(&pins.0);
+        let loaded = program::load(&dir, capacity).expect("load the gate program");
+        let mut state = GateState::open(dir.root()).expect("open the pinned maps");
+        let specs: Vec<GateSpec> = gates
+            .iter()
+            .map(|(name, protocol, port)| GateSpec { name: (*name).to_owned(), protocol: *protocol, port: *port })
+            .collect();
+        state.sync_gates(&specs).expect("gate the ports");
+        Self { state, loaded, _pins: pins }
+    }
+
+    /// Runs `frame` through the program `repeat` times; returns the verdict and the average
+    /// time per run in nanoseconds as the kernel measured it.
+    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, u128) {
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        options.repeat = repeat;
+        let result = self.loaded.xdp().test_run(options).expect("BPF_PROG_TEST_RUN");
+        (result.return_value, result.duration.as_nanos())
+    }
+
+    /// Runs `frame` once; returns the verdict.
+    pub fn run(&mut self, frame: &[u8]) -> u32 {
+        self.run_repeat(frame, 1).0
+    }
+}
