@@ -148,7 +148,7 @@ impl Config {
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_owned(),
-            message: one_line(&e),
+            message: one_line(&e, text),
         })?;
         config.validate(file)?;
         Ok(config)
@@ -226,13 +226,15 @@ impl Config {
     }
 }
 
-/// toml's messages span several lines (a snippet of the file); keep the gist on one.
-fn one_line(error: &toml::de::Error) -> String {
-    let message = error.message().trim();
-    match error.span() {
-        Some(span) => format!("{message} (at byte {})", span.start),
-        None => message.to_owned(),
-    }
+/// toml's messages span several lines (a snippet of the file); keep the gist on one, with the
+/// line number and the line itself, which names the key.
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else { return message };
+    let start = span.start.min(text.len());
+    let line_number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
+    format!("line {line_number}: `{line}`: {message}")
 }
 
 #[cfg(test)]
@@ -276,14 +278,14 @@ idle_timeout = "2m"
     fn unknown_key_is_refused_with_its_name() {
         let e = error(&GOOD.replace("port = 1194", "port = 1194\nprot = 5"));
         assert!(e.starts_with("config /etc/gate/gate.toml: "), "{e}");
-        assert!(e.contains("prot"), "{e}");
+        assert!(e.contains("line 9: `prot = 5`: unknown field `prot`"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }
 
     #[test]
     fn wrong_type_is_refused() {
         let e = error(&GOOD.replace("port = 1194", "port = \"1194\""));
-        assert!(e.contains("invalid type"), "{e}");
+        assert!(e.contains("line 8: `port = \"1194\"`: invalid type"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub fn must(cmd: &mut Command) -> Output {
 
 pub struct Netns {
     name: String,
+    /// Whether dropping this value deletes the namespace.
+    owned: bool,
 }
 
 impl Netns {
@@ -28,9 +30,14 @@ impl Netns {
     pub fn new(role: &str) -> Self {
         let name = format!("{PREFIX}{}-{role}", unique::token());
         must(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A second handle to this namespace that does not delete it on drop (for other threads).
+    pub fn handle(&self) -> Self {
+        Self { name: self.name.clone(), owned: false }
     }
 
     pub fn name(&self) -> &str {
@@ -72,6 +79,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }

@@ -35,10 +35,15 @@ fn classify(error: &std::io::Error) -> Outcome {
 
 /// Sends one UDP datagram from `source` (inside `ns`) to `dest` and waits for an echo.
 pub fn udp(ns: &Netns, source: IpAddr, dest: SocketAddr) -> Outcome {
+    udp_within(ns, source, dest, SILENCE)
+}
+
+/// As [`udp`], waiting at most `wait` for the echo.
+pub fn udp_within(ns: &Netns, source: IpAddr, dest: SocketAddr, wait: Duration) -> Outcome {
     ns.run(|| {
         let socket = UdpSocket::bind(SocketAddr::new(source, 0)).expect("bind probe socket");
         socket.connect(dest).expect("connect probe socket");
-        socket.set_read_timeout(Some(SILENCE)).expect("set timeout");
+        socket.set_read_timeout(Some(wait)).expect("set timeout");
         if let Err(e) = socket.send(b"gate probe") {
             return classify(&e);
         }

@@ -1,0 +1,109 @@
+//! The daemon killed, stopped and restarted: the gate stays closed to strangers throughout,
+//! leases keep working, and expiry happens while the daemon is down.
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use gate_tests::{
+    bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, STRANGER_V6, TestBed},
+    daemon::{Daemon, gatectl_ok},
+    probe::{Listeners, Outcome, udp, udp_within},
+};
+
+const GATED: u16 = 1194;
+
+fn to(source: IpAddr) -> SocketAddr {
+    SocketAddr::new(TestBed::gateway_addr(source), GATED)
+}
+
+/// Probes the gated port from both stranger addresses until stopped, counting any reply.
+struct StrangerWatch {
+    stop: Arc<AtomicBool>,
+    replies: Arc<AtomicU32>,
+    probes: Arc<AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StrangerWatch {
+    fn start(bed: &TestBed) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(AtomicU32::new(0));
+        let probes = Arc::new(AtomicU32::new(0));
+        let client = bed.client.handle();
+        let (s, r, p) = (Arc::clone(&stop), Arc::clone(&replies), Arc::clone(&probes));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for stranger in [IpAddr::from(STRANGER_V4), IpAddr::from(STRANGER_V6)] {
+                    if udp_within(&client, stranger, to(stranger), Duration::from_millis(50)) != Outcome::Silence {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    p.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Self { stop, replies, probes, thread: Some(thread) }
+    }
+
+    /// Stops watching; returns (probes sent, replies seen).
+    fn finish(mut self) -> (u32, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("watch thread");
+        }
+        (self.probes.load(Ordering::Relaxed), self.replies.load(Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn kill_stop_and_restart_never_open_the_gate_to_strangers() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let daemon = Daemon::start(&bed, &config);
+    let pins = bed.pin_dir.0.clone();
+    let client = IpAddr::from(CLIENT_V4);
+    let short_lived = IpAddr::from(CLIENT_V6);
+    gatectl_ok(&pins, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    gatectl_ok(&pins, &["allow", &short_lived.to_string(), "--gate", "vpn", "--ttl", "2s"]);
+    let watch = StrangerWatch::start(&bed);
+
+    daemon.kill9();
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "lease works with the daemon dead");
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(udp(&bed.client, short_lived, to(short_lived)), Outcome::Silence, "a lease expires with the daemon dead");
+
+    let daemon = Daemon::start(&bed, &config);
+    assert!(daemon.log().contains("took over the pinned state"), "{}", daemon.log());
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "lease survives the restart");
+
+    let log = daemon.stop();
+    assert!(log.contains("stays attached and closed"), "{log}");
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "lease works after a clean stop");
+
+    let daemon = Daemon::start(&bed, &config);
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "and after the second restart");
+    drop(daemon);
+
+    let (probes, replies) = watch.finish();
+    assert!(probes >= 10, "the watch kept probing ({probes} probes)");
+    assert_eq!(replies, 0, "a stranger got {replies} replies from the gated port in {probes} probes");
+}
+
+#[test]
+fn teardown_is_the_only_way_to_open_the_port() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let stranger = IpAddr::from(STRANGER_V4);
+    Daemon::start(&bed, &config).stop();
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence, "closed after the daemon stopped");
+    let out = gatectl_ok(&bed.pin_dir.0, &["teardown"]);
+    assert!(out.contains(&format!("detached from {}", bed.gateway_if)), "{out}");
+    assert!(!bed.pin_dir.0.exists(), "the pin dir is gone");
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Reply, "open once the gate is removed");
+}
