@@ -19,11 +19,14 @@ use crate::{bed::TestBed, unique};
 /// How long a daemon may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Path of a workspace binary built beside the test executable.
+/// Path of a workspace binary built beside this executable: tests run from
+/// `target/<profile>/deps/`, the demo and benchmarks from `target/<profile>/`.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("test executable lives in target/<profile>/deps");
+    let exe = std::env::current_exe().expect("own executable path");
+    let mut dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --bins`; `cargo xtask test` does)", path.display());
     path

@@ -2,8 +2,9 @@
 //! `scripts/setup` first (idempotent, quick when all is in place), so each works on a fresh
 //! machine as its first command.
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -69,13 +70,50 @@ fn build(release: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
+/// Runs `cargo test`, echoing its output, and closes with one line summing every test binary's
+/// result (cargo's own last line is often an empty binary's "0 passed").
+fn test(args: &[String]) -> anyhow::Result<()> {
+    let mut child = cargo()
+        .arg("test")
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawn cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0_u64, 0_u64, 0_u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("read cargo test output")?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().context("wait for cargo test")?;
+    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
         Task::Test { args } => {
             setup()?;
             build(false)?;
-            run(cargo().arg("test").args(args))
+            test(&args)
         }
         Task::Demo => {
             setup()?;
