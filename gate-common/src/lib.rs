@@ -11,8 +11,11 @@
 //! - [`Reason`]: why a packet got its verdict; indexes the per-CPU `STATS` map.
 #![no_std]
 
-/// Name of the map from (protocol, port) to [`Gate`].
+/// Name of the catalogue of gated ports, (protocol, port) -> [`Gate`] (read by user space).
 pub const MAP_GATES: &str = "GATES";
+/// Name of the program's fast path: an array indexed by [`port_index`] holding the gate id
+/// (0 = not gated). The verifier inlines array lookups, so an ungated packet costs a few loads.
+pub const MAP_PORTS: &str = "PORTS";
 /// Name of the IPv4 lease map, [`LeaseKeyV4`] -> [`Lease`].
 pub const MAP_LEASES_V4: &str = "LEASES_V4";
 /// Name of the IPv6 lease map, [`LeaseKeyV6`] -> [`Lease`].
@@ -30,6 +33,21 @@ pub const MAX_GATED_PORTS: u32 = 256;
 pub const DEFAULT_LEASE_CAPACITY: u32 = 65_536;
 /// Longest gate name, in bytes (stored NUL-padded in [`Gate::name`]).
 pub const GATE_NAME_MAX: usize = 28;
+
+/// Slots in `PORTS`: every port, for TCP then UDP.
+pub const PORT_SLOTS: u32 = 2 << 16;
+
+/// The `PORTS` index of `port_be` (network order) for `protocol`; `None` if not TCP or UDP.
+#[inline(always)]
+#[must_use]
+pub const fn port_index(protocol: u8, port_be: [u8; 2]) -> Option<u32> {
+    let slot = match protocol {
+        IPPROTO_TCP => 0,
+        IPPROTO_UDP => 1,
+        _ => return None,
+    };
+    Some((slot << 16) | u16::from_be_bytes(port_be) as u32)
+}
 
 /// IP protocol numbers of the transports a gate can guard.
 pub const IPPROTO_TCP: u8 = 6;

@@ -19,7 +19,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use gate_common::{Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6};
+use gate_common::{Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS};
 use gate_maps::{AttachMode, Attachment, GateEntry, GateState, PinDir, StateError};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
@@ -172,7 +172,8 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<(), InstallError>
         MAP_GATES => (size_of::<GateKey>(), size_of::<Gate>()),
         MAP_LEASES_V4 => (size_of::<LeaseKeyV4>(), size_of::<Lease>()),
         MAP_LEASES_V6 => (size_of::<LeaseKeyV6>(), size_of::<Lease>()),
-        _ => (size_of::<u32>(), size_of::<u64>()),
+        MAP_PORTS => (size_of::<u32>(), size_of::<u32>()),
+        _ => (size_of::<u32>(), size_of::<u64>()), // STATS
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::NotFound { path: path.to_owned(), source: e })?;
     let found = (info.key_size() as usize, info.value_size() as usize);

@@ -5,14 +5,18 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, Xdp},
 };
-use gate_common::{MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, PROGRAM_NAME};
+use gate_common::{MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME};
 use gate_maps::PinDir;
 
 /// The XDP program, built by build.rs from `gate-ebpf`.
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gate"));
 
+/// The benchmarks' control programs: `pass` (only passes) and `lookup` (one hash lookup, then
+/// passes). Not used by the daemon.
+pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+
 /// Every map the program uses, all pinned.
-pub const MAPS: [&str; 4] = [MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS];
+pub const MAPS: [&str; 5] = [MAP_GATES, MAP_PORTS, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

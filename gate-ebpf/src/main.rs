@@ -1,7 +1,7 @@
 //! The gate: an XDP program that drops every packet to a gated (protocol, port) unless its source
 //! address holds a live lease for that gate.
 //!
-//! The path of a packet: parse ([`parse`]) -> gate lookup (`GATES`) -> lease lookup
+//! The path of a packet: parse ([`parse`]) -> gate lookup (`PORTS`) -> lease lookup
 //! (`LEASES_V4`/`LEASES_V6`) -> verdict -> counter (`STATS`). The verdict is decided in
 //! [`classify`] alone; whatever cannot be parsed where a port might be is dropped.
 #![no_std]
@@ -11,22 +11,27 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, xdp_action},
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use gate_common::{
     DEFAULT_LEASE_CAPACITY, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState,
-    MAX_GATED_PORTS, Reason, STATS_SLOTS, stats_index,
+    MAX_GATED_PORTS, PORT_SLOTS, Reason, STATS_SLOTS, port_index, stats_index,
 };
 use parse::{Packet, Source, Transport};
 
 /// Gate id under which packets that belong to no gate are counted.
 const NO_GATE: u32 = 0;
 
+/// The catalogue of gated ports with their gate's name, for user space; never read here.
 #[btf_map]
 static GATES: HashMap<GateKey, Gate, { MAX_GATED_PORTS as usize }> = HashMap::new();
+
+/// (protocol, port) -> gate id, 0 = not gated: the program's view of `GATES`.
+#[btf_map]
+static PORTS: Array<u32, { PORT_SLOTS as usize }> = Array::new();
 
 // Exact addresses in plain hash maps: never LRU, which could evict a live lease. Not
 // preallocated, so kernel memory follows the number of leases, not the capacity.
@@ -68,12 +73,14 @@ fn classify(ctx: &XdpContext) -> (u32, Reason) {
             Transport::Ports { protocol, dst_port } => (source, protocol, dst_port),
         },
     };
-    let key = GateKey { protocol, pad: 0, port_be: dst_port };
-    let Some(gate) = GATES.get_ptr(&key) else {
+    let Some(gate) = port_index(protocol, dst_port).and_then(|index| PORTS.get_ptr(index)) else {
         return (NO_GATE, Reason::NotGated);
     };
-    // SAFETY: a non-null pointer from a map lookup stays valid for this program run (RCU).
-    let gate = unsafe { (*gate).id };
+    // SAFETY: a pointer from an array lookup is valid for this program run.
+    let gate = unsafe { *gate };
+    if gate == NO_GATE {
+        return (NO_GATE, Reason::NotGated);
+    }
     let lease = match source {
         Source::V4(addr) => LEASES_V4.get_ptr_mut(&LeaseKeyV4 { gate, addr }),
         Source::V6(addr) => LEASES_V6.get_ptr_mut(&LeaseKeyV6 { gate, addr }),

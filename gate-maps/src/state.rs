@@ -12,11 +12,11 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use gate_common::{
     GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease, LeaseKeyV4, LeaseKeyV6,
-    MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS,
-    Reason, stats_index,
+    MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES,
+    NUM_REASONS, Reason, port_index, stats_index,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,7 @@ pub type StatsTable = BTreeMap<u32, [u64; NUM_REASONS as usize]>;
 pub struct GateState {
     pins: PinDir,
     gates: HashMap<MapData, GateKey, Gate>,
+    ports: Array<MapData, u32>,
     leases_v4: HashMap<MapData, LeaseKeyV4, Lease>,
     leases_v6: HashMap<MapData, LeaseKeyV6, Lease>,
     stats: PerCpuArray<MapData, u64>,
@@ -167,10 +168,11 @@ impl GateState {
     pub fn open(root: impl AsRef<Path>) -> Result<Self, StateError> {
         let pins = PinDir::new(root.as_ref());
         let (gates, _) = typed(&pins, MAP_GATES)?;
+        let (ports, _) = typed(&pins, MAP_PORTS)?;
         let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
         let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
         let (stats, _) = typed(&pins, MAP_STATS)?;
-        Ok(Self { pins, gates, leases_v4, leases_v6, stats, capacity_v4, capacity_v6 })
+        Ok(Self { pins, gates, ports, leases_v4, leases_v6, stats, capacity_v4, capacity_v6 })
     }
 
     #[must_use]
@@ -225,6 +227,9 @@ impl GateState {
     /// and counters stay theirs); a gate that disappears takes its leases with it, so an id that
     /// is later reused opens nothing by accident. New ports are gated before old ones are freed.
     ///
+    /// `GATES` (the catalogue) and `PORTS` (what the program reads) change together: a port
+    /// enters the catalogue before the program sees it, and leaves the program's view first.
+    ///
     /// # Errors
     /// Too many gates or ports, a name too long, or a map write refused.
     pub fn sync_gates(&mut self, specs: &[GateSpec]) -> Result<Vec<GateEntry>, StateError> {
@@ -259,16 +264,22 @@ impl GateState {
             let key = GateKey::new(spec.protocol.number(), spec.port);
             let gate = Gate { id: ids[spec.name.as_str()], name: encode_name(&spec.name)? };
             self.gates.insert(key, gate, 0).map_err(map_err(MAP_GATES, "insert"))?;
+            self.ports.set(Self::port_slot(key), gate.id, 0).map_err(map_err(MAP_PORTS, "set"))?;
         }
         for old in &existing {
             if !wanted.contains(&(old.protocol, old.port)) {
                 let key = GateKey::new(old.protocol.number(), old.port);
+                self.ports.set(Self::port_slot(key), 0, 0).map_err(map_err(MAP_PORTS, "clear"))?;
                 self.gates.remove(&key).map_err(map_err(MAP_GATES, "remove"))?;
             }
         }
         let live: BTreeSet<u32> = ids.values().copied().collect();
         self.remove_leases_where(|e| !live.contains(&e.gate))?;
         self.gates()
+    }
+
+    fn port_slot(key: GateKey) -> u32 {
+        port_index(key.protocol, key.port_be).expect("gate keys are built from Protocol, so TCP or UDP")
     }
 
     fn reset_stats(&mut self, gate: u32) -> Result<(), StateError> {

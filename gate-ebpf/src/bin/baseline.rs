@@ -1,0 +1,40 @@
+//! Control programs the gate's cost is measured against (`cargo xtask bench xdp`):
+//! - `pass` only returns XDP_PASS: the cost of running any XDP program at all;
+//! - `lookup` also does one hash-map lookup on an 8-byte key read from the packet, as the gate's
+//!   IPv4 lease lookup does: the floor for any gate that matches exact addresses.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::HashMap,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+
+#[btf_map]
+static CONTROL: HashMap<[u8; 8], u64, 1024> = HashMap::new();
+
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Looks up bytes 26..34 of the frame (an IPv4 source and destination) and passes either way.
+#[xdp]
+pub fn lookup(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 34 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bytes [26, 34) were just checked to lie inside the packet; [u8; 8] has alignment 1.
+    let key = unsafe { *((start + 26) as *const [u8; 8]) };
+    if CONTROL.get_ptr(&key).is_some() { xdp_action::XDP_PASS } else { xdp_action::XDP_PASS }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects programs that could reach a panic, so this never runs.
+    unsafe { core::hint::unreachable_unchecked() }
+}

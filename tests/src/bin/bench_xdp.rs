@@ -1,0 +1,117 @@
+//! `gate-bench-xdp` (`cargo xtask bench xdp`): nanoseconds per packet through the gate with
+//! `BPF_PROG_TEST_RUN`, next to two control programs measured in the same run (one that only
+//! passes, one that also does a single hash lookup), for an ungated, a dropped and a leased
+//! packet, with 1, 10,000 and 1,000,000 leases. Also the lease map's kernel memory at each size.
+//! Prints a Markdown table.
+//!
+//! `--quick` (used by the tests): a few repeats and at most 10,000 leases, to prove it runs.
+use std::{net::IpAddr, process::Command, time::Instant};
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use gate_daemon::program::BASELINE_OBJECT;
+use gate_maps::{LeasePolicy, Protocol, clock};
+use gate_tests::{frames::Frame, loaded::LoadedGate};
+
+const GATED: u16 = 1194;
+const UNGATED: u16 = 53;
+/// The first lease address (see [`lease_addr`]).
+const LEASED: &str = "240.0.0.1";
+const STRANGER: &str = "192.0.2.99";
+
+struct Settings {
+    repeat: u32,
+    rounds: usize,
+    sizes: Vec<u32>,
+}
+
+fn settings() -> Settings {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if quick {
+        Settings { repeat: 1000, rounds: 3, sizes: vec![1, 10_000] }
+    } else {
+        Settings { repeat: 2_000_000, rounds: 7, sizes: vec![1, 10_000, 1_000_000] }
+    }
+}
+
+fn median(mut values: Vec<u128>) -> u128 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+/// The `i`-th lease address in 240.0.0.0/4 (reserved, never a host: these are map keys only).
+fn lease_addr(i: u32) -> IpAddr {
+    let [_, a, b, c] = (i + 1).to_be_bytes();
+    IpAddr::from([240, a, b, c])
+}
+
+fn control_ns(program: &Xdp, frame: &[u8], settings: &Settings) -> u128 {
+    median(
+        (0..settings.rounds)
+            .map(|_| {
+                let mut options = TestRunOptions::new();
+                options.data_in = Some(frame);
+                options.repeat = settings.repeat;
+                program.test_run(options).expect("run a control program").duration.as_nanos()
+            })
+            .collect(),
+    )
+}
+
+fn map_memory(path: &std::path::Path) -> Option<u64> {
+    let out = Command::new("bpftool").args(["-j", "map", "show", "pinned"]).arg(path).output().ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json["bytes_memlock"].as_u64()
+}
+
+fn main() {
+    let settings = settings();
+    let max = *settings.sizes.iter().max().expect("at least one size");
+    let mut gate = LoadedGate::new(&[("vpn", Protocol::Udp, GATED)], max);
+    let vpn = gate.state.gate_id("vpn").expect("gate vpn");
+    let policy = LeasePolicy {
+        connect_window: std::time::Duration::from_secs(3600),
+        idle_timeout: std::time::Duration::from_secs(3600),
+        max_lifetime: std::time::Duration::from_secs(7200),
+    };
+
+    let mut ebpf = Ebpf::load(BASELINE_OBJECT).expect("load the control programs");
+    for name in ["pass", "lookup"] {
+        let program: &mut Xdp = ebpf.program_mut(name).expect("control program").try_into().expect("XDP");
+        program.load().expect("load a control program");
+    }
+    let control = |name| -> &Xdp { ebpf.program(name).expect("loaded").try_into().expect("XDP") };
+    let (pass, lookup) = (control("pass"), control("lookup"));
+
+    let frames = [
+        ("ungated", Frame::udp(STRANGER.parse().unwrap(), UNGATED).bytes()),
+        ("dropped (no lease)", Frame::udp(STRANGER.parse().unwrap(), GATED).bytes()),
+        ("leased", Frame::udp(LEASED.parse().unwrap(), GATED).bytes()),
+    ];
+    println!("median of {} rounds x {} runs each; control programs measured beside every row", settings.rounds, settings.repeat);
+    println!();
+    println!("| leases | packet | gate ns/packet | `pass` ns | gate over `pass` | `lookup` ns | gate over `lookup` | lease map kernel memory |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut granted = 0_u32;
+    for &size in &settings.sizes {
+        let started = Instant::now();
+        let now = clock::now_ns();
+        while granted < size {
+            gate.state.grant(vpn, lease_addr(granted), policy.lease_at(now)).expect("grant a lease");
+            granted += 1;
+        }
+        let fill = started.elapsed();
+        let memory = map_memory(&gate.state.pins().map(gate_common::MAP_LEASES_V4))
+            .map_or_else(|| "?".to_owned(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)));
+        for (name, frame) in &frames {
+            let ns = median((0..settings.rounds).map(|_| gate.run_repeat(frame, settings.repeat).1).collect());
+            let zero = control_ns(pass, frame, &settings);
+            let floor = control_ns(lookup, frame, &settings);
+            let over = |base: u128| i128::try_from(ns).unwrap_or(i128::MAX) - i128::try_from(base).unwrap_or(0);
+            println!("| {size} | {name} | {ns} | {zero} | {:+} | {floor} | {:+} | {memory} |", over(zero), over(floor));
+        }
+        eprintln!("({size} leases granted through GateState::grant in {fill:.2?})");
+    }
+}
