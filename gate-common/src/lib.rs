@@ -163,11 +163,7 @@ impl Lease {
             return None;
         }
         let wanted = now_ns.saturating_add(self.idle_timeout_ns);
-        if wanted > self.idle_deadline_ns.saturating_add(IDLE_REFRESH_GRANULARITY_NS) {
-            Some(wanted)
-        } else {
-            None
-        }
+        if wanted > self.idle_deadline_ns.saturating_add(IDLE_REFRESH_GRANULARITY_NS) { Some(wanted) } else { None }
     }
 
     /// When the lease closes, as things stand: the earlier of its two deadlines. Traffic moves
@@ -219,10 +215,7 @@ impl Reason {
     #[inline(always)]
     #[must_use]
     pub const fn drops(self) -> bool {
-        matches!(
-            self,
-            Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable
-        )
+        matches!(self, Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable)
     }
 
     /// Stable name for output and JSON.

@@ -146,10 +146,8 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_owned(),
-            message: one_line(&e, text),
-        })?;
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: one_line(&e, text) })?;
         config.validate(file)?;
         Ok(config)
     }
@@ -165,7 +163,11 @@ impl Config {
         let mut seen_interfaces = BTreeSet::new();
         for (i, interface) in self.interfaces.iter().enumerate() {
             let key = format!("interface[{i}].name");
-            if interface.name.is_empty() || interface.name.len() > 15 || interface.name.contains(['/', ':']) || interface.name.contains(char::is_whitespace) {
+            if interface.name.is_empty()
+                || interface.name.len() > 15
+                || interface.name.contains(['/', ':'])
+                || interface.name.contains(char::is_whitespace)
+            {
                 return Err(invalid(key, format!("{:?} is not a valid interface name", interface.name)));
             }
             if !seen_interfaces.insert(&interface.name) {
@@ -177,7 +179,10 @@ impl Config {
         }
         let mut ports = BTreeMap::new();
         for (i, gate) in self.gates.iter().enumerate() {
-            if gate.name.is_empty() || gate.name.len() > GATE_NAME_MAX || !gate.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if gate.name.is_empty()
+                || gate.name.len() > GATE_NAME_MAX
+                || !gate.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(invalid(
                     format!("gate[{i}].name"),
                     format!("{:?} must be 1 to {GATE_NAME_MAX} characters of a-z, A-Z, 0-9, '-', '_', '.'", gate.name),
@@ -219,10 +224,7 @@ impl Config {
     /// The gates as the pinned state wants them.
     #[must_use]
     pub fn gate_specs(&self) -> Vec<GateSpec> {
-        self.gates
-            .iter()
-            .map(|g| GateSpec { name: g.name.clone(), protocol: g.protocol, port: g.port })
-            .collect()
+        self.gates.iter().map(|g| GateSpec { name: g.name.clone(), protocol: g.protocol, port: g.port }).collect()
     }
 }
 

@@ -35,7 +35,9 @@ const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 pub enum InstallError {
     #[error("interface {name:?} does not exist")]
     NoSuchInterface { name: String },
-    #[error("pin_dir {path}: {ancestor} is not on a BPF filesystem (type {fs_type:#x}); mount one with `mount -t bpf bpf {ancestor}` or choose a pin_dir under {BPFFS_MOUNT_POINT}")]
+    #[error(
+        "pin_dir {path}: {ancestor} is not on a BPF filesystem (type {fs_type:#x}); mount one with `mount -t bpf bpf {ancestor}` or choose a pin_dir under {BPFFS_MOUNT_POINT}"
+    )]
     NotBpffs { path: PathBuf, ancestor: PathBuf, fs_type: i64 },
     #[error("pin_dir {path}: {operation}: {source}")]
     PinDir { path: PathBuf, operation: &'static str, source: io::Error },
@@ -44,9 +46,19 @@ pub enum InstallError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("interface {interface}: attach XDP in {mode} mode")]
-    Attach { interface: String, mode: &'static str, #[source] source: ProgramError },
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
     #[error("interface {interface}: pin the XDP link at {path}")]
-    PinLink { interface: String, path: PathBuf, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    PinLink {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -154,7 +166,7 @@ fn prepare_pin_dir(pins: &PinDir, undo: &mut Undo) -> Result<(), InstallError> {
         return Err(InstallError::NotBpffs {
             path: root.to_owned(),
             ancestor: ancestor.to_owned(),
-            fs_type: i64::from(fs_type.0),
+            fs_type: fs_type.0,
         });
     }
     for dir in [root.to_owned(), pins.links_dir()] {
@@ -189,28 +201,35 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<(), InstallError>
 
 /// Puts `program` on `interface`: into the link pinned there if the mode still fits, else a new
 /// link, pinned. A pinned link in another mode is removed only once the new one is in place.
-fn attach(program: &mut Xdp, pins: &PinDir, interface: &InterfaceConfig, undo: &mut Undo) -> Result<Attachment, InstallError> {
+fn attach(
+    program: &mut Xdp,
+    pins: &PinDir,
+    interface: &InterfaceConfig,
+    undo: &mut Undo,
+) -> Result<Attachment, InstallError> {
     let name = interface.name.as_str();
-    let existing = pins
-        .attachment(name)
-        .map_err(|e| InstallError::PinDir { path: pins.links_dir(), operation: "read", source: e })?;
-    if let Some(old) = &existing {
-        if mode_fits(interface.mode, old.mode) {
-            match swap_into(program, &old.path) {
-                Ok(()) => {
-                    log::info!("{name}: new program swapped into the pinned {} link", old.mode);
-                    return Ok(old.clone());
-                }
-                // The interface went away and came back: the old link is defunct.
-                Err(e) => log::warn!("{name}: pinned link {} unusable ({e}); attaching anew", old.path.display()),
+    let existing = pins.attachment(name).map_err(|e| InstallError::PinDir {
+        path: pins.links_dir(),
+        operation: "read",
+        source: e,
+    })?;
+    if let Some(old) = &existing
+        && mode_fits(interface.mode, old.mode)
+    {
+        match swap_into(program, &old.path) {
+            Ok(()) => {
+                log::info!("{name}: new program swapped into the pinned {} link", old.mode);
+                return Ok(old.clone());
             }
+            // The interface went away and came back: the old link is defunct.
+            Err(e) => log::warn!("{name}: pinned link {} unusable ({e}); attaching anew", old.path.display()),
         }
     }
     let attachment = attach_new(program, pins, interface, undo)?;
-    if let Some(old) = existing {
-        if old.path != attachment.path {
-            let _ = fs::remove_file(&old.path);
-        }
+    if let Some(old) = existing
+        && old.path != attachment.path
+    {
+        let _ = fs::remove_file(&old.path);
     }
     Ok(attachment)
 }
@@ -218,7 +237,9 @@ fn attach(program: &mut Xdp, pins: &PinDir, interface: &InterfaceConfig, undo: &
 const fn mode_fits(wanted: ModeSetting, pinned: AttachMode) -> bool {
     matches!(
         (wanted, pinned),
-        (ModeSetting::Auto, _) | (ModeSetting::Native, AttachMode::Native) | (ModeSetting::Generic, AttachMode::Generic)
+        (ModeSetting::Auto, _)
+            | (ModeSetting::Native, AttachMode::Native)
+            | (ModeSetting::Generic, AttachMode::Generic)
     )
 }
 
@@ -232,7 +253,12 @@ fn swap_into(program: &mut Xdp, path: &Path) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
-fn attach_new(program: &mut Xdp, pins: &PinDir, interface: &InterfaceConfig, undo: &mut Undo) -> Result<Attachment, InstallError> {
+fn attach_new(
+    program: &mut Xdp,
+    pins: &PinDir,
+    interface: &InterfaceConfig,
+    undo: &mut Undo,
+) -> Result<Attachment, InstallError> {
     let name = interface.name.as_str();
     let candidates: &[AttachMode] = match interface.mode {
         ModeSetting::Auto => &[AttachMode::Native, AttachMode::Generic],

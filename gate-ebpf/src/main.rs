@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gate_common::{
-    DEFAULT_LEASE_CAPACITY, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState,
-    MAX_GATED_PORTS, PORT_SLOTS, Reason, STATS_SLOTS, port_index, stats_index,
+    DEFAULT_LEASE_CAPACITY, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, MAX_GATED_PORTS, PORT_SLOTS,
+    Reason, STATS_SLOTS, port_index, stats_index,
 };
 use parse::{Packet, Source, Transport};
 
@@ -36,20 +36,12 @@ static PORTS: Array<u32, { PORT_SLOTS as usize }> = Array::new();
 // Exact addresses in plain hash maps: never LRU, which could evict a live lease. Not
 // preallocated, so kernel memory follows the number of leases, not the capacity.
 #[btf_map]
-static LEASES_V4: HashMap<
-    LeaseKeyV4,
-    Lease,
-    { DEFAULT_LEASE_CAPACITY as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashMap::new();
+static LEASES_V4: HashMap<LeaseKeyV4, Lease, { DEFAULT_LEASE_CAPACITY as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 #[btf_map]
-static LEASES_V6: HashMap<
-    LeaseKeyV6,
-    Lease,
-    { DEFAULT_LEASE_CAPACITY as usize },
-    { BPF_F_NO_PREALLOC as usize },
-> = HashMap::new();
+static LEASES_V6: HashMap<LeaseKeyV6, Lease, { DEFAULT_LEASE_CAPACITY as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 #[btf_map]
 static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();

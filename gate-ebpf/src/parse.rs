@@ -111,7 +111,10 @@ pub enum Transport {
 pub enum Packet {
     /// Not IPv4 or IPv6.
     NotIp,
-    Ip { source: Source, transport: Transport },
+    Ip {
+        source: Source,
+        transport: Transport,
+    },
     /// Possibly IP, but the headers do not fit the packet or the parser's bounds.
     Unparseable,
 }
@@ -211,8 +214,8 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
     cursor.advance(size_of::<Ipv6Hdr>());
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
-            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_MOBILITY | IPV6_HIP | IPV6_SHIM6
-            | IPV6_EXPERIMENT1 | IPV6_EXPERIMENT2 => {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_MOBILITY | IPV6_HIP | IPV6_SHIM6 | IPV6_EXPERIMENT1
+            | IPV6_EXPERIMENT2 => {
                 let Some(ext) = cursor.read::<Ipv6ExtHdr>() else {
                     return Packet::Unparseable;
                 };
@@ -272,10 +275,7 @@ fn transport(cursor: &Cursor, source: Source, protocol: u8) -> Packet {
         return Packet::Ip { source, transport: Transport::Other };
     }
     match cursor.read::<Ports>() {
-        Some(ports) => Packet::Ip {
-            source,
-            transport: Transport::Ports { protocol, dst_port: ports.dst },
-        },
+        Some(ports) => Packet::Ip { source, transport: Transport::Ports { protocol, dst_port: ports.dst } },
         None => Packet::Unparseable,
     }
 }

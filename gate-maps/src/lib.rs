@@ -6,7 +6,7 @@
 //! - [`clock`]: the clock leases are measured in, the same one the XDP program reads.
 //! - [`lease`]: building leases from a policy or a TTL.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
-//! - [`error`]: [`StateError`].
+//! - [`error`]: the errors, [`StateError`].
 pub mod clock;
 pub mod error;
 pub mod lease;

@@ -14,9 +14,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use gate_common::{
-    GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease, LeaseKeyV4, LeaseKeyV6,
-    MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES,
-    NUM_REASONS, Reason, port_index, stats_index,
+    GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4,
+    MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, port_index, stats_index,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -114,10 +113,8 @@ pub struct GateState {
 fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError> {
     let path = pins.map(name);
     let data = MapData::from_pin(&path).map_err(|source| StateError::NotFound { path: path.clone(), source })?;
-    let capacity = data
-        .info()
-        .map_err(|source| StateError::Map { map: name, operation: "info", source })?
-        .max_entries();
+    let capacity =
+        data.info().map_err(|source| StateError::Map { map: name, operation: "info", source })?.max_entries();
     let map = Map::from_map_data(data).map_err(|e| StateError::Incompatible {
         path: path.clone(),
         map: name,
@@ -286,8 +283,11 @@ impl GateState {
         for reason in Reason::ALL {
             let index = stats_index(gate, reason);
             let cpus = self.stats.get(&index, 0).map_err(map_err(MAP_STATS, "lookup"))?.len();
-            let zeros = PerCpuValues::try_from(vec![0_u64; cpus])
-                .map_err(|e| StateError::Map { map: MAP_STATS, operation: "reset", source: MapError::from(e) })?;
+            let zeros = PerCpuValues::try_from(vec![0_u64; cpus]).map_err(|e| StateError::Map {
+                map: MAP_STATS,
+                operation: "reset",
+                source: MapError::from(e),
+            })?;
             self.stats.set(index, zeros, 0).map_err(map_err(MAP_STATS, "reset"))?;
         }
         Ok(())
@@ -409,11 +409,8 @@ impl GateState {
     /// The kernel refuses to iterate or delete.
     pub fn sweep(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
         const BATCH: usize = 1024;
-        let candidates: Vec<LeaseEntry> = self
-            .leases()?
-            .into_iter()
-            .filter(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)
-            .collect();
+        let candidates: Vec<LeaseEntry> =
+            self.leases()?.into_iter().filter(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns).collect();
         let mut removed = 0;
         for batch in candidates.chunks(BATCH) {
             let _lock = self.lock()?;

@@ -98,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut state = GateState::open(pins.root())?;
             let id = gate.as_deref().map(|g| state.gate_id(g)).transpose()?;
             let removed = state.revoke(addr, id)?;
-            let scope = gate.map_or_else(|| "any gate".to_owned(), |g| g);
+            let scope = gate.unwrap_or_else(|| "any gate".to_owned());
             if removed == 0 {
                 bail!("{addr} had no lease on {scope}");
             }
@@ -125,10 +125,10 @@ fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
     if addr.is_unspecified() || addr.is_multicast() {
         bail!("{addr} cannot be the source of a packet; give a unicast address");
     }
-    if let IpAddr::V4(v4) = addr {
-        if v4.is_broadcast() {
-            bail!("{addr} cannot be the source of a packet; give a unicast address");
-        }
+    if let IpAddr::V4(v4) = addr
+        && v4.is_broadcast()
+    {
+        bail!("{addr} cannot be the source of a packet; give a unicast address");
     }
     Ok(())
 }

@@ -74,11 +74,8 @@ impl TestBed {
     /// A daemon config for this bed gating `gates` (name, protocol, port), plus `extra` TOML
     /// appended verbatim (e.g. a `[leases]` table).
     pub fn config(&mut self, gates: &[(&str, &str, u16)], extra: &str) -> PathBuf {
-        let mut text = format!(
-            "pin_dir = \"{}\"\n[[interface]]\nname = \"{}\"\n",
-            self.pin_dir.0.display(),
-            self.gateway_if
-        );
+        let mut text =
+            format!("pin_dir = \"{}\"\n[[interface]]\nname = \"{}\"\n", self.pin_dir.0.display(), self.gateway_if);
         for (name, protocol, port) in gates {
             text.push_str(&format!("[[gate]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = {port}\n"));
         }

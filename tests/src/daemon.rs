@@ -28,7 +28,11 @@ pub fn bin(name: &str) -> PathBuf {
         dir = dir.parent().expect("deps has a parent");
     }
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --bins`; `cargo xtask test` does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`; `cargo xtask test` does)",
+        path.display()
+    );
     path
 }
 

@@ -22,7 +22,10 @@ pub enum Ext {
     Auth,
     Mobility,
     /// A fragment header with `offset` (8-byte units) and the more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 impl Ext {
@@ -62,10 +65,21 @@ impl Ext {
 
 #[derive(Clone, Debug)]
 enum Network {
-    V4 { src: Ipv4Addr, options: usize, fragment: Option<(u16, bool)>, version_ihl: Option<u8> },
-    V6 { src: Ipv6Addr, exts: Vec<Ext>, version: u8 },
+    V4 {
+        src: Ipv4Addr,
+        options: usize,
+        fragment: Option<(u16, bool)>,
+        version_ihl: Option<u8>,
+    },
+    V6 {
+        src: Ipv6Addr,
+        exts: Vec<Ext>,
+        version: u8,
+    },
     /// A non-IP ethertype with some payload.
-    Other { ethertype: u16 },
+    Other {
+        ethertype: u16,
+    },
 }
 
 /// A frame under construction.
@@ -164,10 +178,9 @@ impl Frame {
     #[must_use]
     pub fn fragment(self, offset: u16, more: bool) -> Self {
         match self.network {
-            Network::V4 { src, options, version_ihl, .. } => Self {
-                network: Network::V4 { src, options, fragment: Some((offset, more)), version_ihl },
-                ..self
-            },
+            Network::V4 { src, options, version_ihl, .. } => {
+                Self { network: Network::V4 { src, options, fragment: Some((offset, more)), version_ihl }, ..self }
+            }
             Network::V6 { .. } => self.ext(Ext::Fragment { offset, more }),
             Network::Other { .. } => self,
         }

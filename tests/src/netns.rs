@@ -88,7 +88,20 @@ impl Drop for Netns {
 
 /// Joins `a` and `b` with a veth pair named `a_if` / `b_if`, both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    must(Command::new("ip").args(["link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns", b.name()]));
+    must(Command::new("ip").args([
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]));
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
 }

@@ -58,7 +58,9 @@ fn pin_dir_off_bpffs_is_refused() {
     let mut bed = TestBed::new();
     let dir = std::env::temp_dir().join(format!("{}{}", unique::PREFIX, unique::token()));
     let config = bed.config(&[("vpn", "udp", GATED)], "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(&bed.pin_dir.0.display().to_string(), &dir.join("pins").display().to_string());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&bed.pin_dir.0.display().to_string(), &dir.join("pins").display().to_string());
     let config = bed.write_config(&text);
     let log = refused(&bed, &config);
     assert!(log.contains("is not on a BPF filesystem"), "{log}");

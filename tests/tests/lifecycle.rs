@@ -75,7 +75,11 @@ fn kill_stop_and_restart_never_open_the_gate_to_strangers() {
     daemon.kill9();
     assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "lease works with the daemon dead");
     std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(udp(&bed.client, short_lived, to(short_lived)), Outcome::Silence, "a lease expires with the daemon dead");
+    assert_eq!(
+        udp(&bed.client, short_lived, to(short_lived)),
+        Outcome::Silence,
+        "a lease expires with the daemon dead"
+    );
 
     let daemon = Daemon::start(&bed, &config);
     assert!(daemon.log().contains("took over the pinned state"), "{}", daemon.log());

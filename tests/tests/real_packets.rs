@@ -37,9 +37,17 @@ fn without_a_lease_a_gated_port_is_silent_and_others_answer() {
         for protocol in ["udp", "tcp"] {
             let at = |port| probe(protocol, &bed.client, source, to(source, port));
             assert_eq!(at(GATED), Outcome::Silence, "{protocol} {source}: gated port with a listener");
-            assert_eq!(at(GATED_CLOSED), Outcome::Silence, "{protocol} {source}: gated port, no listener: no RST, no ICMP");
+            assert_eq!(
+                at(GATED_CLOSED),
+                Outcome::Silence,
+                "{protocol} {source}: gated port, no listener: no RST, no ICMP"
+            );
             assert_eq!(at(UNGATED), Outcome::Reply, "{protocol} {source}: ungated port answers");
-            assert_eq!(at(UNGATED_CLOSED), Outcome::Refused, "{protocol} {source}: ungated closed port refuses as usual");
+            assert_eq!(
+                at(UNGATED_CLOSED),
+                Outcome::Refused,
+                "{protocol} {source}: ungated closed port refuses as usual"
+            );
         }
     }
 }
@@ -48,18 +56,44 @@ fn without_a_lease_a_gated_port_is_silent_and_others_answer() {
 fn a_lease_opens_the_gate_for_its_address_only_until_it_expires() {
     let (bed, _daemon, _listeners) = gated_bed();
     let pins = &bed.pin_dir.0;
-    for (client, stranger) in [(IpAddr::from(CLIENT_V4), IpAddr::from(STRANGER_V4)), (CLIENT_V6.into(), STRANGER_V6.into())] {
+    for (client, stranger) in
+        [(IpAddr::from(CLIENT_V4), IpAddr::from(STRANGER_V4)), (CLIENT_V6.into(), STRANGER_V6.into())]
+    {
         gatectl_ok(pins, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "3s"]);
         for protocol in ["udp", "tcp"] {
-            assert_eq!(probe(protocol, &bed.client, client, to(client, GATED)), Outcome::Reply, "{protocol} {client} with a lease");
-            assert_eq!(probe(protocol, &bed.client, client, to(client, GATED_CLOSED)), Outcome::Refused, "{protocol} {client}: leased packets reach the host");
-            assert_eq!(probe(protocol, &bed.client, stranger, to(stranger, GATED)), Outcome::Silence, "{protocol} {stranger} has no lease");
-            assert_eq!(probe(protocol, &bed.client, stranger, to(stranger, UNGATED)), Outcome::Reply, "{protocol} ungated port still answers");
+            assert_eq!(
+                probe(protocol, &bed.client, client, to(client, GATED)),
+                Outcome::Reply,
+                "{protocol} {client} with a lease"
+            );
+            assert_eq!(
+                probe(protocol, &bed.client, client, to(client, GATED_CLOSED)),
+                Outcome::Refused,
+                "{protocol} {client}: leased packets reach the host"
+            );
+            assert_eq!(
+                probe(protocol, &bed.client, stranger, to(stranger, GATED)),
+                Outcome::Silence,
+                "{protocol} {stranger} has no lease"
+            );
+            assert_eq!(
+                probe(protocol, &bed.client, stranger, to(stranger, UNGATED)),
+                Outcome::Reply,
+                "{protocol} ungated port still answers"
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(3100));
         for protocol in ["udp", "tcp"] {
-            assert_eq!(probe(protocol, &bed.client, client, to(client, GATED)), Outcome::Silence, "{protocol} {client} after expiry");
-            assert_eq!(probe(protocol, &bed.client, client, to(client, UNGATED)), Outcome::Reply, "{protocol} ungated port after expiry");
+            assert_eq!(
+                probe(protocol, &bed.client, client, to(client, GATED)),
+                Outcome::Silence,
+                "{protocol} {client} after expiry"
+            );
+            assert_eq!(
+                probe(protocol, &bed.client, client, to(client, UNGATED)),
+                Outcome::Reply,
+                "{protocol} ungated port after expiry"
+            );
         }
     }
 }

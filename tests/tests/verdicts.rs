@@ -46,7 +46,8 @@ impl World {
         let now = clock::now_ns();
         let hour = ttl_lease(now, Duration::from_secs(3600));
         let expired = Lease { expires_ns: now - 1, idle_deadline_ns: now - 1, idle_timeout_ns: 0 };
-        let idle = Lease { expires_ns: now + 3_600_000_000_000, idle_deadline_ns: now - 1, idle_timeout_ns: 60_000_000_000 };
+        let idle =
+            Lease { expires_ns: now + 3_600_000_000_000, idle_deadline_ns: now - 1, idle_timeout_ns: 60_000_000_000 };
         for (addr, gate_id, lease) in [
             (LEASED_V4, vpn, hour),
             (EXPIRED_V4, vpn, expired),
@@ -96,17 +97,71 @@ fn cases(w: &World) -> Vec<Case> {
         case("v4 icmp, no lease", Frame::ip(ip(STRANGER_V4), IPPROTO_ICMP, 0), pass, NO_GATE, NotGated),
         // IPv4 options and broken headers.
         case("v4 options 4 bytes, leased", Frame::udp(ip(LEASED_V4), VPN_PORT).ipv4_options(4), pass, vpn, PassedLease),
-        case("v4 options 40 bytes, no lease", Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_options(40), drop, vpn, DroppedNoLease),
-        case("v4 options 40 bytes, ungated", Frame::tcp(ip(STRANGER_V4), OPEN_PORT).ipv4_options(40), pass, NO_GATE, NotGated),
-        case("v4 ihl below 5", Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x44), drop, NO_GATE, DroppedUnparseable),
-        case("v4 version field 5", Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x55), drop, NO_GATE, DroppedUnparseable),
-        case("v4 ihl past the packet end", Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x4f), drop, NO_GATE, DroppedUnparseable),
+        case(
+            "v4 options 40 bytes, no lease",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_options(40),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v4 options 40 bytes, ungated",
+            Frame::tcp(ip(STRANGER_V4), OPEN_PORT).ipv4_options(40),
+            pass,
+            NO_GATE,
+            NotGated,
+        ),
+        case(
+            "v4 ihl below 5",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x44),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v4 version field 5",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x55),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v4 ihl past the packet end",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_version_ihl(0x4f),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // IPv4 fragments.
-        case("v4 first fragment, no lease", Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(0, true), drop, vpn, DroppedNoLease),
-        case("v4 first fragment, leased", Frame::udp(ip(LEASED_V4), VPN_PORT).fragment(0, true), pass, vpn, PassedLease),
-        case("v4 non-first fragment", Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(185, true), pass, NO_GATE, Fragment),
+        case(
+            "v4 first fragment, no lease",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(0, true),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v4 first fragment, leased",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).fragment(0, true),
+            pass,
+            vpn,
+            PassedLease,
+        ),
+        case(
+            "v4 non-first fragment",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(185, true),
+            pass,
+            NO_GATE,
+            Fragment,
+        ),
         case("v4 last fragment", Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(3, false), pass, NO_GATE, Fragment),
-        case("v4 tiny first fragment without ports", Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(0, true).transport_bytes(3), drop, NO_GATE, DroppedUnparseable),
+        case(
+            "v4 tiny first fragment without ports",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(0, true).transport_bytes(3),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // IPv6, plain.
         case("v6 udp gated, leased", Frame::udp(ip(LEASED_V6), VPN_PORT), pass, vpn, PassedLease),
         case("v6 tcp gated, leased", Frame::tcp(ip(LEASED_V6), VPN_PORT), pass, vpn, PassedLease),
@@ -116,39 +171,153 @@ fn cases(w: &World) -> Vec<Case> {
         case("v6 tcp ungated port", Frame::tcp(ip(STRANGER_V6), OPEN_PORT), pass, NO_GATE, NotGated),
         case("v6 icmpv6 (neighbour discovery)", Frame::ip(ip(STRANGER_V6), IPPROTO_ICMPV6, 0), pass, NO_GATE, NotGated),
         case("v6 esp, no port", Frame::ip(ip(STRANGER_V6), IPPROTO_ESP, 0), pass, NO_GATE, NotGated),
-        case("v6 version field 4", Frame::udp(ip(STRANGER_V6), VPN_PORT).ipv6_version(4), drop, NO_GATE, DroppedUnparseable),
+        case(
+            "v6 version field 4",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).ipv6_version(4),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // IPv6 extension headers, one of each.
-        case("v6 hop-by-hop, no lease", Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::HopByHop), drop, vpn, DroppedNoLease),
+        case(
+            "v6 hop-by-hop, no lease",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::HopByHop),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
         case("v6 routing, leased", Frame::tcp(ip(LEASED_V6), VPN_PORT).ext(Ext::Routing), pass, vpn, PassedLease),
-        case("v6 destination options, no lease", Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::DestOpts), drop, vpn, DroppedNoLease),
-        case("v6 authentication header, no lease", Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::Auth), drop, vpn, DroppedNoLease),
-        case("v6 mobility header, no lease", Frame::tcp(ip(STRANGER_V6), VPN_PORT).ext(Ext::Mobility), drop, vpn, DroppedNoLease),
-        case("v6 hop-by-hop, ungated", Frame::udp(ip(STRANGER_V6), OPEN_PORT).ext(Ext::HopByHop), pass, NO_GATE, NotGated),
+        case(
+            "v6 destination options, no lease",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::DestOpts),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v6 authentication header, no lease",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).ext(Ext::Auth),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v6 mobility header, no lease",
+            Frame::tcp(ip(STRANGER_V6), VPN_PORT).ext(Ext::Mobility),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v6 hop-by-hop, ungated",
+            Frame::udp(ip(STRANGER_V6), OPEN_PORT).ext(Ext::HopByHop),
+            pass,
+            NO_GATE,
+            NotGated,
+        ),
         // IPv6 fragments.
-        case("v6 first fragment, no lease", Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(0, true), drop, vpn, DroppedNoLease),
-        case("v6 first fragment, leased", Frame::udp(ip(LEASED_V6), VPN_PORT).fragment(0, true), pass, vpn, PassedLease),
-        case("v6 non-first fragment", Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(181, false), pass, NO_GATE, Fragment),
-        case("v6 tiny first fragment without ports", Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(0, true).transport_bytes(2), drop, NO_GATE, DroppedUnparseable),
+        case(
+            "v6 first fragment, no lease",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(0, true),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
+        case(
+            "v6 first fragment, leased",
+            Frame::udp(ip(LEASED_V6), VPN_PORT).fragment(0, true),
+            pass,
+            vpn,
+            PassedLease,
+        ),
+        case(
+            "v6 non-first fragment",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(181, false),
+            pass,
+            NO_GATE,
+            Fragment,
+        ),
+        case(
+            "v6 tiny first fragment without ports",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).fragment(0, true).transport_bytes(2),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // IPv6 chains at and past the bound (6 extension headers).
         case("v6 chain of 6, no lease", chain(ip(STRANGER_V6), 6), drop, vpn, DroppedNoLease),
         case("v6 chain of 6, leased", chain(ip(LEASED_V6), 6), pass, vpn, PassedLease),
         case("v6 chain of 7, leased (port out of reach)", chain(ip(LEASED_V6), 7), drop, NO_GATE, DroppedUnparseable),
-        case("v6 chain of 7, to an ungated port", chain(ip(STRANGER_V6), 7).ext(Ext::DestOpts), drop, NO_GATE, DroppedUnparseable),
+        case(
+            "v6 chain of 7, to an ungated port",
+            chain(ip(STRANGER_V6), 7).ext(Ext::DestOpts),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // VLANs.
         case("802.1Q v4 udp, no lease", Frame::udp(ip(STRANGER_V4), VPN_PORT).vlan(), drop, vpn, DroppedNoLease),
         case("802.1Q v4 udp, leased", Frame::udp(ip(LEASED_V4), VPN_PORT).vlan(), pass, vpn, PassedLease),
-        case("802.1ad+802.1Q v6 udp, no lease", Frame::udp(ip(STRANGER_V6), VPN_PORT).qinq(), drop, vpn, DroppedNoLease),
+        case(
+            "802.1ad+802.1Q v6 udp, no lease",
+            Frame::udp(ip(STRANGER_V6), VPN_PORT).qinq(),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
         case("802.1ad+802.1Q v6 tcp, leased", Frame::tcp(ip(LEASED_V6), VPN_PORT).qinq(), pass, vpn, PassedLease),
         case("802.1ad+802.1Q v4, ungated", Frame::udp(ip(STRANGER_V4), OPEN_PORT).qinq(), pass, NO_GATE, NotGated),
         case("three VLAN tags", Frame::udp(ip(LEASED_V4), VPN_PORT).qinq().vlan(), drop, NO_GATE, DroppedUnparseable),
         // Truncation at every layer (BPF_PROG_TEST_RUN needs at least an Ethernet header).
-        case("VLAN tag cut short", Frame::udp(ip(LEASED_V4), VPN_PORT).vlan().truncate(16), drop, NO_GATE, DroppedUnparseable),
-        case("v4 header cut short", Frame::udp(ip(LEASED_V4), VPN_PORT).truncate(14 + 19), drop, NO_GATE, DroppedUnparseable),
-        case("v4 options cut short", Frame::udp(ip(LEASED_V4), VPN_PORT).ipv4_options(8).truncate(14 + 24), drop, NO_GATE, DroppedUnparseable),
-        case("v6 header cut short", Frame::udp(ip(LEASED_V6), VPN_PORT).truncate(14 + 39), drop, NO_GATE, DroppedUnparseable),
-        case("v6 extension header cut short", Frame::udp(ip(LEASED_V6), VPN_PORT).ext(Ext::HopByHop).truncate(14 + 40 + 1), drop, NO_GATE, DroppedUnparseable),
-        case("udp header cut before the port", Frame::udp(ip(LEASED_V4), VPN_PORT).transport_bytes(3), drop, NO_GATE, DroppedUnparseable),
-        case("tcp header cut right after the ports, no lease", Frame::tcp(ip(STRANGER_V4), VPN_PORT).transport_bytes(4), drop, vpn, DroppedNoLease),
+        case(
+            "VLAN tag cut short",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).vlan().truncate(16),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v4 header cut short",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).truncate(14 + 19),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v4 options cut short",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).ipv4_options(8).truncate(14 + 24),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v6 header cut short",
+            Frame::udp(ip(LEASED_V6), VPN_PORT).truncate(14 + 39),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v6 extension header cut short",
+            Frame::udp(ip(LEASED_V6), VPN_PORT).ext(Ext::HopByHop).truncate(14 + 40 + 1),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "udp header cut before the port",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).transport_bytes(3),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "tcp header cut right after the ports, no lease",
+            Frame::tcp(ip(STRANGER_V4), VPN_PORT).transport_bytes(4),
+            drop,
+            vpn,
+            DroppedNoLease,
+        ),
         case("Ethernet header only", Frame::non_ip(0x0800).truncate(14), drop, NO_GATE, DroppedUnparseable),
         // Not IP.
         case("ARP", Frame::non_ip(0x0806), pass, NO_GATE, NotGated),
@@ -204,7 +373,11 @@ fn traffic_refreshes_an_idle_lease_without_touching_its_expiry() {
     let mut world = World::new();
     let now = clock::now_ns();
     let addr = ip("192.0.2.50");
-    let lease = Lease { expires_ns: now + 3_600_000_000_000, idle_deadline_ns: now + 2_000_000_000, idle_timeout_ns: 60_000_000_000 };
+    let lease = Lease {
+        expires_ns: now + 3_600_000_000_000,
+        idle_deadline_ns: now + 2_000_000_000,
+        idle_timeout_ns: 60_000_000_000,
+    };
     world.gate.state.grant(world.vpn, addr, lease).unwrap();
     assert_eq!(world.gate.run(&Frame::udp(addr, VPN_PORT).bytes()), XDP_PASS);
     let after = world.gate.state.leases().unwrap().into_iter().find(|l| l.addr == addr).unwrap().lease;

@@ -90,9 +90,14 @@ fn main() {
         ("dropped (no lease)", Frame::udp(STRANGER.parse().unwrap(), GATED).bytes()),
         ("leased", Frame::udp(LEASED.parse().unwrap(), GATED).bytes()),
     ];
-    println!("median of {} rounds x {} runs each; control programs measured beside every row", settings.rounds, settings.repeat);
+    println!(
+        "median of {} rounds x {} runs each; control programs measured beside every row",
+        settings.rounds, settings.repeat
+    );
     println!();
-    println!("| leases | packet | gate ns/packet | `pass` ns | gate over `pass` | `lookup` ns | gate over `lookup` | lease map kernel memory |");
+    println!(
+        "| leases | packet | gate ns/packet | `pass` ns | gate over `pass` | `lookup` ns | gate over `lookup` | lease map kernel memory |"
+    );
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut granted = 0_u32;
     for &size in &settings.sizes {

@@ -63,7 +63,10 @@ fn demo() -> bool {
 
     show(&format!("gatectl allow {client} --gate vpn --ttl {LEASE_TTL_SECS}s (and {CLIENT_V6})"));
     for addr in [client, IpAddr::from(CLIENT_V6)] {
-        print!("   {}", gatectl_ok(&pins, &["allow", &addr.to_string(), "--gate", "vpn", "--ttl", &format!("{LEASE_TTL_SECS}s")]));
+        print!(
+            "   {}",
+            gatectl_ok(&pins, &["allow", &addr.to_string(), "--gate", "vpn", "--ttl", &format!("{LEASE_TTL_SECS}s")])
+        );
     }
     ok &= report(&bed, "udp", client, GATED) == Outcome::Reply;
     ok &= report(&bed, "tcp", client, GATED) == Outcome::Reply;
