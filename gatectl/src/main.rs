@@ -7,7 +7,7 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use aya::programs::links::PinnedLink;
 use clap::{Parser, Subcommand};
-use gate_maps::{GateState, PinDir, clock, lease::ttl_lease, pins::DEFAULT_PIN_DIR};
+use gate_maps::{GateState, LeasePolicy, PinDir, clock, lease::ttl_lease, pins::DEFAULT_PIN_DIR};
 
 #[derive(Parser)]
 #[command(version, about = "Inspect and change the gate (reads the pinned BPF maps directly)")]
@@ -36,9 +36,13 @@ enum Command {
         /// Gate name, as in the daemon's config.
         #[arg(long)]
         gate: String,
-        /// How long, e.g. 90s, 5m, 1h.
+        /// How long at most, e.g. 90s, 5m, 1h.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Close earlier if no packet from the address passes for this long (traffic keeps the
+        /// lease open, as for an approved VPN client). Without it the lease lasts the whole TTL.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle: Option<Duration>,
     },
     /// Close an address's leases, on one gate or all.
     Revoke {
@@ -83,15 +87,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Allow { addr, gate, ttl } => {
+        Command::Allow { addr, gate, ttl, idle } => {
             refuse_unusable(addr)?;
             if ttl.is_zero() {
                 bail!("--ttl must be longer than zero");
             }
+            let now = clock::now_ns();
+            let lease = match idle {
+                Some(idle) if idle.is_zero() => bail!("--idle must be longer than zero"),
+                Some(idle) => {
+                    LeasePolicy { connect_window: idle.min(ttl), idle_timeout: idle, max_lifetime: ttl }.lease_at(now)
+                }
+                None => ttl_lease(now, ttl),
+            };
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
-            state.grant(id, addr, ttl_lease(clock::now_ns(), ttl))?;
-            println!("opened {gate} for {addr} for {}", format::duration(ttl));
+            state.grant(id, addr, lease)?;
+            let idle =
+                idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
+            println!("opened {gate} for {addr} for {}{idle}", format::duration(ttl));
             Ok(())
         }
         Command::Revoke { addr, gate } => {

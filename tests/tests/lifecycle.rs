@@ -111,3 +111,20 @@ fn teardown_is_the_only_way_to_open_the_port() {
     assert!(!bed.pin_dir.0.exists(), "the pin dir is gone");
     assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Reply, "open once the gate is removed");
 }
+
+#[test]
+fn the_sweeper_deletes_closed_leases() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "[leases]\nsweep_interval = \"1s\"\n");
+    let daemon = Daemon::start(&bed, &config);
+    let pins = &bed.pin_dir.0;
+    gatectl_ok(pins, &["allow", "192.0.2.2", "--gate", "vpn", "--ttl", "1s"]);
+    gatectl_ok(pins, &["allow", "192.0.2.40", "--gate", "vpn", "--ttl", "1h"]);
+    // Closed at 1 s, kept one sweep interval for the counters, deleted by the next sweep.
+    std::thread::sleep(Duration::from_millis(3500));
+    let leases: serde_json::Value = serde_json::from_str(&gatectl_ok(pins, &["leases", "--json"])).unwrap();
+    let addresses: Vec<_> =
+        leases.as_array().unwrap().iter().map(|l| l["address"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(addresses, ["192.0.2.40"], "only the live lease is left");
+    assert!(daemon.log().contains("swept 1 closed leases"), "{}", daemon.log());
+}

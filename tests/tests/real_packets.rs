@@ -131,3 +131,19 @@ fn counters_show_what_happened() {
     assert!(status.contains(&format!("interface: {}", bed.gateway_if)), "{status}");
     assert!(status.contains("leases: 1 live, 0 closed"), "{status}");
 }
+
+#[test]
+fn traffic_keeps_an_idle_lease_open_and_silence_closes_it() {
+    let (bed, _daemon, _listeners) = gated_bed();
+    let client = IpAddr::from(CLIENT_V6);
+    gatectl_ok(&bed.pin_dir.0, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "1h", "--idle", "2s"]);
+    // Six seconds of traffic, a packet every half second: three times the idle timeout.
+    for i in 0..12 {
+        assert_eq!(probe("udp", &bed.client, client, to(client, GATED)), Outcome::Reply, "packet {i} while active");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(probe("udp", &bed.client, client, to(client, GATED)), Outcome::Silence, "closed after 2 s of silence");
+    let leases: serde_json::Value = serde_json::from_str(&gatectl_ok(&bed.pin_dir.0, &["leases", "--json"])).unwrap();
+    assert_eq!(leases[0]["state"], "idle", "{leases}");
+}
