@@ -1,0 +1,152 @@
+//! Key material. Secrets zeroize on drop and never print.
+use std::fmt;
+
+use crypto_box::{PublicKey, SecretKey};
+use rand::{CryptoRng, RngCore};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{
+    ProtocolError,
+    encoding::{hex, unhex},
+};
+
+pub const TOKEN_BYTES: usize = 16;
+pub const SECRET_BYTES: usize = 64;
+pub const BOX_KEY_BYTES: usize = 32;
+pub const RSA_BITS: usize = 4096;
+
+/// Names a client in requests; not secret, but unguessable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub [u8; TOKEN_BYTES]);
+
+impl Token {
+    pub fn random(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut bytes = [0; TOKEN_BYTES];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// # Errors
+    /// Not 32 lowercase hex characters.
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        unhex(text, "token").map(Self)
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({self})")
+    }
+}
+
+/// The per-client HMAC-SHA512 key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct HmacSecret(pub [u8; SECRET_BYTES]);
+
+impl HmacSecret {
+    pub fn random(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut bytes = [0; SECRET_BYTES];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// # Errors
+    /// Not exactly 64 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        <[u8; SECRET_BYTES]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| ProtocolError::BadKey("HMAC secret must be 64 bytes"))
+    }
+}
+
+impl fmt::Debug for HmacSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacSecret(..)")
+    }
+}
+
+/// A box public key from its 32 bytes.
+///
+/// # Errors
+/// Not 32 bytes.
+pub fn box_public(bytes: &[u8]) -> Result<PublicKey, ProtocolError> {
+    PublicKey::from_slice(bytes).map_err(|_| ProtocolError::BadKey("box public key must be 32 bytes"))
+}
+
+/// A box secret key from its 32 bytes.
+///
+/// # Errors
+/// Not 32 bytes.
+pub fn box_secret(bytes: &[u8]) -> Result<SecretKey, ProtocolError> {
+    SecretKey::from_slice(bytes).map_err(|_| ProtocolError::BadKey("box secret key must be 32 bytes"))
+}
+
+/// Everything a client holds (its half of the profile).
+pub struct ClientKeys {
+    pub token: Token,
+    pub secret: HmacSecret,
+    pub box_secret: SecretKey,
+    pub rsa: RsaPrivateKey,
+}
+
+impl fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeys").field("token", &self.token).finish_non_exhaustive()
+    }
+}
+
+/// What the server registers about a client besides its secret.
+#[derive(Clone, Debug)]
+pub struct ClientPublic {
+    pub token: Token,
+    pub box_public: PublicKey,
+    pub rsa_public: RsaPublicKey,
+}
+
+impl ClientKeys {
+    /// Fresh keys. RSA-4096 generation takes seconds: make test keys once per run.
+    ///
+    /// # Errors
+    /// RSA key generation failed.
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Result<Self, ProtocolError> {
+        let rsa = RsaPrivateKey::new(rng, RSA_BITS).map_err(|_| ProtocolError::BadKey("RSA key generation failed"))?;
+        Ok(Self {
+            token: Token::random(rng),
+            secret: HmacSecret::random(rng),
+            box_secret: SecretKey::generate(rng),
+            rsa,
+        })
+    }
+
+    #[must_use]
+    pub fn public(&self) -> ClientPublic {
+        ClientPublic {
+            token: self.token,
+            box_public: self.box_secret.public_key(),
+            rsa_public: self.rsa.to_public_key(),
+        }
+    }
+}
+
+/// A gate server's box key pair.
+pub struct ServerKeys {
+    pub box_secret: SecretKey,
+}
+
+impl ServerKeys {
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        Self { box_secret: SecretKey::generate(rng) }
+    }
+
+    #[must_use]
+    pub fn public(&self) -> PublicKey {
+        self.box_secret.public_key()
+    }
+}
