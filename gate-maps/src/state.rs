@@ -299,7 +299,51 @@ impl GateState {
     /// # Errors
     /// [`StateError::Full`] when the map stays full; any other refusal of the kernel.
     pub fn grant(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), StateError> {
+        self.grant_all(gate, &[addr], lease)
+    }
+
+    /// Opens `gate` for every address in `addrs` with `lease`, or for none: if one write fails,
+    /// the ones already made are undone (a replaced lease is put back), so an approval never
+    /// leaves a gate half open.
+    ///
+    /// # Errors
+    /// As [`Self::grant`], after the undo.
+    pub fn grant_all(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
         let _lock = self.lock()?;
+        let mut done: Vec<(IpAddr, Option<Lease>)> = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            let step =
+                self.lease(gate, addr).and_then(|previous| self.insert_or_sweep(gate, addr, lease).map(|()| previous));
+            match step {
+                Ok(previous) => done.push((addr, previous)),
+                Err(error) => {
+                    for (addr, previous) in done.into_iter().rev() {
+                        // Best effort: the error already reported is the one that matters.
+                        let _ = match previous {
+                            Some(previous) => {
+                                self.insert_lease(gate, addr, previous).map_err(|e| self.full_or(e, addr))
+                            }
+                            None => self.remove_lease(gate, addr).map(|_| ()),
+                        };
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes `gate` for exactly `addr`. Returns whether a lease was there.
+    ///
+    /// # Errors
+    /// The kernel refuses the delete.
+    pub fn revoke_one(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
+        let _lock = self.lock()?;
+        self.remove_lease(gate, addr)
+    }
+
+    /// Inserts a lease; a full map is swept of the dead once before giving up. Caller holds the lock.
+    fn insert_or_sweep(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), StateError> {
         match self.insert_lease(gate, addr, lease) {
             Err(e) if is_errno(&e, libc_e2big()) => {
                 self.sweep_locked(crate::clock::now_ns(), 0)?;

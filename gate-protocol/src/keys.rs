@@ -150,3 +150,50 @@ impl ServerKeys {
         self.box_secret.public_key()
     }
 }
+
+/// An RSA public key as SPKI DER (how the server registers it).
+///
+/// # Errors
+/// Encoding failed.
+pub fn rsa_public_der(key: &RsaPublicKey) -> Result<Vec<u8>, ProtocolError> {
+    use rsa::pkcs8::EncodePublicKey;
+    key.to_public_key_der().map(|der| der.into_vec()).map_err(|_| ProtocolError::BadKey("RSA public key encoding"))
+}
+
+/// An RSA public key from SPKI DER; only 4096-bit keys are accepted.
+///
+/// # Errors
+/// Not an RSA-4096 SPKI DER.
+pub fn rsa_public_from_der(der: &[u8]) -> Result<RsaPublicKey, ProtocolError> {
+    use rsa::{pkcs8::DecodePublicKey, traits::PublicKeyParts};
+    let key = RsaPublicKey::from_public_key_der(der).map_err(|_| ProtocolError::BadKey("not an RSA public key"))?;
+    if key.size() * 8 != RSA_BITS {
+        return Err(ProtocolError::BadKey("RSA key is not 4096 bits"));
+    }
+    Ok(key)
+}
+
+/// An RSA private key as PKCS#8 PEM (zeroized when dropped).
+///
+/// # Errors
+/// Encoding failed.
+pub fn rsa_private_pem(key: &RsaPrivateKey) -> Result<zeroize::Zeroizing<String>, ProtocolError> {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    key.to_pkcs8_pem(LineEnding::LF).map_err(|_| ProtocolError::BadKey("RSA private key encoding"))
+}
+
+/// An RSA private key from PKCS#8 or PKCS#1 PEM; only 4096-bit keys are accepted.
+///
+/// # Errors
+/// Not an RSA-4096 private key in PEM.
+pub fn rsa_private_from_pem(pem: &str) -> Result<RsaPrivateKey, ProtocolError> {
+    use rsa::{pkcs1::DecodeRsaPrivateKey, pkcs8::DecodePrivateKey, traits::PublicKeyParts};
+    let key = RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|_| ProtocolError::BadKey("not an RSA private key in PEM"))?;
+    if key.size() * 8 != RSA_BITS {
+        return Err(ProtocolError::BadKey("RSA key is not 4096 bits"));
+    }
+    key.validate().map_err(|_| ProtocolError::BadKey("RSA private key is inconsistent"))?;
+    Ok(key)
+}

@@ -10,13 +10,17 @@
 //! - [`canonical`]: the exact strings the HMACs and the RSA signature cover.
 //! - [`request`]: building a request (client) and checking each of its layers (server).
 //! - [`approval`]: sealing the answer (server) and opening it (client).
+//! - [`profile`]: the file a client holds.
 //! - [`error`]: the one error type, [`ProtocolError`].
 pub mod approval;
 pub mod canonical;
 pub mod encoding;
 pub mod error;
 pub mod keys;
+pub mod profile;
 pub mod request;
 pub mod wire;
 
 pub use error::ProtocolError;
+// Re-exported so every crate speaks the same key types.
+pub use {crypto_box, rand, rsa};

@@ -1,0 +1,20 @@
+use std::path::PathBuf;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: client {0:?} already exists")]
+    ClientExists(String),
+    #[error("store: no client named {0:?}")]
+    NoSuchClient(String),
+    #[error("store: {0}")]
+    Invalid(String),
+    #[error("store: a stored key is malformed: {0}")]
+    Key(#[from] gate_protocol::ProtocolError),
+    #[error("store: schema version {found} is newer than this build's {supported}")]
+    Schema { found: i64, supported: i64 },
+}

@@ -1,0 +1,21 @@
+//! The gate's persistent state in one SQLite file (no server to run): the server's box key,
+//! enrolled clients with their keys and secrets, the gates each may open, revocations, the
+//! nonces of authenticated requests (so a replay is refused also after a restart), the grants
+//! made (so a revocation can find its leases) and one-time session tokens.
+//!
+//! The file holds secrets: it is created 0600 and tightened to 0600 if found looser (SQLite's
+//! WAL and shared-memory files take the database file's mode).
+//!
+//! The schema (`schema.sql`) uses only types and constraints PostgreSQL shares, keys rows by
+//! client name and token rather than by local row ids, and tags host-local rows (nonces,
+//! grants, session tokens) with the host that wrote them, so one shared database can later serve
+//! a cluster of gate hosts (a nonce seen by any host is then a replay on every host).
+mod error;
+mod names;
+mod revocation;
+mod store;
+
+pub use error::StoreError;
+pub use names::validate_client_name;
+pub use revocation::{EndGrantsError, end_grants};
+pub use store::{ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};

@@ -1,0 +1,58 @@
+-- gate store schema, version 1. Portable SQL: the same tables can live in PostgreSQL for a cluster.
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+
+-- The box key pair of a gate server (a cluster shares one; profiles carry its public half).
+CREATE TABLE IF NOT EXISTS server_keys (
+    name TEXT PRIMARY KEY,
+    box_secret BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS clients (
+    name TEXT PRIMARY KEY,
+    token BLOB NOT NULL UNIQUE,
+    hmac_secret BLOB NOT NULL,
+    box_public BLOB NOT NULL,
+    rsa_public BLOB NOT NULL,          -- SPKI DER
+    created_at INTEGER NOT NULL,       -- Unix seconds
+    revoked_at INTEGER                 -- NULL while enrolled
+);
+
+CREATE TABLE IF NOT EXISTS client_gates (
+    client TEXT NOT NULL REFERENCES clients (name) ON DELETE CASCADE,
+    gate TEXT NOT NULL,
+    PRIMARY KEY (client, gate)
+);
+
+-- Nonces of authenticated requests, kept until expires_at (at least twice the window).
+CREATE TABLE IF NOT EXISTS nonces (
+    token BLOB NOT NULL,
+    nonce BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    PRIMARY KEY (token, nonce)
+);
+CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires_at);
+
+-- Addresses a gate was opened for, so revoking a client can close them.
+CREATE TABLE IF NOT EXISTS grants (
+    client TEXT NOT NULL,
+    gate TEXT NOT NULL,
+    address TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    PRIMARY KEY (client, gate, address, host)
+);
+CREATE INDEX IF NOT EXISTS grants_by_address ON grants (gate, address);
+CREATE INDEX IF NOT EXISTS grants_by_expiry ON grants (expires_at);
+
+-- One-time tokens binding a VPN session to its approval; only a digest is kept.
+CREATE TABLE IF NOT EXISTS session_tokens (
+    digest BLOB PRIMARY KEY,
+    client TEXT NOT NULL,
+    gate TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    host TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_tokens_by_expiry ON session_tokens (expires_at);

@@ -1,0 +1,410 @@
+//! [`Store`]: typed calls over the SQLite file. Times are Unix seconds, passed in by the caller.
+use std::{
+    collections::BTreeSet,
+    fs::{self, OpenOptions},
+    net::IpAddr,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gate_protocol::{
+    crypto_box::PublicKey,
+    keys::{ClientPublic, HmacSecret, ServerKeys, Token, box_public, box_secret, rsa_public_der, rsa_public_from_der},
+    rand::rngs::OsRng,
+    rsa::RsaPublicKey,
+};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::{StoreError, validate_client_name};
+
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/gate/gate.db";
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+const SERVER_KEY_NAME: &str = "default";
+
+/// An enrolled client as the daemon needs it.
+#[derive(Clone, Debug)]
+pub struct ClientRecord {
+    pub name: String,
+    pub token: Token,
+    pub secret: HmacSecret,
+    pub box_public: PublicKey,
+    pub rsa_public: RsaPublicKey,
+    pub gates: BTreeSet<String>,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+/// A client to enroll.
+pub struct NewClient<'a> {
+    pub name: &'a str,
+    pub gates: &'a [String],
+    pub public: &'a ClientPublic,
+    pub secret: &'a HmacSecret,
+    pub now: u64,
+}
+
+/// An address a gate was opened for on a client's behalf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub client: String,
+    pub gate: String,
+    pub address: IpAddr,
+    pub expires_at: u64,
+    pub host: String,
+}
+
+/// The open store. Not `Sync`: share it behind a mutex.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsecs(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Creates `path` 0600 if missing, tightens it to 0600 if looser.
+fn secure_file(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Open { path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        log::warn!("store {}: mode {mode:o} tightened to 600 (it holds client secrets)", path.display());
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, or holds a newer schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        secure_file(path)?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // WAL: readers never block the writer. synchronous=NORMAL: a commit survives a crash of
+        // the process (a daemon restart); only a power loss can drop the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        let found: Option<i64> = conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
+        match found {
+            None => {
+                conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
+            }
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::Schema { found, supported: SCHEMA_VERSION });
+            }
+            Some(_) => {}
+        }
+        Ok(Self { conn, path: path.to_owned() })
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A number that changes whenever another connection (gatectl, another host) commits.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// The server's box key pair, made on first use (by whichever process asks first).
+    ///
+    /// # Errors
+    /// SQLite failed, or the stored key is malformed.
+    pub fn server_keys(&self, now: u64) -> Result<ServerKeys, StoreError> {
+        let fresh = ServerKeys::generate(&mut OsRng);
+        self.conn.execute(
+            "INSERT INTO server_keys (name, box_secret, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            params![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), secs(now)],
+        )?;
+        let bytes: Vec<u8> =
+            self.conn
+                .query_row("SELECT box_secret FROM server_keys WHERE name = ?1", [SERVER_KEY_NAME], |r| r.get(0))?;
+        Ok(ServerKeys { box_secret: box_secret(&bytes)? })
+    }
+
+    /// Enrolls a client.
+    ///
+    /// # Errors
+    /// A bad name, no gate, a name or token already taken, or SQLite failed.
+    pub fn add_client(&mut self, client: &NewClient<'_>) -> Result<(), StoreError> {
+        validate_client_name(client.name)?;
+        if client.gates.is_empty() {
+            return Err(StoreError::Invalid(format!("client {:?}: name at least one gate", client.name)));
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool =
+            tx.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1", [client.name], |r| r.get(0))?;
+        if exists {
+            return Err(StoreError::ClientExists(client.name.to_owned()));
+        }
+        tx.execute(
+            "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                client.name,
+                client.public.token.0.as_slice(),
+                client.secret.0.as_slice(),
+                client.public.box_public.as_bytes().as_slice(),
+                rsa_public_der(&client.public.rsa_public)?,
+                secs(client.now)
+            ],
+        )?;
+        for gate in client.gates {
+            tx.execute(
+                "INSERT OR IGNORE INTO client_gates (client, gate) VALUES (?1, ?2)",
+                params![client.name, gate],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every client, by name.
+    ///
+    /// # Errors
+    /// SQLite failed, or a stored key is malformed.
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.query_clients("", [])
+    }
+
+    /// One client.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchClient`], SQLite failed, or a stored key is malformed.
+    pub fn client(&self, name: &str) -> Result<ClientRecord, StoreError> {
+        self.query_clients("WHERE name = ?1", [name])?.pop().ok_or_else(|| StoreError::NoSuchClient(name.to_owned()))
+    }
+
+    fn query_clients<P: rusqlite::Params>(&self, filter: &str, params: P) -> Result<Vec<ClientRecord>, StoreError> {
+        let mut gates = self.conn.prepare_cached("SELECT gate FROM client_gates WHERE client = ?1 ORDER BY gate")?;
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT name, token, hmac_secret, box_public, rsa_public, created_at, revoked_at FROM clients {filter} \
+             ORDER BY name"
+        ))?;
+        let rows = statement.query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut clients = Vec::new();
+        for row in rows {
+            let (name, token, secret, box_key, rsa, created_at, revoked_at) = row?;
+            let token = <[u8; gate_protocol::keys::TOKEN_BYTES]>::try_from(token.as_slice())
+                .map(Token)
+                .map_err(|_| StoreError::Invalid(format!("client {name:?}: malformed token")))?;
+            let client_gates = gates.query_map([&name], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+            clients.push(ClientRecord {
+                token,
+                secret: HmacSecret::from_slice(&secret)?,
+                box_public: box_public(&box_key)?,
+                rsa_public: rsa_public_from_der(&rsa)?,
+                gates: client_gates,
+                created_at: unsecs(created_at),
+                revoked_at: revoked_at.map(unsecs),
+                name,
+            });
+        }
+        Ok(clients)
+    }
+
+    /// Revokes a client. Returns `false` if it already was.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchClient`] or SQLite failed.
+    pub fn revoke_client(&self, name: &str, now: u64) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE clients SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            params![name, secs(now)],
+        )?;
+        if changed == 0 {
+            let exists: bool =
+                self.conn.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1", [name], |r| r.get(0))?;
+            if !exists {
+                return Err(StoreError::NoSuchClient(name.to_owned()));
+            }
+        }
+        Ok(changed > 0)
+    }
+
+    /// Records an authenticated request's nonce. Returns `false` if (token, nonce) was seen
+    /// before: a replay.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn record_nonce(&self, token: Token, nonce: &[u8], expires_at: u64, host: &str) -> Result<bool, StoreError> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![token.0.as_slice(), nonce, secs(expires_at), host])?;
+        Ok(inserted == 1)
+    }
+
+    /// Forgets nonces past their keeping time. Returns how many.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn purge_nonces(&self, now: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [secs(now)])?)
+    }
+
+    /// Records grants for `client`, unless it is revoked (checked in the same transaction, so a
+    /// revocation either sees these grants or makes this call return `false`).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn record_grants(
+        &mut self,
+        client: &str,
+        gate: &str,
+        addresses: &[IpAddr],
+        expires_at: u64,
+        host: &str,
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let live: bool =
+            tx.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL", [client], |r| {
+                r.get(0)
+            })?;
+        if !live {
+            return Ok(false);
+        }
+        for address in addresses {
+            tx.execute(
+                "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
+                params![client, gate, address.to_string(), secs(expires_at), host],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Removes grants (after their leases were written back out, or failed to be written).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn delete_grants(&self, client: &str, gate: &str, addresses: &[IpAddr], host: &str) -> Result<(), StoreError> {
+        for address in addresses {
+            self.conn.execute(
+                "DELETE FROM grants WHERE client = ?1 AND gate = ?2 AND address = ?3 AND host = ?4",
+                params![client, gate, address.to_string(), host],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The grants of revoked clients on `host`.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn revoked_grants(&self, host: &str) -> Result<Vec<Grant>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT g.client, g.gate, g.address, g.expires_at, g.host FROM grants g JOIN clients c ON c.name = g.client \
+             WHERE c.revoked_at IS NOT NULL AND g.host = ?1",
+        )?;
+        let rows = statement.query_map([host], grant_row)?;
+        collect_grants(rows)
+    }
+
+    /// Whether a client that is not revoked holds a grant for `address` on `gate` at `host`
+    /// live at `now` (then a shared address, behind one NAT, stays open for it).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn address_held_by_live_client(
+        &self,
+        gate: &str,
+        address: IpAddr,
+        host: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) > 0 FROM grants g JOIN clients c ON c.name = g.client \
+             WHERE g.gate = ?1 AND g.address = ?2 AND g.host = ?3 AND g.expires_at > ?4 AND c.revoked_at IS NULL",
+            params![gate, address.to_string(), host, secs(now)],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets grants past their expiry. Returns how many.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [secs(now)])?)
+    }
+
+    /// Stores a session token's digest.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn record_session_token(
+        &self,
+        digest: &[u8],
+        client: &str,
+        gate: &str,
+        expires_at: u64,
+        host: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![digest, client, gate, secs(expires_at), host],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets session tokens past their expiry. Returns how many.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn purge_session_tokens(&self, now: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("DELETE FROM session_tokens WHERE expires_at < ?1", [secs(now)])?)
+    }
+}
+
+fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn collect_grants(
+    rows: impl Iterator<Item = rusqlite::Result<(String, String, String, i64, String)>>,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut grants = Vec::new();
+    for row in rows {
+        let (client, gate, address, expires_at, host) = row?;
+        let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
+        grants.push(Grant { client, gate, address, expires_at: unsecs(expires_at), host });
+    }
+    Ok(grants)
+}
