@@ -1,1 +1,7 @@
-
+//! The gate client: asks a gate host for approval with an enrolled profile and trusts the
+//! answer only after checking its HMAC, its box and that it answers this very request.
+//!
+//! - [`transport`]: HTTP/1.1 to the server named in the profile.
+//! - [`connect`]: one approval round trip.
+pub mod connect;
+pub mod transport;

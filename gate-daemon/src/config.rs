@@ -19,10 +19,19 @@
 //! max_lifetime = "24h"
 //! capacity = 65536                 # per address family
 //! sweep_interval = "10s"
+//!
+//! [approval]
+//! socket = "/run/gate/daemon.sock" # the internal approval API (the front's way in)
+//! store = "/var/lib/gate/gate.db"  # clients, keys, nonces (0600)
+//! window = "120s"                  # accepted clock difference, either way
+//! host = "gate-1"                  # this host's name in shared state (default: hostname)
+//! public_ipv4 = "203.0.113.10"     # told to approved clients: connect here
+//! public_ipv6 = "2001:db8::10"
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -109,6 +118,34 @@ impl LeaseConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Tags this host's rows in a shared store; the hostname when empty.
+    pub host: String,
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+}
+
+pub const DEFAULT_SOCKET_PATH: &str = "/run/gate/daemon.sock";
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET_PATH),
+            store: PathBuf::from(gate_store::DEFAULT_STORE_PATH),
+            window: Duration::from_secs(120),
+            host: String::new(),
+            public_ipv4: None,
+            public_ipv6: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_pin_dir")]
@@ -119,6 +156,8 @@ pub struct Config {
     pub gates: Vec<GateConfig>,
     #[serde(default)]
     pub leases: LeaseConfig,
+    #[serde(default)]
+    pub approval: ApprovalConfig,
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -217,6 +256,18 @@ impl Config {
         }
         if leases.capacity == 0 {
             return Err(invalid("leases.capacity".into(), "must be at least 1".into()));
+        }
+        let approval = &self.approval;
+        for (key, path) in [("approval.socket", &approval.socket), ("approval.store", &approval.store)] {
+            if !path.is_absolute() {
+                return Err(invalid(key.into(), format!("{} is not an absolute path", path.display())));
+            }
+        }
+        if approval.window.is_zero() || approval.window > Duration::from_secs(3600) {
+            return Err(invalid("approval.window".into(), "must be between 1s and 1h".into()));
+        }
+        if approval.host.len() > 255 || approval.host.contains(char::is_whitespace) {
+            return Err(invalid("approval.host".into(), format!("{:?} is not a host name", approval.host)));
         }
         Ok(())
     }
@@ -318,6 +369,8 @@ idle_timeout = "2m"
             ("idle_timeout = \"2m\"", "max_lifetime = \"10s\"", "leases.connect_window"),
             ("idle_timeout = \"2m\"", "capacity = 0", "leases.capacity"),
             ("pin_dir = \"/sys/fs/bpf/gate-test\"", "pin_dir = \"relative\"", "pin_dir"),
+            ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nwindow = \"0s\"", "approval.window"),
+            ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nstore = \"gate.db\"", "approval.store"),
         ] {
             let text = GOOD.replace(from, to);
             assert_ne!(text, GOOD, "replacement {from:?} did not apply");

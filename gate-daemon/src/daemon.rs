@@ -5,7 +5,19 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{config::Config, install, sweeper};
+use crate::{
+    approval::{ApprovalService, http, service::Settings, upkeep},
+    config::Config,
+    install, sweeper,
+};
+
+/// This host's name in shared state: the configured one, else the hostname.
+fn host_name(config: &Config) -> String {
+    if !config.approval.host.is_empty() {
+        return config.approval.host.clone();
+    }
+    gate_store::default_host_name()
+}
 
 /// Runs until a stop signal.
 ///
@@ -27,14 +39,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
 
+    let approval = &config.approval;
+    let store = gate_store::Store::open(&approval.store).context("open the store")?;
+    let settings = Settings {
+        window: approval.window,
+        host: host_name(&config),
+        public: gate_protocol::approval::Host { ipv4: approval.public_ipv4, ipv6: approval.public_ipv6 },
+        leases: config.leases.policy(),
+    };
+    let service = Arc::new(
+        tokio::task::block_in_place(|| ApprovalService::new(settings, store, Arc::clone(&state)))
+            .context("start the approval service")?,
+    );
+    let (listener, _socket_file) = http::bind(&approval.socket).context("open the internal socket")?;
+    log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
+    let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
+    let server = axum::serve(listener, http::router(Arc::clone(&service)));
+    let mut server = std::pin::pin!(server.into_future());
+
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
     log::info!("ready");
     tokio::select! {
         _ = terminate.recv() => log::info!("SIGTERM"),
         _ = interrupt.recv() => log::info!("SIGINT"),
+        result = &mut server => log::error!("the internal API stopped: {result:?}"),
     }
     sweeper.abort();
+    upkeep.abort();
     log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
     Ok(())
 }

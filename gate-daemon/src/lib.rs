@@ -6,7 +6,9 @@
 //! - [`program`]: the embedded XDP object, loaded against the pinned maps.
 //! - [`install`]: take over or create pinned state, gate the ports, attach, roll back on failure.
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
+//! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
+pub mod approval;
 pub mod config;
 pub mod daemon;
 pub mod install;

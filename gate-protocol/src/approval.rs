@@ -13,7 +13,7 @@ use crate::{
     ProtocolError, canonical,
     encoding::{b64, unb64},
     keys::{ClientKeys, HmacSecret, ServerKeys, Token},
-    request::{hmac, verify_hmac},
+    request::{hmac_tag, verify_hmac},
     wire::{BOX_NONCE_BYTES, MAX_SEALED_BYTES, SealedBody},
 };
 
@@ -65,7 +65,7 @@ pub fn seal(
         .encrypt(GenericArray::from_slice(&box_nonce), plaintext.as_slice())
         .map_err(|_| ProtocolError::BadBox)?;
     let mut body = SealedBody { data: b64(&sealed), nonce: b64(&box_nonce), signature: String::new() };
-    let tag = hmac(secret, &canonical::approval_hmac_input(&token.to_string(), &approval.request_nonce, &body));
+    let tag = hmac_tag(secret, &canonical::approval_hmac_input(&token.to_string(), &approval.request_nonce, &body));
     body.signature = b64(&tag);
     Ok(body)
 }

@@ -45,7 +45,8 @@ impl Outgoing {
 }
 
 /// HMAC-SHA512 of `input` under `secret`.
-pub(crate) fn hmac(secret: &HmacSecret, input: &str) -> [u8; HMAC_BYTES] {
+#[must_use]
+pub fn hmac_tag(secret: &HmacSecret, input: &str) -> [u8; HMAC_BYTES] {
     let mut mac = HmacSha512::new_from_slice(&secret.0).expect("HMAC takes any key length");
     mac.update(input.as_bytes());
     mac.finalize().into_bytes().into()
@@ -83,7 +84,7 @@ pub fn build(
     let body = SealedBody { data, nonce, signature: b64(&signature.to_vec()) };
     let token = keys.token.to_string();
     let timestamp = payload.timestamp.to_string();
-    let tag = hmac(&keys.secret, &canonical::request_hmac_input(&token, &timestamp, &payload.nonce, &body));
+    let tag = hmac_tag(&keys.secret, &canonical::request_hmac_input(&token, &timestamp, &payload.nonce, &body));
     Ok(Outgoing {
         headers: RequestHeaders { token, timestamp, nonce: payload.nonce.clone(), signature: b64(&tag) },
         body,

@@ -62,3 +62,17 @@ pub struct Payload {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
 }
+
+/// Set by the front on requests it forwards to the daemon's internal socket: the client's
+/// address as observed on the connection (never taken from a client).
+pub const INTERNAL_HEADER_OBSERVED_SOURCE: &str = "gate-observed-source";
+
+/// The echo endpoint: answers the caller's address as the server sees it.
+pub const SOURCE_PATH: &str = "/v1/source";
+
+/// The echo endpoint's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceAnswer {
+    pub address: std::net::IpAddr,
+}

@@ -19,3 +19,13 @@ pub use error::StoreError;
 pub use names::validate_client_name;
 pub use revocation::{EndGrantsError, end_grants};
 pub use store::{ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
+
+/// This host's tag in shared state when none is configured: the hostname.
+#[must_use]
+pub fn default_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

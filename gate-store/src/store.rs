@@ -72,11 +72,11 @@ fn unsecs(value: i64) -> u64 {
 /// Creates `path` 0600 if missing, tightens it to 0600 if looser.
 fn secure_file(path: &Path) -> Result<(), StoreError> {
     let io = |source| StoreError::Open { path: path.to_owned(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io)?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        fs::create_dir_all(dir).map_err(io)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
     OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
     let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
@@ -253,6 +253,18 @@ impl Store {
             }
         }
         Ok(changed > 0)
+    }
+
+    /// Whether a client is revoked (a missing client counts as revoked).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn is_revoked(&self, name: &str) -> Result<bool, StoreError> {
+        let live: bool = self
+            .conn
+            .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
+            .query_row([name], |r| r.get(0))?;
+        Ok(!live)
     }
 
     /// Records an authenticated request's nonce. Returns `false` if (token, nonce) was seen

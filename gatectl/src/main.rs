@@ -1,5 +1,6 @@
 //! `gatectl`: the operator's view of the gate, read from and written to the pinned maps directly,
 //! so it works with the daemon stopped or dead.
+mod clients;
 mod format;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -15,6 +16,12 @@ struct Cli {
     /// The gate's bpffs pin directory.
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, env = "GATE_PIN_DIR")]
     pin_dir: PathBuf,
+    /// The store of enrolled clients.
+    #[arg(long, global = true, default_value = gate_store::DEFAULT_STORE_PATH, env = "GATE_STORE")]
+    store: PathBuf,
+    /// This host's name in the store (as the daemon's `approval.host`; default: the hostname).
+    #[arg(long, global = true, env = "GATE_HOST")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,6 +63,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Enrolled clients: add, list, show, revoke.
+    #[command(subcommand)]
+    Client(clients::ClientCommand),
     /// Remove the gate: detach from every interface and delete its maps. Gated ports open to all.
     Teardown,
 }
@@ -129,6 +139,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", format::stats_table(&gates, &stats));
             }
             Ok(())
+        }
+        Command::Client(command) => {
+            let host = cli.host.unwrap_or_else(gate_store::default_host_name);
+            clients::run(command, &cli.store, &pins, &host)
         }
         Command::Teardown => teardown(&pins),
     }

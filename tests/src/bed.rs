@@ -27,6 +27,8 @@ pub struct TestBed {
     pub client: Netns,
     /// The gateway's end of the veth, where the gate attaches.
     pub gateway_if: String,
+    /// The daemon's internal socket and store live here (removed with the bed).
+    pub state_dir: PathBuf,
     config_files: Vec<PathBuf>,
 }
 
@@ -68,18 +70,40 @@ impl TestBed {
         for addr in [CLIENT_V6, STRANGER_V6] {
             client.ip(&["addr", "add", &format!("{addr}/64"), "dev", &client_if, "nodad"]);
         }
-        Self { pin_dir: PinDirGuard::new(), gateway, client, gateway_if, config_files: Vec::new() }
+        let state_dir = std::env::temp_dir().join(format!("{PREFIX}{token}.d"));
+        fs::create_dir_all(&state_dir).expect("create the bed's state dir");
+        Self { pin_dir: PinDirGuard::new(), gateway, client, gateway_if, state_dir, config_files: Vec::new() }
+    }
+
+    /// The daemon's internal socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("daemon.sock")
+    }
+
+    /// The daemon's store.
+    pub fn store(&self) -> PathBuf {
+        self.state_dir.join("gate.db")
     }
 
     /// A daemon config for this bed gating `gates` (name, protocol, port), plus `extra` TOML
-    /// appended verbatim (e.g. a `[leases]` table).
+    /// appended verbatim (e.g. a `[leases]` table). The `[approval]` table always names the
+    /// bed's socket and store; `extra` may add keys to it.
     pub fn config(&mut self, gates: &[(&str, &str, u16)], extra: &str) -> PathBuf {
         let mut text =
             format!("pin_dir = \"{}\"\n[[interface]]\nname = \"{}\"\n", self.pin_dir.0.display(), self.gateway_if);
         for (name, protocol, port) in gates {
             text.push_str(&format!("[[gate]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = {port}\n"));
         }
-        text.push_str(extra);
+        let approval =
+            format!("[approval]\nsocket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store().display());
+        if extra.contains("[approval]\n") {
+            text.push_str(&extra.replacen("[approval]\n", &approval, 1));
+        } else {
+            text.push('\n');
+            text.push_str(extra);
+            text.push('\n');
+            text.push_str(&approval);
+        }
         self.write_config(&text)
     }
 
@@ -111,5 +135,6 @@ impl Drop for TestBed {
         for file in &self.config_files {
             let _ = fs::remove_file(file);
         }
+        let _ = fs::remove_dir_all(&self.state_dir);
     }
 }

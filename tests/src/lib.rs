@@ -13,6 +13,8 @@
 //! - [`frames`]: crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
 //! - [`loaded`]: the daemon's program loaded against a private pin dir, for `BPF_PROG_TEST_RUN`.
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
+//! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
+pub mod approval;
 pub mod bed;
 pub mod daemon;
 pub mod frames;

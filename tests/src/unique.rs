@@ -33,7 +33,7 @@ fn is_dead(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes namespaces and pin directories left by test processes that no longer exist.
+/// Removes namespaces, pin directories and temporary files left by test processes that no longer exist.
 fn sweep_leftovers() {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
@@ -45,11 +45,13 @@ fn sweep_leftovers() {
                 }
             }
         }
-        if let Ok(entries) = fs::read_dir(PIN_ROOT) {
+        for root in [Path::new(PIN_ROOT), &std::env::temp_dir()] {
+            let Ok(entries) = fs::read_dir(root) else { continue };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if pid_of(&name).is_some_and(is_dead) {
-                    let _ = fs::remove_dir_all(entry.path());
+                    let path = entry.path();
+                    let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
                 }
             }
         }

@@ -1,0 +1,88 @@
+//! One approval round trip: build the three-layer request, send it, verify the answer.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use gate_protocol::{
+    ProtocolError,
+    approval::{self, Approval},
+    profile::Profile,
+    rand::{RngCore, rngs::OsRng},
+    request,
+    wire::{
+        APPROVE_METHOD, APPROVE_PATH, BOX_NONCE_BYTES, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN,
+        Payload, REJECTED_STATUS, SealedBody,
+    },
+};
+
+use crate::transport::{Server, TransportError};
+
+pub const CLIENT_VERSION: &str = concat!("gate-client/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("the server refused the request (it never says why: see its log, or check the profile and clock)")]
+    Refused,
+    #[error("the server answered {status}, not an approval")]
+    Unexpected { status: u16 },
+    #[error("the answer failed verification ({0}); not trusting it")]
+    Untrusted(ProtocolError),
+    #[error("could not build the request: {0}")]
+    Build(ProtocolError),
+}
+
+/// What to ask for.
+#[derive(Clone, Debug, Default)]
+pub struct Ask {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Overrides the profile's server.
+    pub server: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Asks for approval and returns the verified answer.
+///
+/// # Errors
+/// Unreachable server, refusal, or an answer that fails verification.
+pub fn connect(profile: &Profile, ask: &Ask) -> Result<Approval, ConnectError> {
+    let server = Server::parse(ask.server.as_deref().unwrap_or(&profile.server))?;
+    let payload = Payload {
+        gate: profile.gate.clone(),
+        timestamp: unix_now(),
+        nonce: request::random_nonce(&mut OsRng),
+        client_version: CLIENT_VERSION.to_owned(),
+        ipv4: ask.ipv4,
+        ipv6: ask.ipv6,
+    };
+    let mut box_nonce = [0; BOX_NONCE_BYTES];
+    OsRng.fill_bytes(&mut box_nonce);
+    let outgoing = request::build(&profile.keys, &profile.server_box_public, &payload, box_nonce, &mut OsRng)
+        .map_err(ConnectError::Build)?;
+    let headers = &outgoing.headers;
+    let response = server.request(
+        APPROVE_METHOD,
+        APPROVE_PATH,
+        &[
+            (HEADER_TOKEN, &headers.token),
+            (HEADER_TIMESTAMP, &headers.timestamp),
+            (HEADER_NONCE, &headers.nonce),
+            (HEADER_SIGNATURE, &headers.signature),
+        ],
+        outgoing.body_json().as_bytes(),
+    )?;
+    match response.status {
+        200 => {}
+        REJECTED_STATUS => return Err(ConnectError::Refused),
+        status => return Err(ConnectError::Unexpected { status }),
+    }
+    let body: SealedBody = serde_json::from_slice(&response.body)
+        .map_err(|_| ConnectError::Untrusted(ProtocolError::Malformed("approval body")))?;
+    approval::open(&body, &profile.keys, &profile.server_box_public, &payload.nonce).map_err(ConnectError::Untrusted)
+}

@@ -1,0 +1,145 @@
+//! The internal HTTP API on a Unix socket: the approval route, the source echo and the
+//! counters. Only the front (and root) may connect; it passes the client's observed address in
+//! a header that is trusted here because nothing else can reach this socket.
+use std::{
+    fs,
+    io::ErrorKind,
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, bail};
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use gate_protocol::wire::{
+    APPROVE_PATH, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN, INTERNAL_HEADER_OBSERVED_SOURCE,
+    MAX_BODY_BYTES, REJECTED_BODY, RequestHeaders, SOURCE_PATH, SourceAnswer,
+};
+use tokio::{net::UnixListener, sync::Semaphore};
+
+use crate::approval::{ApprovalService, Incoming, Rejection, service::unix_now};
+
+pub const COUNTERS_PATH: &str = "/internal/counters";
+/// Longer than any valid header value (the HMAC's 88 characters); longer ones are refused unread.
+const MAX_HEADER_VALUE: usize = 128;
+
+struct App {
+    service: Arc<ApprovalService>,
+    /// RSA work runs on blocking threads; at most one per core at a time.
+    crypto: Semaphore,
+}
+
+/// The uniform answer to every refused request.
+fn rejected() -> Response {
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/json")], REJECTED_BODY).into_response()
+}
+
+fn one_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() || value.len() > MAX_HEADER_VALUE {
+        return None;
+    }
+    value.to_str().ok().map(str::to_owned)
+}
+
+fn request_headers(headers: &HeaderMap) -> Option<RequestHeaders> {
+    Some(RequestHeaders {
+        token: one_header(headers, HEADER_TOKEN)?,
+        timestamp: one_header(headers, HEADER_TIMESTAMP)?,
+        nonce: one_header(headers, HEADER_NONCE)?,
+        signature: one_header(headers, HEADER_SIGNATURE)?,
+    })
+}
+
+/// The observed source: absent is fine (a local caller), malformed is not.
+fn observed_source(headers: &HeaderMap) -> Result<Option<IpAddr>, ()> {
+    if headers.get(INTERNAL_HEADER_OBSERVED_SOURCE).is_none() {
+        return Ok(None);
+    }
+    one_header(headers, INTERNAL_HEADER_OBSERVED_SOURCE).and_then(|v| v.parse().ok()).map(Some).ok_or(())
+}
+
+async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let service = &app.service;
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        service.refused(Rejection::TooLarge, "unauthenticated");
+        return rejected();
+    };
+    let (Some(request_headers), Ok(observed)) = (request_headers(&headers), observed_source(&headers)) else {
+        service.refused(Rejection::Malformed, "unauthenticated");
+        return rejected();
+    };
+    let incoming = Incoming { headers: request_headers, body: body.to_vec(), observed };
+    let Ok(_permit) = app.crypto.acquire().await else { return rejected() };
+    let service = Arc::clone(service);
+    match tokio::task::spawn_blocking(move || service.approve(&incoming, unix_now())).await {
+        Ok(Ok(sealed)) => (StatusCode::OK, Json(sealed)).into_response(),
+        Ok(Err(_)) => rejected(),
+        Err(e) => {
+            log::error!("approval task failed: {e}");
+            rejected()
+        }
+    }
+}
+
+async fn source(headers: HeaderMap) -> Response {
+    match observed_source(&headers) {
+        Ok(Some(address)) => Json(SourceAnswer { address }).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn counters(State(app): State<Arc<App>>) -> Response {
+    Json(app.service.counters.snapshot()).into_response()
+}
+
+/// The routes; anything else is 404 or 405 and never reaches the service.
+pub fn router(service: Arc<ApprovalService>) -> Router {
+    let permits = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let app = Arc::new(App { service, crypto: Semaphore::new(permits) });
+    Router::new()
+        .route(APPROVE_PATH, post(approve))
+        .route(SOURCE_PATH, get(source))
+        .route(COUNTERS_PATH, get(counters))
+        .with_state(app)
+}
+
+/// Removes the socket file when dropped.
+pub struct SocketFile {
+    path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the socket at `path`, mode 0600. A stale socket is replaced; a live one (another
+/// daemon) is an error.
+///
+/// # Errors
+/// The directory or socket cannot be made, or another process serves it.
+pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!("{} is served by another process (is a gate daemon already running?)", path.display()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(_) => fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?,
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restrict {}", path.display()))?;
+    Ok((listener, SocketFile { path: path.to_owned() }))
+}

@@ -1,0 +1,19 @@
+//! The approval service: checks a three-layer request (docs/protocol.md) in the documented
+//! order, cheap before expensive, opens the gate for the client's addresses and seals the
+//! answer. Every refusal looks the same from outside; the reason goes to the log and a counter.
+//!
+//! - [`reasons`]: why a request was refused, and the counters.
+//! - [`clients`]: the in-memory view of enrolled clients, reloaded when the store changes.
+//! - [`policy`]: which addresses may be opened.
+//! - [`service`]: the checks in order, then leases, then the sealed approval.
+//! - [`http`]: the internal HTTP API on a Unix socket (the front's way in).
+//! - [`upkeep`]: ends revoked clients' leases and forgets old nonces and grants.
+pub mod clients;
+pub mod http;
+pub mod policy;
+pub mod reasons;
+pub mod service;
+pub mod upkeep;
+
+pub use reasons::{Counters, Rejection};
+pub use service::{ApprovalService, Incoming};

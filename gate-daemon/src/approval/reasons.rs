@@ -1,0 +1,129 @@
+//! Why a request was refused (for the log and the counters, never for the requester) and the
+//! service's counters.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use gate_protocol::ProtocolError;
+use serde::Serialize;
+
+/// One reason per check of docs/protocol.md, in check order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    TooLarge,
+    Malformed,
+    Skew,
+    UnknownToken,
+    BadHmac,
+    Replay,
+    BadBox,
+    BadSignature,
+    PayloadMismatch,
+    Revoked,
+    GateNotAllowed,
+    UnknownGate,
+    ForbiddenAddress,
+    NoAddress,
+    LeaseFailed,
+    Internal,
+}
+
+impl Rejection {
+    pub const ALL: [Self; 16] = [
+        Self::TooLarge,
+        Self::Malformed,
+        Self::Skew,
+        Self::UnknownToken,
+        Self::BadHmac,
+        Self::Replay,
+        Self::BadBox,
+        Self::BadSignature,
+        Self::PayloadMismatch,
+        Self::Revoked,
+        Self::GateNotAllowed,
+        Self::UnknownGate,
+        Self::ForbiddenAddress,
+        Self::NoAddress,
+        Self::LeaseFailed,
+        Self::Internal,
+    ];
+
+    /// The counter's name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::Skew => "skew",
+            Self::UnknownToken => "unknown_token",
+            Self::BadHmac => "bad_hmac",
+            Self::Replay => "replay",
+            Self::BadBox => "bad_box",
+            Self::BadSignature => "bad_signature",
+            Self::PayloadMismatch => "payload_mismatch",
+            Self::Revoked => "revoked",
+            Self::GateNotAllowed => "gate_not_allowed",
+            Self::UnknownGate => "unknown_gate",
+            Self::ForbiddenAddress => "forbidden_address",
+            Self::NoAddress => "no_address",
+            Self::LeaseFailed => "lease_failed",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The reason for a failed parse.
+    #[must_use]
+    pub const fn of_parse(error: &ProtocolError) -> Self {
+        match error {
+            ProtocolError::TooLarge(_) => Self::TooLarge,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// Counters since the daemon started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    approved: AtomicU64,
+    rejected: [AtomicU64; Rejection::ALL.len()],
+    hmac_checks: AtomicU64,
+    rsa_verifications: AtomicU64,
+}
+
+/// A copy of the counters, as the internal API serves them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CountersSnapshot {
+    pub approved: u64,
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    pub hmac_checks: u64,
+    pub rsa_verifications: u64,
+}
+
+impl Counters {
+    pub fn approved(&self) {
+        self.approved.fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejected[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn hmac_check(&self) {
+        self.hmac_checks.fetch_add(1, Relaxed);
+    }
+
+    pub fn rsa_verification(&self) {
+        self.rsa_verifications.fetch_add(1, Relaxed);
+    }
+
+    #[must_use]
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            approved: self.approved.load(Relaxed),
+            rejected: Rejection::ALL
+                .iter()
+                .map(|r| (r.name().to_owned(), self.rejected[*r as usize].load(Relaxed)))
+                .collect(),
+            hmac_checks: self.hmac_checks.load(Relaxed),
+            rsa_verifications: self.rsa_verifications.load(Relaxed),
+        }
+    }
+}

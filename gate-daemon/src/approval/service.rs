@@ -1,0 +1,268 @@
+//! [`ApprovalService::approve`]: the checks of docs/protocol.md in their order. Runs on a
+//! blocking thread (RSA takes milliseconds).
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use gate_maps::{GateState, LeasePolicy, clock};
+use gate_protocol::{
+    approval::{self, Approval, Host, Opened},
+    encoding::{hex, unhex},
+    keys::ServerKeys,
+    rand::{RngCore, rngs::OsRng},
+    request::Request,
+    wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
+};
+use gate_store::{ClientRecord, Store};
+use sha2::{Digest, Sha512};
+
+use crate::approval::{Counters, Rejection, clients::Clients, policy};
+
+/// A request as it arrived at the internal API.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub headers: RequestHeaders,
+    pub body: Vec<u8>,
+    /// The client's address as the front saw it.
+    pub observed: Option<IpAddr>,
+}
+
+/// What the service needs to know from the config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub window: Duration,
+    pub host: String,
+    pub public: Host,
+    pub leases: LeasePolicy,
+}
+
+pub struct ApprovalService {
+    settings: Settings,
+    server_keys: ServerKeys,
+    store: Mutex<Store>,
+    clients: Mutex<Clients>,
+    state: Arc<Mutex<GateState>>,
+    pub counters: Counters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unix seconds now.
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The first characters of a token: enough to find the client in the logs.
+fn short(token: &impl ToString) -> String {
+    token.to_string().chars().take(8).collect()
+}
+
+impl ApprovalService {
+    /// # Errors
+    /// The store cannot give the server key or the clients.
+    pub fn new(settings: Settings, store: Store, state: Arc<Mutex<GateState>>) -> Result<Self, gate_store::StoreError> {
+        let server_keys = store.server_keys(unix_now())?;
+        let mut clients = Clients::default();
+        clients.refresh(&store)?;
+        log::info!("approval: {} enrolled clients", clients.len());
+        Ok(Self {
+            settings,
+            server_keys,
+            store: Mutex::new(store),
+            clients: Mutex::new(clients),
+            state,
+            counters: Counters::default(),
+        })
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store, for upkeep.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    #[must_use]
+    pub fn state(&self) -> &Arc<Mutex<GateState>> {
+        &self.state
+    }
+
+    /// Checks `incoming` at `now` (Unix seconds) and, if every check passes, opens the gate and
+    /// returns the sealed approval. Counts and logs the outcome.
+    ///
+    /// # Errors
+    /// Why it was refused; the requester must learn nothing of it.
+    pub fn approve(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
+        let outcome = self.check_and_open(incoming, now);
+        match &outcome {
+            Ok(_) => self.counters.approved(),
+            Err((reason, who)) => self.refused(*reason, who),
+        }
+        outcome.map_err(|(reason, _)| reason)
+    }
+
+    /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).
+    pub fn refused(&self, reason: Rejection, who: &str) {
+        self.counters.rejected(reason);
+        log::warn!("approval refused: {} ({who})", reason.name());
+    }
+
+    fn check_and_open(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, (Rejection, String)> {
+        let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned());
+        // 1-2. Sizes, shapes, encodings.
+        let request =
+            Request::parse(incoming.headers.clone(), &incoming.body).map_err(|e| stranger(Rejection::of_parse(&e)))?;
+        // 3. Timestamp window, both ways.
+        if now.abs_diff(request.timestamp) > self.settings.window.as_secs() {
+            return Err(stranger(Rejection::Skew));
+        }
+        // 4. Token, in memory (reloaded if gatectl changed the store).
+        let client = self.client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
+        let who = format!("client {:?}", client.name);
+        let fail = |reason: Rejection| (reason, who.clone());
+        // 5. HMAC, constant time. Nothing below runs for a request that fails here.
+        self.counters.hmac_check();
+        request.verify_hmac(&client.secret).map_err(|_| fail(Rejection::BadHmac))?;
+        // 6. Nonce, persistently, for twice the window past the later of now and the timestamp.
+        let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| fail(Rejection::Malformed))?;
+        let keep_until = now.max(request.timestamp) + 2 * self.settings.window.as_secs();
+        let fresh = self.store().record_nonce(client.token, &nonce, keep_until, &self.settings.host).map_err(|e| {
+            log::error!("approval: nonce store: {e}");
+            fail(Rejection::Internal)
+        })?;
+        if !fresh {
+            return Err(fail(Rejection::Replay));
+        }
+        // 7. Box.
+        let plaintext = request.open(&self.server_keys, &client.box_public).map_err(|_| fail(Rejection::BadBox))?;
+        // 8. RSA.
+        self.counters.rsa_verification();
+        request.verify_rsa(&client.rsa_public).map_err(|_| fail(Rejection::BadSignature))?;
+        // 9. The inside repeats the outside.
+        let payload = request.payload(&plaintext).map_err(|_| fail(Rejection::PayloadMismatch))?;
+        // 10. Policy.
+        if client.revoked_at.is_some() {
+            return Err(fail(Rejection::Revoked));
+        }
+        if !client.gates.contains(&payload.gate) {
+            return Err(fail(Rejection::GateNotAllowed));
+        }
+        let gate_id = lock(&self.state).gate_id(&payload.gate).map_err(|_| fail(Rejection::UnknownGate))?;
+        let addresses = policy::addresses(payload.ipv4, payload.ipv6, incoming.observed).map_err(fail)?;
+        // The answer is sealed first, so writing the leases is the last step that can fail.
+        let expires_at = now + self.settings.leases.max_lifetime.as_secs();
+        let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
+        let sealed = self.seal(&client, &request, &payload.gate, opened, now).map_err(fail)?;
+        // 11. Leases, all or none.
+        self.open(&client, &payload.gate, gate_id, &addresses, expires_at, now).map_err(fail)?;
+        log::info!(
+            "approved {who} on gate {:?} for {} (version {:?})",
+            payload.gate,
+            addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            payload.client_version
+        );
+        Ok(sealed)
+    }
+
+    fn client(&self, request: &Request) -> Result<Arc<ClientRecord>, Rejection> {
+        let store = self.store();
+        let mut clients = lock(&self.clients);
+        if let Err(e) = clients.refresh(&store) {
+            log::error!("approval: reload clients: {e}");
+        }
+        clients.get(&request.token).ok_or(Rejection::UnknownToken)
+    }
+
+    /// Records the grants, writes the leases, and checks the client was not revoked meanwhile
+    /// (a revocation either sees the grants and closes the leases, or is seen here).
+    fn open(
+        &self,
+        client: &ClientRecord,
+        gate: &str,
+        gate_id: u32,
+        addresses: &[IpAddr],
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), Rejection> {
+        let policy = self.settings.leases;
+        let host = &self.settings.host;
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            log::error!("approval: {what}: {e}");
+            Rejection::Internal
+        };
+        let recorded = self
+            .store()
+            .record_grants(&client.name, gate, addresses, expires_at, host)
+            .map_err(|e| internal("record grants", &e))?;
+        if !recorded {
+            return Err(Rejection::Revoked);
+        }
+        let lease = policy.lease_at(clock::now_ns());
+        if let Err(e) = lock(&self.state).grant_all(gate_id, addresses, lease) {
+            log::error!("approval: open gate {gate:?} for client {:?}: {e}", client.name);
+            if let Err(e) = self.store().delete_grants(&client.name, gate, addresses, host) {
+                log::error!("approval: forget grants: {e}");
+            }
+            return Err(Rejection::LeaseFailed);
+        }
+        let revoked = self.store().is_revoked(&client.name);
+        if revoked.unwrap_or(true) {
+            let store = self.store();
+            let mut state = lock(&self.state);
+            if let Err(e) = gate_store::end_grants(&store, &mut state, host, now) {
+                log::error!("approval: end grants of a client revoked meanwhile: {e}");
+            }
+            return Err(Rejection::Revoked);
+        }
+        Ok(())
+    }
+
+    fn seal(
+        &self,
+        client: &ClientRecord,
+        request: &Request,
+        gate: &str,
+        opened: Vec<Opened>,
+        now: u64,
+    ) -> Result<SealedBody, Rejection> {
+        let policy = self.settings.leases;
+        let connect_by = now + policy.connect_window.as_secs();
+        let mut session = [0; 16];
+        OsRng.fill_bytes(&mut session);
+        let session_token = hex(&session);
+        let digest = Sha512::digest(session_token.as_bytes());
+        self.store().record_session_token(&digest, &client.name, gate, connect_by, &self.settings.host).map_err(
+            |e| {
+                log::error!("approval: record session token: {e}");
+                Rejection::Internal
+            },
+        )?;
+        let answer = Approval {
+            approved: true,
+            request_nonce: request.headers.nonce.clone(),
+            gate: gate.to_owned(),
+            opened,
+            connect_by,
+            idle_timeout_secs: policy.idle_timeout.as_secs(),
+            host: self.settings.public.clone(),
+            session_token,
+            session_token_expires_at: connect_by,
+        };
+        let mut box_nonce = [0; BOX_NONCE_BYTES];
+        OsRng.fill_bytes(&mut box_nonce);
+        approval::seal(&answer, client.token, &client.secret, &self.server_keys, &client.box_public, box_nonce).map_err(
+            |e| {
+                log::error!("approval: seal: {e}");
+                Rejection::Internal
+            },
+        )
+    }
+}

@@ -1,0 +1,239 @@
+//! `gatectl client ...`: enroll, list, show and revoke clients in the store.
+use std::{
+    fs::{self, OpenOptions},
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use gate_maps::{GateState, PinDir};
+use gate_protocol::{
+    encoding::{b64, hex},
+    keys::{ClientKeys, HmacSecret, Token, rsa_private_from_pem},
+    profile::Profile,
+    rand::rngs::OsRng,
+};
+use gate_store::{ClientRecord, NewClient, Store};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::format;
+
+/// Where a profile points its client when no `--server` is given.
+pub const DEFAULT_SERVER: &str = "unix:/run/gate/daemon.sock";
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Enroll a client: make its keys, register it, write its profile (0600).
+    Add {
+        name: String,
+        /// A gate it may open (repeat for several).
+        #[arg(long = "gate", required = true)]
+        gates: Vec<String>,
+        /// Where to write the profile; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the client sends requests: `unix:/path` or `https://host:port`.
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+        /// Use this RSA-4096 private key (PEM) instead of making one, e.g. the key of an
+        /// existing VPN certificate.
+        #[arg(long)]
+        rsa_key: Option<PathBuf>,
+    },
+    /// Every client.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One client's public details (never its secrets).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the client's requests from now on and close its leases.
+    Revoke { name: String },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn run(command: ClientCommand, store_path: &Path, pins: &PinDir, host: &str) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Add { name, gates, out, server, rsa_key } => {
+            add(store_path, pins, &name, &gates, &out, &server, rsa_key)
+        }
+        ClientCommand::List { json } => {
+            let clients = open(store_path)?.clients()?;
+            if json {
+                let list: Vec<_> = clients.iter().map(client_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", list_table(&clients, unix_now()));
+            }
+            Ok(())
+        }
+        ClientCommand::Show { name, json } => {
+            let client = open(store_path)?.client(&name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&client_json(&client))?);
+            } else {
+                print!("{}", show_text(&client, unix_now()));
+            }
+            Ok(())
+        }
+        ClientCommand::Revoke { name } => revoke(store_path, pins, host, &name),
+    }
+}
+
+fn open(store_path: &Path) -> anyhow::Result<Store> {
+    Store::open(store_path).with_context(|| format!("open the store {}", store_path.display()))
+}
+
+fn add(
+    store_path: &Path,
+    pins: &PinDir,
+    name: &str,
+    gates: &[String],
+    out: &Path,
+    server: &str,
+    rsa_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    gate_store::validate_client_name(name)?;
+    if !(server.starts_with("unix:/") || server.starts_with("https://")) {
+        bail!("--server {server:?}: give unix:/path/to/socket or https://host[:port]");
+    }
+    if out.exists() {
+        bail!("{} exists; not overwriting a profile (remove it or choose another --out)", out.display());
+    }
+    check_gates(pins, gates)?;
+    let mut store = open(store_path)?;
+    if store.client(name).is_ok() {
+        bail!("client {name:?} already exists");
+    }
+    let rsa = match rsa_key {
+        Some(path) => {
+            let pem =
+                zeroize::Zeroizing::new(fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?);
+            rsa_private_from_pem(&pem).with_context(|| format!("{}", path.display()))?
+        }
+        None => {
+            eprintln!("making an RSA-4096 key (a few seconds)...");
+            ClientKeys::generate(&mut OsRng)?.rsa
+        }
+    };
+    let keys = ClientKeys {
+        token: Token::random(&mut OsRng),
+        secret: HmacSecret::random(&mut OsRng),
+        box_secret: gate_protocol::crypto_box::SecretKey::generate(&mut OsRng),
+        rsa,
+    };
+    let server_box_public = store.server_keys(unix_now())?.public();
+    let profile =
+        Profile { name: name.to_owned(), gate: gates[0].clone(), server: server.to_owned(), server_box_public, keys };
+    let json = profile.to_json()?;
+    // The profile first (create_new: never over another), then the registration; a failure of
+    // the second removes the first, so neither exists without the other.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("create {}", out.display()))?;
+    let written = file.write_all(json.as_bytes()).and_then(|()| file.sync_all());
+    let registered = written.map_err(anyhow::Error::from).and_then(|()| {
+        let public = profile.keys.public();
+        store
+            .add_client(&NewClient { name, gates, public: &public, secret: &profile.keys.secret, now: unix_now() })
+            .map_err(anyhow::Error::from)
+    });
+    if let Err(e) = registered {
+        let _ = fs::remove_file(out);
+        return Err(e.context(format!("enroll {name:?}")));
+    }
+    println!("enrolled {name} for {}; profile written to {} (keep it secret)", gates.join(", "), out.display());
+    Ok(())
+}
+
+/// With the gate running, a gate name must be one it knows; without it, trust the operator.
+fn check_gates(pins: &PinDir, gates: &[String]) -> anyhow::Result<()> {
+    let Ok(state) = GateState::open(pins.root()) else {
+        eprintln!("warning: no gate state at {}; gate names not checked", pins.root().display());
+        return Ok(());
+    };
+    for gate in gates {
+        state.gate_id(gate)?;
+    }
+    Ok(())
+}
+
+fn revoke(store_path: &Path, pins: &PinDir, host: &str, name: &str) -> anyhow::Result<()> {
+    let store = open(store_path)?;
+    let newly = store.revoke_client(name, unix_now())?;
+    let closed = match GateState::open(pins.root()) {
+        Ok(mut state) => gate_store::end_grants(&store, &mut state, host, unix_now())
+            .map(|n| format!("closed {n} lease(s)"))
+            .unwrap_or_else(|e| format!("closing its leases failed ({e}); the daemon closes them within a second")),
+        Err(_) => "no gate state here; the daemon closes its leases when it runs".to_owned(),
+    };
+    if newly {
+        println!("revoked {name}; {closed}");
+    } else {
+        println!("{name} was already revoked; {closed}");
+    }
+    Ok(())
+}
+
+fn rsa_fingerprint(client: &ClientRecord) -> String {
+    gate_protocol::keys::rsa_public_der(&client.rsa_public)
+        .map(|der| format!("SHA256:{}", hex(&Sha256::digest(der))))
+        .unwrap_or_default()
+}
+
+fn client_json(client: &ClientRecord) -> serde_json::Value {
+    json!({
+        "name": client.name,
+        "token": client.token.to_string(),
+        "gates": client.gates,
+        "created_at": client.created_at,
+        "revoked_at": client.revoked_at,
+        "box_public": b64(client.box_public.as_bytes()),
+        "rsa_fingerprint": rsa_fingerprint(client),
+    })
+}
+
+fn ago(now: u64, then: u64) -> String {
+    format!("{} ago", format::duration(Duration::from_secs(now.saturating_sub(then))))
+}
+
+fn list_table(clients: &[ClientRecord], now: u64) -> String {
+    if clients.is_empty() {
+        return "no clients\n".to_owned();
+    }
+    let width = clients.iter().map(|c| c.name.len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:width$}  {:20}  {:14}  status\n", "name", "gates", "enrolled");
+    for c in clients {
+        let gates = c.gates.iter().cloned().collect::<Vec<_>>().join(",");
+        let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", ago(now, at)));
+        out.push_str(&format!("{:width$}  {gates:20}  {:14}  {status}\n", c.name, ago(now, c.created_at)));
+    }
+    out
+}
+
+fn show_text(c: &ClientRecord, now: u64) -> String {
+    let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", ago(now, at)));
+    format!(
+        "client: {}\n  status: {status}\n  gates: {}\n  enrolled: {}\n  token: {}\n  box key: {}\n  rsa key: {}\n",
+        c.name,
+        c.gates.iter().cloned().collect::<Vec<_>>().join(", "),
+        ago(now, c.created_at),
+        c.token,
+        b64(c.box_public.as_bytes()),
+        rsa_fingerprint(c),
+    )
+}
