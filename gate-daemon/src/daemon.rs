@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         log::info!("took over the pinned state at {} with {leases} leases", config.pin_dir.display());
     }
 
+    let installed_gates = installed.gates;
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
 
@@ -46,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         host: host_name(&config),
         public: gate_protocol::approval::Host { ipv4: approval.public_ipv4, ipv6: approval.public_ipv6 },
         leases: config.leases.policy(),
+        gate_ids: installed_gates.iter().map(|g| (g.name.clone(), g.id)).collect(),
     };
     let service = Arc::new(
         tokio::task::block_in_place(|| ApprovalService::new(settings, store, Arc::clone(&state)))

@@ -60,8 +60,22 @@ pub fn seal(
     client_box: &PublicKey,
     box_nonce: [u8; BOX_NONCE_BYTES],
 ) -> Result<SealedBody, ProtocolError> {
+    seal_with(approval, token, secret, &SalsaBox::new(client_box, &server.box_secret), box_nonce)
+}
+
+/// As [`seal`], with the shared box key computed beforehand.
+///
+/// # Errors
+/// Sealing failed.
+pub fn seal_with(
+    approval: &Approval,
+    token: Token,
+    secret: &HmacSecret,
+    shared: &SalsaBox,
+    box_nonce: [u8; BOX_NONCE_BYTES],
+) -> Result<SealedBody, ProtocolError> {
     let plaintext = serde_json::to_vec(approval).map_err(|_| ProtocolError::Malformed("approval"))?;
-    let sealed = SalsaBox::new(client_box, &server.box_secret)
+    let sealed = shared
         .encrypt(GenericArray::from_slice(&box_nonce), plaintext.as_slice())
         .map_err(|_| ProtocolError::BadBox)?;
     let mut body = SealedBody { data: b64(&sealed), nonce: b64(&box_nonce), signature: String::new() };

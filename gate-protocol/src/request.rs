@@ -171,7 +171,16 @@ impl Request {
     /// # Errors
     /// [`ProtocolError::BadBox`].
     pub fn open(&self, server: &ServerKeys, client_box: &PublicKey) -> Result<Vec<u8>, ProtocolError> {
-        SalsaBox::new(client_box, &server.box_secret)
+        self.open_with(&SalsaBox::new(client_box, &server.box_secret))
+    }
+
+    /// Layer 2 with the shared key computed beforehand (the X25519 agreement costs more than
+    /// the rest of the box; a server keeps one per client).
+    ///
+    /// # Errors
+    /// [`ProtocolError::BadBox`].
+    pub fn open_with(&self, shared: &SalsaBox) -> Result<Vec<u8>, ProtocolError> {
+        shared
             .decrypt(GenericArray::from_slice(&self.box_nonce), self.sealed.as_slice())
             .map_err(|_| ProtocolError::BadBox)
     }

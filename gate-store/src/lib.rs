@@ -18,7 +18,7 @@ mod store;
 pub use error::StoreError;
 pub use names::validate_client_name;
 pub use revocation::{EndGrantsError, end_grants};
-pub use store::{ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
+pub use store::{ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
 
 /// This host's tag in shared state when none is configured: the hostname.
 #[must_use]

@@ -45,6 +45,17 @@ pub struct NewClient<'a> {
     pub now: u64,
 }
 
+/// What an approval leaves in the store.
+pub struct ApprovalRecord<'a> {
+    pub client: &'a str,
+    pub gate: &'a str,
+    pub addresses: &'a [IpAddr],
+    pub expires_at: u64,
+    /// The session token's digest and expiry.
+    pub session: Option<(&'a [u8], u64)>,
+    pub host: &'a str,
+}
+
 /// An address a gate was opened for on a client's behalf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -290,33 +301,46 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [secs(now)])?)
     }
 
-    /// Records grants for `client`, unless it is revoked (checked in the same transaction, so a
-    /// revocation either sees these grants or makes this call return `false`).
+    /// Records an approval (its grants and its session token's digest) in one transaction,
+    /// unless the client is revoked: a revocation either sees these grants or makes this call
+    /// return `false`.
     ///
     /// # Errors
     /// SQLite failed.
-    pub fn record_grants(
-        &mut self,
-        client: &str,
-        gate: &str,
-        addresses: &[IpAddr],
-        expires_at: u64,
-        host: &str,
-    ) -> Result<bool, StoreError> {
+    pub fn record_approval(&mut self, approval: &ApprovalRecord<'_>) -> Result<bool, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let live: bool =
-            tx.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL", [client], |r| {
-                r.get(0)
-            })?;
+        let live: bool = tx
+            .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
+            .query_row([approval.client], |r| r.get(0))?;
         if !live {
             return Ok(false);
         }
-        for address in addresses {
-            tx.execute(
+        {
+            let mut grant = tx.prepare_cached(
                 "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
-                params![client, gate, address.to_string(), secs(expires_at), host],
             )?;
+            for address in approval.addresses {
+                grant.execute(params![
+                    approval.client,
+                    approval.gate,
+                    address.to_string(),
+                    secs(approval.expires_at),
+                    approval.host
+                ])?;
+            }
+            if let Some((digest, expires_at)) = approval.session {
+                tx.prepare_cached(
+                    "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    digest,
+                    approval.client,
+                    approval.gate,
+                    secs(expires_at),
+                    approval.host
+                ])?;
+            }
         }
         tx.commit()?;
         Ok(true)
@@ -375,25 +399,6 @@ impl Store {
     /// SQLite failed.
     pub fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
         Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [secs(now)])?)
-    }
-
-    /// Stores a session token's digest.
-    ///
-    /// # Errors
-    /// SQLite failed.
-    pub fn record_session_token(
-        &self,
-        digest: &[u8],
-        client: &str,
-        gate: &str,
-        expires_at: u64,
-        host: &str,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![digest, client, gate, secs(expires_at), host],
-        )?;
-        Ok(())
     }
 
     /// Forgets session tokens past their expiry. Returns how many.

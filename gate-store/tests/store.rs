@@ -6,7 +6,7 @@ use gate_protocol::{
     keys::{ClientPublic, HmacSecret, Token, rsa_private_from_pem},
     rand::rngs::OsRng,
 };
-use gate_store::{NewClient, Store, StoreError};
+use gate_store::{ApprovalRecord, NewClient, Store, StoreError};
 
 const PEM: &str = include_str!("../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
@@ -90,10 +90,14 @@ fn grants_of_revoked_clients_spare_addresses_others_hold() {
     enroll(&mut store, "bob");
     let nat: IpAddr = "198.51.100.7".parse().unwrap();
     let own: IpAddr = "198.51.100.8".parse().unwrap();
-    assert!(store.record_grants("alice", "vpn", &[nat, own], 5000, "h").unwrap());
-    assert!(store.record_grants("bob", "vpn", &[nat], 5000, "h").unwrap());
+    let grant = |store: &mut Store, client, addresses: &[IpAddr]| {
+        let record = ApprovalRecord { client, gate: "vpn", addresses, expires_at: 5000, session: None, host: "h" };
+        store.record_approval(&record).unwrap()
+    };
+    assert!(grant(&mut store, "alice", &[nat, own]));
+    assert!(grant(&mut store, "bob", &[nat]));
     store.revoke_client("alice", 200).unwrap();
-    assert!(!store.record_grants("alice", "vpn", &[own], 5000, "h").unwrap(), "no grant once revoked");
+    assert!(!grant(&mut store, "alice", &[own]), "no grant once revoked");
     let revoked = store.revoked_grants("h").unwrap();
     assert_eq!(revoked.len(), 2);
     assert!(store.address_held_by_live_client("vpn", nat, "h", 300).unwrap());

@@ -1,14 +1,38 @@
-//! The XDP benchmark in quick mode: it runs, prints a figure for every row, and leaves no pinned
-//! state behind. Nothing here asserts a speed.
-use std::process::Command;
+//! The benchmarks in quick mode: each runs, prints a figure for every row, and leaves nothing
+//! behind (no namespace, no pinned state, no temporary file). Nothing here asserts a speed.
+use std::process::{Command, Output, Stdio};
 
-use gate_tests::daemon::bin;
+use gate_tests::{daemon::bin, unique::PREFIX};
+
+/// Runs a benchmark binary with `--quick`; returns its output and pid.
+fn run_quick(name: &str) -> (Output, u32) {
+    let child = Command::new(bin(name))
+        .arg("--quick")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for the benchmark");
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    (out, pid)
+}
+
+/// Names the benchmark process `pid` made (they carry its pid) that still exist.
+fn leftovers(pid: u32) -> Vec<String> {
+    let mark = format!("{PREFIX}{pid:x}x");
+    let mut names: Vec<String> = ["/sys/fs/bpf", "/run/netns", "/tmp"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.retain(|n| n.starts_with(&mark) || n.starts_with(&format!("{PREFIX}-{pid:x}x")));
+    names
+}
 
 #[test]
 fn quick_xdp_bench_prints_every_row_and_cleans_up() {
-    let before: Vec<_> = std::fs::read_dir("/sys/fs/bpf").unwrap().flatten().map(|e| e.file_name()).collect();
-    let out = Command::new(bin("gate-bench-xdp")).arg("--quick").output().expect("run gate-bench-xdp");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, pid) = run_quick("gate-bench-xdp");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| 1")).collect();
     assert_eq!(rows.len(), 6, "2 lease counts x 3 packets:\n{stdout}");
@@ -17,6 +41,24 @@ fn quick_xdp_bench_prints_every_row_and_cleans_up() {
         let gate_ns: u64 = cells[3].parse().unwrap_or_else(|_| panic!("a number in {row}"));
         assert!(gate_ns > 0, "{row}");
     }
-    let after: Vec<_> = std::fs::read_dir("/sys/fs/bpf").unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(before, after, "no pins left behind");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
+fn quick_approval_bench_prints_every_row_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-approval");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "| HMAC-SHA512 check |",
+        "| box open |",
+        "| RSA-4096 PSS verify |",
+        "| sequential approvals (10): p50",
+        "| concurrent approvals",
+        "| bad-HMAC refusals (2 clients, 50)",
+        "| RSA verifications during the bad-HMAC flood | 0 |",
+        "| **service overhead",
+    ] {
+        assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
+    }
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }

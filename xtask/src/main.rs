@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp.
+        /// Which benchmark: xdp, approval, layers (criterion).
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -125,7 +125,9 @@ fn main() -> anyhow::Result<()> {
             build(true)?;
             match which.as_str() {
                 "xdp" => run(Command::new(root().join("target/release/gate-bench-xdp")).args(args)),
-                other => bail!("unknown benchmark {other:?} (known: xdp)"),
+                "approval" => run(Command::new(root().join("target/release/gate-bench-approval")).args(args)),
+                "layers" => run(Command::new("cargo").args(["bench", "-p", "gate-protocol", "--bench", "layers"])),
+                other => bail!("unknown benchmark {other:?} (known: xdp, approval, layers)"),
             }
         }
     }

@@ -1,15 +1,35 @@
 //! Enrolled clients in memory, by token, so an unknown token costs a hash lookup and nothing
 //! more. Reloaded whole when the store's `data_version` says another process (gatectl) has
-//! committed: enrollments and revocations take effect on the next request.
-use std::{collections::HashMap, sync::Arc};
+//! committed: enrollments and revocations take effect on the next request. Each client's shared
+//! box key (an X25519 agreement, the costliest part of the box) is computed once, on first use,
+//! and kept across reloads.
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
-use gate_protocol::keys::Token;
+use gate_protocol::{
+    crypto_box::SalsaBox,
+    keys::{ServerKeys, Token},
+};
 use gate_store::{ClientRecord, Store, StoreError};
+
+pub struct Client {
+    pub record: ClientRecord,
+    shared: OnceLock<Arc<SalsaBox>>,
+}
+
+impl Client {
+    /// The box between this client and the server.
+    pub fn shared_box(&self, server: &ServerKeys) -> &SalsaBox {
+        self.shared.get_or_init(|| Arc::new(SalsaBox::new(&self.record.box_public, &server.box_secret)))
+    }
+}
 
 #[derive(Default)]
 pub struct Clients {
     version: Option<i64>,
-    by_token: HashMap<Token, Arc<ClientRecord>>,
+    by_token: HashMap<Token, Arc<Client>>,
 }
 
 impl Clients {
@@ -22,14 +42,26 @@ impl Clients {
         if self.version == Some(version) {
             return Ok(false);
         }
-        let by_token = store.clients()?.into_iter().map(|c| (c.token, Arc::new(c))).collect();
+        let by_token = store
+            .clients()?
+            .into_iter()
+            .map(|record| {
+                let shared = OnceLock::new();
+                if let Some(old) = self.by_token.get(&record.token)
+                    && let Some(computed) = old.shared.get().filter(|_| old.record.box_public == record.box_public)
+                {
+                    let _ = shared.set(Arc::clone(computed));
+                }
+                (record.token, Arc::new(Client { record, shared }))
+            })
+            .collect();
         self.by_token = by_token;
         self.version = Some(version);
         Ok(true)
     }
 
     #[must_use]
-    pub fn get(&self, token: &Token) -> Option<Arc<ClientRecord>> {
+    pub fn get(&self, token: &Token) -> Option<Arc<Client>> {
         self.by_token.get(token).cloned()
     }
 

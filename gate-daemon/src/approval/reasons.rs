@@ -1,6 +1,13 @@
 //! Why a request was refused (for the log and the counters, never for the requester) and the
 //! service's counters.
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use gate_protocol::ProtocolError;
 use serde::Serialize;
@@ -86,7 +93,12 @@ pub struct Counters {
     rejected: [AtomicU64; Rejection::ALL.len()],
     hmac_checks: AtomicU64,
     rsa_verifications: AtomicU64,
+    /// How long the last approvals took inside the service (µs), at most [`RECENT`] of them.
+    recent: Mutex<VecDeque<u32>>,
 }
+
+/// How many approval times are kept for the percentiles.
+pub const RECENT: usize = 1024;
 
 /// A copy of the counters, as the internal API serves them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -95,11 +107,31 @@ pub struct CountersSnapshot {
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub hmac_checks: u64,
     pub rsa_verifications: u64,
+    /// Time inside the service per approval, request parsed to leases written, over the last
+    /// approvals (at most 1024): p50 and p99 in µs (0 before the first).
+    pub approval_us_p50: u32,
+    pub approval_us_p99: u32,
 }
 
 impl Counters {
-    pub fn approved(&self) {
+    pub fn approved(&self, took: Duration) {
         self.approved.fetch_add(1, Relaxed);
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    fn percentiles(&self) -> (u32, u32) {
+        let mut times: Vec<u32> =
+            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        if times.is_empty() {
+            return (0, 0);
+        }
+        times.sort_unstable();
+        let at = |p: usize| times[(times.len() - 1) * p / 100];
+        (at(50), at(99))
     }
 
     pub fn rejected(&self, reason: Rejection) {
@@ -116,6 +148,7 @@ impl Counters {
 
     #[must_use]
     pub fn snapshot(&self) -> CountersSnapshot {
+        let (p50, p99) = self.percentiles();
         CountersSnapshot {
             approved: self.approved.load(Relaxed),
             rejected: Rejection::ALL
@@ -124,6 +157,8 @@ impl Counters {
                 .collect(),
             hmac_checks: self.hmac_checks.load(Relaxed),
             rsa_verifications: self.rsa_verifications.load(Relaxed),
+            approval_us_p50: p50,
+            approval_us_p99: p99,
         }
     }
 }

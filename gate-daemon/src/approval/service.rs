@@ -15,10 +15,14 @@ use gate_protocol::{
     request::Request,
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
-use gate_store::{ClientRecord, Store};
+use gate_store::{ApprovalRecord, Store};
 use sha2::{Digest, Sha512};
 
-use crate::approval::{Counters, Rejection, clients::Clients, policy};
+use crate::approval::{
+    Counters, Rejection,
+    clients::{Client, Clients},
+    policy,
+};
 
 /// A request as it arrived at the internal API.
 #[derive(Clone, Debug)]
@@ -36,6 +40,8 @@ pub struct Settings {
     pub host: String,
     pub public: Host,
     pub leases: LeasePolicy,
+    /// Gate ids by name, as installed (the daemon owns the gates; no map walk per request).
+    pub gate_ids: std::collections::HashMap<String, u32>,
 }
 
 pub struct ApprovalService {
@@ -101,9 +107,10 @@ impl ApprovalService {
     /// # Errors
     /// Why it was refused; the requester must learn nothing of it.
     pub fn approve(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
+        let started = std::time::Instant::now();
         let outcome = self.check_and_open(incoming, now);
         match &outcome {
-            Ok(_) => self.counters.approved(),
+            Ok(_) => self.counters.approved(started.elapsed()),
             Err((reason, who)) => self.refused(*reason, who),
         }
         outcome.map_err(|(reason, _)| reason)
@@ -125,7 +132,8 @@ impl ApprovalService {
             return Err(stranger(Rejection::Skew));
         }
         // 4. Token, in memory (reloaded if gatectl changed the store).
-        let client = self.client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
+        let entry = self.client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
+        let client = &entry.record;
         let who = format!("client {:?}", client.name);
         let fail = |reason: Rejection| (reason, who.clone());
         // 5. HMAC, constant time. Nothing below runs for a request that fails here.
@@ -142,7 +150,8 @@ impl ApprovalService {
             return Err(fail(Rejection::Replay));
         }
         // 7. Box.
-        let plaintext = request.open(&self.server_keys, &client.box_public).map_err(|_| fail(Rejection::BadBox))?;
+        let shared = entry.shared_box(&self.server_keys);
+        let plaintext = request.open_with(shared).map_err(|_| fail(Rejection::BadBox))?;
         // 8. RSA.
         self.counters.rsa_verification();
         request.verify_rsa(&client.rsa_public).map_err(|_| fail(Rejection::BadSignature))?;
@@ -155,14 +164,22 @@ impl ApprovalService {
         if !client.gates.contains(&payload.gate) {
             return Err(fail(Rejection::GateNotAllowed));
         }
-        let gate_id = lock(&self.state).gate_id(&payload.gate).map_err(|_| fail(Rejection::UnknownGate))?;
+        let gate_id = *self.settings.gate_ids.get(&payload.gate).ok_or_else(|| fail(Rejection::UnknownGate))?;
         let addresses = policy::addresses(payload.ipv4, payload.ipv6, incoming.observed).map_err(fail)?;
         // The answer is sealed first, so writing the leases is the last step that can fail.
         let expires_at = now + self.settings.leases.max_lifetime.as_secs();
         let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
-        let sealed = self.seal(&client, &request, &payload.gate, opened, now).map_err(fail)?;
+        let (sealed, session_digest) = self.seal(&entry, &request, &payload.gate, opened, now).map_err(fail)?;
         // 11. Leases, all or none.
-        self.open(&client, &payload.gate, gate_id, &addresses, expires_at, now).map_err(fail)?;
+        let record = ApprovalRecord {
+            client: &client.name,
+            gate: &payload.gate,
+            addresses: &addresses,
+            expires_at,
+            session: Some((&session_digest, now + self.settings.leases.connect_window.as_secs())),
+            host: &self.settings.host,
+        };
+        self.open(&record, gate_id, now).map_err(fail)?;
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,
@@ -172,7 +189,7 @@ impl ApprovalService {
         Ok(sealed)
     }
 
-    fn client(&self, request: &Request) -> Result<Arc<ClientRecord>, Rejection> {
+    fn client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
         let store = self.store();
         let mut clients = lock(&self.clients);
         if let Err(e) = clients.refresh(&store) {
@@ -181,40 +198,26 @@ impl ApprovalService {
         clients.get(&request.token).ok_or(Rejection::UnknownToken)
     }
 
-    /// Records the grants, writes the leases, and checks the client was not revoked meanwhile
+    /// Records the approval, writes the leases, and checks the client was not revoked meanwhile
     /// (a revocation either sees the grants and closes the leases, or is seen here).
-    fn open(
-        &self,
-        client: &ClientRecord,
-        gate: &str,
-        gate_id: u32,
-        addresses: &[IpAddr],
-        expires_at: u64,
-        now: u64,
-    ) -> Result<(), Rejection> {
-        let policy = self.settings.leases;
+    fn open(&self, record: &ApprovalRecord<'_>, gate_id: u32, now: u64) -> Result<(), Rejection> {
         let host = &self.settings.host;
-        let internal = |what: &str, e: &dyn std::fmt::Display| {
-            log::error!("approval: {what}: {e}");
+        let recorded = self.store().record_approval(record).map_err(|e| {
+            log::error!("approval: record: {e}");
             Rejection::Internal
-        };
-        let recorded = self
-            .store()
-            .record_grants(&client.name, gate, addresses, expires_at, host)
-            .map_err(|e| internal("record grants", &e))?;
+        })?;
         if !recorded {
             return Err(Rejection::Revoked);
         }
-        let lease = policy.lease_at(clock::now_ns());
-        if let Err(e) = lock(&self.state).grant_all(gate_id, addresses, lease) {
-            log::error!("approval: open gate {gate:?} for client {:?}: {e}", client.name);
-            if let Err(e) = self.store().delete_grants(&client.name, gate, addresses, host) {
+        let lease = self.settings.leases.lease_at(clock::now_ns());
+        if let Err(e) = lock(&self.state).grant_all(gate_id, record.addresses, lease) {
+            log::error!("approval: open gate {:?} for client {:?}: {e}", record.gate, record.client);
+            if let Err(e) = self.store().delete_grants(record.client, record.gate, record.addresses, host) {
                 log::error!("approval: forget grants: {e}");
             }
             return Err(Rejection::LeaseFailed);
         }
-        let revoked = self.store().is_revoked(&client.name);
-        if revoked.unwrap_or(true) {
+        if self.store().is_revoked(record.client).unwrap_or(true) {
             let store = self.store();
             let mut state = lock(&self.state);
             if let Err(e) = gate_store::end_grants(&store, &mut state, host, now) {
@@ -225,26 +228,22 @@ impl ApprovalService {
         Ok(())
     }
 
+    /// The sealed answer and the digest of the session token it carries.
     fn seal(
         &self,
-        client: &ClientRecord,
+        entry: &Client,
         request: &Request,
         gate: &str,
         opened: Vec<Opened>,
         now: u64,
-    ) -> Result<SealedBody, Rejection> {
+    ) -> Result<(SealedBody, Vec<u8>), Rejection> {
+        let client = &entry.record;
         let policy = self.settings.leases;
         let connect_by = now + policy.connect_window.as_secs();
         let mut session = [0; 16];
         OsRng.fill_bytes(&mut session);
         let session_token = hex(&session);
-        let digest = Sha512::digest(session_token.as_bytes());
-        self.store().record_session_token(&digest, &client.name, gate, connect_by, &self.settings.host).map_err(
-            |e| {
-                log::error!("approval: record session token: {e}");
-                Rejection::Internal
-            },
-        )?;
+        let digest = Sha512::digest(session_token.as_bytes()).to_vec();
         let answer = Approval {
             approved: true,
             request_nonce: request.headers.nonce.clone(),
@@ -258,11 +257,11 @@ impl ApprovalService {
         };
         let mut box_nonce = [0; BOX_NONCE_BYTES];
         OsRng.fill_bytes(&mut box_nonce);
-        approval::seal(&answer, client.token, &client.secret, &self.server_keys, &client.box_public, box_nonce).map_err(
-            |e| {
-                log::error!("approval: seal: {e}");
-                Rejection::Internal
-            },
-        )
+        let shared = entry.shared_box(&self.server_keys);
+        let sealed = approval::seal_with(&answer, client.token, &client.secret, shared, box_nonce).map_err(|e| {
+            log::error!("approval: seal: {e}");
+            Rejection::Internal
+        })?;
+        Ok((sealed, digest))
     }
 }

@@ -1,0 +1,264 @@
+//! `gate-bench-approval` (`cargo xtask bench approval`): the approval service measured against
+//! its own crypto, in one run on one machine.
+//!
+//! 1. Each layer's server-side crypto alone, in this process: HMAC check, box open, RSA-PSS
+//!    verify, and sealing the answer (box + HMAC). Medians over rounds.
+//! 2. The real daemon (in a network namespace, gate attached) through its internal socket:
+//!    sequential approvals (latency from request sent to answer received; the leases are in the
+//!    map before the answer leaves), concurrent approvals per second, and bad-HMAC refusals per
+//!    second with the daemon's RSA counter before and after.
+//! 3. The service's overhead: sequential p50 over the sum of the layers' crypto.
+//!
+//! Requests are signed before the clock starts (RSA signing is the client's cost, not the
+//! service's). `--quick` (used by the tests): few requests, to prove it runs and cleans up.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use gate_protocol::{
+    approval::{self, Approval, Host},
+    crypto_box::SalsaBox,
+    keys::ServerKeys,
+    rand::{RngCore, rngs::OsRng},
+    request::{Outgoing, Request},
+    wire::{BOX_NONCE_BYTES, REJECTED_STATUS},
+};
+use gate_tests::{
+    approval::{Enrolled, counters, headers, raw, send, send_raw},
+    bed::TestBed,
+    daemon::Daemon,
+};
+
+struct Settings {
+    layer_rounds: usize,
+    layer_iterations: u32,
+    sequential: usize,
+    concurrent: usize,
+    bad: usize,
+    threads: usize,
+}
+
+fn settings() -> Settings {
+    if std::env::args().any(|a| a == "--quick") {
+        Settings { layer_rounds: 3, layer_iterations: 5, sequential: 10, concurrent: 10, bad: 50, threads: 2 }
+    } else {
+        Settings { layer_rounds: 7, layer_iterations: 200, sequential: 300, concurrent: 600, bad: 20_000, threads: 4 }
+    }
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// Median time of one call of `f`, over rounds of `iterations` calls.
+fn per_call(settings: &Settings, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..settings.layer_rounds)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..settings.layer_iterations {
+                    f();
+                }
+                start.elapsed() / settings.layer_iterations
+            })
+            .collect(),
+    )
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+/// A distinct benchmark address (198.18.0.0/15, RFC 2544) per request.
+fn bench_addr(i: usize) -> Ipv4Addr {
+    let i = u32::try_from(i).expect("few requests");
+    Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff))
+}
+
+fn layers(settings: &Settings, alice: &Enrolled) -> [(&'static str, Duration); 4] {
+    // Server keys of our own: the layers are measured in this process, not in the daemon.
+    let server = ServerKeys::generate(&mut OsRng);
+    let keys = alice.keys(false, false);
+    let client_public = keys.public();
+    let mut box_nonce = [0; BOX_NONCE_BYTES];
+    OsRng.fill_bytes(&mut box_nonce);
+    let payload = alice.payload(0, Some(bench_addr(0)), None);
+    let outgoing =
+        gate_protocol::request::build(&keys, &server.public(), &payload, box_nonce, &mut OsRng).expect("build");
+    let body = outgoing.body_json();
+    let request = Request::parse(outgoing.headers.clone(), body.as_bytes()).expect("parse");
+    let hmac = per_call(settings, || request.verify_hmac(&keys.secret).expect("hmac"));
+    let agreement = per_call(settings, || {
+        std::hint::black_box(SalsaBox::new(&client_public.box_public, &server.box_secret));
+    });
+    let shared = SalsaBox::new(&client_public.box_public, &server.box_secret);
+    let open = per_call(settings, || {
+        request.open_with(&shared).expect("open");
+    });
+    let rsa = per_call(settings, || request.verify_rsa(&client_public.rsa_public).expect("rsa"));
+    let answer = Approval {
+        approved: true,
+        request_nonce: payload.nonce.clone(),
+        gate: "vpn".into(),
+        opened: vec![gate_protocol::approval::Opened { address: IpAddr::V4(bench_addr(0)), expires_at: 1 }],
+        connect_by: 1,
+        idle_timeout_secs: 180,
+        host: Host::default(),
+        session_token: "0".repeat(32),
+        session_token_expires_at: 1,
+    };
+    let seal = per_call(settings, || {
+        approval::seal_with(&answer, keys.token, &keys.secret, &shared, box_nonce).expect("seal");
+    });
+    eprintln!("X25519 agreement (once per client, then cached): {} µs", us(agreement));
+    [
+        ("HMAC-SHA512 check", hmac),
+        ("box open", open),
+        ("RSA-4096 PSS verify", rsa),
+        ("answer sealed (box + HMAC)", seal),
+    ]
+}
+
+fn sign_requests(alice: &Enrolled, from: usize, count: usize) -> Vec<Outgoing> {
+    (from..from + count).map(|i| alice.request(Some(bench_addr(i)), None)).collect()
+}
+
+fn main() {
+    let settings = settings();
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", 1194)], "[leases]\ncapacity = 200000\n[approval]\nwindow = \"600s\"\n");
+    let daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "bench", &["vpn"], "client");
+
+    eprintln!("measuring each layer's crypto...");
+    let layers = layers(&settings, &alice);
+    let crypto_sum: Duration = layers.iter().map(|(_, d)| *d).sum();
+
+    eprintln!("signing {} requests...", settings.sequential + settings.concurrent);
+    let sequential = sign_requests(&alice, 0, settings.sequential);
+    let concurrent = sign_requests(&alice, settings.sequential, settings.concurrent);
+
+    // Sequential: one request at a time.
+    let mut latencies = Vec::with_capacity(sequential.len());
+    for outgoing in &sequential {
+        let start = Instant::now();
+        let response = send(&bed, outgoing, None);
+        latencies.push(start.elapsed());
+        assert_eq!(response.status, 200, "approval refused: {response:?}");
+    }
+
+    // The daemon's own view of those sequential approvals (it keeps the last 1024).
+    let inside = counters(&bed);
+
+    // Concurrent: `threads` clients at once.
+    let queue = Arc::new(Mutex::new(concurrent));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..settings.threads {
+            let queue = Arc::clone(&queue);
+            let bed = &bed;
+            scope.spawn(move || {
+                loop {
+                    let Some(outgoing) = queue.lock().expect("queue").pop() else { break };
+                    assert_eq!(send(bed, &outgoing, None).status, 200);
+                }
+            });
+        }
+    });
+    let concurrent_elapsed = start.elapsed();
+
+    // Bad HMACs: valid in shape, wrong in the first layer.
+    let template = alice.request(Some(bench_addr(0)), None);
+    let mut forged = headers(&template, None);
+    forged[3].1 = gate_protocol::encoding::b64(&[0x42; 64]);
+    let bad = raw(&forged, template.body_json().as_bytes());
+    let rsa_before = counters(&bed).rsa_verifications;
+    let mut floor_latencies = Vec::with_capacity(settings.sequential);
+    for _ in 0..settings.sequential {
+        let start = Instant::now();
+        counters(&bed);
+        floor_latencies.push(start.elapsed());
+    }
+    let mut refusal_latencies = Vec::with_capacity(settings.sequential);
+    for _ in 0..settings.sequential {
+        let start = Instant::now();
+        assert_eq!(send_raw(&bed, &bad).status, REJECTED_STATUS);
+        refusal_latencies.push(start.elapsed());
+    }
+    let start = Instant::now();
+    let per_thread = settings.bad / settings.threads;
+    std::thread::scope(|scope| {
+        for _ in 0..settings.threads {
+            let (bed, bad) = (&bed, &bad);
+            scope.spawn(move || {
+                for _ in 0..per_thread {
+                    assert_eq!(send_raw(bed, bad).status, REJECTED_STATUS);
+                }
+            });
+        }
+    });
+    let bad_elapsed = start.elapsed();
+    let rsa_after = counters(&bed).rsa_verifications;
+
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
+    #[expect(clippy::cast_precision_loss)]
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    println!("server-side crypto per request, in this process (median of {} rounds):", settings.layer_rounds);
+    println!();
+    println!("| layer | µs |");
+    println!("| --- | ---: |");
+    for (name, d) in &layers {
+        println!("| {name} | {} |", us(*d));
+    }
+    println!("| **sum** | **{}** |", us(crypto_sum));
+    println!();
+    println!("the daemon, through its internal socket:");
+    println!();
+    println!("| measure | value |");
+    println!("| --- | ---: |");
+    println!("| sequential approvals ({}): p50 request → answer (lease in map) | {} µs |", latencies.len(), us(p50));
+    println!("| sequential approvals: p99 | {} µs |", us(p99));
+    println!(
+        "| floor: p50 of a request that does nothing (GET the counters) | {} µs |",
+        us(percentile(&floor_latencies, 0.5))
+    );
+    println!(
+        "| sequential bad-HMAC refusals: p50 request → answer (the HTTP round trip and first checks) | {} µs |",
+        us(percentile(&refusal_latencies, 0.5))
+    );
+    println!(
+        "| concurrent approvals ({} clients, {}) | {:.0} /s |",
+        settings.threads,
+        settings.concurrent,
+        rate(settings.concurrent, concurrent_elapsed)
+    );
+    println!(
+        "| bad-HMAC refusals ({} clients, {}) | {:.0} /s |",
+        settings.threads,
+        per_thread * settings.threads,
+        rate(per_thread * settings.threads, bad_elapsed)
+    );
+    println!("| RSA verifications during the bad-HMAC flood | {} |", rsa_after - rsa_before);
+    println!(
+        "| inside the daemon, per sequential approval (parsed → answer sealed, leases written): p50 / p99 | {} / {} µs |",
+        inside.approval_us_p50, inside.approval_us_p99
+    );
+    println!(
+        "| **service overhead: inside p50 over the crypto sum** | **{:.2}x** (target ≤ 1.20x) |",
+        f64::from(inside.approval_us_p50) / (crypto_sum.as_secs_f64() * 1e6)
+    );
+    daemon.stop();
+    drop(bed);
+}
