@@ -65,6 +65,12 @@ impl Clients {
         self.by_token.get(token).cloned()
     }
 
+    /// A client by name (a scan: used only after a reload).
+    #[must_use]
+    pub fn by_name(&self, name: &str) -> Option<Arc<Client>> {
+        self.by_token.values().find(|c| c.record.name == name).cloned()
+    }
+
     #[must_use]
     pub fn len(&self) -> usize {
         self.by_token.len()

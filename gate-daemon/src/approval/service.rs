@@ -3,7 +3,7 @@
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use gate_maps::{GateState, LeasePolicy, clock};
@@ -63,6 +63,14 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Runs `f`, adding its time to `total`.
+fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let result = f();
+    *total += start.elapsed();
+    result
+}
+
 /// The first characters of a token: enough to find the client in the logs.
 fn short(token: &impl ToString) -> String {
     token.to_string().chars().take(8).collect()
@@ -107,10 +115,11 @@ impl ApprovalService {
     /// # Errors
     /// Why it was refused; the requester must learn nothing of it.
     pub fn approve(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
-        let started = std::time::Instant::now();
-        let outcome = self.check_and_open(incoming, now);
+        let started = Instant::now();
+        let mut crypto = Duration::ZERO;
+        let outcome = self.check_and_open(incoming, now, &mut crypto);
         match &outcome {
-            Ok(_) => self.counters.approved(started.elapsed()),
+            Ok(_) => self.counters.approved(started.elapsed(), crypto),
             Err((reason, who)) => self.refused(*reason, who),
         }
         outcome.map_err(|(reason, _)| reason)
@@ -122,7 +131,13 @@ impl ApprovalService {
         log::warn!("approval refused: {} ({who})", reason.name());
     }
 
-    fn check_and_open(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, (Rejection, String)> {
+    /// The checks, then the leases; adds the time spent in crypto to `crypto`.
+    fn check_and_open(
+        &self,
+        incoming: &Incoming,
+        now: u64,
+        crypto: &mut Duration,
+    ) -> Result<SealedBody, (Rejection, String)> {
         let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned());
         // 1-2. Sizes, shapes, encodings.
         let request =
@@ -138,7 +153,7 @@ impl ApprovalService {
         let fail = |reason: Rejection| (reason, who.clone());
         // 5. HMAC, constant time. Nothing below runs for a request that fails here.
         self.counters.hmac_check();
-        request.verify_hmac(&client.secret).map_err(|_| fail(Rejection::BadHmac))?;
+        timed(crypto, || request.verify_hmac(&client.secret)).map_err(|_| fail(Rejection::BadHmac))?;
         // 6. Nonce, persistently, for twice the window past the later of now and the timestamp.
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| fail(Rejection::Malformed))?;
         let keep_until = now.max(request.timestamp) + 2 * self.settings.window.as_secs();
@@ -151,10 +166,10 @@ impl ApprovalService {
         }
         // 7. Box.
         let shared = entry.shared_box(&self.server_keys);
-        let plaintext = request.open_with(shared).map_err(|_| fail(Rejection::BadBox))?;
+        let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| fail(Rejection::BadBox))?;
         // 8. RSA.
         self.counters.rsa_verification();
-        request.verify_rsa(&client.rsa_public).map_err(|_| fail(Rejection::BadSignature))?;
+        timed(crypto, || request.verify_rsa(&client.rsa_public)).map_err(|_| fail(Rejection::BadSignature))?;
         // 9. The inside repeats the outside.
         let payload = request.payload(&plaintext).map_err(|_| fail(Rejection::PayloadMismatch))?;
         // 10. Policy.
@@ -169,7 +184,8 @@ impl ApprovalService {
         // The answer is sealed first, so writing the leases is the last step that can fail.
         let expires_at = now + self.settings.leases.max_lifetime.as_secs();
         let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
-        let (sealed, session_digest) = self.seal(&entry, &request, &payload.gate, opened, now).map_err(fail)?;
+        let (sealed, session_digest) =
+            timed(crypto, || self.seal(&entry, &request, &payload.gate, opened, now)).map_err(fail)?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
             client: &client.name,
@@ -217,7 +233,7 @@ impl ApprovalService {
             }
             return Err(Rejection::LeaseFailed);
         }
-        if self.store().is_revoked(record.client).unwrap_or(true) {
+        if self.revoked_meanwhile(record.client) {
             let store = self.store();
             let mut state = lock(&self.state);
             if let Err(e) = gate_store::end_grants(&store, &mut state, host, now) {
@@ -226,6 +242,21 @@ impl ApprovalService {
             return Err(Rejection::Revoked);
         }
         Ok(())
+    }
+
+    /// Whether `client` was revoked since its request was checked: the in-memory view reloads
+    /// only if another process committed (one cheap pragma), so the common case costs no query.
+    fn revoked_meanwhile(&self, client: &str) -> bool {
+        let store = self.store();
+        let mut clients = lock(&self.clients);
+        match clients.refresh(&store) {
+            Ok(false) => false,
+            Ok(true) => clients.by_name(client).is_none_or(|c| c.record.revoked_at.is_some()),
+            Err(e) => {
+                log::error!("approval: reload clients: {e}");
+                true
+            }
+        }
     }
 
     /// The sealed answer and the digest of the session token it carries.

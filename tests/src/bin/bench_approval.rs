@@ -255,9 +255,10 @@ fn main() {
         "| inside the daemon, per sequential approval (parsed → answer sealed, leases written): p50 / p99 | {} / {} µs |",
         inside.approval_us_p50, inside.approval_us_p99
     );
+    println!("| of which crypto, timed around each layer in the daemon: p50 | {} µs |", inside.approval_crypto_us_p50);
     println!(
-        "| **service overhead: inside p50 over the crypto sum** | **{:.2}x** (target ≤ 1.20x) |",
-        f64::from(inside.approval_us_p50) / (crypto_sum.as_secs_f64() * 1e6)
+        "| **service overhead: time inside over its own crypto, median per approval** | **{:.2}x** (target ≤ 1.20x) |",
+        inside.approval_over_crypto_p50
     );
     daemon.stop();
     drop(bed);
