@@ -481,3 +481,47 @@ fn a_lease_that_cannot_be_written_turns_the_approval_into_a_refusal() {
     let idle_after = after_leases.as_array().unwrap().iter().find(|l| l["address"] == CLIENT_V6.to_string()).unwrap();
     assert_eq!(idle_after["idle_timeout_ms"], 0, "the operator's TTL lease, not the approval's idle lease");
 }
+
+#[test]
+fn enrollment_writes_a_private_profile_and_refuses_bad_input() {
+    use std::os::unix::fs::PermissionsExt;
+    let (bed, _daemon, alice, _) = approval_bed("");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&alice.path), 0o600, "the profile holds secrets");
+    assert_eq!(mode(&bed.store()), 0o600, "the store holds secrets");
+
+    let shown = gatectl_store(&bed, &["client", "show", "alice"]);
+    assert!(shown.contains(&alice.profile.keys.token.to_string()), "{shown}");
+    let secret = b64(&alice.profile.keys.secret.0);
+    let listed = gatectl_store(&bed, &["client", "list", "--json"]);
+    for output in [&shown, &listed, &gatectl_store(&bed, &["client", "show", "alice", "--json"])] {
+        assert!(!output.contains(&secret), "no secret in gatectl's output");
+    }
+
+    let store = bed.store();
+    let key = gate_tests::approval::vector_key("client");
+    let add = |name: &str, gate: &str, out: &std::path::Path| {
+        Command::new(bin("gatectl"))
+            .args(["--pin-dir", bed.pin_dir.0.to_str().unwrap(), "--store", store.to_str().unwrap()])
+            .args(["client", "add", name, "--gate", gate, "--rsa-key", key.to_str().unwrap(), "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let fresh = bed.state_dir.join("fresh.profile");
+    let before = std::fs::read(&alice.path).unwrap();
+    for (name, gate, out, expect) in [
+        ("alice", "vpn", fresh.as_path(), "already exists"),
+        ("bob", "vpn", alice.path.as_path(), "exists; not overwriting"),
+        ("bob", "nosuch", fresh.as_path(), "nosuch"),
+        ("../evil", "vpn", fresh.as_path(), "client name"),
+    ] {
+        let out = add(name, gate, out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expect), "{name} {gate}: {stderr}");
+        assert!(!fresh.exists(), "{name} {gate}: no profile left behind");
+    }
+    assert_eq!(std::fs::read(&alice.path).unwrap(), before, "the existing profile is untouched");
+    let listed = gatectl_store(&bed, &["client", "list"]);
+    assert_eq!(listed.lines().count(), 2, "header and alice only:\n{listed}");
+}
