@@ -27,6 +27,7 @@
 //! host = "gate-1"                  # this host's name in shared state (default: hostname)
 //! public_ipv4 = "203.0.113.10"     # told to approved clients: connect here
 //! public_ipv6 = "2001:db8::10"
+//! front_user = "gate-web"          # the front's user, the only one (with root) let in
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -128,6 +129,8 @@ pub struct ApprovalConfig {
     pub host: String,
     pub public_ipv4: Option<Ipv4Addr>,
     pub public_ipv6: Option<Ipv6Addr>,
+    /// The front's user: the internal socket is given to it. Empty: only root may call.
+    pub front_user: String,
 }
 
 pub const DEFAULT_SOCKET_PATH: &str = "/run/gate/daemon.sock";
@@ -141,6 +144,7 @@ impl Default for ApprovalConfig {
             host: String::new(),
             public_ipv4: None,
             public_ipv6: None,
+            front_user: String::new(),
         }
     }
 }

@@ -11,6 +11,18 @@ use crate::{
     install, sweeper,
 };
 
+/// The front's uid and gid, if a front user is configured; a user that does not exist is an
+/// error (never fall back to something else).
+fn front_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .with_context(|| format!("look up approval.front_user {name:?}"))?
+        .with_context(|| format!("approval.front_user {name:?} does not exist (scripts/setup creates gate-web)"))?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
 /// This host's name in shared state: the configured one, else the hostname.
 fn host_name(config: &Config) -> String {
     if !config.approval.host.is_empty() {
@@ -53,10 +65,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::block_in_place(|| ApprovalService::new(settings, store, Arc::clone(&state)))
             .context("start the approval service")?,
     );
-    let (listener, _socket_file) = http::bind(&approval.socket).context("open the internal socket")?;
+    let front = front_user(&approval.front_user)?;
+    let (listener, _socket_file) =
+        http::bind(&approval.socket, front).context("open the internal socket")?;
     log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
-    let server = axum::serve(listener, http::router(Arc::clone(&service)));
+    let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
     let mut server = std::pin::pin!(server.into_future());
 
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;

@@ -76,3 +76,7 @@ pub const SOURCE_PATH: &str = "/v1/source";
 pub struct SourceAnswer {
     pub address: std::net::IpAddr,
 }
+
+/// Set by the front on every request it rebuilt and forwards; the daemon refuses requests to
+/// the client routes without it.
+pub const INTERNAL_HEADER_VALIDATED: &str = "gate-front-validated";

@@ -18,7 +18,7 @@ use gate_protocol::{
     request::{self, Outgoing},
     wire::{
         APPROVE_PATH, BOX_NONCE_BYTES, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN,
-        INTERNAL_HEADER_OBSERVED_SOURCE, Payload,
+        INTERNAL_HEADER_OBSERVED_SOURCE, INTERNAL_HEADER_VALIDATED, Payload,
     },
 };
 
@@ -125,7 +125,8 @@ pub fn raw(headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The four protocol headers of `outgoing`, plus the observed source the front would add.
+/// The four protocol headers of `outgoing`, then the front's marker and the observed source, as
+/// the front adds them (these tests stand where the front stands).
 pub fn headers(outgoing: &Outgoing, observed: Option<IpAddr>) -> Vec<(String, String)> {
     let h = &outgoing.headers;
     let mut list = vec![
@@ -133,6 +134,7 @@ pub fn headers(outgoing: &Outgoing, observed: Option<IpAddr>) -> Vec<(String, St
         (HEADER_TIMESTAMP.to_owned(), h.timestamp.clone()),
         (HEADER_NONCE.to_owned(), h.nonce.clone()),
         (HEADER_SIGNATURE.to_owned(), h.signature.clone()),
+        (INTERNAL_HEADER_VALIDATED.to_owned(), "1".to_owned()),
     ];
     if let Some(observed) = observed {
         list.push((INTERNAL_HEADER_OBSERVED_SOURCE.to_owned(), observed.to_string()));

@@ -1,6 +1,11 @@
 //! The internal HTTP API on a Unix socket: the approval route, the source echo and the
-//! counters. Only the front (and root) may connect; it passes the client's observed address in
-//! a header that is trusted here because nothing else can reach this socket.
+//! counters. Only the front's user (and root) may connect: the socket is the front user's, mode
+//! 0600, and every connection's peer credentials are checked again. Requests from the front's
+//! user must carry its marker that it rebuilt them (root, the operator, is trusted as is: local
+//! tools and tests). The front passes the client's observed address in a header that is trusted
+//! here because nothing else can reach this socket.
+//! Every request is logged (method, path, peer uid), so tests can prove what the front let
+//! through.
 use std::{
     fs,
     io::ErrorKind,
@@ -14,14 +19,16 @@ use anyhow::{Context as _, bail};
 use axum::{
     Json, Router,
     body::Body,
-    extract::State,
+    extract::{ConnectInfo, State, connect_info::Connected},
+    middleware::{self, Next},
+    serve::IncomingStream,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use gate_protocol::wire::{
     APPROVE_PATH, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN, INTERNAL_HEADER_OBSERVED_SOURCE,
-    MAX_BODY_BYTES, REJECTED_BODY, RequestHeaders, SOURCE_PATH, SourceAnswer,
+    INTERNAL_HEADER_VALIDATED, MAX_BODY_BYTES, REJECTED_BODY, RequestHeaders, SOURCE_PATH, SourceAnswer,
 };
 use tokio::{net::UnixListener, sync::Semaphore};
 
@@ -31,8 +38,22 @@ pub const COUNTERS_PATH: &str = "/internal/counters";
 /// Longer than any valid header value (the HMAC's 88 characters); longer ones are refused unread.
 const MAX_HEADER_VALUE: usize = 128;
 
+/// Who is on the other end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
 struct App {
     service: Arc<ApprovalService>,
+    /// The front's uid; `None`: only root may call.
+    front_uid: Option<u32>,
     /// RSA work runs on blocking threads; at most one per core at a time.
     crypto: Semaphore,
 }
@@ -68,6 +89,30 @@ fn observed_source(headers: &HeaderMap) -> Result<Option<IpAddr>, ()> {
     one_header(headers, INTERNAL_HEADER_OBSERVED_SOURCE).and_then(|v| v.parse().ok()).map(Some).ok_or(())
 }
 
+/// Logs every request, and lets through only root and the front's user.
+async fn gatekeeper(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let uid = peer.uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+    log::info!("internal request {} {} from uid {uid}", request.method(), request.uri().path());
+    let root = peer.uid == Some(0);
+    let front = peer.uid.is_some() && peer.uid == app.front_uid;
+    let marked = from_front(request.headers());
+    if !(root || front && marked) {
+        app.service.refused(Rejection::NotFromFront, &format!("uid {uid}, marker {marked}"));
+        return rejected();
+    }
+    next.run(request).await
+}
+
+/// Whether the front marked the request as rebuilt by it.
+fn from_front(headers: &HeaderMap) -> bool {
+    one_header(headers, INTERNAL_HEADER_VALIDATED).is_some_and(|v| v == "1")
+}
+
 async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let service = &app.service;
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
@@ -97,14 +142,16 @@ async fn counters(State(app): State<Arc<App>>) -> Response {
     Json(app.service.counters.snapshot()).into_response()
 }
 
-/// The routes; anything else is 404 or 405 and never reaches the service.
-pub fn router(service: Arc<ApprovalService>) -> Router {
+/// The routes; anything else is 404 or 405 and never reaches the service. Serve it with
+/// `into_make_service_with_connect_info::<Peer>()`.
+pub fn router(service: Arc<ApprovalService>, front_uid: Option<u32>) -> Router {
     let permits = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let app = Arc::new(App { service, crypto: Semaphore::new(permits) });
+    let app = Arc::new(App { service, front_uid, crypto: Semaphore::new(permits) });
     Router::new()
         .route(APPROVE_PATH, post(approve))
         .route(SOURCE_PATH, get(source))
         .route(COUNTERS_PATH, get(counters))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), gatekeeper))
         .with_state(app)
 }
 
@@ -119,12 +166,12 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds the socket at `path`, mode 0600. A stale socket is replaced; a live one (another
-/// daemon) is an error.
+/// Binds the socket at `path`, mode 0600, owned by `owner` (the front's uid and gid) if given.
+/// A stale socket is replaced; a live one (another daemon) is an error.
 ///
 /// # Errors
 /// The directory or socket cannot be made, or another process serves it.
-pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
+pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<(UnixListener, SocketFile)> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -134,7 +181,12 @@ pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
         Err(_) => fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?,
     }
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let file = SocketFile { path: path.to_owned() };
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restrict {}", path.display()))?;
-    Ok((listener, SocketFile { path: path.to_owned() }))
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("give {} to uid {uid}", path.display()))?;
+    }
+    Ok((listener, file))
 }

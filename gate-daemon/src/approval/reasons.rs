@@ -31,10 +31,11 @@ pub enum Rejection {
     NoAddress,
     LeaseFailed,
     Internal,
+    NotFromFront,
 }
 
 impl Rejection {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::TooLarge,
         Self::Malformed,
         Self::Skew,
@@ -51,6 +52,7 @@ impl Rejection {
         Self::NoAddress,
         Self::LeaseFailed,
         Self::Internal,
+        Self::NotFromFront,
     ];
 
     /// The counter's name.
@@ -73,6 +75,7 @@ impl Rejection {
             Self::NoAddress => "no_address",
             Self::LeaseFailed => "lease_failed",
             Self::Internal => "internal",
+            Self::NotFromFront => "not_from_front",
         }
     }
 
