@@ -1,6 +1,6 @@
 //! One approval round trip: build the three-layer request, send it, verify the answer.
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -12,7 +12,7 @@ use gate_protocol::{
     request,
     wire::{
         APPROVE_METHOD, APPROVE_PATH, BOX_NONCE_BYTES, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN,
-        Payload, REJECTED_STATUS, SealedBody,
+        Payload, REJECTED_STATUS, SOURCE_PATH, SealedBody, SourceAnswer,
     },
 };
 
@@ -41,6 +41,43 @@ pub struct Ask {
     pub ipv6: Option<Ipv6Addr>,
     /// Overrides the profile's server.
     pub server: Option<String>,
+    /// Where to learn this client's public addresses (`GET /v1/source` on every address each
+    /// resolves to); empty: the server itself.
+    pub discover_via: Vec<String>,
+    /// Do not ask; use only the given addresses (the gate adds the observed source anyway).
+    pub no_discover: bool,
+}
+
+/// This client's public addresses as HTTPS servers see them: asks `GET /v1/source` on every
+/// address of every server, so a dual-stack host answers once over IPv4 and once over IPv6.
+/// Unreachable ones are skipped (reported in the second value).
+#[must_use]
+pub fn discover(servers: &[Server]) -> ((Option<Ipv4Addr>, Option<Ipv6Addr>), Vec<String>) {
+    let (mut found, mut problems) = ((None, None), Vec::new());
+    for server in servers {
+        let each = match server.each_address() {
+            Ok(each) => each,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        for at in each {
+            let answer = at.request("GET", SOURCE_PATH, &[], b"").map_err(|e| e.to_string()).and_then(|r| {
+                if r.status == 200 {
+                    serde_json::from_slice::<SourceAnswer>(&r.body).map_err(|e| e.to_string())
+                } else {
+                    Err(format!("answered {}", r.status))
+                }
+            });
+            match answer.map(|a| a.address.to_canonical()) {
+                Ok(IpAddr::V4(v4)) => found.0 = found.0.or(Some(v4)),
+                Ok(IpAddr::V6(v6)) => found.1 = found.1.or(Some(v6)),
+                Err(e) => problems.push(format!("source from {at:?}: {e}")),
+            }
+        }
+    }
+    (found, problems)
 }
 
 fn unix_now() -> u64 {
@@ -53,13 +90,28 @@ fn unix_now() -> u64 {
 /// Unreachable server, refusal, or an answer that fails verification.
 pub fn connect(profile: &Profile, ask: &Ask) -> Result<Approval, ConnectError> {
     let server = Server::parse(ask.server.as_deref().unwrap_or(&profile.server))?;
+    let (mut ipv4, mut ipv6) = (ask.ipv4, ask.ipv6);
+    let https = matches!(server, Server::Https { .. });
+    if !ask.no_discover && (ipv4.is_none() || ipv6.is_none()) && (https || !ask.discover_via.is_empty()) {
+        let via = if ask.discover_via.is_empty() {
+            vec![server.clone()]
+        } else {
+            ask.discover_via.iter().map(|s| Server::parse(s)).collect::<Result<_, _>>()?
+        };
+        let ((v4, v6), problems) = discover(&via);
+        for problem in problems {
+            eprintln!("gate-client: address discovery: {problem}");
+        }
+        ipv4 = ipv4.or(v4);
+        ipv6 = ipv6.or(v6);
+    }
     let payload = Payload {
         gate: profile.gate.clone(),
         timestamp: unix_now(),
         nonce: request::random_nonce(&mut OsRng),
         client_version: CLIENT_VERSION.to_owned(),
-        ipv4: ask.ipv4,
-        ipv6: ask.ipv6,
+        ipv4,
+        ipv6,
     };
     let mut box_nonce = [0; BOX_NONCE_BYTES];
     OsRng.fill_bytes(&mut box_nonce);

@@ -1,9 +1,21 @@
-//! Getting a request to a gate host. `unix:/path` speaks HTTP/1.1 over the daemon's socket
-//! (until the front exists, and for local tools); HTTPS through the front comes with it.
+//! Getting a request to a gate host: `https://host:port` through the front (the public way), or
+//! `unix:/path` straight to the daemon's socket (root on the gate host itself).
+//!
+//! HTTPS certificates are not verified: the front may use a self-signed certificate, and
+//! nothing rests on TLS. Every request is sealed and signed, and an answer is trusted only after
+//! its HMAC, its box and its binding to the request check out (docs/protocol.md).
 use std::{
-    io::{Read as _, Write as _},
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs},
     os::unix::net::UnixStream,
+    sync::Arc,
     time::Duration,
+};
+
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
 /// The largest answer read; a gate answer is a few hundred bytes.
@@ -12,8 +24,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("unsupported server {0:?} (use unix:/path)")]
+    #[error("unsupported server {0:?} (use https://host:port or unix:/path)")]
     Unsupported(String),
+    #[error("{server}: no address")]
+    NoAddress { server: String },
     #[error("{server}: {source}")]
     Io { server: String, source: std::io::Error },
     #[error("{server}: not an HTTP/1.1 answer")]
@@ -32,22 +46,58 @@ pub struct Response {
 #[derive(Clone, Debug)]
 pub enum Server {
     Unix(std::path::PathBuf),
+    /// `https://host:port`; `at` pins one resolved address (for asking over IPv4 and IPv6).
+    Https {
+        host: String,
+        port: u16,
+        at: Option<SocketAddr>,
+    },
 }
 
 impl Server {
     /// # Errors
     /// Not a form this client speaks.
     pub fn parse(text: &str) -> Result<Self, TransportError> {
-        match text.strip_prefix("unix:") {
-            Some(path) if path.starts_with('/') => Ok(Self::Unix(path.into())),
-            _ => Err(TransportError::Unsupported(text.to_owned())),
+        let unsupported = || TransportError::Unsupported(text.to_owned());
+        if let Some(path) = text.strip_prefix("unix:") {
+            return if path.starts_with('/') { Ok(Self::Unix(path.into())) } else { Err(unsupported()) };
         }
+        let rest = text.strip_prefix("https://").ok_or_else(unsupported)?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains('/') || authority.is_empty() {
+            return Err(unsupported());
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && (host.starts_with('[') || !host.contains(':')) => {
+                (host, port.parse().map_err(|_| unsupported())?)
+            }
+            _ => (authority, 443),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(unsupported());
+        }
+        Ok(Self::Https { host: host.to_owned(), port, at: None })
     }
 
     fn name(&self) -> String {
         match self {
             Self::Unix(path) => format!("unix:{}", path.display()),
+            Self::Https { host, port, at: None } => format!("https://{host}:{port}"),
+            Self::Https { host, port, at: Some(at) } => format!("https://{host}:{port} at {at}"),
         }
+    }
+
+    /// Every address an HTTPS server's host resolves to, one server each.
+    ///
+    /// # Errors
+    /// The host does not resolve.
+    pub fn each_address(&self) -> Result<Vec<Self>, TransportError> {
+        let Self::Https { host, port, .. } = self else { return Ok(vec![self.clone()]) };
+        let addrs = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|source| TransportError::Io { server: self.name(), source })?;
+        Ok(addrs.map(|at| Self::Https { host: host.clone(), port: *port, at: Some(at) }).collect())
     }
 
     /// Sends `raw` (a whole HTTP/1.1 request, sent as given) and reads the answer.
@@ -56,13 +106,41 @@ impl Server {
     /// The server cannot be reached, or answers something that is not HTTP/1.1.
     pub fn exchange(&self, raw: &[u8]) -> Result<Response, TransportError> {
         let io = |source| TransportError::Io { server: self.name(), source };
-        let Self::Unix(path) = self;
-        let mut stream = UnixStream::connect(path).map_err(io)?;
-        stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-        stream.write_all(raw).map_err(io)?;
         let mut answer = Vec::new();
-        stream.take(MAX_RESPONSE).read_to_end(&mut answer).map_err(io)?;
+        match self {
+            Self::Unix(path) => {
+                let mut stream = UnixStream::connect(path).map_err(io)?;
+                stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+                stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+                talk(&mut stream, raw, &mut answer).map_err(io)?;
+            }
+            Self::Https { host, port, at } => {
+                let addr = match at {
+                    Some(at) => *at,
+                    None => (host.as_str(), *port)
+                        .to_socket_addrs()
+                        .map_err(io)?
+                        .next()
+                        .ok_or_else(|| TransportError::NoAddress { server: self.name() })?,
+                };
+                let tcp = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
+                tcp.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+                tcp.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+                let name = host.parse::<IpAddr>().map_or_else(
+                    |_| ServerName::try_from(host.clone()).map_err(|e| io(std::io::Error::other(e))),
+                    |ip| Ok(ServerName::IpAddress(ip.into())),
+                )?;
+                let connection =
+                    ClientConnection::new(insecure_tls_config(), name).map_err(|e| io(std::io::Error::other(e)))?;
+                let mut stream = StreamOwned::new(connection, tcp);
+                match talk(&mut stream, raw, &mut answer) {
+                    Ok(()) => {}
+                    // A server that closes without close_notify after a complete answer.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
         parse_response(&answer).ok_or_else(|| TransportError::BadResponse { server: self.name() })
     }
 
@@ -77,7 +155,12 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, TransportError> {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n");
+        let host = match self {
+            Self::Unix(_) => "gate".to_owned(),
+            Self::Https { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Self::Https { host, port, .. } => format!("{host}:{port}"),
+        };
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
         for (name, value) in headers {
             raw.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -89,6 +172,92 @@ impl Server {
         bytes.extend_from_slice(body);
         self.exchange(&bytes)
     }
+}
+
+/// Writes the request, reads the answer up to [`MAX_RESPONSE`]: until it is complete by its
+/// `Content-Length`, or until the server closes.
+fn talk(stream: &mut impl ReadWrite, raw: &[u8], answer: &mut Vec<u8>) -> std::io::Result<()> {
+    stream.write_all(raw)?;
+    stream.flush()?;
+    let mut buf = [0; 4096];
+    while (answer.len() as u64) < MAX_RESPONSE {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if is_complete(answer) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `answer` holds a whole response framed by `Content-Length`.
+fn is_complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|length| answer.len() >= end + 4 + length)
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Accepts any server certificate: see the module's note. The handshake signature is still
+/// checked, so the session is at least with the holder of the presented key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client's TLS config: any certificate accepted (see the module's note), HTTP/1.1.
+#[must_use]
+pub fn insecure_tls_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 fn parse_response(answer: &[u8]) -> Option<Response> {
@@ -129,6 +298,24 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_parse() {
+        for (text, host, port) in [
+            ("https://gate.example.org", "gate.example.org", 443),
+            ("https://192.0.2.1:8443", "192.0.2.1", 8443),
+            ("https://[2001:db8::1]:8443/", "2001:db8::1", 8443),
+            ("https://[2001:db8::1]", "2001:db8::1", 443),
+        ] {
+            match Server::parse(text).unwrap() {
+                Server::Https { host: h, port: p, at: None } => assert_eq!((h.as_str(), p), (host, port), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for bad in ["http://x", "https://", "https://x/path", "unix:relative", "ftp://x", "https://x:notaport"] {
+            assert!(Server::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn responses_parse() {

@@ -66,8 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("start the approval service")?,
     );
     let front = front_user(&approval.front_user)?;
-    let (listener, _socket_file) =
-        http::bind(&approval.socket, front).context("open the internal socket")?;
+    let (listener, _socket_file) = http::bind(&approval.socket, front).context("open the internal socket")?;
     log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
     let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));

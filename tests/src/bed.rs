@@ -67,9 +67,10 @@ impl TestBed {
         for addr in [CLIENT_V4, STRANGER_V4] {
             client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &client_if]);
         }
-        for addr in [CLIENT_V6, STRANGER_V6] {
-            client.ip(&["addr", "add", &format!("{addr}/64"), "dev", &client_if, "nodad"]);
-        }
+        client.ip(&["addr", "add", &format!("{CLIENT_V6}/64"), "dev", &client_if, "nodad"]);
+        // Deprecated (preferred_lft 0): usable when bound to, never picked as a source, so the
+        // client's own connections come from CLIENT_V6 as they come from CLIENT_V4.
+        client.ip(&["addr", "add", &format!("{STRANGER_V6}/64"), "dev", &client_if, "nodad", "preferred_lft", "0"]);
         let state_dir = std::env::temp_dir().join(format!("{PREFIX}{token}.d"));
         fs::create_dir_all(&state_dir).expect("create the bed's state dir");
         Self { pin_dir: PinDirGuard::new(), gateway, client, gateway_if, state_dir, config_files: Vec::new() }

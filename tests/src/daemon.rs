@@ -56,18 +56,32 @@ impl Daemon {
 
     /// Starts the daemon; `Err` carries its log if it exits before it is ready.
     pub fn try_start(bed: &TestBed, config: &Path) -> Result<Self, String> {
+        Self::try_start_program(bed, "gate-daemon", config)
+    }
+
+    /// Starts the front (`gate-web`) in the gateway namespace and waits until it is ready.
+    ///
+    /// # Panics
+    /// If it exits or does not become ready, with its log.
+    pub fn start_front(bed: &TestBed, config: &Path) -> Self {
+        Self::try_start_program(bed, "gate-web", config).unwrap_or_else(|log| panic!("gate-web did not start:\n{log}"))
+    }
+
+    /// Starts `program --config <config>` in the gateway namespace; `Err` carries its log if it
+    /// exits before it logs that it is ready.
+    pub fn try_start_program(bed: &TestBed, program: &str, config: &Path) -> Result<Self, String> {
         let log = std::env::temp_dir().join(format!("{}{}.log", unique::PREFIX, unique::token()));
         let log_file = fs::File::create(&log).expect("create daemon log");
         let child = bed
             .gateway
-            .command(bin("gate-daemon"))
+            .command(bin(program))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .expect("spawn gate-daemon");
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let mut daemon = Self { child: Some(child), log };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -90,7 +104,8 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn pid(&self) -> Pid {
+    /// The process id.
+    pub fn pid(&self) -> Pid {
         let child = self.child.as_ref().expect("daemon still running");
         Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
     }

@@ -10,6 +10,7 @@
 //! - [`netns`]: network namespaces, veth links, running code or commands inside a namespace.
 //! - [`bed`]: [`bed::TestBed`], a gateway and a client namespace with addresses and a pin dir.
 //! - [`daemon`]: the real `gate-daemon` and `gatectl` binaries.
+//! - [`front`]: the front (`gate-web`), curl against it, raw bytes over TLS.
 //! - [`frames`]: crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
 //! - [`loaded`]: the daemon's program loaded against a private pin dir, for `BPF_PROG_TEST_RUN`.
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
@@ -18,6 +19,7 @@ pub mod approval;
 pub mod bed;
 pub mod daemon;
 pub mod frames;
+pub mod front;
 pub mod loaded;
 pub mod netns;
 pub mod probe;

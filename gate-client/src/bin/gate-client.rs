@@ -34,6 +34,13 @@ enum Command {
         /// Send to this server instead of the profile's.
         #[arg(long)]
         server: Option<String>,
+        /// Learn this client's public addresses from this HTTPS server (repeatable; default:
+        /// the server itself, over each address it resolves to).
+        #[arg(long = "discover-via")]
+        discover_via: Vec<String>,
+        /// Do not ask for this client's addresses; open only those given and the observed source.
+        #[arg(long)]
+        no_discover: bool,
         /// Print the verified approval as JSON.
         #[arg(long)]
         json: bool,
@@ -41,7 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Command::Connect { profile, ipv4, ipv6, server, json } = Cli::parse().command;
+    let Command::Connect { profile, ipv4, ipv6, server, discover_via, no_discover, json } = Cli::parse().command;
     let text = match fs::read_to_string(&profile) {
         Ok(text) => zeroize::Zeroizing::new(text),
         Err(e) => return fail(2, &format!("read {}: {e}", profile.display())),
@@ -50,7 +57,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, &format!("{}: not a usable profile: {e}", profile_path_hint(&profile))),
     };
-    match connect(&profile, &Ask { ipv4, ipv6, server }) {
+    match connect(&profile, &Ask { ipv4, ipv6, server, discover_via, no_discover }) {
         Ok(approval) => {
             if json {
                 match serde_json::to_string_pretty(&approval) {

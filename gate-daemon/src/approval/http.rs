@@ -20,11 +20,11 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{ConnectInfo, State, connect_info::Connected},
-    middleware::{self, Next},
-    serve::IncomingStream,
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
+    serve::IncomingStream,
 };
 use gate_protocol::wire::{
     APPROVE_PATH, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TOKEN, INTERNAL_HEADER_OBSERVED_SOURCE,

@@ -1,0 +1,182 @@
+//! The front's TOML config. Unknown keys are refused; errors name the file and the key.
+//!
+//! ```toml
+//! listen = ["0.0.0.0:443", "[::]:443"]
+//! daemon_socket = "/run/gate/daemon.sock"
+//! user = "gate-web"                  # dropped to after binding, when started as root
+//! tls_cert = "/etc/gate/web.crt"     # both or neither; neither: a self-signed pair in state_dir
+//! tls_key = "/etc/gate/web.key"
+//! state_dir = "/var/lib/gate-web"
+//! trusted_proxies = ["10.0.0.5"]     # only these may set X-Forwarded-For
+//!
+//! [limits]
+//! max_connections = 1024
+//! handshake_timeout = "10s"
+//! header_timeout = "10s"             # the whole header, from its first byte
+//! body_timeout = "10s"
+//! daemon_timeout = "10s"
+//! approvals_per_minute = 30          # per source address, burst of the same size
+//! ```
+use std::{
+    fs,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gate/gate-web.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: {key}: {reason}")]
+    Invalid { file: PathBuf, key: String, reason: String },
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}")))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: usize,
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub daemon_timeout: Duration,
+    pub approvals_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            daemon_timeout: Duration::from_secs(10),
+            approvals_per_minute: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    #[serde(default = "default_socket")]
+    pub daemon_socket: PathBuf,
+    #[serde(default = "default_user")]
+    pub user: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/gate/daemon.sock")
+}
+
+fn default_user() -> String {
+    "gate-web".to_owned()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/gate-web")
+}
+
+impl Config {
+    /// # Errors
+    /// Unreadable, not TOML, unknown key, wrong type or an invalid value.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        Self::parse(file, &text)
+    }
+
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: e.message().replace('\n', " ") })?;
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if config.listen.is_empty() {
+            return Err(invalid("listen", "give at least one address:port"));
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
+        }
+        if config.user.is_empty() {
+            return Err(invalid("user", "name the unprivileged user to run as"));
+        }
+        let limits = &config.limits;
+        if limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if limits.approvals_per_minute == 0 {
+            return Err(invalid("limits.approvals_per_minute", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("limits.handshake_timeout", limits.handshake_timeout),
+            ("limits.header_timeout", limits.header_timeout),
+            ("limits.body_timeout", limits.body_timeout),
+            ("limits.daemon_timeout", limits.daemon_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/gate/gate-web.toml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = parse("listen = [\"[::]:443\"]\n").unwrap();
+        assert_eq!(config.user, "gate-web");
+        assert_eq!(config.limits.approvals_per_minute, 30);
+    }
+
+    #[test]
+    fn bad_configs_name_their_key() {
+        for (text, key) in [
+            ("listen = []\n", "listen"),
+            ("listen = [\"[::]:443\"]\ntls_cert = \"/a\"\n", "tls_cert"),
+            ("listen = [\"[::]:443\"]\n[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            ("listen = [\"[::]:443\"]\n[limits]\nbody_timeout = \"0s\"\n", "limits.body_timeout"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(&format!(": {key}: ")), "{key}: {e}");
+        }
+        assert!(parse("listen = [\"[::]:443\"]\nlisten_typo = 1\n").unwrap_err().to_string().contains("unknown field"));
+        assert!(parse("listen = [\"nonsense\"]\n").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! `gate-web`: the public front. Terminates TLS, answers only the routes in its static table,
+//! parses each request into typed values and sends the daemon a new request built from them,
+//! adding the client's observed address and the mark that it did so. Runs as its own
+//! unprivileged user with no BPF capability and no client secrets.
+//!
+//! - [`config`]: the TOML config.
+//! - [`tls`]: the TLS identity (configured, or self-signed on first run).
+//! - [`privileges`]: dropping root.
+//! - [`routes`]: the route table and the rebuilding of requests.
+//! - [`forward`]: the daemon's internal socket.
+//! - [`ratelimit`]: approvals per source.
+//! - [`server`]: connections, limits, timeouts.
+pub mod config;
+pub mod forward;
+pub mod privileges;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod tls;

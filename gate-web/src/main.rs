@@ -1,0 +1,89 @@
+//! `gate-web`: run the front described by a config file.
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use clap::Parser;
+use gate_web::{
+    config::{Config, DEFAULT_CONFIG_PATH},
+    forward::Daemon,
+    privileges,
+    ratelimit::RateLimit,
+    routes::Front,
+    server, tls,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(version, about = "The gate's public front: TLS, a static route table, rebuilt requests")]
+struct Args {
+    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "GATE_WEB_CONFIG")]
+    config: PathBuf,
+    /// Only check the config and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("config {} is valid", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Everything that needs root happens first: binding, reading the TLS key.
+    let mut listeners = Vec::new();
+    for address in &config.listen {
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listen on {address}"))?;
+        listeners.push((*address, listener));
+    }
+    let tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
+    privileges::drop_to(&config.user)?;
+
+    let front = Arc::new(Front {
+        daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
+        limits: config.limits.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        rate: RateLimit::new(config.limits.approvals_per_minute),
+    });
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections));
+    let mut tasks = Vec::new();
+    for (address, listener) in listeners {
+        log::info!("listening on {address} (TLS), forwarding to {}", config.daemon_socket.display());
+        tasks.push(tokio::spawn(server::serve(listener, tls.clone(), Arc::clone(&front), Arc::clone(&connections))));
+    }
+    let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
+    log::info!("ready");
+    tokio::select! {
+        _ = terminate.recv() => log::info!("SIGTERM"),
+        _ = interrupt.recv() => log::info!("SIGINT"),
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}

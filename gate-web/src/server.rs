@@ -1,0 +1,159 @@
+//! Accepting connections: a cap on how many are open, a deadline for the TLS handshake and for
+//! the request's header (slow clients are cut off), one request per connection, HTTP/1.1 only,
+//! bounded header buffers, and a panic in a handler answered with 500 instead of taking anything
+//! else down.
+//!
+//! The raw request head is also read as it arrives ([`Inspected`]): hyper folds repeated
+//! identical `Content-Length` headers into one before the handler sees them, and a request that
+//! names its length twice is refused all the same.
+use std::{
+    io,
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use futures_util::FutureExt as _;
+use hyper::{StatusCode, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::routes::{Front, handle, refuse};
+
+/// The largest request head accepted (hyper answers 431 beyond it).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// At most this many header lines.
+pub const MAX_HEADERS: usize = 32;
+
+/// Serves `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: TlsAcceptor, front: Arc<Front>, connections: Arc<Semaphore>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            log::warn!("connection cap reached; closing a new connection from {peer}");
+            continue;
+        };
+        let (tls, front) = (tls.clone(), Arc::clone(&front));
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection(tcp, peer, tls, front).await;
+        });
+    }
+}
+
+async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAcceptor, front: Arc<Front>) {
+    let limits = front.limits.clone();
+    let stream = match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            log::debug!("TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    let duplicate_length = Arc::new(AtomicBool::new(false));
+    let stream =
+        Inspected { inner: stream, head: Vec::new(), done: false, duplicate_length: Arc::clone(&duplicate_length) };
+    let service = service_fn(move |request| {
+        let front = Arc::clone(&front);
+        let duplicate_length = duplicate_length.load(Ordering::Relaxed);
+        async move {
+            if duplicate_length {
+                return Ok(refuse(StatusCode::BAD_REQUEST));
+            }
+            let answer = AssertUnwindSafe(handle(front, request, peer)).catch_unwind().await.unwrap_or_else(|_| {
+                log::error!("a request handler panicked (request from {peer}); answered 500");
+                refuse(StatusCode::INTERNAL_SERVER_ERROR)
+            });
+            Ok::<_, std::convert::Infallible>(answer)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        // One request per connection: clients send one approval at a time, and the raw head
+        // seen by `Inspected` is always the head of the request being answered.
+        .keep_alive(false);
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        log::debug!("connection from {peer}: {e}");
+    }
+}
+
+/// A stream whose first request head is read on the way in: it notes a repeated
+/// `Content-Length`, which hyper would fold away.
+struct Inspected<T> {
+    inner: T,
+    head: Vec<u8>,
+    done: bool,
+    duplicate_length: Arc<AtomicBool>,
+}
+
+impl<T> Inspected<T> {
+    fn inspect(&mut self, bytes: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.head.extend_from_slice(bytes);
+        let end = self.head.windows(4).position(|w| w == b"\r\n\r\n");
+        if end.is_none() && self.head.len() <= MAX_HEAD_BYTES {
+            return;
+        }
+        self.done = true;
+        let head = &self.head[..end.unwrap_or(self.head.len())];
+        let lengths = head
+            .split(|&b| b == b'\n')
+            .filter(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+            .count();
+        if lengths > 1 {
+            self.duplicate_length.store(true, Ordering::Relaxed);
+        }
+        self.head = Vec::new();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            let new = buf.filled()[before..].to_vec();
+            self.inspect(&new);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
