@@ -57,6 +57,8 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
         "| bad-HMAC refusals (2 clients, 50)",
         "| RSA verifications during the bad-HMAC flood | 0 |",
         "| **service overhead",
+        "| sequential approvals (10): p50 request → answer |",
+        "| **the front adds to an approval",
     ] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
     }

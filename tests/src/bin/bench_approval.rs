@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gate_client::transport::Server;
 use gate_protocol::{
     approval::{self, Approval, Host},
     crypto_box::SalsaBox,
@@ -27,8 +28,9 @@ use gate_protocol::{
 };
 use gate_tests::{
     approval::{Enrolled, counters, headers, raw, send, send_raw},
-    bed::TestBed,
+    bed::{GATEWAY_V4, TestBed},
     daemon::Daemon,
+    front,
 };
 
 struct Settings {
@@ -137,7 +139,10 @@ fn sign_requests(alice: &Enrolled, from: usize, count: usize) -> Vec<Outgoing> {
 fn main() {
     let settings = settings();
     let mut bed = TestBed::new();
-    let config = bed.config(&[("vpn", "udp", 1194)], "[leases]\ncapacity = 200000\n[approval]\nwindow = \"600s\"\n");
+    let config = bed.config(
+        &[("vpn", "udp", 1194)],
+        "[leases]\ncapacity = 200000\n[approval]\nwindow = \"600s\"\nfront_user = \"gate-web\"\n",
+    );
     let daemon = Daemon::start(&bed, &config);
     let alice = Enrolled::new(&bed, "bench", &["vpn"], "client");
 
@@ -260,6 +265,87 @@ fn main() {
         "| **service overhead: time inside over its own crypto, median per approval** | **{:.2}x** (target ≤ 1.20x) |",
         inside.approval_over_crypto_p50
     );
+    through_the_front(&settings, &mut bed, &alice, p50);
     daemon.stop();
     drop(bed);
+}
+
+/// The same through the front (TLS, parse, rebuild, forward), from the client's namespace.
+fn through_the_front(settings: &Settings, bed: &mut TestBed, alice: &Enrolled, direct_p50: Duration) {
+    let _web = front::start(bed, "[limits]\napprovals_per_minute = 100000000\n");
+    let server = Server::Https { host: GATEWAY_V4.to_string(), port: front::FRONT_PORT, at: None };
+    let wire = |outgoing: &Outgoing, forged: bool| {
+        let mut h: Vec<(String, String)> = headers(outgoing, None).into_iter().take(4).collect();
+        if forged {
+            h[3].1 = gate_protocol::encoding::b64(&[0x42; 64]);
+        }
+        raw(&h, outgoing.body_json().as_bytes())
+    };
+    eprintln!("signing {} requests for the front...", settings.sequential + settings.concurrent);
+    let sequential: Vec<Vec<u8>> =
+        sign_requests(alice, 1_000_000, settings.sequential).iter().map(|o| wire(o, false)).collect();
+    let concurrent: Vec<Vec<u8>> = sign_requests(alice, 1_000_000 + settings.sequential, settings.concurrent)
+        .iter()
+        .map(|o| wire(o, false))
+        .collect();
+    let bad = wire(&alice.request(Some(bench_addr(0)), None), true);
+
+    let latencies = bed.client.run(|| {
+        sequential
+            .iter()
+            .map(|raw| {
+                let start = Instant::now();
+                let response = server.exchange(raw).expect("the front answers");
+                assert_eq!(response.status, 200, "approval through the front: {response:?}");
+                start.elapsed()
+            })
+            .collect::<Vec<_>>()
+    });
+    let run_concurrently = |requests: Vec<Vec<u8>>, expect: u16| {
+        let queue = Arc::new(Mutex::new(requests));
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..settings.threads {
+                let (queue, server, client) = (Arc::clone(&queue), &server, &bed.client);
+                scope.spawn(move || {
+                    client.run(|| {
+                        loop {
+                            let Some(raw) = queue.lock().expect("queue").pop() else { break };
+                            assert_eq!(server.exchange(&raw).expect("the front answers").status, expect);
+                        }
+                    });
+                });
+            }
+        });
+        start.elapsed()
+    };
+    let approvals = concurrent.len();
+    let approvals_elapsed = run_concurrently(concurrent, 200);
+    let refusals = settings.bad / 4;
+    let refusals_elapsed = run_concurrently(vec![bad; refusals], REJECTED_STATUS);
+
+    #[expect(clippy::cast_precision_loss)]
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    let p50 = percentile(&latencies, 0.5);
+    println!();
+    println!("through the front (TLS 1.3, one connection per request, client in its own namespace):");
+    println!();
+    println!("| measure | value |");
+    println!("| --- | ---: |");
+    println!("| sequential approvals ({}): p50 request → answer | {} µs |", latencies.len(), us(p50));
+    println!("| sequential approvals: p99 | {} µs |", us(percentile(&latencies, 0.99)));
+    println!(
+        "| concurrent approvals ({} clients, {approvals}) | {:.0} /s |",
+        settings.threads,
+        rate(approvals, approvals_elapsed)
+    );
+    println!(
+        "| bad-HMAC refusals ({} clients, {refusals}) | {:.0} /s |",
+        settings.threads,
+        rate(refusals, refusals_elapsed)
+    );
+    println!(
+        "| **the front adds to an approval (p50 through the front − p50 on the socket)** | **{} µs** |",
+        us(p50.saturating_sub(direct_p50))
+    );
 }
