@@ -175,27 +175,76 @@ fn malformed_http_is_refused_by_the_front_and_never_forwarded() {
     assert_eq!(daemon_requests(&daemon), before + 1);
 }
 
-/// Opens TLS to the front, sends `partial`, then waits; `true` if the front closes it.
-fn slow_client(gateway: IpAddr, partial: &[u8]) -> bool {
-    use std::sync::Arc;
-    let tcp = TcpStream::connect((gateway, FRONT_PORT)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-    let config = gate_client::transport::insecure_tls_config();
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS session to the front (handshake done), with a 4-second read timeout.
+fn tls_session(gateway: IpAddr) -> std::io::Result<Tls> {
+    let tcp = TcpStream::connect((gateway, FRONT_PORT))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(4)))?;
     let name = rustls::pki_types::ServerName::IpAddress(gateway.into());
-    let connection = rustls::ClientConnection::new(Arc::clone(&config), name).expect("TLS client");
+    let connection = rustls::ClientConnection::new(gate_client::transport::insecure_tls_config(), name)
+        .map_err(std::io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(connection, tcp);
-    stream.write_all(partial).expect("send half a header");
-    let mut buf = [0; 1024];
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+/// Reads until the front closes the session (or the read timeout); what it sent, and whether
+/// it closed.
+fn read_to_close(stream: &mut Tls) -> (Vec<u8>, bool) {
+    let (mut got, mut buf) = (Vec::new(), [0; 1024]);
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                return false;
+                return (got, false);
             }
-            Err(_) => return true,
+            Err(_) => return (got, true),
         }
     }
+}
+
+/// Opens TLS to the front, sends `partial`, then waits; `true` if the front closes it.
+fn slow_client(gateway: IpAddr, partial: &[u8]) -> bool {
+    let mut stream = tls_session(gateway).expect("a TLS session");
+    stream.write_all(partial).expect("send half a header");
+    read_to_close(&mut stream).1
+}
+
+#[test]
+fn slow_bodies_and_too_many_connections_are_cut_off() {
+    let (bed, daemon, _web, alice) =
+        front_bed("[limits]\nheader_timeout = \"5s\"\nbody_timeout = \"1s\"\nmax_connections = 2\n");
+    let before = daemon_requests(&daemon);
+    // A whole head, then a tenth of the promised body: 408 after the body timeout.
+    let (head, body) = approval_head(&alice, "");
+    let slow = format!("{head}Content-Length: {}\r\n\r\n{}", body.len(), &body[..body.len() / 10]);
+    let (answer, closed) = bed.client.run(|| {
+        let mut stream = tls_session(GATEWAY_V4.into()).expect("a TLS session");
+        stream.write_all(slow.as_bytes()).expect("send");
+        read_to_close(&mut stream)
+    });
+    assert!(closed, "closed after the answer");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+
+    // Two connections held open (each with half a header): a third is closed unanswered, and
+    // once the two are gone, connections are accepted again.
+    bed.client.run(|| {
+        let mut held: Vec<Tls> = (0..2).map(|_| tls_session(GATEWAY_V4.into()).expect("within the cap")).collect();
+        for stream in &mut held {
+            stream.write_all(b"POST /v1/approve HTTP/1.1\r\n").expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(tls_session(GATEWAY_V4.into()).is_err(), "a third connection is refused at the cap");
+        drop(held);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _) = curl(&bed, &[&format!("{}/v1/nothing", url_v4())]);
+    assert_eq!(code, 404, "accepting again below the cap");
+    assert_eq!(daemon_requests(&daemon), before, "nothing reached the daemon");
 }
 
 #[test]
