@@ -34,6 +34,21 @@ pub struct ProfileFile {
     pub box_secret: String,
     /// The client's RSA-4096 private key, PKCS#8 PEM (the VPN certificate's key).
     pub rsa_private_key: String,
+    /// What the VPN connection needs besides the key, when the gate runs OpenVPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<VpnProfile>,
+}
+
+/// The OpenVPN half of a profile: the gate's CA, the client's certificate (for its RSA key
+/// above), and where the VPN server listens (on the host that approves).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpnProfile {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    pub port: u16,
 }
 
 impl fmt::Debug for ProfileFile {
@@ -53,6 +68,7 @@ pub struct Profile {
     pub server: String,
     pub server_box_public: PublicKey,
     pub keys: ClientKeys,
+    pub vpn: Option<VpnProfile>,
 }
 
 impl fmt::Debug for Profile {
@@ -77,6 +93,7 @@ impl Profile {
             secret: b64(&self.keys.secret.0),
             box_secret: b64(&self.keys.box_secret.to_bytes()),
             rsa_private_key: rsa_private_pem(&self.keys.rsa)?.to_string(),
+            vpn: self.vpn.clone(),
         };
         let json = serde_json::to_string_pretty(&file).map_err(|_| ProtocolError::Malformed("profile"))?;
         Ok(Zeroizing::new(json + "\n"))
@@ -104,6 +121,7 @@ impl Profile {
             name: file.name,
             gate: file.gate,
             server: file.server,
+            vpn: file.vpn,
         })
     }
 }

@@ -12,11 +12,13 @@
 //! a cluster of gate hosts (a nonce seen by any host is then a replay on every host).
 mod error;
 mod names;
+mod pki;
 mod revocation;
 mod store;
 
 pub use error::StoreError;
 pub use names::validate_client_name;
+pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
 pub use store::{ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
 

@@ -55,3 +55,28 @@ CREATE TABLE IF NOT EXISTS session_tokens (
     used_at INTEGER,
     host TEXT NOT NULL
 );
+
+-- The OpenVPN PKI: the CA (one per cluster) and every certificate it issued.
+CREATE TABLE IF NOT EXISTS pki_ca (
+    name TEXT PRIMARY KEY,
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS certificates (
+    serial INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,               -- 'server' or 'client'
+    name TEXT NOT NULL,               -- server name or client name (the certificate's CN)
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT,                     -- server certificates only; clients keep their own key
+    issued_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS certificates_by_name ON certificates (kind, name);
+
+-- Monotonic numbers: certificate serials, CRL numbers.
+CREATE TABLE IF NOT EXISTS sequences (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);

@@ -132,6 +132,14 @@ impl Store {
         &self.path
     }
 
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// A number that changes whenever another connection (gatectl, another host) commits.
     ///
     /// # Errors
@@ -251,11 +259,18 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NoSuchClient`] or SQLite failed.
-    pub fn revoke_client(&self, name: &str, now: u64) -> Result<bool, StoreError> {
-        let changed = self.conn.execute(
+    pub fn revoke_client(&mut self, name: &str, now: u64) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
             "UPDATE clients SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
             params![name, secs(now)],
         )?;
+        // Its VPN certificates go with it (the next CRL lists them).
+        tx.execute(
+            "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
+            params![name, secs(now)],
+        )?;
+        tx.commit()?;
         if changed == 0 {
             let exists: bool =
                 self.conn.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1", [name], |r| r.get(0))?;

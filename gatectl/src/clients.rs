@@ -13,7 +13,7 @@ use gate_maps::{GateState, PinDir};
 use gate_protocol::{
     encoding::{b64, hex},
     keys::{ClientKeys, HmacSecret, Token, rsa_private_from_pem},
-    profile::Profile,
+    profile::{Profile, VpnProfile},
     rand::rngs::OsRng,
 };
 use gate_store::{ClientRecord, NewClient, Store};
@@ -134,8 +134,23 @@ fn add(
         rsa,
     };
     let server_box_public = store.server_keys(unix_now())?.public();
-    let profile =
-        Profile { name: name.to_owned(), gate: gates[0].clone(), server: server.to_owned(), server_box_public, keys };
+    // The VPN certificate for the client's own RSA key; withdrawn again if enrollment fails.
+    let spki = gate_protocol::keys::rsa_public_der(&keys.rsa.to_public_key())?;
+    let cert_pem = store.issue_client_certificate(name, &spki, unix_now())?;
+    let vpn = vpn_endpoint(pins, &gates[0]).map(|(protocol, port)| VpnProfile {
+        ca_pem: store.ca(unix_now()).map(|ca| ca.cert_pem).unwrap_or_default(),
+        cert_pem: cert_pem.clone(),
+        protocol,
+        port,
+    });
+    let profile = Profile {
+        name: name.to_owned(),
+        gate: gates[0].clone(),
+        server: server.to_owned(),
+        server_box_public,
+        keys,
+        vpn,
+    };
     let json = profile.to_json()?;
     // The profile first (create_new: never over another), then the registration; a failure of
     // the second removes the first, so neither exists without the other.
@@ -154,10 +169,19 @@ fn add(
     });
     if let Err(e) = registered {
         let _ = fs::remove_file(out);
+        let _ = store.withdraw_client_certificates(name, unix_now());
         return Err(e.context(format!("enroll {name:?}")));
     }
     println!("enrolled {name} for {}; profile written to {} (keep it secret)", gates.join(", "), out.display());
     Ok(())
+}
+
+/// The gate's VPN port, from the pinned gates (UDP preferred); `None` without gate state.
+fn vpn_endpoint(pins: &PinDir, gate: &str) -> Option<(String, u16)> {
+    let state = GateState::open(pins.root()).ok()?;
+    let mut ports: Vec<_> = state.gates().ok()?.into_iter().filter(|g| g.name == gate).collect();
+    ports.sort_by_key(|g| g.protocol != gate_maps::Protocol::Udp);
+    ports.first().map(|g| (g.protocol.to_string(), g.port))
 }
 
 /// With the gate running, a gate name must be one it knows; without it, trust the operator.
@@ -173,7 +197,7 @@ fn check_gates(pins: &PinDir, gates: &[String]) -> anyhow::Result<()> {
 }
 
 fn revoke(store_path: &Path, pins: &PinDir, host: &str, name: &str) -> anyhow::Result<()> {
-    let store = open(store_path)?;
+    let mut store = open(store_path)?;
     let newly = store.revoke_client(name, unix_now())?;
     let closed = match GateState::open(pins.root()) {
         Ok(mut state) => gate_store::end_grants(&store, &mut state, host, unix_now())
