@@ -3,5 +3,7 @@
 //!
 //! - [`transport`]: HTTP/1.1 to the server named in the profile.
 //! - [`connect`]: one approval round trip.
+//! - [`vpn`]: OpenVPN up with the approval's session token, and down.
 pub mod connect;
 pub mod transport;
+pub mod vpn;

@@ -28,6 +28,19 @@
 //! public_ipv4 = "203.0.113.10"     # told to approved clients: connect here
 //! public_ipv6 = "2001:db8::10"
 //! front_user = "gate-web"          # the front's user, the only one (with root) let in
+//!
+//! [vpn]
+//! run_dir = "/run/gate/openvpn"      # generated configs, keys, status
+//! user = "nobody"                    # default user/group the servers drop to
+//! group = "nogroup"
+//!
+//! [[openvpn]]
+//! name = "main"
+//! gate = "openvpn"                   # must guard protocol/port below
+//! protocol = "udp"
+//! port = 1194
+//! network = "10.8.0.0/24"
+//! push_routes = ["10.0.0.0/8"]
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -162,6 +175,59 @@ pub struct Config {
     pub leases: LeaseConfig,
     #[serde(default)]
     pub approval: ApprovalConfig,
+    #[serde(default)]
+    pub vpn: VpnConfig,
+    #[serde(default, rename = "openvpn")]
+    pub openvpn: Vec<OpenVpnConfig>,
+}
+
+/// Settings for every OpenVPN server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VpnConfig {
+    /// Where each server's generated config, keys and status live.
+    pub run_dir: PathBuf,
+    /// The OpenVPN binary.
+    pub openvpn: PathBuf,
+    /// Default user and group the servers drop to (each server may name its own). Empty: the
+    /// servers stay root (logged as a warning).
+    pub user: String,
+    pub group: String,
+}
+
+impl Default for VpnConfig {
+    fn default() -> Self {
+        Self {
+            run_dir: PathBuf::from("/run/gate/openvpn"),
+            openvpn: PathBuf::from("/usr/sbin/openvpn"),
+            user: String::new(),
+            group: String::new(),
+        }
+    }
+}
+
+/// One OpenVPN server, behind a gate: its port must be one the gate guards.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenVpnConfig {
+    pub name: String,
+    /// The gate in front of it: approvals for this gate open this server's port.
+    pub gate: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    /// The tunnel's IPv4 network, e.g. "10.8.0.0/24" (checked when the server starts, so a bad
+    /// one stops only this server).
+    pub network: String,
+    /// The tun device; default "gvpn-<name>" cut to 15 characters.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Networks pushed to clients as routes, e.g. "10.0.0.0/8".
+    #[serde(default)]
+    pub push_routes: Vec<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -272,6 +338,40 @@ impl Config {
         }
         if approval.host.len() > 255 || approval.host.contains(char::is_whitespace) {
             return Err(invalid("approval.host".into(), format!("{:?} is not a host name", approval.host)));
+        }
+        if !self.vpn.run_dir.is_absolute() {
+            return Err(invalid("vpn.run_dir".into(), "must be an absolute path".into()));
+        }
+        let mut vpn_names = BTreeSet::new();
+        for (i, server) in self.openvpn.iter().enumerate() {
+            let key = |field: &str| format!("openvpn[{i}].{field}");
+            if server.name.is_empty()
+                || server.name.len() > 32
+                || !server.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(invalid(key("name"), format!("{:?}: 1 to 32 of a-z, A-Z, 0-9, '-', '_'", server.name)));
+            }
+            if !vpn_names.insert(&server.name) {
+                return Err(invalid(key("name"), format!("{:?} is used twice", server.name)));
+            }
+            if !self
+                .gates
+                .iter()
+                .any(|g| g.name == server.gate && g.protocol == server.protocol && g.port == server.port)
+            {
+                return Err(invalid(
+                    key("gate"),
+                    format!(
+                        "gate {:?} does not guard {}/{}: an OpenVPN server must sit behind its gate",
+                        server.gate, server.protocol, server.port
+                    ),
+                ));
+            }
+            if let Some(device) = &server.device
+                && (device.is_empty() || device.len() > 15 || device.contains(['/', ':', ' ']))
+            {
+                return Err(invalid(key("device"), format!("{device:?} is not an interface name")));
+            }
         }
         Ok(())
     }

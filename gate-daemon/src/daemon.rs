@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     approval::{ApprovalService, http, service::Settings, upkeep},
     config::Config,
-    install, sweeper,
+    install, openvpn, sweeper,
 };
 
 /// The front's uid and gid, if a front user is configured; a user that does not exist is an
@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (listener, _socket_file) = http::bind(&approval.socket, front).context("open the internal socket")?;
     log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
+    let vpn = openvpn::start_all(&config, &service);
     let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
     let mut server = std::pin::pin!(server.into_future());
@@ -83,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     sweeper.abort();
     upkeep.abort();
+    vpn.stop().await;
     log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
     Ok(())
 }

@@ -7,10 +7,12 @@
 //! - [`install`]: take over or create pinned state, gate the ports, attach, roll back on failure.
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
 //! - [`approval`]: the approval service and its internal HTTP API.
+//! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
 pub mod config;
 pub mod daemon;
 pub mod install;
+pub mod openvpn;
 pub mod program;
 pub mod sweeper;

@@ -63,7 +63,13 @@ impl Store {
         Ok(u64::try_from(value).unwrap_or(0))
     }
 
-    fn issue(&mut self, kind: &str, name: &str, now: u64, make: impl FnOnce(&Ca, u64) -> Result<Issued, StoreError>) -> Result<Issued, StoreError> {
+    fn issue(
+        &mut self,
+        kind: &str,
+        name: &str,
+        now: u64,
+        make: impl FnOnce(&Ca, u64) -> Result<Issued, StoreError>,
+    ) -> Result<Issued, StoreError> {
         let ca = self.ca(now)?;
         let tx = self.connection_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Serial 1 is the CA's.
@@ -123,7 +129,8 @@ impl Store {
         let (cert_pem, key_pem) = match found {
             Some((cert, Some(key))) => (cert, Zeroizing::new(key)),
             _ => {
-                let issued = self.issue("server", name, now, |ca, serial| ca.issue_server(name, serial, at(now)).map_err(pki))?;
+                let issued =
+                    self.issue("server", name, now, |ca, serial| ca.issue_server(name, serial, at(now)).map_err(pki))?;
                 (issued.cert_pem, issued.key_pem.unwrap_or_default())
             }
         };
@@ -139,7 +146,8 @@ impl Store {
         let tx = self.connection_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
         let number = Self::next(&tx, "crl_number", 1)?;
         let revoked: Vec<(u64, OffsetDateTime)> = {
-            let mut statement = tx.prepare("SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL")?;
+            let mut statement =
+                tx.prepare("SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL")?;
             let rows = statement.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
             let mut list = Vec::new();
             for row in rows {

@@ -416,6 +416,22 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [secs(now)])?)
     }
 
+    /// Spends a session token: it must exist, belong to `client` on `gate`, be unexpired and
+    /// unused, and the client must not be revoked. Returns whether it was good; a good token is
+    /// used up in the same statement, so it opens one VPN session only.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn spend_session_token(&self, digest: &[u8], client: &str, gate: &str, now: u64) -> Result<bool, StoreError> {
+        let spent = self.conn.execute(
+            "UPDATE session_tokens SET used_at = ?4 WHERE digest = ?1 AND client = ?2 AND gate = ?3 \
+             AND used_at IS NULL AND expires_at >= ?4 \
+             AND EXISTS (SELECT 1 FROM clients WHERE name = ?2 AND revoked_at IS NULL)",
+            params![digest, client, gate, secs(now)],
+        )?;
+        Ok(spent == 1)
+    }
+
     /// Forgets session tokens past their expiry. Returns how many.
     ///
     /// # Errors

@@ -19,6 +19,9 @@ struct Cli {
     /// The store of enrolled clients.
     #[arg(long, global = true, default_value = gate_store::DEFAULT_STORE_PATH, env = "GATE_STORE")]
     store: PathBuf,
+    /// Where the daemon keeps its OpenVPN servers' state (as its `vpn.run_dir`).
+    #[arg(long, global = true, default_value = "/run/gate/openvpn", env = "GATE_VPN_RUN_DIR")]
+    vpn_run_dir: PathBuf,
     /// This host's name in the store (as the daemon's `approval.host`; default: the hostname).
     #[arg(long, global = true, env = "GATE_HOST")]
     host: Option<String>,
@@ -84,7 +87,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let pins = PinDir::new(&cli.pin_dir);
     match cli.command.unwrap_or(Command::Status) {
-        Command::Status => status(&pins),
+        Command::Status => {
+            status(&pins)?;
+            print!("{}", vpn_status(&cli.vpn_run_dir));
+            Ok(())
+        }
         Command::Leases { json } => {
             let state = GateState::open(pins.root())?;
             let gates = state.gates()?;
@@ -178,6 +185,40 @@ fn status(pins: &PinDir) -> anyhow::Result<()> {
         .collect::<Vec<_>>();
     print!("{}", format::status(pins, &interfaces, &gates, &leases, state.capacity(), clock::now_ns()));
     Ok(())
+}
+
+/// The OpenVPN servers, from the status files the daemon keeps; nothing if there are none.
+fn vpn_status(run_dir: &std::path::Path) -> String {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return String::new() };
+    let mut servers: Vec<serde_json::Value> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status.json")).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect();
+    if servers.is_empty() {
+        return String::new();
+    }
+    servers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let mut out = String::from("\nopenvpn:\n");
+    for s in servers {
+        let clients: Vec<&str> =
+            s["clients"].as_array().map(|c| c.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        let pid = s["pid"].as_u64().map(|p| format!("pid {p}  ")).unwrap_or_default();
+        let error = s["error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {}  {}/{}  {}  {pid}as {}  {} client{}{}{}\n",
+            s["name"].as_str().unwrap_or("?"),
+            s["protocol"].as_str().unwrap_or("?"),
+            s["port"].as_u64().unwrap_or(0),
+            s["state"].as_str().unwrap_or("?"),
+            s["user"].as_str().unwrap_or("?"),
+            clients.len(),
+            if clients.len() == 1 { "" } else { "s" },
+            if clients.is_empty() { String::new() } else { format!(" ({})", clients.join(", ")) },
+            error,
+        ));
+    }
+    out
 }
 
 fn teardown(pins: &PinDir) -> anyhow::Result<()> {

@@ -44,11 +44,50 @@ enum Command {
         /// Print the verified approval as JSON.
         #[arg(long)]
         json: bool,
+        /// Then start OpenVPN against the host that approved, logging in with the approval's
+        /// one-time session token; returns once the tunnel is up.
+        #[arg(long)]
+        up: bool,
+        /// Where `--up` keeps its files (default /run/gate-client/<profile name>).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// End the VPN started by `connect --up`.
+    Down {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
+fn load(path: &std::path::Path) -> Result<Profile, ExitCode> {
+    let text = fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| fail(2, &format!("read {}: {e}", path.display())))?;
+    Profile::from_json(&text).map_err(|e| fail(2, &format!("{}: not a usable profile: {e}", path.display())))
+}
+
 fn main() -> ExitCode {
-    let Command::Connect { profile, ipv4, ipv6, server, discover_via, no_discover, json } = Cli::parse().command;
+    let (profile, ipv4, ipv6, server, discover_via, no_discover, json, up, state_dir) = match Cli::parse().command {
+        Command::Connect { profile, ipv4, ipv6, server, discover_via, no_discover, json, up, state_dir } => {
+            (profile, ipv4, ipv6, server, discover_via, no_discover, json, up, state_dir)
+        }
+        Command::Down { profile, state_dir } => {
+            let profile = match load(&profile) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            return match gate_client::vpn::down(&gate_client::vpn::state_dir(&profile, state_dir)) {
+                Ok(true) => {
+                    println!("VPN of {} stopped", profile.name);
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(1, "no VPN running for this profile"),
+                Err(e) => fail(1, &format!("{e:#}")),
+            };
+        }
+    };
     let text = match fs::read_to_string(&profile) {
         Ok(text) => zeroize::Zeroizing::new(text),
         Err(e) => return fail(2, &format!("read {}: {e}", profile.display())),
@@ -57,8 +96,20 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, &format!("{}: not a usable profile: {e}", profile_path_hint(&profile))),
     };
+    let server_host = server.clone().unwrap_or_else(|| profile.server.clone());
     match connect(&profile, &Ask { ipv4, ipv6, server, discover_via, no_discover }) {
         Ok(approval) => {
+            if up {
+                let host = match gate_client::transport::Server::parse(&server_host) {
+                    Ok(gate_client::transport::Server::Https { host, .. }) => host,
+                    _ => String::new(),
+                };
+                let dir = gate_client::vpn::state_dir(&profile, state_dir);
+                if let Err(e) = gate_client::vpn::up(&profile, &approval, &host, &dir) {
+                    return fail(1, &format!("{e:#}"));
+                }
+                eprintln!("VPN up (state in {})", dir.display());
+            }
             if json {
                 match serde_json::to_string_pretty(&approval) {
                     Ok(text) => println!("{text}"),

@@ -1,0 +1,338 @@
+//! One task per OpenVPN server: write its files (config, CA, server certificate and key, CRL)
+//! owned by the user it drops to, start it, answer its management interface, restart it with
+//! backoff when it dies (logged), stop it on shutdown, and keep a status file for gatectl.
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use sha2::{Digest, Sha512};
+use tokio::{process::Command, sync::watch, task::JoinHandle};
+
+use crate::{
+    approval::{ApprovalService, service::unix_now},
+    config::{Config, OpenVpnConfig, VpnConfig},
+    openvpn::{
+        management::{self, Authorizer, Sessions},
+        server_conf::{self, Drop, Network},
+    },
+};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A server that ran this long before dying restarts at the shortest backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+const CRL_REFRESH: Duration = Duration::from_secs(60);
+
+/// What `gatectl status` shows of a server (`<run_dir>/<name>/status.json`).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub name: String,
+    /// running, restarting, failed, stopped.
+    pub state: String,
+    pub pid: Option<u32>,
+    pub user: String,
+    pub protocol: String,
+    pub port: u16,
+    pub clients: Vec<String>,
+    pub restarts: u32,
+    pub error: Option<String>,
+}
+
+/// The running supervisors.
+pub struct Supervisors {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Supervisors {
+    /// Stops every server and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts a supervisor for every configured server.
+#[must_use]
+pub fn start_all(config: &Config, service: &Arc<ApprovalService>) -> Supervisors {
+    let (stop, watch) = watch::channel(false);
+    let tasks = config
+        .openvpn
+        .iter()
+        .map(|server| {
+            let supervisor = Supervisor {
+                server: server.clone(),
+                vpn: config.vpn.clone(),
+                dir: config.vpn.run_dir.join(&server.name),
+                service: Arc::clone(service),
+            };
+            tokio::spawn(supervisor.run(watch.clone()))
+        })
+        .collect();
+    Supervisors { stop, tasks }
+}
+
+struct Supervisor {
+    server: OpenVpnConfig,
+    vpn: VpnConfig,
+    dir: PathBuf,
+    service: Arc<ApprovalService>,
+}
+
+/// Session tokens decide who connects: the token of this client's own approval for this gate.
+struct SessionTokens {
+    service: Arc<ApprovalService>,
+    gate: String,
+}
+
+impl Authorizer for SessionTokens {
+    fn connect(&self, common_name: &str, username: &str, password: &str) -> Result<(), String> {
+        if common_name.is_empty() || username != common_name {
+            return Err("the username is not the certificate's name".into());
+        }
+        let digest = Sha512::digest(password.as_bytes());
+        let spent = self.service.store().spend_session_token(&digest, common_name, &self.gate, unix_now());
+        match spent {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("no valid session token (unknown, used, expired, another client's, or revoked)".into()),
+            Err(e) => Err(format!("store: {e}")),
+        }
+    }
+
+    fn reauth(&self, common_name: &str) -> Result<(), String> {
+        match self.service.store().is_revoked(common_name) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("revoked".into()),
+            Err(e) => Err(format!("store: {e}")),
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str, owner: Option<&Drop>) -> Result<(), String> {
+    let temp = path.with_extension("new");
+    fs::write(&temp, text).map_err(|e| format!("write {}: {e}", temp.display()))?;
+    fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", temp.display()))?;
+    if let Some(drop) = owner {
+        std::os::unix::fs::chown(&temp, Some(drop.uid), Some(drop.gid))
+            .map_err(|e| format!("chown {}: {e}", temp.display()))?;
+    }
+    fs::rename(&temp, path).map_err(|e| format!("rename {}: {e}", path.display()))
+}
+
+impl Supervisor {
+    fn name(&self) -> &str {
+        &self.server.name
+    }
+
+    fn status_path(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    fn write_status(&self, status: &ServerStatus) {
+        let text = serde_json::to_string_pretty(status).unwrap_or_default();
+        if let Err(e) = write_file(&self.status_path(), &text, None) {
+            log::warn!("openvpn {}: status: {e}", self.name());
+        }
+    }
+
+    fn base_status(&self, drop: Option<&Drop>) -> ServerStatus {
+        ServerStatus {
+            name: self.server.name.clone(),
+            user: drop.map_or_else(|| "root".to_owned(), |d| d.user.clone()),
+            protocol: self.server.protocol.to_string(),
+            port: self.server.port,
+            ..ServerStatus::default()
+        }
+    }
+
+    /// Checks and files; an error here keeps this server from starting.
+    fn prepare(&self) -> Result<Option<Drop>, String> {
+        let network = Network::parse(&self.server.network)?;
+        let drop = server_conf::privileges(&self.server, &self.vpn)?;
+        if drop.is_none() {
+            log::warn!("openvpn {}: no user/group configured; it runs as root", self.name());
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod {}: {e}", self.dir.display()))?;
+        if let Some(drop) = &drop {
+            std::os::unix::fs::chown(&self.dir, Some(drop.uid), Some(drop.gid))
+                .map_err(|e| format!("chown {}: {e}", self.dir.display()))?;
+        }
+        let now = unix_now();
+        let (identity, crl) = {
+            let mut store = self.service.store();
+            let identity =
+                store.server_identity(&format!("openvpn-{}", self.name()), now).map_err(|e| e.to_string())?;
+            (identity, store.crl(now).map_err(|e| e.to_string())?)
+        };
+        let conf = server_conf::render(&self.server, network, drop.as_ref(), &self.dir)?;
+        let owner = drop.as_ref();
+        write_file(&self.dir.join("ca.pem"), &identity.ca_pem, owner)?;
+        write_file(&self.dir.join("server.pem"), &identity.cert_pem, owner)?;
+        write_file(&self.dir.join("server.key"), &identity.key_pem, owner)?;
+        write_file(&self.dir.join("crl.pem"), &crl, owner)?;
+        write_file(&self.dir.join("server.conf"), &conf, owner)?;
+        let _ = fs::remove_file(self.dir.join("management.sock"));
+        Ok(drop)
+    }
+
+    fn refresh_crl(&self, drop: Option<&Drop>) {
+        let crl = self.service.store().crl(unix_now());
+        match crl.map_err(|e| e.to_string()).and_then(|crl| write_file(&self.dir.join("crl.pem"), &crl, drop)) {
+            Ok(()) => {}
+            Err(e) => log::warn!("openvpn {}: CRL refresh: {e}", self.name()),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("openvpn.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_secs(1);
+        let mut restarts = 0;
+        loop {
+            let drop = match self.prepare() {
+                Ok(drop) => drop,
+                Err(e) => {
+                    log::error!("openvpn {}: {e}; not started (the other servers are unaffected)", self.name());
+                    let mut status = self.base_status(None);
+                    status.state = "failed".into();
+                    status.error = Some(e);
+                    let _ = fs::create_dir_all(&self.dir);
+                    self.write_status(&status);
+                    return;
+                }
+            };
+            let log_file = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("openvpn.log"));
+            let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
+                Ok((out, err)) => (Stdio::from(out), Stdio::from(err)),
+                Err(_) => (Stdio::null(), Stdio::null()),
+            };
+            let started = Instant::now();
+            let child = Command::new(&self.vpn.openvpn)
+                .arg("--config")
+                .arg(self.dir.join("server.conf"))
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match child {
+                Ok(child) => child,
+                Err(e) => {
+                    log::error!("openvpn {}: cannot run {}: {e}", self.name(), self.vpn.openvpn.display());
+                    let mut status = self.base_status(drop.as_ref());
+                    status.state = "failed".into();
+                    status.error = Some(format!("cannot run {}: {e}", self.vpn.openvpn.display()));
+                    self.write_status(&status);
+                    return;
+                }
+            };
+            let pid = child.id();
+            log::info!(
+                "openvpn {}: started (pid {}, {}/{}, as {})",
+                self.name(),
+                pid.unwrap_or(0),
+                self.server.protocol,
+                self.server.port,
+                drop.as_ref().map_or("root", |d| d.user.as_str())
+            );
+            let sessions: Sessions = Arc::default();
+            let mut status = self.base_status(drop.as_ref());
+            status.state = "running".into();
+            status.pid = pid;
+            status.restarts = restarts;
+            self.write_status(&status);
+            let manager = self.manage(Arc::clone(&sessions), status.clone());
+            let mut manager = std::pin::pin!(manager);
+            let mut crl_ticker = tokio::time::interval(CRL_REFRESH);
+            crl_ticker.tick().await;
+            let exit = loop {
+                tokio::select! {
+                    exit = child.wait() => break exit,
+                    () = &mut manager => {}
+                    _ = crl_ticker.tick() => self.refresh_crl(drop.as_ref()),
+                    _ = stop.changed() => {
+                        terminate(&mut child).await;
+                        status.state = "stopped".into();
+                        status.pid = None;
+                        status.clients.clear();
+                        self.write_status(&status);
+                        log::info!("openvpn {}: stopped", self.name());
+                        return;
+                    }
+                }
+            };
+            let how = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
+            if started.elapsed() > STABLE_AFTER {
+                backoff = Duration::from_secs(1);
+            }
+            restarts += 1;
+            log::error!(
+                "openvpn {}: exited ({how}): {}; restarting in {}s",
+                self.name(),
+                self.log_tail(),
+                backoff.as_secs()
+            );
+            status.state = "restarting".into();
+            status.pid = None;
+            status.clients.clear();
+            status.restarts = restarts;
+            status.error = Some(format!("exited ({how})"));
+            self.write_status(&status);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Connects to the management socket once it exists and serves it; then waits for ever
+    /// (the process's exit ends the round).
+    async fn manage(&self, sessions: Sessions, status: ServerStatus) {
+        let socket = self.dir.join("management.sock");
+        let authorizer: Arc<dyn Authorizer> =
+            Arc::new(SessionTokens { service: Arc::clone(&self.service), gate: self.server.gate.clone() });
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let changed = || {
+            let mut status = status.clone();
+            let mut clients: Vec<String> =
+                sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+            clients.sort();
+            status.clients = clients;
+            self.write_status(&status);
+        };
+        if let Err(e) = management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed).await {
+            log::warn!("openvpn {}: management interface: {e}", self.name());
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// SIGTERM, five seconds, then SIGKILL.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}

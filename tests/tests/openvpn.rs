@@ -1,0 +1,181 @@
+//! Real OpenVPN (Debian's) behind the real gate, between network namespaces: the daemon runs and
+//! supervises the server; clients connect with `gate-client connect --up` through the front.
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use gate_daemon::openvpn::supervisor::ServerStatus;
+use gate_tests::{
+    approval::{Enrolled, gatectl_store},
+    bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
+    daemon::{Daemon, bin},
+    front::{self, uid_of, uids, url_v4},
+};
+
+const VPN_PORT: u16 = 1194;
+const SERVER_TUNNEL: &str = "10.99.0.1";
+
+fn status(bed: &TestBed, name: &str) -> Option<ServerStatus> {
+    let text = std::fs::read_to_string(bed.state_dir.join("openvpn").join(name).join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits until `check` holds for server `name`'s status, up to `within`.
+fn wait_status(bed: &TestBed, name: &str, within: Duration, check: impl Fn(&ServerStatus) -> bool) -> ServerStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = status(bed, name).filter(|s| check(s)) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "server {name}: status never matched; last {:?}", status(bed, name));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn vpn_bed(servers: &str) -> (TestBed, Daemon, Daemon) {
+    let mut bed = TestBed::new();
+    let extra = format!(
+        "[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
+        bed.state_dir.join("openvpn").display()
+    );
+    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    let daemon = Daemon::start(&bed, &config);
+    let web = front::start(&mut bed, "");
+    (bed, daemon, web)
+}
+
+const MAIN_SERVER: &str =
+    "[[openvpn]]\nname = \"main\"\ngate = \"vpn\"\nprotocol = \"udp\"\nport = 1194\nnetwork = \"10.99.0.0/24\"\n";
+
+fn connect_up(bed: &TestBed, client: &Enrolled, state: &Path) -> std::process::Output {
+    bed.client
+        .command(bin("gate-client"))
+        .args(["connect", "--profile", client.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
+        .args(["--ipv4", &CLIENT_V4.to_string(), "--up", "--json", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .expect("run gate-client")
+}
+
+/// One answered ping within three tries.
+fn ping(bed: &TestBed, address: &str) -> bool {
+    let out = bed.client.command("ping").args(["-c", "3", "-i", "0.5", "-W", "2", address]).output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss") || o.status.success())
+}
+
+/// Runs OpenVPN by hand in the client namespace with `client`'s files from `state` (as
+/// `--up` wrote them) but `password` as the token and `local` as the source; returns its log
+/// after `wait` (it is stopped then).
+fn raw_openvpn(
+    bed: &TestBed,
+    client: &Enrolled,
+    state: &Path,
+    password: &str,
+    local: IpAddr,
+    wait: Duration,
+) -> String {
+    let dir = state.join(format!("raw-{}", gate_tests::unique::token()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = &client.profile;
+    let vpn = profile.vpn.as_ref().expect("a VPN section");
+    std::fs::write(dir.join("ca.pem"), &vpn.ca_pem).unwrap();
+    std::fs::write(dir.join("cert.pem"), &vpn.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), gate_protocol::keys::rsa_private_pem(&profile.keys.rsa).unwrap().as_str())
+        .unwrap();
+    std::fs::write(dir.join("auth.txt"), format!("{}\n{password}\n", profile.name)).unwrap();
+    let mut child = bed
+        .client
+        .command("openvpn")
+        .args([
+            "--client",
+            "--dev",
+            "tun",
+            "--proto",
+            "udp",
+            "--remote",
+            &GATEWAY_V4.to_string(),
+            &VPN_PORT.to_string(),
+        ])
+        .args(["--local", &local.to_string(), "--lport", "0", "--remote-cert-tls", "server", "--verb", "3"])
+        .args(["--ca", "ca.pem", "--cert", "cert.pem", "--key", "key.pem", "--auth-user-pass", "auth.txt"])
+        .args(["--log", "openvpn.log"])
+        .current_dir(&dir)
+        .spawn()
+        .expect("run openvpn");
+    let deadline = Instant::now() + wait;
+    let log = dir.join("openvpn.log");
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Initialization Sequence Completed") || text.contains("AUTH_FAILED") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+#[test]
+fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
+    let (bed, _daemon, _web) = vpn_bed(MAIN_SERVER);
+    let running = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let pid = i32::try_from(running.pid.expect("a pid")).unwrap();
+    assert_eq!(uids(pid), (uid_of("nobody"), uid_of("nobody")), "OpenVPN runs as nobody, real and effective");
+    assert_eq!(running.user, "nobody");
+
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let bob = Enrolled::new(&bed, "bob", &["vpn"], "foreign");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+
+    // Before approval: no answer at all.
+    let log = raw_openvpn(&bed, &alice, &state, "0".repeat(32).as_str(), CLIENT_V4.into(), Duration::from_secs(6));
+    assert!(!log.contains("Initialization Sequence Completed") && !log.contains("AUTH_FAILED"), "{log}");
+    assert!(!log.contains("Peer Connection Initiated"), "the server never answered:\n{log}");
+
+    // Approved: the tunnel comes up and the server's tunnel address answers.
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "gate-client --up: {}", String::from_utf8_lossy(&out.stderr));
+    let approval: gate_protocol::approval::Approval = serde_json::from_slice(&out.stdout).expect("approval JSON");
+    assert!(ping(&bed, SERVER_TUNNEL), "ping through the tunnel");
+    let connected = wait_status(&bed, "main", Duration::from_secs(5), |s| !s.clients.is_empty());
+    assert_eq!(connected.clients, ["alice"]);
+    let shown = gate_tests::daemon::gatectl_ok(
+        &bed.pin_dir.0,
+        &["--vpn-run-dir", bed.state_dir.join("openvpn").to_str().unwrap(), "status"],
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("main") && l.contains("running") && l.contains("nobody") && l.contains("1 client")),
+        "{shown}"
+    );
+
+    // Another client from another address: the port is closed to it, no answer.
+    let log = raw_openvpn(&bed, &bob, &state, &approval.session_token, STRANGER_V4.into(), Duration::from_secs(6));
+    assert!(!log.contains("Peer Connection Initiated"), "{log}");
+    // Another client behind the same address (the port is open to it): refused by OpenVPN, with
+    // a made-up token and with alice's token presented with bob's certificate.
+    for token in ["0".repeat(32), approval.session_token.clone()] {
+        let log = raw_openvpn(&bed, &bob, &state, &token, CLIENT_V4.into(), Duration::from_secs(15));
+        assert!(log.contains("AUTH_FAILED"), "bob without an approval:\n{log}");
+    }
+    // alice's token replayed with her own certificate: spent, refused.
+    let log = raw_openvpn(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15));
+    assert!(log.contains("AUTH_FAILED"), "a replayed token:\n{log}");
+
+    let out = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!ping(&bed, SERVER_TUNNEL), "the tunnel is gone");
+
+    // Revoked: the approval is refused.
+    gatectl_store(&bed, &["client", "revoke", "alice"]);
+    let out = connect_up(&bed, &alice, &state);
+    assert!(!out.status.success());
+}
