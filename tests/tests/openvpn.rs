@@ -179,3 +179,102 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     let out = connect_up(&bed, &alice, &state);
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_killed_server_is_restarted_and_the_client_comes_back_after_reapproval() {
+    let (bed, daemon, _web) = vpn_bed(MAIN_SERVER);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    let first = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL));
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(first.pid.unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let again = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running" && s.pid != first.pid);
+    assert_eq!(again.restarts, 1);
+    assert!(daemon.log().contains("openvpn main: exited (signal: 9"), "{}", daemon.log());
+
+    // The old session died with the process; a new approval brings the client back.
+    let _ = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .output();
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL), "back after re-approval");
+    let _ = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .output();
+}
+
+#[test]
+fn bad_servers_fail_clearly_and_the_others_keep_running() {
+    let servers = format!(
+        "{MAIN_SERVER}\
+         [[openvpn]]\nname = \"badnet\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.98.0.1/24\"\n\
+         [[openvpn]]\nname = \"nouser\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.97.0.0/24\"\nuser = \"gt-no-such-user\"\ngroup = \"nogroup\"\n"
+    );
+    // Something already holds udp/1195 for the third case.
+    let mut bed_servers = servers.clone();
+    bed_servers.push_str(
+        "[[openvpn]]\nname = \"busy\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.96.0.0/24\"\n",
+    );
+    let mut bed = TestBed::new();
+    let busy = bed.gateway.run(|| std::net::UdpSocket::bind("0.0.0.0:1195").expect("hold udp/1195"));
+    let extra = format!(
+        "[approval]\nfront_user = \"gate-web\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{bed_servers}",
+        bed.state_dir.join("openvpn").display()
+    );
+    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    let daemon = Daemon::start(&bed, &config);
+    wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let badnet = wait_status(&bed, "badnet", Duration::from_secs(5), |s| s.state == "failed");
+    assert!(badnet.error.as_deref().unwrap_or_default().contains("host bits are set"), "{badnet:?}");
+    let nouser = wait_status(&bed, "nouser", Duration::from_secs(5), |s| s.state == "failed");
+    assert!(
+        nouser.error.as_deref().unwrap_or_default().contains("user \"gt-no-such-user\" does not exist"),
+        "{nouser:?}"
+    );
+    let busy_status = wait_status(&bed, "busy", Duration::from_secs(10), |s| s.restarts >= 1);
+    assert_ne!(busy_status.state, "running");
+    assert!(daemon.log().contains("Address already in use"), "the reason is in the log:\n{}", daemon.log());
+    assert_eq!(status(&bed, "main").unwrap().state, "running", "the good server is untouched");
+    drop(busy);
+    let _ = &mut bed;
+}
+
+#[test]
+fn an_expired_token_is_refused() {
+    let servers = MAIN_SERVER.to_owned();
+    let mut bed = TestBed::new();
+    let extra = format!(
+        "[leases]\nconnect_window = \"2s\"\n[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
+        bed.state_dir.join("openvpn").display()
+    );
+    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    let _daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    std::fs::create_dir_all(&state).unwrap();
+    let out = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["connect", "--profile", alice.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
+        .args(["--ipv4", &CLIENT_V4.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let approval: gate_protocol::approval::Approval = serde_json::from_slice(&out.stdout).unwrap();
+    // Keep the port open by hand past the token's life: only the token decides.
+    gate_tests::daemon::gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "5m"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = raw_openvpn(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15));
+    assert!(log.contains("AUTH_FAILED"), "an expired token:\n{log}");
+}

@@ -193,10 +193,25 @@ impl Supervisor {
         }
     }
 
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("openvpn.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    /// Why the run that logged from byte `from` on ended: its error lines (OpenVPN marks them
+    /// with an errno or an ERROR), else its last lines.
+    fn why_it_ended(&self, from: u64) -> String {
+        let text = fs::read(self.dir.join("openvpn.log")).unwrap_or_default();
+        let start = usize::try_from(from).unwrap_or(0).min(text.len());
+        let text = String::from_utf8_lossy(&text[start..]);
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("errno=") || l.contains("ERROR") || l.contains("Options error") || l.contains("Cannot")
+            })
+            .take(3)
+            .collect();
+        let lines = if errors.is_empty() {
+            text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect()
+        } else {
+            errors
+        };
+        lines.join(" | ")
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -221,6 +236,7 @@ impl Supervisor {
                 Err(_) => (Stdio::null(), Stdio::null()),
             };
             let started = Instant::now();
+            let log_from = fs::metadata(self.dir.join("openvpn.log")).map_or(0, |m| m.len());
             let child = Command::new(&self.vpn.openvpn)
                 .arg("--config")
                 .arg(self.dir.join("server.conf"))
@@ -283,14 +299,14 @@ impl Supervisor {
             log::error!(
                 "openvpn {}: exited ({how}): {}; restarting in {}s",
                 self.name(),
-                self.log_tail(),
+                self.why_it_ended(log_from),
                 backoff.as_secs()
             );
             status.state = "restarting".into();
             status.pid = None;
             status.clients.clear();
             status.restarts = restarts;
-            status.error = Some(format!("exited ({how})"));
+            status.error = Some(format!("exited ({how}): {}", self.why_it_ended(log_from)));
             self.write_status(&status);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
