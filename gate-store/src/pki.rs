@@ -137,6 +137,18 @@ impl Store {
         Ok(ServerIdentity { ca_pem: ca.cert_pem, cert_pem, key_pem })
     }
 
+    /// A mark that changes whenever a certificate is revoked: (how many, latest time).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn revocation_mark(&self) -> Result<(u64, u64), StoreError> {
+        Ok(self.connection().query_row(
+            "SELECT count(*), coalesce(max(revoked_at), 0) FROM certificates WHERE revoked_at IS NOT NULL",
+            [],
+            |r| Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0))),
+        )?)
+    }
+
     /// A fresh CRL listing every revoked certificate.
     ///
     /// # Errors

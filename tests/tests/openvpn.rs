@@ -75,6 +75,19 @@ fn raw_openvpn(
     local: IpAddr,
     wait: Duration,
 ) -> String {
+    raw_openvpn_over(bed, client, state, password, local, wait, ("udp", VPN_PORT))
+}
+
+/// As [`raw_openvpn`], over `(proto, port)` (`udp` or `tcp-client`).
+fn raw_openvpn_over(
+    bed: &TestBed,
+    client: &Enrolled,
+    state: &Path,
+    password: &str,
+    local: IpAddr,
+    wait: Duration,
+    (proto, port): (&str, u16),
+) -> String {
     let dir = state.join(format!("raw-{}", gate_tests::unique::token()));
     std::fs::create_dir_all(&dir).unwrap();
     let profile = &client.profile;
@@ -87,16 +100,8 @@ fn raw_openvpn(
     let mut child = bed
         .client
         .command("openvpn")
-        .args([
-            "--client",
-            "--dev",
-            "tun",
-            "--proto",
-            "udp",
-            "--remote",
-            &GATEWAY_V4.to_string(),
-            &VPN_PORT.to_string(),
-        ])
+        .args(["--client", "--dev", "tun", "--proto", proto, "--remote", &GATEWAY_V4.to_string(), &port.to_string()])
+        .args(["--connect-timeout", "3", "--connect-retry-max", "1"])
         .args(["--local", &local.to_string(), "--lport", "0", "--remote-cert-tls", "server", "--verb", "3"])
         .args(["--ca", "ca.pem", "--cert", "cert.pem", "--key", "key.pem", "--auth-user-pass", "auth.txt"])
         .args(["--log", "openvpn.log"])
@@ -277,4 +282,55 @@ fn an_expired_token_is_refused() {
     std::thread::sleep(Duration::from_secs(4));
     let log = raw_openvpn(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15));
     assert!(log.contains("AUTH_FAILED"), "an expired token:\n{log}");
+}
+
+#[test]
+fn a_tcp_server_behind_the_gate_and_a_revoked_certificate_in_its_crl() {
+    let servers =
+        "[[openvpn]]\nname = \"tcp\"\ngate = \"vpn\"\nprotocol = \"tcp\"\nport = 1194\nnetwork = \"10.95.0.0/24\"\n";
+    let mut bed = TestBed::new();
+    let extra = format!(
+        "[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
+        bed.state_dir.join("openvpn").display()
+    );
+    let config =
+        bed.config(&[("vpn", "udp", VPN_PORT), ("vpn", "tcp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    let _daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    wait_status(&bed, "tcp", Duration::from_secs(15), |s| s.state == "running");
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    std::fs::create_dir_all(&state).unwrap();
+    let tcp = ("tcp-client", VPN_PORT);
+
+    // Before approval: the SYN is dropped, nothing answers.
+    let log = raw_openvpn_over(&bed, &alice, &state, &"0".repeat(32), CLIENT_V4.into(), Duration::from_secs(6), tcp);
+    assert!(!log.contains("Peer Connection Initiated"), "{log}");
+
+    let approve = || {
+        let out = bed
+            .client
+            .command(bin("gate-client"))
+            .args(["connect", "--profile", alice.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
+            .args(["--ipv4", &CLIENT_V4.to_string(), "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<gate_protocol::approval::Approval>(&out.stdout).unwrap()
+    };
+    let approval = approve();
+    let log =
+        raw_openvpn_over(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15), tcp);
+    assert!(log.contains("Initialization Sequence Completed"), "over TCP after approval:\n{log}");
+
+    // A fresh approval, then revocation: the certificate is in the server's CRL within seconds.
+    let approval = approve();
+    gatectl_store(&bed, &["client", "revoke", "alice"]);
+    gate_tests::daemon::gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "5m"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let log =
+        raw_openvpn_over(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(10), tcp);
+    assert!(!log.contains("Initialization Sequence Completed"), "a revoked client:\n{log}");
+    let server_log = std::fs::read_to_string(bed.state_dir.join("openvpn/tcp/openvpn.log")).unwrap_or_default();
+    assert!(server_log.contains("certificate revoked"), "refused by the CRL:\n{server_log}");
 }

@@ -26,7 +26,10 @@ use crate::{
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A server that ran this long before dying restarts at the shortest backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
-const CRL_REFRESH: Duration = Duration::from_secs(60);
+/// How often the revocations are looked at: a revoked client's certificate is in the server's
+/// CRL within this. The CRL is also reissued daily, long before it expires.
+const CRL_CHECK: Duration = Duration::from_secs(1);
+const CRL_REISSUE: Duration = Duration::from_secs(24 * 3600);
 
 /// What `gatectl status` shows of a server (`<run_dir>/<name>/status.json`).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -273,13 +276,22 @@ impl Supervisor {
             self.write_status(&status);
             let manager = self.manage(Arc::clone(&sessions), status.clone());
             let mut manager = std::pin::pin!(manager);
-            let mut crl_ticker = tokio::time::interval(CRL_REFRESH);
+            let mut crl_ticker = tokio::time::interval(CRL_CHECK);
             crl_ticker.tick().await;
+            let mut crl_mark = self.service.store().revocation_mark().ok();
+            let mut crl_issued = Instant::now();
             let exit = loop {
                 tokio::select! {
                     exit = child.wait() => break exit,
                     () = &mut manager => {}
-                    _ = crl_ticker.tick() => self.refresh_crl(drop.as_ref()),
+                    _ = crl_ticker.tick() => {
+                        let mark = self.service.store().revocation_mark().ok();
+                        if mark != crl_mark || crl_issued.elapsed() > CRL_REISSUE {
+                            self.refresh_crl(drop.as_ref());
+                            crl_mark = mark;
+                            crl_issued = Instant::now();
+                        }
+                    }
                     _ = stop.changed() => {
                         terminate(&mut child).await;
                         status.state = "stopped".into();
