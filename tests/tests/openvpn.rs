@@ -124,11 +124,16 @@ fn raw_openvpn_over(
 
 #[test]
 fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
-    let (bed, _daemon, _web) = vpn_bed(MAIN_SERVER);
+    let (bed, daemon, _web) = vpn_bed(MAIN_SERVER);
     let running = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
     let pid = i32::try_from(running.pid.expect("a pid")).unwrap();
     assert_eq!(uids(pid), (uid_of("nobody"), uid_of("nobody")), "OpenVPN runs as nobody, real and effective");
     assert_eq!(running.user, "nobody");
+    for file in ["server.conf", "server.key", "server.pem", "ca.pem", "crl.pem"] {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(bed.state_dir.join("openvpn/main").join(file)).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, uid_of("nobody")), "{file}: readable by its user only");
+    }
 
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let bob = Enrolled::new(&bed, "bob", &["vpn"], "foreign");
@@ -183,6 +188,11 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     gatectl_store(&bed, &["client", "revoke", "alice"]);
     let out = connect_up(&bed, &alice, &state);
     assert!(!out.status.success());
+
+    // The daemon stops its servers when it stops.
+    let log = daemon.stop();
+    assert!(log.contains("openvpn main: stopped"), "{log}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the OpenVPN process is gone");
 }
 
 #[test]
