@@ -52,6 +52,11 @@ pub enum Server {
         port: u16,
         at: Option<SocketAddr>,
     },
+    /// `http://host:port`: plain HTTP, for services whose answers are signed (notifications).
+    Http {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Server {
@@ -62,7 +67,11 @@ impl Server {
         if let Some(path) = text.strip_prefix("unix:") {
             return if path.starts_with('/') { Ok(Self::Unix(path.into())) } else { Err(unsupported()) };
         }
-        let rest = text.strip_prefix("https://").ok_or_else(unsupported)?;
+        let (rest, plain) = match (text.strip_prefix("https://"), text.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(unsupported()),
+        };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains('/') || authority.is_empty() {
             return Err(unsupported());
@@ -71,11 +80,14 @@ impl Server {
             Some((host, port)) if !host.ends_with(':') && (host.starts_with('[') || !host.contains(':')) => {
                 (host, port.parse().map_err(|_| unsupported())?)
             }
-            _ => (authority, 443),
+            _ => (authority, if plain { 80 } else { 443 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(unsupported());
+        }
+        if plain {
+            return Ok(Self::Http { host: host.to_owned(), port });
         }
         Ok(Self::Https { host: host.to_owned(), port, at: None })
     }
@@ -85,6 +97,7 @@ impl Server {
             Self::Unix(path) => format!("unix:{}", path.display()),
             Self::Https { host, port, at: None } => format!("https://{host}:{port}"),
             Self::Https { host, port, at: Some(at) } => format!("https://{host}:{port} at {at}"),
+            Self::Http { host, port } => format!("http://{host}:{port}"),
         }
     }
 
@@ -113,6 +126,17 @@ impl Server {
                 stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
                 stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
                 talk(&mut stream, raw, &mut answer).map_err(io)?;
+            }
+            Self::Http { host, port } => {
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(io)?
+                    .next()
+                    .ok_or_else(|| TransportError::NoAddress { server: self.name() })?;
+                let mut tcp = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
+                tcp.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+                tcp.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+                talk(&mut tcp, raw, &mut answer).map_err(io)?;
             }
             Self::Https { host, port, at } => {
                 let addr = match at {
@@ -157,8 +181,10 @@ impl Server {
     ) -> Result<Response, TransportError> {
         let host = match self {
             Self::Unix(_) => "gate".to_owned(),
-            Self::Https { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
-            Self::Https { host, port, .. } => format!("{host}:{port}"),
+            Self::Https { host, port, .. } | Self::Http { host, port } if host.contains(':') => {
+                format!("[{host}]:{port}")
+            }
+            Self::Https { host, port, .. } | Self::Http { host, port } => format!("{host}:{port}"),
         };
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -312,7 +338,8 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        for bad in ["http://x", "https://", "https://x/path", "unix:relative", "ftp://x", "https://x:notaport"] {
+        assert!(matches!(Server::parse("http://127.0.0.1:8080"), Ok(Server::Http { port: 8080, .. })));
+        for bad in ["https://", "https://x/path", "unix:relative", "ftp://x", "https://x:notaport"] {
             assert!(Server::parse(bad).is_err(), "{bad}");
         }
     }

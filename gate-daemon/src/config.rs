@@ -179,6 +179,34 @@ pub struct Config {
     pub vpn: VpnConfig,
     #[serde(default, rename = "openvpn")]
     pub openvpn: Vec<OpenVpnConfig>,
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// Self-shutdown notifications (docs/notifications.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Polled with `?version=<this version>`; empty: no polling (operator states still apply).
+    pub url: String,
+    /// How often; "0s" turns polling off.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// The Ed25519 public key (b64) that must have signed a notification.
+    pub public_key: String,
+    /// Where the states in force are published for the front.
+    pub publish: PathBuf,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            interval: Duration::from_secs(3600),
+            public_key: String::new(),
+            publish: PathBuf::from("/run/gate/shutdown.json"),
+        }
+    }
 }
 
 /// Settings for every OpenVPN server.
@@ -338,6 +366,24 @@ impl Config {
         }
         if approval.host.len() > 255 || approval.host.contains(char::is_whitespace) {
             return Err(invalid("approval.host".into(), format!("{:?} is not a host name", approval.host)));
+        }
+        let notifications = &self.notifications;
+        if !notifications.url.is_empty() {
+            if !(notifications.url.starts_with("https://") || notifications.url.starts_with("http://")) {
+                return Err(invalid(
+                    "notifications.url".into(),
+                    format!("{:?} is not an http(s) URL", notifications.url),
+                ));
+            }
+            if let Err(e) = gate_notify::decode_verifying_key(&notifications.public_key) {
+                return Err(invalid(
+                    "notifications.public_key".into(),
+                    format!("{e}: a notification URL needs the signing service's Ed25519 public key (b64)"),
+                ));
+            }
+        }
+        if !notifications.publish.is_absolute() {
+            return Err(invalid("notifications.publish".into(), "must be an absolute path".into()));
         }
         if !self.vpn.run_dir.is_absolute() {
             return Err(invalid("vpn.run_dir".into(), "must be an absolute path".into()));

@@ -8,8 +8,34 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     approval::{ApprovalService, http, service::Settings, upkeep},
     config::Config,
-    install, openvpn, sweeper,
+    install, openvpn, shutdown, sweeper,
 };
+
+/// Puts the shutdown states in force in the daemon's own parts: approvals and leases (`vpn`),
+/// and the internal web service (`web`). The OpenVPN supervisors follow the states themselves.
+fn apply(
+    states: &gate_notify::Published,
+    service: &Arc<ApprovalService>,
+    web: &mut Option<(tokio::task::JoinHandle<()>, http::SocketFile)>,
+    internal: &impl Fn() -> anyhow::Result<(tokio::task::JoinHandle<()>, http::SocketFile)>,
+) -> anyhow::Result<()> {
+    let vpn_off = states.vpn == gate_notify::State::Disabled;
+    if service.set_vpn_disabled(vpn_off) && vpn_off {
+        let closed = tokio::task::block_in_place(|| service.close_all_leases());
+        log::warn!("vpn disabled: approvals refused, {closed} leases closed; the gate stays closed");
+    }
+    match (states.web == gate_notify::State::Disabled, web.is_some()) {
+        (true, true) => {
+            if let Some((task, _file)) = web.take() {
+                task.abort();
+            }
+            log::warn!("web disabled: the internal API stopped accepting connections");
+        }
+        (false, false) => *web = Some(internal()?),
+        _ => {}
+    }
+    Ok(())
+}
 
 /// The front's uid and gid, if a front user is configured; a user that does not exist is an
 /// error (never fall back to something else).
@@ -66,24 +92,50 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("start the approval service")?,
     );
     let front = front_user(&approval.front_user)?;
-    let (listener, _socket_file) = http::bind(&approval.socket, front).context("open the internal socket")?;
-    log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
+    // The shutdown states in force at start (a restart honours them), then as they change.
+    let initial = tokio::task::block_in_place(|| shutdown::current(&service)).context("read the shutdown states")?;
+    let (states, mut watch_states) = tokio::sync::watch::channel(initial);
+    let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states));
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
-    let vpn = openvpn::start_all(&config, &service);
-    let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
-    let mut server = std::pin::pin!(server.into_future());
+    let vpn = openvpn::start_all(&config, &service, watch_states.clone());
+
+    let internal = || -> anyhow::Result<_> {
+        let (listener, socket_file) = http::bind(&approval.socket, front).context("open the internal socket")?;
+        let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                log::error!("the internal API stopped: {e}");
+            }
+        });
+        log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
+        Ok((task, socket_file))
+    };
+    let mut web: Option<(tokio::task::JoinHandle<()>, http::SocketFile)> = None;
+    apply(&watch_states.borrow_and_update(), &service, &mut web, &internal)?;
 
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
     log::info!("ready");
-    tokio::select! {
-        _ = terminate.recv() => log::info!("SIGTERM"),
-        _ = interrupt.recv() => log::info!("SIGINT"),
-        result = &mut server => log::error!("the internal API stopped: {result:?}"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { log::info!("SIGTERM"); break; }
+            _ = interrupt.recv() => { log::info!("SIGINT"); break; }
+            changed = watch_states.changed() => {
+                if changed.is_err() { break; }
+                let now = watch_states.borrow_and_update().clone();
+                if let Err(e) = apply(&now, &service, &mut web, &internal) {
+                    log::error!("{e:#}");
+                }
+            }
+        }
+    }
+    if let Some((task, _file)) = web.take() {
+        task.abort();
     }
     sweeper.abort();
     upkeep.abort();
+    notifier.abort();
     vpn.stop().await;
     log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
     Ok(())

@@ -8,6 +8,7 @@
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
 //! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
+//! - [`shutdown`]: self-shutdown notifications and the operator's states, published to every part.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
 pub mod config;
@@ -15,4 +16,5 @@ pub mod daemon;
 pub mod install;
 pub mod openvpn;
 pub mod program;
+pub mod shutdown;
 pub mod sweeper;

@@ -130,9 +130,11 @@ pub fn verify(document: &[u8], key: &VerifyingKey, ours: &str, last_serial: u64)
     if document.len() > MAX_DOCUMENT_BYTES {
         return Err(NotifyError::Malformed("too large"));
     }
-    let signed: Signed = serde_json::from_slice(document).map_err(|_| NotifyError::Malformed("not the signed JSON shape"))?;
+    let signed: Signed =
+        serde_json::from_slice(document).map_err(|_| NotifyError::Malformed("not the signed JSON shape"))?;
     let payload = STANDARD.decode(&signed.payload).map_err(|_| NotifyError::Malformed("payload is not base64"))?;
-    let signature = STANDARD.decode(&signed.signature).map_err(|_| NotifyError::Malformed("signature is not base64"))?;
+    let signature =
+        STANDARD.decode(&signed.signature).map_err(|_| NotifyError::Malformed("signature is not base64"))?;
     let signature = Signature::from_slice(&signature).map_err(|_| NotifyError::Malformed("signature length"))?;
     key.verify(&signed_bytes(&payload), &signature).map_err(|_| NotifyError::BadSignature)?;
     let notification: Notification =
@@ -229,7 +231,10 @@ mod tests {
         signed.payload = STANDARD.encode(payload);
         assert_eq!(verify(&serde_json::to_vec(&signed).unwrap(), &pinned, "0.1.0", 0), Err(NotifyError::BadSignature));
         // Unsigned: the bare notification.
-        assert!(matches!(verify(&serde_json::to_vec(&note(7)).unwrap(), &pinned, "0.1.0", 0), Err(NotifyError::Malformed(_))));
+        assert!(matches!(
+            verify(&serde_json::to_vec(&note(7)).unwrap(), &pinned, "0.1.0", 0),
+            Err(NotifyError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -14,12 +14,14 @@ mod error;
 mod names;
 mod pki;
 mod revocation;
+mod shutdown;
 mod store;
 
 pub use error::StoreError;
 pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
+pub use shutdown::{FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
 pub use store::{ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
 
 /// This host's tag in shared state when none is configured: the hostname.

@@ -80,3 +80,21 @@ CREATE TABLE IF NOT EXISTS sequences (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+-- Self-shutdown states per part (www, web, vpn), from notifications and from the operator
+-- (the operator's wins while it is set), and the last notification accepted.
+CREATE TABLE IF NOT EXISTS shutdown (
+    part TEXT NOT NULL,
+    source TEXT NOT NULL,             -- 'notification' or 'operator'
+    state TEXT NOT NULL,              -- 'ok' or 'disabled'
+    message TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    PRIMARY KEY (part, source, host)
+);
+
+CREATE TABLE IF NOT EXISTS notifications_accepted (
+    host TEXT PRIMARY KEY,
+    serial INTEGER NOT NULL,
+    accepted_at INTEGER NOT NULL
+);

@@ -8,6 +8,7 @@
 //! tls_key = "/etc/gate/web.key"
 //! state_dir = "/var/lib/gate-web"
 //! trusted_proxies = ["10.0.0.5"]     # only these may set X-Forwarded-For
+//! shutdown_file = "/run/gate/shutdown.json"   # the daemon's shutdown states
 //!
 //! [limits]
 //! max_connections = 1024
@@ -86,6 +87,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
+    /// The shutdown states the daemon publishes.
+    #[serde(default = "default_shutdown_file")]
+    pub shutdown_file: PathBuf,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -96,6 +100,10 @@ fn default_socket() -> PathBuf {
 
 fn default_user() -> String {
     "gate-web".to_owned()
+}
+
+fn default_shutdown_file() -> PathBuf {
+    PathBuf::from("/run/gate/shutdown.json")
 }
 
 fn default_state_dir() -> PathBuf {

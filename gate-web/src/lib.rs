@@ -10,10 +10,12 @@
 //! - [`forward`]: the daemon's internal socket.
 //! - [`ratelimit`]: approvals per source.
 //! - [`server`]: connections, limits, timeouts.
+//! - [`shutdown`]: the daemon's shutdown states (www, web).
 pub mod config;
 pub mod forward;
 pub mod privileges;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod shutdown;
 pub mod tls;

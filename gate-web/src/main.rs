@@ -63,17 +63,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
     privileges::drop_to(&config.user)?;
 
+    let shutdown_view = Arc::new(gate_web::shutdown::ShutdownView::default());
     let front = Arc::new(Front {
         daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
         limits: config.limits.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         rate: RateLimit::new(config.limits.approvals_per_minute),
+        shutdown: Arc::clone(&shutdown_view),
     });
+    let (web_on, web_watch) = tokio::sync::watch::channel(true);
+    let follower = tokio::spawn(gate_web::shutdown::follow(config.shutdown_file.clone(), shutdown_view, web_on));
     let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections));
     let mut tasks = Vec::new();
     for (address, listener) in listeners {
         log::info!("listening on {address} (TLS), forwarding to {}", config.daemon_socket.display());
-        tasks.push(tokio::spawn(server::serve(listener, tls.clone(), Arc::clone(&front), Arc::clone(&connections))));
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            tls.clone(),
+            Arc::clone(&front),
+            Arc::clone(&connections),
+            web_watch.clone(),
+        )));
     }
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
@@ -82,6 +92,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = terminate.recv() => log::info!("SIGTERM"),
         _ = interrupt.recv() => log::info!("SIGINT"),
     }
+    follower.abort();
     for task in tasks {
         task.abort();
     }

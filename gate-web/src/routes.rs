@@ -58,6 +58,7 @@ pub struct Front {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpAddr>,
     pub rate: RateLimit,
+    pub shutdown: Arc<crate::shutdown::ShutdownView>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -124,6 +125,15 @@ fn one_header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Handles one request from `peer`.
 pub async fn handle(front: Arc<Front>, request: Request<Incoming>, peer: SocketAddr) -> Answer {
+    if let Some(message) = front.shutdown.www_message() {
+        // `www` shut down: every request gets the message, nothing is forwarded.
+        let mut answer = json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": "unavailable", "message": message }).to_string(),
+        );
+        answer.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    }
     if let Some(status) = shape_problem(&request) {
         return refuse(status);
     }

@@ -33,27 +33,69 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most this many header lines.
 pub const MAX_HEADERS: usize = 32;
 
-/// Serves `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: TlsAcceptor, front: Arc<Front>, connections: Arc<Semaphore>) {
+/// Serves `listener` until the task is dropped. While `web` says false, the listener is paused:
+/// taken out of the runtime and shut for reading, so new connections are refused; when it says
+/// true again, the same bound socket listens again under a fresh registration.
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    front: Arc<Front>,
+    connections: Arc<Semaphore>,
+    mut web: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut listener = Some(listener);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                log::warn!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+        let Some(active) = listener.as_ref() else { return };
+        tokio::select! {
+            accepted = active.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        log::warn!("accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                    log::warn!("connection cap reached; closing a new connection from {peer}");
+                    continue;
+                };
+                let (tls, front) = (tls.clone(), Arc::clone(&front));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    connection(tcp, peer, tls, front).await;
+                });
             }
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            log::warn!("connection cap reached; closing a new connection from {peer}");
-            continue;
-        };
-        let (tls, front) = (tls.clone(), Arc::clone(&front));
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection(tcp, peer, tls, front).await;
-        });
+            changed = web.changed() => {
+                if changed.is_err() || *web.borrow() {
+                    continue;
+                }
+                let Some(paused) = listener.take().and_then(|l| pause(l).ok()) else { return };
+                while !*web.borrow() {
+                    if web.changed().await.is_err() {
+                        return;
+                    }
+                }
+                listener = resume(paused).map_err(|e| log::error!("resume listening: {e}")).ok();
+            }
+        }
     }
+}
+
+/// Takes the listener out of the runtime and stops it listening (connections are refused).
+fn pause(listener: TcpListener) -> io::Result<std::net::TcpListener> {
+    let listener = listener.into_std()?;
+    nix::sys::socket::shutdown(std::os::fd::AsRawFd::as_raw_fd(&listener), nix::sys::socket::Shutdown::Read)
+        .map_err(io::Error::from)?;
+    Ok(listener)
+}
+
+/// Listens again on the same bound socket, under a fresh registration with the runtime.
+fn resume(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    let backlog = nix::sys::socket::Backlog::new(1024).map_err(io::Error::from)?;
+    nix::sys::socket::listen(&listener, backlog).map_err(io::Error::from)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAcceptor, front: Arc<Front>) {

@@ -2,6 +2,7 @@
 //! so it works with the daemon stopped or dead.
 mod clients;
 mod format;
+mod notify;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -69,6 +70,12 @@ enum Command {
     /// Enrolled clients: add, list, show, revoke.
     #[command(subcommand)]
     Client(clients::ClientCommand),
+    /// Self-shutdown states: show, set by hand, clear.
+    #[command(subcommand)]
+    Shutdown(notify::ShutdownCommand),
+    /// Run one's own notification service: keygen, sign.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     /// Remove the gate: detach from every interface and delete its maps. Gated ports open to all.
     Teardown,
 }
@@ -90,6 +97,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             status(&pins)?;
             print!("{}", vpn_status(&cli.vpn_run_dir));
+            let host = cli.host.clone().unwrap_or_else(gate_store::default_host_name);
+            if cli.store.exists()
+                && let Ok(store) = gate_store::Store::open(&cli.store)
+            {
+                print!("\n{}", notify::describe(&store, &host)?);
+            }
             Ok(())
         }
         Command::Leases { json } => {
@@ -151,6 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let host = cli.host.unwrap_or_else(gate_store::default_host_name);
             clients::run(command, &cli.store, &pins, &host)
         }
+        Command::Shutdown(command) => {
+            let host = cli.host.clone().unwrap_or_else(gate_store::default_host_name);
+            notify::shutdown(command, &cli.store, &host)
+        }
+        Command::Notify(command) => notify::notify(command),
         Command::Teardown => teardown(&pins),
     }
 }

@@ -81,6 +81,11 @@ impl TestBed {
         self.state_dir.join("daemon.sock")
     }
 
+    /// Where the daemon publishes its shutdown states (and the front reads them).
+    pub fn shutdown_file(&self) -> PathBuf {
+        self.state_dir.join("shutdown.json")
+    }
+
     /// The daemon's store.
     pub fn store(&self) -> PathBuf {
         self.state_dir.join("gate.db")
@@ -95,16 +100,27 @@ impl TestBed {
         for (name, protocol, port) in gates {
             text.push_str(&format!("[[gate]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = {port}\n"));
         }
-        let approval =
-            format!("[approval]\nsocket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store().display());
-        if extra.contains("[approval]\n") {
-            text.push_str(&extra.replacen("[approval]\n", &approval, 1));
-        } else {
-            text.push('\n');
-            text.push_str(extra);
-            text.push('\n');
-            text.push_str(&approval);
+        // The bed's own paths go into their tables, merged with what `extra` puts there.
+        let mine = [
+            (
+                "[approval]\n",
+                format!("socket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store().display()),
+            ),
+            ("[notifications]\n", format!("publish = \"{}\"\n", self.shutdown_file().display())),
+        ];
+        let mut extra = extra.to_owned();
+        let mut appended = String::new();
+        for (table, keys) in mine {
+            if extra.contains(table) {
+                extra = extra.replacen(table, &format!("{table}{keys}"), 1);
+            } else {
+                appended.push_str(&format!("{table}{keys}"));
+            }
         }
+        text.push('\n');
+        text.push_str(&extra);
+        text.push('\n');
+        text.push_str(&appended);
         self.write_config(&text)
     }
 

@@ -27,9 +27,10 @@ pub fn url_v6() -> String {
 /// self-signed certificate in the bed's state dir, plus `extra` (e.g. a `[limits]` table).
 pub fn config(bed: &mut TestBed, extra: &str) -> PathBuf {
     let text = format!(
-        "listen = [\"[::]:{FRONT_PORT}\"]\ndaemon_socket = \"{}\"\nstate_dir = \"{}\"\nuser = \"gate-web\"\n{extra}",
+        "listen = [\"[::]:{FRONT_PORT}\"]\ndaemon_socket = \"{}\"\nstate_dir = \"{}\"\nuser = \"gate-web\"\nshutdown_file = \"{}\"\n{extra}",
         bed.socket().display(),
-        bed.state_dir.join("web").display()
+        bed.state_dir.join("web").display(),
+        bed.shutdown_file().display()
     );
     bed.write_config(&text)
 }

@@ -32,10 +32,11 @@ pub enum Rejection {
     LeaseFailed,
     Internal,
     NotFromFront,
+    VpnDisabled,
 }
 
 impl Rejection {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::TooLarge,
         Self::Malformed,
         Self::Skew,
@@ -53,6 +54,7 @@ impl Rejection {
         Self::LeaseFailed,
         Self::Internal,
         Self::NotFromFront,
+        Self::VpnDisabled,
     ];
 
     /// The counter's name.
@@ -76,6 +78,7 @@ impl Rejection {
             Self::LeaseFailed => "lease_failed",
             Self::Internal => "internal",
             Self::NotFromFront => "not_from_front",
+            Self::VpnDisabled => "vpn_disabled",
         }
     }
 

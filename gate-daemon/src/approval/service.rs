@@ -51,6 +51,8 @@ pub struct ApprovalService {
     clients: Mutex<Clients>,
     state: Arc<Mutex<GateState>>,
     pub counters: Counters,
+    /// Set while the `vpn` part is shut down: every approval is refused.
+    vpn_disabled: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +93,7 @@ impl ApprovalService {
             clients: Mutex::new(clients),
             state,
             counters: Counters::default(),
+            vpn_disabled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -116,6 +119,10 @@ impl ApprovalService {
     /// Why it was refused; the requester must learn nothing of it.
     pub fn approve(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
         let started = Instant::now();
+        if self.vpn_disabled.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused(Rejection::VpnDisabled, "vpn shut down");
+            return Err(Rejection::VpnDisabled);
+        }
         let mut crypto = Duration::ZERO;
         let outcome = self.check_and_open(incoming, now, &mut crypto);
         match &outcome {
@@ -123,6 +130,24 @@ impl ApprovalService {
             Err((reason, who)) => self.refused(*reason, who),
         }
         outcome.map_err(|(reason, _)| reason)
+    }
+
+    /// Sets whether approvals are refused for a `vpn` shutdown. Returns whether it changed.
+    pub fn set_vpn_disabled(&self, disabled: bool) -> bool {
+        self.vpn_disabled.swap(disabled, std::sync::atomic::Ordering::SeqCst) != disabled
+    }
+
+    /// Closes every lease on every gate (a `vpn` shutdown). Returns how many.
+    pub fn close_all_leases(&self) -> usize {
+        let mut state = lock(&self.state);
+        let mut closed = 0;
+        for id in self.settings.gate_ids.values() {
+            match state.revoke_gate(*id) {
+                Ok(n) => closed += n,
+                Err(e) => log::error!("vpn shutdown: close the leases of gate {id}: {e}"),
+            }
+        }
+        closed
     }
 
     /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gate_notify::Published;
 use serde::Serialize;
 use sha2::{Digest, Sha512};
 use tokio::{process::Command, sync::watch, task::JoinHandle};
@@ -64,7 +65,7 @@ impl Supervisors {
 
 /// Starts a supervisor for every configured server.
 #[must_use]
-pub fn start_all(config: &Config, service: &Arc<ApprovalService>) -> Supervisors {
+pub fn start_all(config: &Config, service: &Arc<ApprovalService>, states: watch::Receiver<Published>) -> Supervisors {
     let (stop, watch) = watch::channel(false);
     let tasks = config
         .openvpn
@@ -76,7 +77,7 @@ pub fn start_all(config: &Config, service: &Arc<ApprovalService>) -> Supervisors
                 dir: config.vpn.run_dir.join(&server.name),
                 service: Arc::clone(service),
             };
-            tokio::spawn(supervisor.run(watch.clone()))
+            tokio::spawn(supervisor.run(watch.clone(), states.clone()))
         })
         .collect();
     Supervisors { stop, tasks }
@@ -217,10 +218,26 @@ impl Supervisor {
         lines.join(" | ")
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: watch::Receiver<bool>, mut states: watch::Receiver<Published>) {
         let mut backoff = Duration::from_secs(1);
         let mut restarts = 0;
+        let vpn_off = |states: &watch::Receiver<Published>| states.borrow().vpn == gate_notify::State::Disabled;
         loop {
+            if vpn_off(&states) {
+                let mut status = self.base_status(None);
+                status.state = "shut down".into();
+                status.error = Some("vpn disabled (self-shutdown)".into());
+                let _ = fs::create_dir_all(&self.dir);
+                self.write_status(&status);
+                log::warn!("openvpn {}: not running: vpn disabled", self.name());
+                while vpn_off(&states) {
+                    tokio::select! {
+                        changed = states.changed() => if changed.is_err() { return },
+                        _ = stop.changed() => return,
+                    }
+                }
+                log::info!("openvpn {}: vpn back to ok; starting", self.name());
+            }
             let drop = match self.prepare() {
                 Ok(drop) => drop,
                 Err(e) => {
@@ -283,6 +300,13 @@ impl Supervisor {
             let exit = loop {
                 tokio::select! {
                     exit = child.wait() => break exit,
+                    changed = states.changed() => {
+                        if changed.is_ok() && vpn_off(&states) {
+                            terminate(&mut child).await;
+                            log::warn!("openvpn {}: stopped: vpn disabled", self.name());
+                            break Ok(std::process::ExitStatus::default());
+                        }
+                    }
                     () = &mut manager => {}
                     _ = crl_ticker.tick() => {
                         let mark = self.service.store().revocation_mark().ok();
@@ -303,6 +327,9 @@ impl Supervisor {
                     }
                 }
             };
+            if vpn_off(&states) {
+                continue;
+            }
             let how = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
             if started.elapsed() > STABLE_AFTER {
                 backoff = Duration::from_secs(1);

@@ -1,0 +1,175 @@
+//! `gatectl shutdown ...` (the operator's own shutdown states, recorded as the operator's) and
+//! `gatectl notify ...` (run one's own notification service: a key pair, signed documents).
+use std::{
+    fs::OpenOptions,
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use gate_notify::{Notification, Part, State};
+use gate_store::Store;
+
+#[derive(Subcommand)]
+pub enum ShutdownCommand {
+    /// The states in force, and where each comes from.
+    Show,
+    /// Set a part's state by hand (it wins over notifications until cleared).
+    Set {
+        /// www, web or vpn.
+        part: String,
+        /// ok or disabled.
+        state: String,
+        /// Shown to web users while www is disabled.
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Remove the operator's setting for a part (or `all`): notifications decide again.
+    Clear { part: String },
+}
+
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Make a signing key (written 0600); prints the public key for the daemons' config.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a notification; writes the document the service serves.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        /// The gate version it applies to (daemons ignore other versions).
+        #[arg(long)]
+        version: String,
+        /// Must grow with every notification you issue.
+        #[arg(long)]
+        serial: u64,
+        #[arg(long, default_value = "")]
+        message: String,
+        #[arg(long, default_value = "ok")]
+        www: String,
+        #[arg(long, default_value = "ok")]
+        web: String,
+        #[arg(long, default_value = "ok")]
+        vpn: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn part(text: &str) -> anyhow::Result<Part> {
+    Part::parse(text).with_context(|| format!("{text:?}: a part is www, web or vpn"))
+}
+
+fn state(text: &str) -> anyhow::Result<State> {
+    match text {
+        "ok" => Ok(State::Ok),
+        "disabled" => Ok(State::Disabled),
+        _ => bail!("{text:?}: a state is ok or disabled"),
+    }
+}
+
+const fn state_name(state: State) -> &'static str {
+    match state {
+        State::Ok => "ok",
+        State::Disabled => "disabled",
+    }
+}
+
+/// The shutdown section of `gatectl status` and `gatectl shutdown show`.
+pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
+    let rows = store.shutdown_rows(host)?;
+    let effective = store.effective_shutdown(host)?;
+    let mut out = String::from("shutdown:\n");
+    for part in Part::ALL {
+        let now = match part {
+            Part::Www => effective.www,
+            Part::Web => effective.web,
+            Part::Vpn => effective.vpn,
+        };
+        let from = rows
+            .iter()
+            .find(|r| r.part == part && r.source == gate_store::FROM_OPERATOR)
+            .map(|r| format!("set by the operator ({})", state_name(r.state)))
+            .or_else(|| {
+                rows.iter()
+                    .find(|r| r.part == part && r.source == gate_store::FROM_NOTIFICATION)
+                    .map(|_| "from the last notification".to_owned())
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        out.push_str(&format!("  {:4} {:9} {from}\n", part.name(), state_name(now)));
+    }
+    if !effective.message.is_empty() {
+        out.push_str(&format!("  message: {}\n", effective.message));
+    }
+    let serial = store.last_notification_serial(host)?;
+    if serial > 0 {
+        out.push_str(&format!("  last notification accepted: serial {serial}\n"));
+    }
+    Ok(out)
+}
+
+pub fn shutdown(command: ShutdownCommand, store_path: &Path, host: &str) -> anyhow::Result<()> {
+    let store = Store::open(store_path).with_context(|| format!("open the store {}", store_path.display()))?;
+    match command {
+        ShutdownCommand::Show => {}
+        ShutdownCommand::Set { part: p, state: s, message } => {
+            let (p, s) = (part(&p)?, state(&s)?);
+            store.set_operator_state(p, Some(s), &message, host, unix_now())?;
+            println!("{} {} (set by the operator; the daemon applies it within a second)", p.name(), state_name(s));
+        }
+        ShutdownCommand::Clear { part: p } => {
+            let parts = if p == "all" { Part::ALL.to_vec() } else { vec![part(&p)?] };
+            for p in parts {
+                store.set_operator_state(p, None, "", host, unix_now())?;
+                println!("{}: operator setting cleared", p.name());
+            }
+        }
+    }
+    print!("{}", describe(&store, host)?);
+    Ok(())
+}
+
+pub fn notify(command: NotifyCommand) -> anyhow::Result<()> {
+    match command {
+        NotifyCommand::Keygen { out } => {
+            let key = gate_notify::generate_key();
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("create {} (an existing key is never overwritten)", out.display()))?;
+            writeln!(file, "{}", gate_notify::encode_signing_key(&key))?;
+            println!("public_key = \"{}\"", gate_notify::encode_verifying_key(&key.verifying_key()));
+            Ok(())
+        }
+        NotifyCommand::Sign { key, version, serial, message, www, web, vpn, out } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("read {}", key.display()))?;
+            let key = gate_notify::decode_signing_key(&text).with_context(|| format!("{}", key.display()))?;
+            let notification = Notification {
+                product: "gate".into(),
+                version,
+                serial,
+                issued_at: unix_now(),
+                message,
+                www: state(&www)?,
+                web: state(&web)?,
+                vpn: state(&vpn)?,
+            };
+            let signed = gate_notify::sign(&notification, &key);
+            std::fs::write(&out, serde_json::to_string_pretty(&signed)? + "\n")
+                .with_context(|| format!("write {}", out.display()))?;
+            println!("signed notification serial {serial} written to {}", out.display());
+            Ok(())
+        }
+    }
+}
