@@ -27,6 +27,8 @@ pub struct TestBed {
     pub client: Netns,
     /// The gateway's end of the veth, where the gate attaches.
     pub gateway_if: String,
+    /// The client's end.
+    pub client_if: String,
     /// The daemon's internal socket and store live here (removed with the bed).
     pub state_dir: PathBuf,
     config_files: Vec<PathBuf>,
@@ -73,7 +75,15 @@ impl TestBed {
         client.ip(&["addr", "add", &format!("{STRANGER_V6}/64"), "dev", &client_if, "nodad", "preferred_lft", "0"]);
         let state_dir = std::env::temp_dir().join(format!("{PREFIX}{token}.d"));
         fs::create_dir_all(&state_dir).expect("create the bed's state dir");
-        Self { pin_dir: PinDirGuard::new(), gateway, client, gateway_if, state_dir, config_files: Vec::new() }
+        Self {
+            pin_dir: PinDirGuard::new(),
+            gateway,
+            client,
+            gateway_if,
+            client_if,
+            state_dir,
+            config_files: Vec::new(),
+        }
     }
 
     /// The daemon's internal socket.

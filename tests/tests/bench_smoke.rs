@@ -64,3 +64,23 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
     }
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }
+
+#[test]
+fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-netfilter");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for row in ["| gate: `GateState::grant`", "| `ipset add`", "| `nft add element`", "| - | (receiver down"] {
+        assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
+    }
+    for size in ["10", "10000"] {
+        for mechanism in ["gate (XDP)", "iptables + ipset", "nftables set"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))
+                .unwrap_or_else(|| panic!("no {mechanism} row for {size}:\n{stdout}"));
+            let dropped: f64 = line.split('|').nth(4).and_then(|c| c.trim().parse().ok()).expect("a drop rate");
+            assert!(dropped > 0.0, "{line}");
+        }
+    }
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}

@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp, approval, layers (criterion).
+        /// Which benchmark: xdp, approval, netfilter, layers (criterion).
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -126,8 +126,9 @@ fn main() -> anyhow::Result<()> {
             match which.as_str() {
                 "xdp" => run(Command::new(root().join("target/release/gate-bench-xdp")).args(args)),
                 "approval" => run(Command::new(root().join("target/release/gate-bench-approval")).args(args)),
+                "netfilter" => run(Command::new(root().join("target/release/gate-bench-netfilter")).args(args)),
                 "layers" => run(Command::new("cargo").args(["bench", "-p", "gate-protocol", "--bench", "layers"])),
-                other => bail!("unknown benchmark {other:?} (known: xdp, approval, layers)"),
+                other => bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers)"),
             }
         }
     }

@@ -1,0 +1,546 @@
+//! `gate-bench-netfilter` (`cargo xtask bench netfilter`): the gate against the netfilter way
+//! existing dynamic firewalls use, side by side in one run on this machine.
+//!
+//! 1. **Opening a port**: a lease written with `GateState::grant` (the daemon's library call)
+//!    against `ipset add` and `nft add element` run as a daemon shelling out would (Pritunl
+//!    runs ipset), each into a set already holding 10,000 addresses. Medians.
+//! 2. **A flood**: a sender in the client namespace floods a gated UDP port over veth from an
+//!    address without a lease, while an approved address sends a small steady flow. Per
+//!    mechanism, same sender (raw frames on an `AF_PACKET` socket, 64 per `sendmmsg`), same run: (a) the gate's XDP program,
+//!    (b) Pritunl's rule shape (`INPUT -p udp --dport P -m set --match-set S src -j ACCEPT`, then
+//!    `INPUT -p udp --dport P -j DROP`), (c) an nftables set, (d) nothing filtered (a socket
+//!    drains the port). Reported: packets the mechanism dropped per second, the machine's CPU
+//!    per million packets sent (sender and receiver share the 2 cores, the sender is the same in
+//!    every row), and how much of the approved flow arrived.
+//! 3. **Growth**: the flood's drop rate with 10 and 10,000 (and 1,000,000 in a full run)
+//!    approved addresses in the lease map or set.
+//!
+//! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use gate_maps::{GateState, clock, lease::ttl_lease};
+use gate_tests::{
+    bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
+    daemon::Daemon,
+    netns::Netns,
+};
+
+const PORT: u16 = 1194;
+
+struct Settings {
+    round: Duration,
+    rounds: usize,
+    opens: usize,
+    sizes: Vec<u32>,
+}
+
+fn settings() -> Settings {
+    if std::env::args().any(|a| a == "--quick") {
+        Settings { round: Duration::from_millis(500), rounds: 1, opens: 20, sizes: vec![10, 10_000] }
+    } else {
+        Settings { round: Duration::from_secs(3), rounds: 3, opens: 300, sizes: vec![10, 10_000, 1_000_000] }
+    }
+}
+
+fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    values[values.len() / 2]
+}
+
+/// The `i`-th filler address (198.18.0.0/15 and up, never a sender here).
+fn filler(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0xc612_0000_u32.wrapping_add(i))
+}
+
+fn run_in(ns: &Netns, program: &str, args: &[&str]) -> std::process::Output {
+    let out = ns.command(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Loads `lines` through a tool's batch input (`ipset restore`, `nft -f -`).
+fn batch(ns: &Netns, program: &str, args: &[&str], lines: &str) {
+    use std::io::Write as _;
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("feed the batch");
+    let status = child.wait().expect("wait for the batch");
+    assert!(status.success(), "{program} {args:?} batch failed");
+}
+
+/// The machine's busy CPU time so far (all cores), from /proc/stat.
+fn busy_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu: Vec<u64> =
+        stat.lines().next().expect("a cpu line").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mechanism {
+    Xdp,
+    Ipset,
+    Nft,
+    Nothing,
+    /// The gateway's end of the veth down: every frame is discarded by the sending veth, so
+    /// this row is the sender's own cost, taken off the others to get the receiver's.
+    SenderOnly,
+}
+
+impl Mechanism {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "gate (XDP)",
+            Self::Ipset => "iptables + ipset (Pritunl's shape)",
+            Self::Nft => "nftables set",
+            Self::Nothing => "nothing filtered",
+            Self::SenderOnly => "(receiver down: the sender's own cost)",
+        }
+    }
+}
+
+/// The world of one flood measurement: a bed, its filters, a drain on the port.
+struct Flood {
+    bed: TestBed,
+    daemon: Option<Daemon>,
+    set: String,
+}
+
+impl Flood {
+    fn new() -> Self {
+        let bed = TestBed::new();
+        let set = format!("gtset{}", std::process::id());
+        Self { bed, daemon: None, set }
+    }
+
+    /// Puts `mechanism` in place with `approved` addresses (the approved sender's among them).
+    fn install(&mut self, mechanism: Mechanism, approved: u32) {
+        let gw = &self.bed.gateway;
+        match mechanism {
+            Mechanism::Xdp => {
+                let config =
+                    self.bed.config(&[("vpn", "udp", PORT)], &format!("[leases]\ncapacity = {}\n", approved + 16));
+                self.daemon = Some(Daemon::start(&self.bed, &config));
+                let mut state = GateState::open(&self.bed.pin_dir.0).expect("pinned state");
+                let vpn = state.gate_id("vpn").expect("gate");
+                let lease = ttl_lease(clock::now_ns(), Duration::from_secs(3600));
+                state.grant(vpn, CLIENT_V4.into(), lease).expect("grant");
+                for i in 1..approved {
+                    state.grant(vpn, filler(i).into(), lease).expect("grant");
+                }
+            }
+            Mechanism::Ipset => {
+                let mut lines =
+                    format!("create {} hash:net maxelem {}\nadd {} {CLIENT_V4}\n", self.set, approved + 16, self.set);
+                for i in 1..approved {
+                    lines.push_str(&format!("add {} {}\n", self.set, filler(i)));
+                }
+                batch(gw, "ipset", &["restore"], &lines);
+                let port = PORT.to_string();
+                run_in(
+                    gw,
+                    "iptables",
+                    &[
+                        "-A",
+                        "INPUT",
+                        "-p",
+                        "udp",
+                        "--dport",
+                        &port,
+                        "-m",
+                        "set",
+                        "--match-set",
+                        &self.set,
+                        "src",
+                        "-j",
+                        "ACCEPT",
+                    ],
+                );
+                run_in(gw, "iptables", &["-A", "INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"]);
+            }
+            Mechanism::Nft => {
+                let mut elements = vec![CLIENT_V4.to_string()];
+                elements.extend((1..approved).map(|i| filler(i).to_string()));
+                let mut script = format!(
+                    "table inet gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
+                    approved + 16
+                );
+                for chunk in elements.chunks(10_000) {
+                    script.push_str(&format!("add element inet gtbench allowed {{ {} }}\n", chunk.join(", ")));
+                }
+                batch(gw, "nft", &["-f", "-"], &script);
+            }
+            Mechanism::Nothing => {}
+            Mechanism::SenderOnly => {
+                run_in(gw, "ip", &["link", "set", &self.bed.gateway_if, "down"]);
+            }
+        }
+    }
+
+    /// Removes `mechanism` again.
+    fn remove(&mut self, mechanism: Mechanism) {
+        let gw = &self.bed.gateway;
+        match mechanism {
+            Mechanism::Xdp => {
+                if let Some(daemon) = self.daemon.take() {
+                    daemon.stop();
+                }
+                let out = Command::new(gate_tests::daemon::bin("gatectl"))
+                    .args(["--pin-dir", self.bed.pin_dir.0.to_str().expect("utf-8"), "teardown"])
+                    .output()
+                    .expect("gatectl");
+                assert!(out.status.success(), "teardown: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Mechanism::Ipset => {
+                run_in(gw, "iptables", &["-F", "INPUT"]);
+                run_in(gw, "ipset", &["destroy", &self.set]);
+            }
+            Mechanism::Nft => {
+                run_in(gw, "nft", &["delete", "table", "inet", "gtbench"]);
+            }
+            Mechanism::Nothing => {}
+            Mechanism::SenderOnly => {
+                run_in(gw, "ip", &["link", "set", &self.bed.gateway_if, "up"]);
+            }
+        }
+    }
+
+    /// Packets the mechanism has dropped so far.
+    fn dropped(&self, mechanism: Mechanism) -> u64 {
+        let gw = &self.bed.gateway;
+        match mechanism {
+            Mechanism::Xdp => {
+                let state = GateState::open(&self.bed.pin_dir.0).expect("pinned state");
+                let stats = state.stats().expect("stats");
+                let vpn = state.gate_id("vpn").expect("gate");
+                stats.get(&vpn).map_or(0, |counts| counts.iter().skip(2).take(4).sum())
+            }
+            Mechanism::Ipset => {
+                let out = run_in(gw, "iptables", &["-nvxL", "INPUT"]);
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .find(|l| l.contains("DROP"))
+                    .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+                    .unwrap_or(0)
+            }
+            Mechanism::Nft => {
+                let out = run_in(gw, "nft", &["list", "chain", "inet", "gtbench", "input"]);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.split("counter packets ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }
+            Mechanism::Nothing | Mechanism::SenderOnly => 0,
+        }
+    }
+
+    /// One round: the flood from the stranger and a 1,000 packets/s flow from the approved
+    /// address, for `length`. Returns (flood packets sent, dropped by the mechanism, approved
+    /// packets sent, approved packets received, busy CPU jiffies).
+    fn round(&self, mechanism: Mechanism, length: Duration) -> (u64, u64, u64, u64, u64) {
+        let dest = SocketAddr::new(GATEWAY_V4.into(), PORT);
+        let drain = self.bed.gateway.run(|| UdpSocket::bind(("0.0.0.0", PORT)).expect("bind the drain"));
+        drain.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let from_approved = Arc::new(AtomicU64::new(0));
+        let drained = {
+            let (stop, from_approved) = (Arc::clone(&stop), Arc::clone(&from_approved));
+            std::thread::spawn(move || {
+                let mut buf = [0; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((_, from)) = drain.recv_from(&mut buf)
+                        && from.ip() == IpAddr::from(CLIENT_V4)
+                    {
+                        from_approved.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let dropped_before = self.dropped(mechanism);
+        let cpu_before = busy_jiffies();
+        let client_if = self.bed.client_if.clone();
+        let frame = flood_frame(
+            mac_of(&self.bed.client, &client_if),
+            mac_of(&self.bed.gateway, &self.bed.gateway_if),
+            STRANGER_V4,
+        );
+        let flood = {
+            let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
+            std::thread::spawn(move || {
+                ns.run(|| {
+                    let socket = packet_socket(&client_if);
+                    send_batches(&socket, &frame, &stop)
+                })
+            })
+        };
+        let steady = {
+            let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
+            std::thread::spawn(move || {
+                ns.run(|| {
+                    let socket = UdpSocket::bind((CLIENT_V4, 0)).expect("bind the approved flow");
+                    socket.connect(dest).expect("connect the approved flow");
+                    let mut sent = 0_u64;
+                    let start = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if socket.send(b"approved").is_ok() {
+                            sent += 1;
+                        }
+                        let due = start + Duration::from_millis(sent);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
+                    sent
+                })
+            })
+        };
+        std::thread::sleep(length);
+        stop.store(true, Ordering::Relaxed);
+        let flood_sent = flood.join().expect("flood thread");
+        let approved_sent = steady.join().expect("approved thread");
+        let cpu = busy_jiffies() - cpu_before;
+        std::thread::sleep(Duration::from_millis(100));
+        drained.join().expect("drain thread");
+        let dropped = self.dropped(mechanism) - dropped_before;
+        (flood_sent, dropped, approved_sent, from_approved.load(Ordering::Relaxed), cpu)
+    }
+}
+
+/// A 64-byte Ethernet frame: UDP from `src` to the gateway's `PORT`, addressed to `dst_mac`.
+fn flood_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend(dst_mac);
+    frame.extend(src_mac);
+    frame.extend(0x0800_u16.to_be_bytes());
+    let payload = 64 - 14 - 20 - 8;
+    let total = u16::try_from(20 + 8 + payload).expect("small");
+    let mut ip = vec![0x45, 0];
+    ip.extend(total.to_be_bytes());
+    ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend(src.octets());
+    ip.extend(GATEWAY_V4.octets());
+    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    frame.extend(ip);
+    frame.extend(40000_u16.to_be_bytes());
+    frame.extend(PORT.to_be_bytes());
+    frame.extend(u16::try_from(8 + payload).expect("small").to_be_bytes());
+    frame.extend([0, 0]); // no UDP checksum (allowed over IPv4)
+    frame.extend(std::iter::repeat_n(0x5a_u8, payload));
+    frame
+}
+
+fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
+    let out = run_in(ns, "ip", &["-o", "link", "show", interface]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a MAC");
+    let bytes: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
+    bytes.try_into().expect("six bytes")
+}
+
+/// An `AF_PACKET` socket bound to `interface` (in the calling thread's namespace): frames sent
+/// on it leave the interface as they are, skipping the sender's UDP and IP layers, so the
+/// sender is cheap and the receiver's path is what the flood measures.
+fn packet_socket(interface: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let socket = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, None).expect("a packet socket");
+    let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
+    let address = libc::sockaddr_ll {
+        sll_family: u16::try_from(libc::AF_PACKET).expect("small"),
+        sll_protocol: 0,
+        sll_ifindex: i32::try_from(index).expect("an index"),
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    let length = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small");
+    // SAFETY: bind(2) reads `length` bytes of a valid, initialised sockaddr_ll on the stack.
+    #[allow(unsafe_code)]
+    let bound = unsafe { libc::bind(socket.as_raw_fd(), std::ptr::from_ref(&address).cast(), length) };
+    assert_eq!(bound, 0, "bind the packet socket: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor is ours and open; ownership moves out of `socket`.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(socket))
+    }
+}
+
+/// Sends `frame` in batches of 64 with `sendmmsg` until `stop`; returns how many were sent.
+fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u64 {
+    use std::{io::IoSlice, os::fd::AsRawFd};
+
+    use nix::sys::socket::{LinkAddr, MsgFlags, MultiHeaders, sendmmsg};
+    const BATCH: usize = 64;
+    let slices: Vec<[IoSlice<'_>; 1]> = (0..BATCH).map(|_| [IoSlice::new(frame)]).collect();
+    let addrs: Vec<Option<LinkAddr>> = vec![None; BATCH];
+    let mut headers = MultiHeaders::<LinkAddr>::preallocate(BATCH, None);
+    let mut sent = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(results) = sendmmsg(fd.as_raw_fd(), &mut headers, &slices, &addrs, [], MsgFlags::empty()) {
+            sent += results.count() as u64;
+        }
+    }
+    sent
+}
+
+fn flood(settings: &Settings) {
+    let mechanisms = [Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing];
+    println!("## Flood: one UDP sender (64-byte datagrams) in the client namespace, over veth");
+    println!();
+    println!(
+        "median of {} round(s) of {:?} per row; CPU is the whole machine's (sender included), per million packets sent",
+        settings.rounds, settings.round
+    );
+    println!();
+    println!(
+        "| approved addresses | mechanism | flood sent /s | dropped by it /s | machine CPU ms per Mpkt | receiver CPU ms per Mpkt | approved flow arrived |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut sender_cost = 0.0;
+    let ticks = 100.0; // USER_HZ
+    let mut xdp_vs_ipset = Vec::new();
+    for &size in &settings.sizes {
+        let mut per = Vec::new();
+        for mechanism in mechanisms {
+            if matches!(mechanism, Mechanism::Nothing | Mechanism::SenderOnly) && size != settings.sizes[0] {
+                continue;
+            }
+            let mut world = Flood::new();
+            world.install(mechanism, size);
+            let rounds: Vec<_> = (0..settings.rounds).map(|_| world.round(mechanism, settings.round)).collect();
+            world.remove(mechanism);
+            let secs = settings.round.as_secs_f64();
+            #[expect(clippy::cast_precision_loss)]
+            let rate = |v: u64| v as f64 / secs;
+            let sent = median(rounds.iter().map(|r| rate(r.0)).collect());
+            let dropped = median(rounds.iter().map(|r| rate(r.1)).collect());
+            #[expect(clippy::cast_precision_loss)]
+            let cpu = median(rounds.iter().map(|r| r.4 as f64 / ticks * 1000.0 / (r.0.max(1) as f64 / 1e6)).collect());
+            #[expect(clippy::cast_precision_loss)]
+            let kept = median(rounds.iter().map(|r| r.3 as f64 / r.2.max(1) as f64 * 100.0).collect());
+            if mechanism == Mechanism::SenderOnly {
+                sender_cost = cpu;
+                println!("| - | {} | {sent:.0} | - | {cpu:.0} | 0 | - |", mechanism.name());
+                continue;
+            }
+            let receiver = (cpu - sender_cost).max(1.0);
+            println!(
+                "| {size} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+                mechanism.name(),
+                sent,
+                dropped,
+                cpu,
+                receiver,
+                kept
+            );
+            per.push((mechanism, dropped, receiver));
+        }
+        let find = |m| per.iter().find(|(x, _, _)| *x == m).copied();
+        if let (Some((_, xd, xc)), Some((_, id, ic))) = (find(Mechanism::Xdp), find(Mechanism::Ipset)) {
+            xdp_vs_ipset.push((size, xd / id.max(1.0), ic / xc.max(1.0)));
+        }
+    }
+    println!();
+    println!(
+        "| approved addresses | drop rate, gate over Pritunl's shape | receiver CPU per packet, Pritunl's shape over gate |"
+    );
+    println!("| ---: | ---: | ---: |");
+    for (size, drops, cpu) in xdp_vs_ipset {
+        println!("| {size} | {drops:.2}x | {cpu:.2}x |");
+    }
+}
+
+/// Opening a port for one address: the gate's library call against the tools.
+fn open(settings: &Settings) {
+    let ns = Netns::new("op");
+    let mut gate = gate_tests::loaded::LoadedGate::new(
+        &[("vpn", gate_maps::Protocol::Udp, PORT)],
+        20_000 + settings.opens as u32 * 2,
+    );
+    let vpn = gate.state.gate_id("vpn").expect("gate");
+    let set = format!("gtopen{}", std::process::id());
+    let mut lines = format!("create {set} hash:net maxelem 100000\n");
+    let mut elements = Vec::new();
+    for i in 0..10_000 {
+        lines.push_str(&format!("add {set} {}\n", filler(i)));
+        elements.push(filler(i).to_string());
+        gate.state.grant(vpn, filler(i).into(), ttl_lease(clock::now_ns(), Duration::from_secs(3600))).expect("grant");
+    }
+    batch(&ns, "ipset", &["restore"], &lines);
+    let mut script = String::from("table inet gtopen {\n set allowed {\n  type ipv4_addr\n  size 100000\n }\n}\n");
+    for chunk in elements.chunks(5_000) {
+        script.push_str(&format!("add element inet gtopen allowed {{ {} }}\n", chunk.join(", ")));
+    }
+    batch(&ns, "nft", &["-f", "-"], &script);
+
+    let addr = |i: usize| filler(100_000 + u32::try_from(i).expect("few"));
+    let time = |f: &mut dyn FnMut(usize)| -> Duration {
+        median(
+            (0..settings.opens)
+                .map(|i| {
+                    let start = Instant::now();
+                    f(i);
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let gate_open = time(&mut |i| {
+        gate.state.grant(vpn, addr(i).into(), ttl_lease(clock::now_ns(), Duration::from_secs(60))).expect("grant");
+    });
+    let ipset_open = time(&mut |i| {
+        run_in(&ns, "ipset", &["add", &set, &addr(i + settings.opens).to_string()]);
+    });
+    let nft_open = time(&mut |i| {
+        let element = format!("{{ {} }}", addr(i + 2 * settings.opens));
+        run_in(&ns, "nft", &["add", "element", "inet", "gtopen", "allowed", &element]);
+    });
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("## Opening a port for one address (set already holding 10,000), median of {}", settings.opens);
+    println!();
+    println!("| how | µs | over the gate |");
+    println!("| --- | ---: | ---: |");
+    println!("| gate: `GateState::grant` (the daemon's library call, lock + map update) | {:.1} | 1x |", us(gate_open));
+    println!(
+        "| `ipset add` (run as a daemon shells out) | {:.1} | {:.0}x |",
+        us(ipset_open),
+        us(ipset_open) / us(gate_open)
+    );
+    println!(
+        "| `nft add element` (run as a daemon shells out) | {:.1} | {:.0}x |",
+        us(nft_open),
+        us(nft_open) / us(gate_open)
+    );
+    println!();
+    let _ = run_in(&ns, "ipset", &["destroy", &set]);
+    drop(gate);
+}
+
+fn main() {
+    let settings = settings();
+    println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), kernel());
+    println!();
+    open(&settings);
+    flood(&settings);
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown kernel".into(), |k| format!("Linux {}", k.trim()))
+}
