@@ -401,7 +401,7 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
 
 fn flood(settings: &Settings) {
     let mechanisms = [Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing];
-    println!("## Flood: one UDP sender (64-byte datagrams) in the client namespace, over veth");
+    println!("## Flood: 64-byte UDP frames from an AF_PACKET sender (sendmmsg) in the client namespace, over veth");
     println!();
     println!(
         "median of {} round(s) of {:?} per row; CPU is the whole machine's (sender included), per million packets sent",
