@@ -59,6 +59,7 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
         "| **service overhead",
         "| sequential approvals (10): p50 request → answer |",
         "| **the front adds to an approval",
+        "| approval request sent → first packet through the gate answered",
     ] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
     }
