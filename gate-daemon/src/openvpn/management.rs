@@ -65,7 +65,7 @@ fn header(line: &str) -> Option<Pending> {
 }
 
 /// Talks to the management socket until OpenVPN closes it. `changed` runs whenever the set of
-/// sessions changes.
+/// sessions changes; `commands` are written as they come (e.g. `kill <name>`).
 ///
 /// # Errors
 /// The socket cannot be reached or written.
@@ -75,12 +75,25 @@ pub async fn serve(
     authorizer: Arc<dyn Authorizer>,
     sessions: Sessions,
     changed: impl Fn(),
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut pending: Option<Pending> = None;
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => line,
+                None => break,
+            },
+            command = commands.recv() => {
+                if let Some(command) = command {
+                    write.write_all(format!("{command}\n").as_bytes()).await?;
+                }
+                continue;
+            }
+        };
         if let Some(event) = header(&line) {
             pending = Some(event);
             continue;

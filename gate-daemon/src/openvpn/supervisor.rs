@@ -189,6 +189,18 @@ impl Supervisor {
         Ok(drop)
     }
 
+    /// Ends the sessions of clients revoked since they connected (`kill <name>`).
+    fn end_revoked_sessions(&self, sessions: &Sessions, commands: &tokio::sync::mpsc::UnboundedSender<String>) {
+        let names: Vec<String> =
+            sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        for name in names {
+            if self.service.store().is_revoked(&name).unwrap_or(false) {
+                log::warn!("openvpn {}: ending the session of revoked client {name:?}", self.name());
+                let _ = commands.send(format!("kill {name}"));
+            }
+        }
+    }
+
     fn refresh_crl(&self, drop: Option<&Drop>) {
         let crl = self.service.store().crl(unix_now());
         match crl.map_err(|e| e.to_string()).and_then(|crl| write_file(&self.dir.join("crl.pem"), &crl, drop)) {
@@ -291,7 +303,8 @@ impl Supervisor {
             status.pid = pid;
             status.restarts = restarts;
             self.write_status(&status);
-            let manager = self.manage(Arc::clone(&sessions), status.clone());
+            let (commands, command_queue) = tokio::sync::mpsc::unbounded_channel();
+            let manager = self.manage(Arc::clone(&sessions), status.clone(), command_queue);
             let mut manager = std::pin::pin!(manager);
             let mut crl_ticker = tokio::time::interval(CRL_CHECK);
             crl_ticker.tick().await;
@@ -312,6 +325,9 @@ impl Supervisor {
                         let mark = self.service.store().revocation_mark().ok();
                         if mark != crl_mark || crl_issued.elapsed() > CRL_REISSUE {
                             self.refresh_crl(drop.as_ref());
+                            if mark != crl_mark {
+                                self.end_revoked_sessions(&sessions, &commands);
+                            }
                             crl_mark = mark;
                             crl_issued = Instant::now();
                         }
@@ -357,7 +373,12 @@ impl Supervisor {
 
     /// Connects to the management socket once it exists and serves it; then waits for ever
     /// (the process's exit ends the round).
-    async fn manage(&self, sessions: Sessions, status: ServerStatus) {
+    async fn manage(
+        &self,
+        sessions: Sessions,
+        status: ServerStatus,
+        commands: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
         let socket = self.dir.join("management.sock");
         let authorizer: Arc<dyn Authorizer> =
             Arc::new(SessionTokens { service: Arc::clone(&self.service), gate: self.server.gate.clone() });
@@ -375,7 +396,9 @@ impl Supervisor {
             status.clients = clients;
             self.write_status(&status);
         };
-        if let Err(e) = management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed).await {
+        if let Err(e) =
+            management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed, commands).await
+        {
             log::warn!("openvpn {}: management interface: {e}", self.name());
         }
         std::future::pending::<()>().await;
