@@ -318,3 +318,19 @@ fn killing_the_front_spares_the_gate_and_killing_the_daemon_gives_503() {
     assert!(started.elapsed() < Duration::from_secs(5), "answered, not hung: {:?}", started.elapsed());
     assert_eq!(udp(&bed.client, STRANGER_V4.into(), to(STRANGER_V4.into())), Outcome::Silence, "still closed");
 }
+
+#[test]
+fn only_a_trusted_proxy_may_name_the_client_address() {
+    let (bed, _daemon, _web, _alice) = front_bed(&format!("trusted_proxies = [\"{CLIENT_V4}\"]\n"));
+    let source = format!("{}/v1/source", url_v4());
+    let forwarded = "X-Forwarded-For: 203.0.113.9, 198.51.100.77";
+    // From the trusted proxy: the last address it names is the client.
+    let (code, body) = curl(&bed, &["-H", forwarded, &source]);
+    assert_eq!((code, body.as_str()), (200, r#"{"address":"198.51.100.77"}"#));
+    // From anyone else: the header is ignored, the peer is the client.
+    let (code, body) = curl(&bed, &["--interface", &STRANGER_V4.to_string(), "-H", forwarded, &source]);
+    assert_eq!((code, body.as_str()), (200, format!(r#"{{"address":"{STRANGER_V4}"}}"#).as_str()));
+    // A proxy's malformed header is refused, not guessed at.
+    let (code, _) = curl(&bed, &["-H", "X-Forwarded-For: not-an-address", &source]);
+    assert_eq!(code, 400);
+}
