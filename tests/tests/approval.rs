@@ -379,6 +379,7 @@ fn a_flood_of_bad_hmacs_costs_no_rsa() {
     // Row 9.
     let (bed, _daemon, alice, _) = approval_bed("");
     let before = counters(&bed);
+    let started = Instant::now();
     for _ in 0..200 {
         let outgoing = alice.request(Some(CLIENT_V4), None);
         let mut h = headers(&outgoing, None);
@@ -391,6 +392,11 @@ fn a_flood_of_bad_hmacs_costs_no_rsa() {
     assert_eq!(after.hmac_checks - before.hmac_checks, 200);
     assert_eq!(after.rsa_verifications, before.rsa_verifications, "no RSA operation for a bad HMAC");
     assert_eq!(leased(&bed), Vec::<IpAddr>::new());
+    // Every refusal is counted, but the log stays bounded under the flood.
+    let log = _daemon.log();
+    let lines = log.lines().filter(|l| l.contains("approval refused")).count();
+    let seconds = usize::try_from(started.elapsed().as_secs()).unwrap() + 2;
+    assert!(lines <= 20 * seconds, "{lines} log lines for 200 refusals in under {seconds} s");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha512};
 use crate::approval::{
     Counters, Rejection,
     clients::{Client, Clients},
+    loglimit::LogLimit,
     policy,
 };
 
@@ -53,6 +54,7 @@ pub struct ApprovalService {
     pub counters: Counters,
     /// Set while the `vpn` part is shut down: every approval is refused.
     vpn_disabled: std::sync::atomic::AtomicBool,
+    log_limit: LogLimit,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,6 +96,7 @@ impl ApprovalService {
             state,
             counters: Counters::default(),
             vpn_disabled: std::sync::atomic::AtomicBool::new(false),
+            log_limit: LogLimit::default(),
         })
     }
 
@@ -153,7 +156,11 @@ impl ApprovalService {
     /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).
     pub fn refused(&self, reason: Rejection, who: &str) {
         self.counters.rejected(reason);
-        log::warn!("approval refused: {} ({who})", reason.name());
+        match self.log_limit.admit(Instant::now()) {
+            Some(0) => log::warn!("approval refused: {} ({who})", reason.name()),
+            Some(held) => log::warn!("approval refused: {} ({who}); {held} more refusals not logged", reason.name()),
+            None => {}
+        }
     }
 
     /// The checks, then the leases; adds the time spent in crypto to `crypto`.
