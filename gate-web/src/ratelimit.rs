@@ -1,6 +1,7 @@
-//! A token bucket per source address for approval requests. The table is bounded: when it is
-//! full, buckets that are full again (sources gone quiet) are dropped first, then arbitrary ones,
-//! so a flood from many addresses costs bounded memory.
+//! A token bucket per source for approval requests: per IPv4 address, and per IPv6 /64 (one
+//! host usually holds a whole /64, so counting its addresses one by one would not limit it).
+//! The table is bounded: when it is full, buckets that are full again (sources gone quiet) are
+//! dropped first, then arbitrary ones, so a flood from many addresses costs bounded memory.
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -23,6 +24,7 @@ impl RateLimit {
 
     /// Takes a token for `source` at `now`; `false` if it has none left.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let source = bucket_of(source);
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let refill = |tokens: f64, since: Instant| {
             (tokens + now.saturating_duration_since(since).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute)
@@ -52,6 +54,14 @@ impl RateLimit {
     }
 }
 
+/// The bucket a source counts against: the address itself, or its /64 for IPv6.
+fn bucket_of(source: IpAddr) -> IpAddr {
+    match source.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1_u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 /// How long until `per_minute` allows one more: for a `Retry-After` header.
 #[must_use]
 pub fn retry_after(per_minute: u32) -> Duration {
@@ -73,6 +83,16 @@ mod tests {
         assert!(limit.allow(b, t0), "another source has its own bucket");
         assert!(limit.allow(a, t0 + Duration::from_millis(1000)), "one token a second comes back");
         assert!(!limit.allow(a, t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let limit = RateLimit::new(2);
+        let t0 = Instant::now();
+        assert!(limit.allow("2001:db8:1:2::1".parse().unwrap(), t0));
+        assert!(limit.allow("2001:db8:1:2::ffff:1".parse().unwrap(), t0));
+        assert!(!limit.allow("2001:db8:1:2:abcd::9".parse().unwrap(), t0), "same /64: same bucket");
+        assert!(limit.allow("2001:db8:1:3::1".parse().unwrap(), t0), "another /64");
     }
 
     #[test]
