@@ -70,7 +70,13 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
 fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-netfilter");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for row in ["| gate: `GateState::grant`", "| `ipset add`", "| `nft add element`", "| - | (receiver down"] {
+    for row in [
+        "| gate: `GateState::grant`",
+        "| `ipset add`",
+        "| `nft add element`",
+        "| - | (receiver down",
+        "## Flood: 64-byte UDP frames as XDP live frames",
+    ] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
     }
     for size in ["10", "10000"] {

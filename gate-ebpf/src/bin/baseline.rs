@@ -1,14 +1,18 @@
 //! Control programs the gate's cost is measured against (`cargo xtask bench xdp`):
 //! - `pass` only returns XDP_PASS: the cost of running any XDP program at all;
 //! - `lookup` also does one hash-map lookup on an 8-byte key read from the packet, as the gate's
-//!   IPv4 lease lookup does: the floor for any gate that matches exact addresses.
+//!   IPv4 lease lookup does: the floor for any gate that matches exact addresses;
+//! - `redirect` sends every frame out of the device in `TX[0]`: run with BPF_PROG_TEST_RUN's live
+//!   frames, a traffic generator that hands the peer of a veth XDP frames, not socket buffers
+//!   (`cargo xtask bench netfilter`).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::HashMap,
-    macros::{btf_map, xdp},
+    macros::{btf_map, map, xdp},
+    maps::DevMap,
     programs::XdpContext,
 };
 
@@ -30,6 +34,14 @@ pub fn lookup(ctx: XdpContext) -> u32 {
     // SAFETY: bytes [26, 34) were just checked to lie inside the packet; [u8; 8] has alignment 1.
     let key = unsafe { *((start + 26) as *const [u8; 8]) };
     if CONTROL.get_ptr(&key).is_some() { xdp_action::XDP_PASS } else { xdp_action::XDP_PASS }
+}
+
+#[map]
+static TX: DevMap = DevMap::with_max_entries(1, 0);
+
+#[xdp]
+pub fn redirect(_ctx: XdpContext) -> u32 {
+    TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 
 #[cfg(not(test))]

@@ -112,6 +112,84 @@ impl Mechanism {
     }
 }
 
+/// How the flood is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// Raw frames on an `AF_PACKET` socket: the receiver gets socket buffers.
+    Packet,
+    /// The `redirect` program run with BPF_PROG_TEST_RUN's live frames: the receiver's veth gets
+    /// XDP frames, as a NIC driver hands XDP its buffers, with no socket buffer made first.
+    LiveFrames,
+}
+
+impl Sender {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Packet => "64-byte UDP frames from an AF_PACKET sender (sendmmsg)",
+            Self::LiveFrames => "64-byte UDP frames as XDP live frames (BPF_PROG_TEST_RUN + devmap redirect)",
+        }
+    }
+}
+
+/// Runs the `redirect` control program with live frames, sending `frame` out of `interface`
+/// (in the calling thread's namespace) in batches of 100,000 until `stop`.
+fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use aya::{Ebpf, maps::DevMap, programs::Xdp};
+    let mut ebpf = Ebpf::load(gate_daemon::program::BASELINE_OBJECT).expect("load the control programs");
+    let program: &mut Xdp = ebpf.program_mut("redirect").expect("redirect").try_into().expect("XDP");
+    program.load().expect("load redirect");
+    let prog_fd = program.fd().expect("a program fd").as_fd().as_raw_fd();
+    let mut tx: DevMap<_> = DevMap::try_from(ebpf.map_mut("TX").expect("TX")).expect("a devmap");
+    let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
+    tx.set(0, index, None, 0).expect("point TX at the interface");
+    const REPEAT: u32 = 100_000;
+    let attr = TestRunAttr {
+        prog_fd: u32::try_from(prog_fd).expect("a descriptor"),
+        data_size_in: u32::try_from(frame.len()).expect("small"),
+        data_in: frame.as_ptr() as u64,
+        repeat: REPEAT,
+        flags: 1 << 1, // BPF_F_TEST_XDP_LIVE_FRAMES
+        ..TestRunAttr::default()
+    };
+    let mut sent = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut attr = attr;
+        // SAFETY: bpf(2) reads a valid, zero-padded BPF_PROG_TEST_RUN attribute whose data_in
+        // points at `frame`, alive for the call; no output buffers are given.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::syscall(libc::SYS_bpf, 10_i64, std::ptr::from_mut(&mut attr), std::mem::size_of::<TestRunAttr>())
+        };
+        assert_eq!(result, 0, "BPF_PROG_TEST_RUN with live frames: {}", std::io::Error::last_os_error());
+        sent += u64::from(REPEAT);
+    }
+    sent
+}
+
+/// The `test` member of `union bpf_attr` (BPF_PROG_TEST_RUN), zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    padding: u32,
+}
+
 /// The world of one flood measurement: a bed, its filters, a drain on the port.
 struct Flood {
     bed: TestBed,
@@ -129,6 +207,8 @@ impl Flood {
     /// Puts `mechanism` in place with `approved` addresses (the approved sender's among them).
     fn install(&mut self, mechanism: Mechanism, approved: u32) {
         let gw = &self.bed.gateway;
+        // XDP frames reach a veth only through its NAPI, which GRO (or an XDP program) turns on.
+        run_in(gw, "ethtool", &["-K", &self.bed.gateway_if, "gro", "on"]);
         match mechanism {
             Mechanism::Xdp => {
                 let config =
@@ -252,7 +332,7 @@ impl Flood {
     /// One round: the flood from the stranger and a 1,000 packets/s flow from the approved
     /// address, for `length`. Returns (flood packets sent, dropped by the mechanism, approved
     /// packets sent, approved packets received, busy CPU jiffies).
-    fn round(&self, mechanism: Mechanism, length: Duration) -> (u64, u64, u64, u64, u64) {
+    fn round(&self, mechanism: Mechanism, sender: Sender, length: Duration) -> (u64, u64, u64, u64, u64) {
         let dest = SocketAddr::new(GATEWAY_V4.into(), PORT);
         let drain = self.bed.gateway.run(|| UdpSocket::bind(("0.0.0.0", PORT)).expect("bind the drain"));
         drain.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
@@ -282,9 +362,9 @@ impl Flood {
         let flood = {
             let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
             std::thread::spawn(move || {
-                ns.run(|| {
-                    let socket = packet_socket(&client_if);
-                    send_batches(&socket, &frame, &stop)
+                ns.run(|| match sender {
+                    Sender::Packet => send_batches(&packet_socket(&client_if), &frame, &stop),
+                    Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop),
                 })
             })
         };
@@ -399,9 +479,9 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
     sent
 }
 
-fn flood(settings: &Settings) {
+fn flood(settings: &Settings, sender: Sender) {
     let mechanisms = [Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing];
-    println!("## Flood: 64-byte UDP frames from an AF_PACKET sender (sendmmsg) in the client namespace, over veth");
+    println!("## Flood: {} in the client namespace, over veth", sender.name());
     println!();
     println!(
         "median of {} round(s) of {:?} per row; CPU is the whole machine's (sender included), per million packets sent",
@@ -423,7 +503,7 @@ fn flood(settings: &Settings) {
             }
             let mut world = Flood::new();
             world.install(mechanism, size);
-            let rounds: Vec<_> = (0..settings.rounds).map(|_| world.round(mechanism, settings.round)).collect();
+            let rounds: Vec<_> = (0..settings.rounds).map(|_| world.round(mechanism, sender, settings.round)).collect();
             world.remove(mechanism);
             let secs = settings.round.as_secs_f64();
             #[expect(clippy::cast_precision_loss)]
@@ -537,7 +617,9 @@ fn main() {
     println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), kernel());
     println!();
     open(&settings);
-    flood(&settings);
+    flood(&settings, Sender::Packet);
+    println!();
+    flood(&settings, Sender::LiveFrames);
 }
 
 fn kernel() -> String {
