@@ -5,7 +5,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use gate_client::transport::Server;
-use gate_notify::{Published, State};
+use gate_notify::Published;
 use tokio::sync::watch;
 
 use crate::{
@@ -109,21 +109,14 @@ pub async fn run(config: NotificationsConfig, service: Arc<ApprovalService>, sta
         if *states.borrow() != now {
             log::warn!(
                 "shutdown states now: www {}, web {}, vpn {}{}",
-                name(now.www),
-                name(now.web),
-                name(now.vpn),
+                now.www.name(),
+                now.web.name(),
+                now.vpn.name(),
                 if now.message.is_empty() { String::new() } else { format!(" ({:?})", now.message) }
             );
             publish(&config.publish, &now);
             let _ = states.send(now);
         }
-    }
-}
-
-const fn name(state: State) -> &'static str {
-    match state {
-        State::Ok => "ok",
-        State::Disabled => "disabled",
     }
 }
 

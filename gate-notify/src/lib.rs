@@ -32,6 +32,17 @@ pub enum Part {
     Vpn,
 }
 
+impl State {
+    /// As written in documents, the store and the CLI: `ok` or `disabled`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 impl Part {
     pub const ALL: [Self; 3] = [Self::Www, Self::Web, Self::Vpn];
 

@@ -7,16 +7,15 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::{Store, StoreError};
+use crate::{
+    Store, StoreError,
+    store::{from_sql, to_sql},
+};
 
 const CA_NAME: &str = "default";
 
 fn at(unix: u64) -> OffsetDateTime {
     OffsetDateTime::from(UNIX_EPOCH + Duration::from_secs(unix))
-}
-
-fn secs(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn pki(e: gate_pki::PkiError) -> StoreError {
@@ -49,7 +48,7 @@ impl Store {
         let fresh = Ca::generate("gate CA", at(now)).map_err(pki)?;
         conn.execute(
             "INSERT INTO pki_ca (name, cert_pem, key_pem, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            params![CA_NAME, fresh.cert_pem, fresh.key_pem.as_str(), secs(now)],
+            params![CA_NAME, fresh.cert_pem, fresh.key_pem.as_str(), to_sql(now)],
         )?;
         existing(conn)?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
     }
@@ -57,10 +56,10 @@ impl Store {
     fn next(tx: &rusqlite::Transaction<'_>, sequence: &str, first: u64) -> Result<u64, StoreError> {
         tx.execute(
             "INSERT INTO sequences (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            params![sequence, secs(first)],
+            params![sequence, to_sql(first)],
         )?;
         let value: i64 = tx.query_row("SELECT value FROM sequences WHERE name = ?1", [sequence], |r| r.get(0))?;
-        Ok(u64::try_from(value).unwrap_or(0))
+        Ok(from_sql(value))
     }
 
     fn issue(
@@ -78,12 +77,12 @@ impl Store {
         tx.execute(
             "INSERT INTO certificates (serial, kind, name, cert_pem, key_pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                secs(serial),
+                to_sql(serial),
                 kind,
                 name,
                 issued.cert_pem,
                 issued.key_pem.as_ref().map(|k| k.as_str()),
-                secs(now)
+                to_sql(now)
             ],
         )?;
         tx.commit()?;
@@ -106,7 +105,7 @@ impl Store {
     pub fn withdraw_client_certificates(&self, name: &str, now: u64) -> Result<(), StoreError> {
         self.connection().execute(
             "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
-            params![name, secs(now)],
+            params![name, to_sql(now)],
         )?;
         Ok(())
     }
@@ -145,7 +144,7 @@ impl Store {
         Ok(self.connection().query_row(
             "SELECT count(*), coalesce(max(revoked_at), 0) FROM certificates WHERE revoked_at IS NOT NULL",
             [],
-            |r| Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0))),
+            |r| Ok((from_sql(r.get(0)?), from_sql(r.get(1)?))),
         )?)
     }
 
@@ -164,7 +163,7 @@ impl Store {
             let mut list = Vec::new();
             for row in rows {
                 let (serial, when) = row?;
-                list.push((u64::try_from(serial).unwrap_or(0), at(u64::try_from(when).unwrap_or(0))));
+                list.push((from_sql(serial), at(from_sql(when))));
             }
             list
         };

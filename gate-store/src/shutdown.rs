@@ -3,7 +3,10 @@
 use gate_notify::{Notification, Part, Published, State};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use crate::{Store, StoreError};
+use crate::{
+    Store, StoreError,
+    store::{from_sql, to_sql},
+};
 
 pub const FROM_NOTIFICATION: &str = "notification";
 pub const FROM_OPERATOR: &str = "operator";
@@ -18,17 +21,6 @@ pub struct ShutdownRow {
     pub set_at: u64,
 }
 
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Ok => "ok",
-        State::Disabled => "disabled",
-    }
-}
-
-fn secs(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 impl Store {
     /// The serial of the last notification accepted on `host` (0: none yet).
     ///
@@ -39,7 +31,7 @@ impl Store {
             .connection()
             .query_row("SELECT serial FROM notifications_accepted WHERE host = ?1", [host], |r| r.get(0))
             .optional()?;
-        Ok(serial.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+        Ok(serial.map_or(0, from_sql))
     }
 
     /// Records an accepted notification: its states and its serial, at once.
@@ -56,9 +48,9 @@ impl Store {
                 params![
                     part.name(),
                     FROM_NOTIFICATION,
-                    state_name(notification.state(part)),
+                    notification.state(part).name(),
                     notification.message,
-                    secs(now),
+                    to_sql(now),
                     host
                 ],
             )?;
@@ -66,7 +58,7 @@ impl Store {
         tx.execute(
             "INSERT INTO notifications_accepted (host, serial, accepted_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (host) DO UPDATE SET serial = excluded.serial, accepted_at = excluded.accepted_at",
-            params![host, secs(notification.serial), secs(now)],
+            params![host, to_sql(notification.serial), to_sql(now)],
         )?;
         tx.commit()?;
         Ok(())
@@ -89,7 +81,7 @@ impl Store {
                 "INSERT INTO shutdown (part, source, state, message, set_at, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                  ON CONFLICT (part, source, host) DO UPDATE SET state = excluded.state, message = excluded.message, \
                  set_at = excluded.set_at",
-                params![part.name(), FROM_OPERATOR, state_name(state), message, secs(now), host],
+                params![part.name(), FROM_OPERATOR, state.name(), message, to_sql(now), host],
             )?,
             None => self.connection().execute(
                 "DELETE FROM shutdown WHERE part = ?1 AND source = ?2 AND host = ?3",
@@ -121,7 +113,7 @@ impl Store {
             let (part, source, state, message, set_at) = row?;
             let Some(part) = Part::parse(&part) else { continue };
             let state = if state == "disabled" { State::Disabled } else { State::Ok };
-            out.push(ShutdownRow { part, source, state, message, set_at: u64::try_from(set_at).unwrap_or(0) });
+            out.push(ShutdownRow { part, source, state, message, set_at: from_sql(set_at) });
         }
         Ok(out)
     }

@@ -72,11 +72,13 @@ pub struct Store {
     path: PathBuf,
 }
 
-fn secs(value: u64) -> i64 {
+/// A count, serial or Unix time as SQLite stores integers (i64, clamped).
+pub(crate) fn to_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn unsecs(value: i64) -> u64 {
+/// An integer as SQLite returns it (a negative one, never written, reads as 0).
+pub(crate) fn from_sql(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
@@ -156,7 +158,7 @@ impl Store {
         let fresh = ServerKeys::generate(&mut OsRng);
         self.conn.execute(
             "INSERT INTO server_keys (name, box_secret, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-            params![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), secs(now)],
+            params![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), to_sql(now)],
         )?;
         let bytes: Vec<u8> =
             self.conn
@@ -188,7 +190,7 @@ impl Store {
                 client.secret.0.as_slice(),
                 client.public.box_public.as_bytes().as_slice(),
                 rsa_public_der(&client.public.rsa_public)?,
-                secs(client.now)
+                to_sql(client.now)
             ],
         )?;
         for gate in client.gates {
@@ -247,8 +249,8 @@ impl Store {
                 box_public: box_public(&box_key)?,
                 rsa_public: rsa_public_from_der(&rsa)?,
                 gates: client_gates,
-                created_at: unsecs(created_at),
-                revoked_at: revoked_at.map(unsecs),
+                created_at: from_sql(created_at),
+                revoked_at: revoked_at.map(from_sql),
                 name,
             });
         }
@@ -263,12 +265,12 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
             "UPDATE clients SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-            params![name, secs(now)],
+            params![name, to_sql(now)],
         )?;
         // Its VPN certificates go with it (the next CRL lists them).
         tx.execute(
             "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
-            params![name, secs(now)],
+            params![name, to_sql(now)],
         )?;
         tx.commit()?;
         if changed == 0 {
@@ -304,7 +306,7 @@ impl Store {
             .prepare_cached(
                 "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?
-            .execute(params![token.0.as_slice(), nonce, secs(expires_at), host])?;
+            .execute(params![token.0.as_slice(), nonce, to_sql(expires_at), host])?;
         Ok(inserted == 1)
     }
 
@@ -313,7 +315,7 @@ impl Store {
     /// # Errors
     /// SQLite failed.
     pub fn purge_nonces(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [secs(now)])?)
+        Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [to_sql(now)])?)
     }
 
     /// Records an approval (its grants and its session token's digest) in one transaction,
@@ -340,7 +342,7 @@ impl Store {
                     approval.client,
                     approval.gate,
                     address.to_string(),
-                    secs(approval.expires_at),
+                    to_sql(approval.expires_at),
                     approval.host
                 ])?;
             }
@@ -352,7 +354,7 @@ impl Store {
                     digest,
                     approval.client,
                     approval.gate,
-                    secs(expires_at),
+                    to_sql(expires_at),
                     approval.host
                 ])?;
             }
@@ -403,7 +405,7 @@ impl Store {
         Ok(self.conn.query_row(
             "SELECT count(*) > 0 FROM grants g JOIN clients c ON c.name = g.client \
              WHERE g.gate = ?1 AND g.address = ?2 AND g.host = ?3 AND g.expires_at > ?4 AND c.revoked_at IS NULL",
-            params![gate, address.to_string(), host, secs(now)],
+            params![gate, address.to_string(), host, to_sql(now)],
             |r| r.get(0),
         )?)
     }
@@ -413,7 +415,7 @@ impl Store {
     /// # Errors
     /// SQLite failed.
     pub fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [secs(now)])?)
+        Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [to_sql(now)])?)
     }
 
     /// Spends a session token: it must exist, belong to `client` on `gate`, be unexpired and
@@ -427,7 +429,7 @@ impl Store {
             "UPDATE session_tokens SET used_at = ?4 WHERE digest = ?1 AND client = ?2 AND gate = ?3 \
              AND used_at IS NULL AND expires_at >= ?4 \
              AND EXISTS (SELECT 1 FROM clients WHERE name = ?2 AND revoked_at IS NULL)",
-            params![digest, client, gate, secs(now)],
+            params![digest, client, gate, to_sql(now)],
         )?;
         Ok(spent == 1)
     }
@@ -437,7 +439,7 @@ impl Store {
     /// # Errors
     /// SQLite failed.
     pub fn purge_session_tokens(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM session_tokens WHERE expires_at < ?1", [secs(now)])?)
+        Ok(self.conn.execute("DELETE FROM session_tokens WHERE expires_at < ?1", [to_sql(now)])?)
     }
 }
 
@@ -452,7 +454,7 @@ fn collect_grants(
     for row in rows {
         let (client, gate, address, expires_at, host) = row?;
         let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
-        grants.push(Grant { client, gate, address, expires_at: unsecs(expires_at), host });
+        grants.push(Grant { client, gate, address, expires_at: from_sql(expires_at), host });
     }
     Ok(grants)
 }

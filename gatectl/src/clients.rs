@@ -59,7 +59,8 @@ pub enum ClientCommand {
     Revoke { name: String },
 }
 
-fn unix_now() -> u64 {
+/// Unix seconds now (the store's time).
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

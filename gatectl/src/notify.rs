@@ -5,13 +5,14 @@ use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use gate_notify::{Notification, Part, State};
 use gate_store::Store;
+
+use crate::clients::unix_now;
 
 #[derive(Subcommand)]
 pub enum ShutdownCommand {
@@ -61,10 +62,6 @@ pub enum NotifyCommand {
     },
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn part(text: &str) -> anyhow::Result<Part> {
     Part::parse(text).with_context(|| format!("{text:?}: a part is www, web or vpn"))
 }
@@ -74,13 +71,6 @@ fn state(text: &str) -> anyhow::Result<State> {
         "ok" => Ok(State::Ok),
         "disabled" => Ok(State::Disabled),
         _ => bail!("{text:?}: a state is ok or disabled"),
-    }
-}
-
-const fn state_name(state: State) -> &'static str {
-    match state {
-        State::Ok => "ok",
-        State::Disabled => "disabled",
     }
 }
 
@@ -98,14 +88,14 @@ pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
         let from = rows
             .iter()
             .find(|r| r.part == part && r.source == gate_store::FROM_OPERATOR)
-            .map(|r| format!("set by the operator ({})", state_name(r.state)))
+            .map(|r| format!("set by the operator ({})", r.state.name()))
             .or_else(|| {
                 rows.iter()
                     .find(|r| r.part == part && r.source == gate_store::FROM_NOTIFICATION)
                     .map(|_| "from the last notification".to_owned())
             })
             .unwrap_or_else(|| "default".to_owned());
-        out.push_str(&format!("  {:4} {:9} {from}\n", part.name(), state_name(now)));
+        out.push_str(&format!("  {:4} {:9} {from}\n", part.name(), now.name()));
     }
     if !effective.message.is_empty() {
         out.push_str(&format!("  message: {}\n", effective.message));
@@ -124,7 +114,7 @@ pub fn shutdown(command: ShutdownCommand, store_path: &Path, host: &str) -> anyh
         ShutdownCommand::Set { part: p, state: s, message } => {
             let (p, s) = (part(&p)?, state(&s)?);
             store.set_operator_state(p, Some(s), &message, host, unix_now())?;
-            println!("{} {} (set by the operator; the daemon applies it within a second)", p.name(), state_name(s));
+            println!("{} {} (set by the operator; the daemon applies it within a second)", p.name(), s.name());
         }
         ShutdownCommand::Clear { part: p } => {
             let parts = if p == "all" { Part::ALL.to_vec() } else { vec![part(&p)?] };
