@@ -34,16 +34,30 @@ fn wait_status(bed: &TestBed, name: &str, within: Duration, check: impl Fn(&Serv
     }
 }
 
-fn vpn_bed(servers: &str) -> (TestBed, Daemon, Daemon) {
-    let mut bed = TestBed::new();
+/// The gates every test here has: `vpn` on udp/1194 and `vpn2` on udp/1195.
+const GATES: &[(&str, &str, u16)] = &[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)];
+
+/// A daemon config for `bed` with `gates`, `leases` (a `[leases]` table or nothing), the front
+/// admitted, servers dropping to nobody/nogroup, and the `[[openvpn]]` tables in `servers`.
+fn vpn_config(bed: &mut TestBed, gates: &[(&str, &str, u16)], leases: &str, servers: &str) -> PathBuf {
     let extra = format!(
-        "[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
+        "{leases}[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
         bed.state_dir.join("openvpn").display()
     );
-    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    bed.config(gates, &extra)
+}
+
+/// A bed with the daemon running `servers` behind `gates`, and the front.
+fn vpn_bed_with(gates: &[(&str, &str, u16)], leases: &str, servers: &str) -> (TestBed, Daemon, Daemon) {
+    let mut bed = TestBed::new();
+    let config = vpn_config(&mut bed, gates, leases, servers);
     let daemon = Daemon::start(&bed, &config);
     let web = front::start(&mut bed, "");
     (bed, daemon, web)
+}
+
+fn vpn_bed(servers: &str) -> (TestBed, Daemon, Daemon) {
+    vpn_bed_with(GATES, "", servers)
 }
 
 const MAIN_SERVER: &str =
@@ -233,17 +247,12 @@ fn bad_servers_fail_clearly_and_the_others_keep_running() {
          [[openvpn]]\nname = \"nouser\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.97.0.0/24\"\nuser = \"gt-no-such-user\"\ngroup = \"nogroup\"\n"
     );
     // Something already holds udp/1195 for the third case.
-    let mut bed_servers = servers.clone();
-    bed_servers.push_str(
-        "[[openvpn]]\nname = \"busy\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.96.0.0/24\"\n",
+    let servers = format!(
+        "{servers}[[openvpn]]\nname = \"busy\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.96.0.0/24\"\n"
     );
     let mut bed = TestBed::new();
     let busy = bed.gateway.run(|| std::net::UdpSocket::bind("0.0.0.0:1195").expect("hold udp/1195"));
-    let extra = format!(
-        "[approval]\nfront_user = \"gate-web\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{bed_servers}",
-        bed.state_dir.join("openvpn").display()
-    );
-    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
+    let config = vpn_config(&mut bed, GATES, "", &servers);
     let daemon = Daemon::start(&bed, &config);
     wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
     let badnet = wait_status(&bed, "badnet", Duration::from_secs(5), |s| s.state == "failed");
@@ -263,15 +272,7 @@ fn bad_servers_fail_clearly_and_the_others_keep_running() {
 
 #[test]
 fn an_expired_token_is_refused() {
-    let servers = MAIN_SERVER.to_owned();
-    let mut bed = TestBed::new();
-    let extra = format!(
-        "[leases]\nconnect_window = \"2s\"\n[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
-        bed.state_dir.join("openvpn").display()
-    );
-    let config = bed.config(&[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
-    let _daemon = Daemon::start(&bed, &config);
-    let _web = front::start(&mut bed, "");
+    let (bed, _daemon, _web) = vpn_bed_with(GATES, "[leases]\nconnect_window = \"2s\"\n", MAIN_SERVER);
     wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let state: PathBuf = bed.state_dir.join("alice-vpn");
@@ -296,15 +297,8 @@ fn an_expired_token_is_refused() {
 fn a_tcp_server_behind_the_gate_and_a_revoked_certificate_in_its_crl() {
     let servers =
         "[[openvpn]]\nname = \"tcp\"\ngate = \"vpn\"\nprotocol = \"tcp\"\nport = 1194\nnetwork = \"10.95.0.0/24\"\n";
-    let mut bed = TestBed::new();
-    let extra = format!(
-        "[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
-        bed.state_dir.join("openvpn").display()
-    );
-    let config =
-        bed.config(&[("vpn", "udp", VPN_PORT), ("vpn", "tcp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)], &extra);
-    let _daemon = Daemon::start(&bed, &config);
-    let _web = front::start(&mut bed, "");
+    let gates = [("vpn", "udp", VPN_PORT), ("vpn", "tcp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)];
+    let (bed, _daemon, _web) = vpn_bed_with(&gates, "", servers);
     wait_status(&bed, "tcp", Duration::from_secs(15), |s| s.state == "running");
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let state: PathBuf = bed.state_dir.join("alice-vpn");
