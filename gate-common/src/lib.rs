@@ -9,6 +9,9 @@
 //! - [`GateKey`] / [`Gate`]: the `GATES` map, (protocol, port) -> the gate guarding it.
 //! - [`LeaseKeyV4`] / [`LeaseKeyV6`] / [`Lease`]: the `LEASES_V4` / `LEASES_V6` maps.
 //! - [`Reason`]: why a packet got its verdict; indexes the per-CPU `STATS` map.
+//! - [`lease_hash`], [`CachedLease`], the filter constants: the two accelerators in front of the
+//!   lease maps (a counting filter that turns most strangers away before the hash lookup, and a
+//!   per-CPU cache of recently passed sources), whose slots kernel and user space compute alike.
 #![no_std]
 
 /// Name of the catalogue of gated ports, (protocol, port) -> [`Gate`] (read by user space).
@@ -22,6 +25,22 @@ pub const MAP_LEASES_V4: &str = "LEASES_V4";
 pub const MAP_LEASES_V6: &str = "LEASES_V6";
 /// Name of the per-CPU verdict counters, indexed by [`stats_index`].
 pub const MAP_STATS: &str = "STATS";
+/// Name of the counting filter in front of the lease maps: an array of `u64` words, each holding
+/// [`FILTER_SLOTS_PER_WORD`] one-byte counters; a counter is the number of leases (either family,
+/// any gate) whose [`lease_hash`] lands in its slot. A zero counter proves a source has no lease,
+/// without the hash lookup. Written only by user space, under the pin directory's lock.
+pub const MAP_LEASE_FILTER: &str = "LEASE_FILTER";
+/// Name of the per-CPU cache of sources that recently passed, [`CACHE_SLOTS`] [`CachedLease`]s
+/// per CPU, indexed by [`cache_slot`]. Written only by the program, each CPU its own copy.
+pub const MAP_LEASE_CACHE: &str = "LEASE_CACHE";
+/// Name of the cache epoch: one `u32` that user space bumps after it removes or replaces a lease,
+/// which makes every cached entry stale at once.
+pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
+/// Name of the program's load-time constant holding the filter's slot mask (slots - 1).
+pub const GLOBAL_FILTER_SLOT_MASK: &str = "FILTER_SLOT_MASK";
+/// Name of the program's load-time constant that turns the cache on (1, what the daemon loads) or
+/// off (0: only the benchmark, to measure the path behind it).
+pub const GLOBAL_LEASE_CACHE_ON: &str = "LEASE_CACHE_ON";
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "gate";
 
@@ -57,6 +76,116 @@ pub const IPPROTO_UDP: u8 = 17;
 /// Traffic refreshes a lease's idle deadline at most this often, so a busy flow does not write
 /// the lease on every packet (and CPUs do not fight over its cache line).
 pub const IDLE_REFRESH_GRANULARITY_NS: u64 = 1_000_000_000;
+
+/// Counters per `LEASE_FILTER` word.
+pub const FILTER_SLOTS_PER_WORD: u32 = 8;
+/// A filter counter stops here and never goes down again (a slot that busy only costs lookups).
+pub const FILTER_COUNTER_MAX: u8 = u8::MAX;
+
+/// Words of a `LEASE_FILTER` for lease maps holding `total_capacity` leases together: a power of
+/// two with [`FILTER_SLOTS_PER_WORD`] slots per lease, so a full map leaves ~88% of slots empty.
+#[must_use]
+pub const fn filter_words(total_capacity: u32) -> u32 {
+    let wanted = if total_capacity < 64 { 64 } else { total_capacity };
+    match wanted.checked_next_power_of_two() {
+        Some(words) => words,
+        None => 1 << 31,
+    }
+}
+
+/// The slot mask of a `LEASE_FILTER` of `words` words (its largest power of two, were it not one).
+#[must_use]
+pub const fn filter_slot_mask(words: u32) -> u32 {
+    if words == 0 {
+        return 0;
+    }
+    let words = 1_u32 << (31 - words.leading_zeros());
+    (words * FILTER_SLOTS_PER_WORD).wrapping_sub(1)
+}
+
+/// Cache entries per CPU (a power of two).
+pub const CACHE_SLOTS: u32 = 4096;
+/// How long a cache entry stands, in jiffies: at most 160 ms (at the smallest tick rate, 100 Hz).
+pub const CACHE_TTL_JIFFIES: u64 = 16;
+/// A lease is cached only while both its deadlines are at least this far ahead, which is more
+/// than [`CACHE_TTL_JIFFIES`] at any tick rate: a cached entry can never outlive its lease.
+pub const CACHE_MIN_REMAINING_NS: u64 = 250_000_000;
+
+/// Address family tag folded into [`lease_hash`] and [`CachedLease::tag`].
+pub const FAMILY_V4: u32 = 4;
+/// See [`FAMILY_V4`].
+pub const FAMILY_V6: u32 = 6;
+
+/// The hash that places a (gate, source) in the filter and the cache. `words` is the address as
+/// native-endian `u32`s (one for IPv4, four for IPv6): kernel and user space run on one machine.
+/// A multiply-xorshift mix: cheap in the program, and only ever a hint (collisions cost a lookup).
+#[inline(always)]
+#[must_use]
+pub const fn lease_hash(gate: u32, family: u32, words: &[u32; 4]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x = ((family as u64) << 32 | gate as u64).wrapping_mul(K);
+    x = (x ^ words[0] as u64).wrapping_mul(K);
+    x = (x ^ words[1] as u64).wrapping_mul(K);
+    x = (x ^ words[2] as u64).wrapping_mul(K);
+    x = (x ^ words[3] as u64).wrapping_mul(K);
+    x ^ (x >> 29)
+}
+
+/// An address as [`lease_hash`] words: IPv4 in the first word, the rest zero.
+#[inline(always)]
+#[must_use]
+pub const fn v4_words(addr: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(addr), 0, 0, 0]
+}
+
+/// See [`v4_words`].
+#[inline(always)]
+#[must_use]
+pub const fn v6_words(addr: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
+
+/// The filter slot of `hash` under `slot_mask` (slots - 1): (word index, byte shift in the word).
+#[inline(always)]
+#[must_use]
+pub const fn filter_slot(hash: u64, slot_mask: u32) -> (u32, u32) {
+    let slot = (hash >> 32) as u32 & slot_mask;
+    (slot / FILTER_SLOTS_PER_WORD, (slot % FILTER_SLOTS_PER_WORD) * 8)
+}
+
+/// The cache slot of `hash`.
+#[inline(always)]
+#[must_use]
+pub const fn cache_slot(hash: u64) -> u32 {
+    hash as u32 & (CACHE_SLOTS - 1)
+}
+
+/// A source that passed a gate moments ago, in one CPU's `LEASE_CACHE`. It stands for its lease
+/// while `jiffies < valid_until` and `epoch` is the current `CACHE_EPOCH`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedLease {
+    /// `FAMILY << 16 | gate`; 0 = empty.
+    pub tag: u32,
+    /// `CACHE_EPOCH` when the entry was written.
+    pub epoch: u32,
+    /// The source, as [`lease_hash`] words.
+    pub words: [u32; 4],
+    /// The jiffy from which on the entry is stale.
+    pub valid_until: u64,
+}
+
+/// [`CachedLease::tag`] of a gate and family.
+#[inline(always)]
+#[must_use]
+pub const fn cache_tag(gate: u32, family: u32) -> u32 {
+    family << 16 | gate
+}
 
 /// Key of the `GATES` map: a transport protocol and a destination port in network byte order.
 #[repr(C)]
@@ -252,4 +381,5 @@ mod pod {
     unsafe impl aya::Pod for super::LeaseKeyV4 {}
     unsafe impl aya::Pod for super::LeaseKeyV6 {}
     unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::CachedLease {}
 }

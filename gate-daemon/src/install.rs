@@ -19,7 +19,10 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use gate_common::{Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS};
+use gate_common::{
+    CachedLease, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE,
+    MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS,
+};
 use gate_maps::{AttachMode, Attachment, GateEntry, GateState, PinDir, StateError};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
@@ -139,6 +142,10 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
         );
     }
     let gates = state.sync_gates(&config.gate_specs())?;
+    // Before any program reads the filter: leases from before (kept across a restart, or from a
+    // gate without a filter) must count in it, or their sources would be dropped.
+    let counted = state.rebuild_filter()?;
+    log::debug!("lease filter counts {counted} leases");
 
     let program = loaded.xdp();
     let mut attachments = Vec::new();
@@ -184,8 +191,9 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<(), InstallError>
         MAP_GATES => (size_of::<GateKey>(), size_of::<Gate>()),
         MAP_LEASES_V4 => (size_of::<LeaseKeyV4>(), size_of::<Lease>()),
         MAP_LEASES_V6 => (size_of::<LeaseKeyV6>(), size_of::<Lease>()),
-        MAP_PORTS => (size_of::<u32>(), size_of::<u32>()),
-        _ => (size_of::<u32>(), size_of::<u64>()), // STATS
+        MAP_PORTS | MAP_CACHE_EPOCH => (size_of::<u32>(), size_of::<u32>()),
+        MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>()),
+        _ => (size_of::<u32>(), size_of::<u64>()), // STATS, LEASE_FILTER
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::NotFound { path: path.to_owned(), source: e })?;
     let found = (info.key_size() as usize, info.value_size() as usize);

@@ -3,9 +3,13 @@
 //! the tests and benchmarks, so they run exactly what the daemon runs.
 use aya::{
     Ebpf, EbpfLoader,
+    maps::MapInfo,
     programs::{ProgramError, Xdp},
 };
-use gate_common::{MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME};
+use gate_common::{
+    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER,
+    MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME, filter_slot_mask, filter_words,
+};
 use gate_maps::PinDir;
 
 /// The XDP program, built by build.rs from `gate-ebpf`.
@@ -16,7 +20,8 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Every map the program uses, all pinned.
-pub const MAPS: [&str; 5] = [MAP_GATES, MAP_PORTS, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS];
+pub const MAPS: [&str; 8] =
+    [MAP_GATES, MAP_PORTS, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, MAP_LEASE_FILTER, MAP_LEASE_CACHE, MAP_CACHE_EPOCH];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -50,12 +55,30 @@ impl Loaded {
 /// # Errors
 /// The object or its maps cannot be created (the verifier's log is in the source chain).
 pub fn load(pins: &PinDir, lease_capacity: u32) -> Result<Loaded, LoadError> {
+    load_with(pins, lease_capacity, true)
+}
+
+/// As [`load`]; `lease_cache` off skips the per-CPU cache, which only the benchmark wants (to
+/// measure the path behind it). The filter may only be used with [`gate_maps::GateState`]
+/// keeping it (the installer rebuilds it before attaching).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(pins: &PinDir, lease_capacity: u32, lease_cache: bool) -> Result<Loaded, LoadError> {
     let mut loader = EbpfLoader::new();
     for name in MAPS {
         loader.map_pin_path(name, pins.map(name));
     }
     loader.map_max_entries(MAP_LEASES_V4, lease_capacity);
     loader.map_max_entries(MAP_LEASES_V6, lease_capacity);
+    // A pinned filter keeps its size (its counters are laid out for it); a new one fits the maps.
+    let words = MapInfo::from_pin(pins.map(MAP_LEASE_FILTER))
+        .map_or_else(|_| filter_words(lease_capacity.saturating_mul(2)), |info| info.max_entries());
+    loader.map_max_entries(MAP_LEASE_FILTER, words);
+    let mask = filter_slot_mask(words);
+    let cache_on = u32::from(lease_cache);
+    loader.override_global(GLOBAL_FILTER_SLOT_MASK, &mask, true);
+    loader.override_global(GLOBAL_LEASE_CACHE_ON, &cache_on, true);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)

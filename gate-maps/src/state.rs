@@ -3,6 +3,12 @@
 //! Writers that read before they write (sweeping, revoking, syncing gates) and lease grants hold
 //! an exclusive `flock` on the pin directory, so a sweep in the daemon can never delete a lease
 //! that `gatectl allow` wrote a moment after the sweep judged the old one dead.
+//!
+//! Every lease write also keeps the program's two fast paths true (docs/architecture.md, "Fast
+//! paths"): a new lease counts in `LEASE_FILTER` before it is inserted, a removed one after it is
+//! gone (so the filter may over-count, never under-count), and an operation that removed or
+//! replaced a lease bumps `CACHE_EPOCH` before it returns, so no CPU keeps passing a source on
+//! the strength of a lease that is no longer there.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -14,8 +20,10 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use gate_common::{
-    GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease, LeaseKeyV4, LeaseKeyV6, MAP_GATES, MAP_LEASES_V4,
-    MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, port_index, stats_index,
+    FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease,
+    LeaseKeyV4, LeaseKeyV6, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS,
+    MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_slot, filter_slot_mask, lease_hash, port_index,
+    stats_index, v4_words, v6_words,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -106,8 +114,21 @@ pub struct GateState {
     leases_v4: HashMap<MapData, LeaseKeyV4, Lease>,
     leases_v6: HashMap<MapData, LeaseKeyV6, Lease>,
     stats: PerCpuArray<MapData, u64>,
+    filter: Array<MapData, u64>,
+    filter_mask: u32,
+    epoch: Array<MapData, u32>,
+    /// A lease was removed or replaced since the epoch was last bumped.
+    cache_stale: bool,
     capacity_v4: u32,
     capacity_v6: u32,
+}
+
+/// The program's [`lease_hash`] of a (gate, source).
+fn slot_hash(gate: u32, addr: IpAddr) -> u64 {
+    match addr {
+        IpAddr::V4(v4) => lease_hash(gate, FAMILY_V4, &v4_words(v4.octets())),
+        IpAddr::V6(v6) => lease_hash(gate, FAMILY_V6, &v6_words(v6.octets())),
+    }
 }
 
 fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError> {
@@ -169,7 +190,22 @@ impl GateState {
         let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
         let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
         let (stats, _) = typed(&pins, MAP_STATS)?;
-        Ok(Self { pins, gates, ports, leases_v4, leases_v6, stats, capacity_v4, capacity_v6 })
+        let (filter, filter_words) = typed(&pins, MAP_LEASE_FILTER)?;
+        let (epoch, _) = typed(&pins, MAP_CACHE_EPOCH)?;
+        Ok(Self {
+            pins,
+            gates,
+            ports,
+            leases_v4,
+            leases_v6,
+            stats,
+            filter,
+            filter_mask: filter_slot_mask(filter_words),
+            epoch,
+            cache_stale: false,
+            capacity_v4,
+            capacity_v6,
+        })
     }
 
     #[must_use]
@@ -231,6 +267,11 @@ impl GateState {
     /// Too many gates or ports, a name too long, or a map write refused.
     pub fn sync_gates(&mut self, specs: &[GateSpec]) -> Result<Vec<GateEntry>, StateError> {
         let _lock = self.lock()?;
+        let result = self.sync_gates_locked(specs);
+        self.settle(result)
+    }
+
+    fn sync_gates_locked(&mut self, specs: &[GateSpec]) -> Result<Vec<GateEntry>, StateError> {
         let existing = self.gates()?;
         let mut ids: BTreeMap<&str, u32> = BTreeMap::new();
         for gate in &existing {
@@ -310,10 +351,15 @@ impl GateState {
     /// As [`Self::grant`], after the undo.
     pub fn grant_all(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
         let _lock = self.lock()?;
+        let result = self.grant_all_locked(gate, addrs, lease);
+        self.settle(result)
+    }
+
+    fn grant_all_locked(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
         let mut done: Vec<(IpAddr, Option<Lease>)> = Vec::with_capacity(addrs.len());
         for &addr in addrs {
             let step =
-                self.lease(gate, addr).and_then(|previous| self.insert_or_sweep(gate, addr, lease).map(|()| previous));
+                self.lease(gate, addr).and_then(|previous| self.put(gate, addr, lease, previous).map(|()| previous));
             match step {
                 Ok(previous) => done.push((addr, previous)),
                 Err(error) => {
@@ -339,7 +385,82 @@ impl GateState {
     /// The kernel refuses the delete.
     pub fn revoke_one(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
         let _lock = self.lock()?;
-        self.remove_lease(gate, addr)
+        let result = self.remove_lease(gate, addr);
+        self.settle(result)
+    }
+
+    /// Writes `lease` for (`gate`, `addr`), where `previous` is what is there now. A new key is
+    /// counted in the filter before the insert (and uncounted if the insert fails); a replaced
+    /// lease may have been shorter-lived, so cached copies of it go stale. Caller holds the lock.
+    fn put(&mut self, gate: u32, addr: IpAddr, lease: Lease, previous: Option<Lease>) -> Result<(), StateError> {
+        if previous.is_some() {
+            self.cache_stale = true;
+            return self.insert_or_sweep(gate, addr, lease);
+        }
+        self.count_in_filter(gate, addr, true)?;
+        let inserted = self.insert_or_sweep(gate, addr, lease);
+        if inserted.is_err() {
+            // Best effort: an over-count only costs a lookup; the insert error is what matters.
+            let _ = self.count_in_filter(gate, addr, false);
+        }
+        inserted
+    }
+
+    /// Moves the filter counter of (`gate`, `addr`) up or down by one; a counter at its maximum
+    /// stays there (it no longer knows how many leases it stands for). Caller holds the lock.
+    fn count_in_filter(&mut self, gate: u32, addr: IpAddr, up: bool) -> Result<(), StateError> {
+        let (word, shift) = filter_slot(slot_hash(gate, addr), self.filter_mask);
+        let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
+        let count = ((current >> shift) & 0xff) as u8;
+        let next = match (up, count) {
+            (_, FILTER_COUNTER_MAX) | (false, 0) => return Ok(()),
+            (true, c) => c + 1,
+            (false, c) => c - 1,
+        };
+        let updated = (current & !(0xff << shift)) | (u64::from(next) << shift);
+        self.filter.set(word, updated, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))
+    }
+
+    /// Where (`gate`, `addr`) counts in the filter: (word, bit shift). For tests and benchmarks
+    /// that need two sources sharing a counter.
+    #[must_use]
+    pub fn filter_slot(&self, gate: u32, addr: IpAddr) -> (u32, u32) {
+        filter_slot(slot_hash(gate, addr), self.filter_mask)
+    }
+
+    /// Ends a locked write: if it removed or replaced a lease, bumps the cache epoch, whatever
+    /// `result` is (a half-done removal must not stay cached either). Caller holds the lock.
+    fn settle<T>(&mut self, result: Result<T, StateError>) -> Result<T, StateError> {
+        if self.cache_stale {
+            let epoch = self.epoch.get(&0, 0).map_err(map_err(MAP_CACHE_EPOCH, "lookup"))?;
+            self.epoch.set(0, epoch.wrapping_add(1), 0).map_err(map_err(MAP_CACHE_EPOCH, "update"))?;
+            self.cache_stale = false;
+        }
+        result
+    }
+
+    /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its
+    /// exact count. Run by the installer before the program is attached, so leases from before
+    /// (a new filter, an older gate) pass from the first packet. Returns the leases counted.
+    ///
+    /// # Errors
+    /// The kernel refuses to iterate the leases or to write the filter.
+    pub fn rebuild_filter(&mut self) -> Result<usize, StateError> {
+        let _lock = self.lock()?;
+        let leases = self.leases()?;
+        let mut words: BTreeMap<u32, u64> = BTreeMap::new();
+        for entry in &leases {
+            let (word, shift) = filter_slot(slot_hash(entry.gate, entry.addr), self.filter_mask);
+            let value = words.entry(word).or_default();
+            let count = ((*value >> shift) & 0xff) as u8;
+            if count < FILTER_COUNTER_MAX {
+                *value += 1 << shift;
+            }
+        }
+        for (word, value) in words {
+            self.filter.set(word, value, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
+        }
+        Ok(leases.len())
     }
 
     /// Inserts a lease; a full map is swept of the dead once before giving up. Caller holds the lock.
@@ -378,7 +499,8 @@ impl GateState {
     /// The kernel refuses to iterate or delete.
     pub fn revoke(&mut self, addr: IpAddr, gate: Option<u32>) -> Result<usize, StateError> {
         let _lock = self.lock()?;
-        self.remove_leases_where(|e| e.addr == addr && gate.is_none_or(|want| want == e.gate))
+        let result = self.remove_leases_where(|e| e.addr == addr && gate.is_none_or(|want| want == e.gate));
+        self.settle(result)
     }
 
     /// Closes every lease of `gate`. Returns how many were removed.
@@ -387,7 +509,8 @@ impl GateState {
     /// The kernel refuses to iterate or delete.
     pub fn revoke_gate(&mut self, gate: u32) -> Result<usize, StateError> {
         let _lock = self.lock()?;
-        self.remove_leases_where(|e| e.gate == gate)
+        let result = self.remove_leases_where(|e| e.gate == gate);
+        self.settle(result)
     }
 
     /// Removes every lease `doomed` picks; the caller holds the lock. Returns how many.
@@ -402,14 +525,19 @@ impl GateState {
         Ok(removed)
     }
 
-    /// Removes one lease; `false` if it was already gone.
+    /// Removes one lease (uncounting it from the filter once it is gone); `false` if it was
+    /// already gone. Caller holds the lock and settles.
     fn remove_lease(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
         let (map, result) = match addr {
             IpAddr::V4(v4) => (MAP_LEASES_V4, self.leases_v4.remove(&LeaseKeyV4 { gate, addr: v4.octets() })),
             IpAddr::V6(v6) => (MAP_LEASES_V6, self.leases_v6.remove(&LeaseKeyV6 { gate, addr: v6.octets() })),
         };
         match result {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.cache_stale = true;
+                self.count_in_filter(gate, addr, false)?;
+                Ok(true)
+            }
             Err(MapError::KeyNotFound) => Ok(false),
             Err(e) if is_errno(&e, nix::errno::Errno::ENOENT as i32) => Ok(false),
             Err(source) => Err(StateError::Map { map, operation: "remove", source }),
@@ -458,14 +586,21 @@ impl GateState {
         let mut removed = 0;
         for batch in candidates.chunks(BATCH) {
             let _lock = self.lock()?;
-            for entry in batch {
-                // Re-read: a grant may have replaced the lease since it was judged dead.
-                let still_dead = self
-                    .lease(entry.gate, entry.addr)?
-                    .is_some_and(|l| l.closes_at_ns().saturating_add(grace_ns) <= now_ns);
-                if still_dead && self.remove_lease(entry.gate, entry.addr)? {
-                    removed += 1;
-                }
+            let result = self.sweep_batch(batch, now_ns, grace_ns);
+            removed += self.settle(result)?;
+        }
+        Ok(removed)
+    }
+
+    fn sweep_batch(&mut self, batch: &[LeaseEntry], now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
+        let mut removed = 0;
+        for entry in batch {
+            // Re-read: a grant may have replaced the lease since it was judged dead.
+            let still_dead = self
+                .lease(entry.gate, entry.addr)?
+                .is_some_and(|l| l.closes_at_ns().saturating_add(grace_ns) <= now_ns);
+            if still_dead && self.remove_lease(entry.gate, entry.addr)? {
+                removed += 1;
             }
         }
         Ok(removed)

@@ -35,8 +35,10 @@ fn quick_xdp_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-xdp");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| 1")).collect();
-    assert_eq!(rows.len(), 6, "2 lease counts x 3 packets:\n{stdout}");
-    for row in rows {
+    let (timing, memory): (Vec<&str>, Vec<&str>) = rows.iter().partition(|l| l.split('|').count() == 9);
+    assert_eq!(timing.len(), 10, "2 lease counts x 5 packets:\n{stdout}");
+    assert_eq!(memory.len(), 2, "memory of the maps at 2 lease counts:\n{stdout}");
+    for row in timing {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let gate_ns: u64 = cells[3].parse().unwrap_or_else(|_| panic!("a number in {row}"));
         assert!(gate_ns > 0, "{row}");

@@ -1,8 +1,10 @@
 //! `gate-bench-xdp` (`cargo xtask bench xdp`): nanoseconds per packet through the gate with
 //! `BPF_PROG_TEST_RUN`, next to two control programs measured in the same run (one that only
-//! passes, one that also does a single hash lookup), for an ungated, a dropped and a leased
-//! packet, with 1, 10,000 and 1,000,000 leases. Also the lease map's kernel memory at each size.
-//! Prints a Markdown table.
+//! passes, one that also does a single hash lookup), with 1, 10,000 and 1,000,000 leases, for:
+//! an ungated packet; a stranger the filter turns away; a stranger whose filter counter a lease
+//! shares (the lease lookup decides); a leased source from this CPU's cache; the same leased
+//! source through a copy of the program without the cache (what a cache miss costs). Also the
+//! kernel memory of the lease map, the filter and the cache. Prints a Markdown table.
 //!
 //! `--quick` (used by the tests): a few repeats and at most 10,000 leases, to prove it runs.
 use std::{net::IpAddr, process::Command, time::Instant};
@@ -13,7 +15,10 @@ use aya::{
 };
 use gate_daemon::program::BASELINE_OBJECT;
 use gate_maps::{LeasePolicy, Protocol, clock};
-use gate_tests::{frames::Frame, loaded::LoadedGate};
+use gate_tests::{
+    frames::Frame,
+    loaded::{self, LoadedGate},
+};
 
 const GATED: u16 = 1194;
 const UNGATED: u16 = 53;
@@ -66,6 +71,21 @@ fn map_memory(path: &std::path::Path) -> Option<u64> {
     json["bytes_memlock"].as_u64()
 }
 
+fn mib(gate: &LoadedGate, map: &str) -> String {
+    map_memory(&gate.state.pins().map(map))
+        .map_or_else(|| "?".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
+/// A source outside the leases' range whose filter counter the first lease shares, so the filter
+/// says "maybe" and the lease lookup has to answer.
+fn filter_twin(gate: &LoadedGate, vpn: u32) -> IpAddr {
+    let target = gate.state.filter_slot(vpn, lease_addr(0));
+    (0x0100_0000_u32..0xF000_0000)
+        .map(|n| IpAddr::from(n.to_be_bytes()))
+        .find(|&addr| gate.state.filter_slot(vpn, addr) == target)
+        .expect("some IPv4 address shares a filter slot")
+}
+
 fn main() {
     let settings = settings();
     let max = *settings.sizes.iter().max().expect("at least one size");
@@ -85,20 +105,15 @@ fn main() {
     let control = |name| -> &Xdp { ebpf.program(name).expect("loaded").try_into().expect("XDP") };
     let (pass, lookup) = (control("pass"), control("lookup"));
 
-    let frames = [
-        ("ungated", Frame::udp(STRANGER.parse().unwrap(), UNGATED).bytes()),
-        ("dropped (no lease)", Frame::udp(STRANGER.parse().unwrap(), GATED).bytes()),
-        ("leased", Frame::udp(LEASED.parse().unwrap(), GATED).bytes()),
-    ];
+    let mut uncached = gate.without_cache();
     println!(
         "median of {} rounds x {} runs each; control programs measured beside every row",
         settings.rounds, settings.repeat
     );
     println!();
-    println!(
-        "| leases | packet | gate ns/packet | `pass` ns | gate over `pass` | `lookup` ns | gate over `lookup` | lease map kernel memory |"
-    );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| leases | packet | gate ns/packet | `pass` ns | gate over `pass` | `lookup` ns | gate over `lookup` |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut memory = Vec::new();
     let mut granted = 0_u32;
     for &size in &settings.sizes {
         let started = Instant::now();
@@ -108,15 +123,43 @@ fn main() {
             granted += 1;
         }
         let fill = started.elapsed();
-        let memory = map_memory(&gate.state.pins().map(gate_common::MAP_LEASES_V4))
-            .map_or_else(|| "?".to_owned(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)));
-        for (name, frame) in &frames {
-            let ns = median((0..settings.rounds).map(|_| gate.run_repeat(frame, settings.repeat).1).collect());
+        let twin = filter_twin(&gate, vpn);
+        let frames = [
+            ("ungated", Frame::udp(STRANGER.parse().unwrap(), UNGATED).bytes(), false),
+            ("dropped: no lease, filter says no", Frame::udp(STRANGER.parse().unwrap(), GATED).bytes(), false),
+            ("dropped: no lease, filter slot shared", Frame::udp(twin, GATED).bytes(), false),
+            ("leased: from the CPU's cache", Frame::udp(LEASED.parse().unwrap(), GATED).bytes(), false),
+            ("leased: cache off (the miss path)", Frame::udp(LEASED.parse().unwrap(), GATED).bytes(), true),
+        ];
+        for (name, frame, without_cache) in &frames {
+            let ns = median(
+                (0..settings.rounds)
+                    .map(|_| {
+                        if *without_cache {
+                            loaded::run_repeat(&mut uncached, frame, settings.repeat).1
+                        } else {
+                            gate.run_repeat(frame, settings.repeat).1
+                        }
+                    })
+                    .collect(),
+            );
             let zero = control_ns(pass, frame, &settings);
             let floor = control_ns(lookup, frame, &settings);
             let over = |base: u128| i128::try_from(ns).unwrap_or(i128::MAX) - i128::try_from(base).unwrap_or(0);
-            println!("| {size} | {name} | {ns} | {zero} | {:+} | {floor} | {:+} | {memory} |", over(zero), over(floor));
+            println!("| {size} | {name} | {ns} | {zero} | {:+} | {floor} | {:+} |", over(zero), over(floor));
         }
+        memory.push(format!(
+            "| {size} | {} | {} | {} |",
+            mib(&gate, gate_common::MAP_LEASES_V4),
+            mib(&gate, gate_common::MAP_LEASE_FILTER),
+            mib(&gate, gate_common::MAP_LEASE_CACHE)
+        ));
         eprintln!("({size} leases granted through GateState::grant in {fill:.2?})");
+    }
+    println!();
+    println!("| leases | lease map (IPv4) kernel memory | filter | cache (all CPUs) |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for row in memory {
+        println!("{row}");
     }
 }

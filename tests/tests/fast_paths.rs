@@ -1,0 +1,223 @@
+//! The two fast paths in front of the lease maps (docs/architecture.md, "Fast paths"), through the
+//! real program with `BPF_PROG_TEST_RUN`: the per-CPU cache of sources that passed and the
+//! counting filter. Each test asserts what an operator would notice if a fast path lied: a source
+//! that passes after its lease is gone, or a leased source that is dropped.
+//!
+//! The cache is per CPU, so every test pins its thread to one CPU: the second packet of a source
+//! then really comes from the cache its first packet filled.
+use std::{
+    net::IpAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gate_common::{Lease, MAP_LEASE_FILTER};
+use gate_maps::{GateState, Protocol, clock, lease::ttl_lease};
+use gate_tests::{
+    frames::Frame,
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS},
+};
+use nix::{sched::CpuSet, unistd::Pid};
+
+const PORT: u16 = 1194;
+const LEASED: &str = "192.0.2.10";
+const LEASED_V6: &str = "2001:db8::10";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("test address")
+}
+
+/// Keeps this thread on one CPU, so the per-CPU cache a packet fills is the one the next reads.
+fn pin_to_one_cpu() {
+    let current = nix::sched::sched_getaffinity(Pid::from_raw(0)).expect("read affinity");
+    let cpu = (0..CpuSet::count()).find(|&c| current.is_set(c).unwrap_or(false)).expect("an allowed CPU");
+    let mut one = CpuSet::new();
+    one.set(cpu).expect("cpu index");
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one CPU");
+}
+
+fn gate() -> (LoadedGate, u32) {
+    pin_to_one_cpu();
+    let gate = LoadedGate::new(&[("vpn", Protocol::Udp, PORT), ("vpn", Protocol::Tcp, PORT)], 1024);
+    let id = gate.state.gate_id("vpn").unwrap();
+    (gate, id)
+}
+
+fn hour() -> Lease {
+    ttl_lease(clock::now_ns(), Duration::from_secs(3600))
+}
+
+/// Passes twice (the first fills the cache, the second is served by it).
+fn assert_cached_pass(gate: &mut LoadedGate, addr: IpAddr) {
+    let frame = Frame::udp(addr, PORT).bytes();
+    assert_eq!(gate.run(&frame), XDP_PASS, "{addr}: first packet passes on its lease");
+    assert_eq!(gate.run(&frame), XDP_PASS, "{addr}: second packet passes (from the cache)");
+}
+
+/// Addresses (outside 192.0.2.0/24) whose filter counter `addr` on gate `id` shares.
+fn filter_twins(state: &GateState, id: u32, addr: IpAddr, how_many: usize) -> Vec<IpAddr> {
+    let target = state.filter_slot(id, addr);
+    (0x0A00_0000_u32..0xE000_0000)
+        .map(|n| IpAddr::from(n.to_be_bytes()))
+        .filter(|&a| state.filter_slot(id, a) == target)
+        .take(how_many)
+        .collect()
+}
+
+#[test]
+fn a_cached_source_is_dropped_by_the_first_packet_after_each_kind_of_removal() {
+    let (mut gate, vpn) = gate();
+    for addr in [ip(LEASED), ip(LEASED_V6)] {
+        let frame = Frame::udp(addr, PORT).bytes();
+
+        gate.state.grant(vpn, addr, hour()).unwrap();
+        assert_cached_pass(&mut gate, addr);
+        assert!(gate.state.revoke_one(vpn, addr).unwrap());
+        assert_eq!(gate.run(&frame), XDP_DROP, "{addr}: revoke_one");
+
+        gate.state.grant(vpn, addr, hour()).unwrap();
+        assert_cached_pass(&mut gate, addr);
+        assert_eq!(gate.state.revoke(addr, None).unwrap(), 1);
+        assert_eq!(gate.run(&frame), XDP_DROP, "{addr}: revoke on every gate");
+
+        gate.state.grant(vpn, addr, hour()).unwrap();
+        assert_cached_pass(&mut gate, addr);
+        assert_eq!(gate.state.revoke_gate(vpn).unwrap(), 1);
+        assert_eq!(gate.run(&frame), XDP_DROP, "{addr}: revoke the whole gate");
+
+        // A lease replaced by one that has already ended: the cached copy must not outlive it.
+        gate.state.grant(vpn, addr, hour()).unwrap();
+        assert_cached_pass(&mut gate, addr);
+        let now = clock::now_ns();
+        let ended = Lease { expires_ns: now - 1, idle_deadline_ns: now - 1, idle_timeout_ns: 0 };
+        gate.state.grant(vpn, addr, ended).unwrap();
+        assert_eq!(gate.run(&frame), XDP_DROP, "{addr}: lease replaced by an ended one");
+        gate.state.revoke(addr, None).unwrap();
+    }
+}
+
+#[test]
+fn a_cached_source_stops_passing_at_its_lease_deadline() {
+    let (mut gate, vpn) = gate();
+    let addr = ip(LEASED);
+    let frame = Frame::udp(addr, PORT).bytes();
+    let lease = ttl_lease(clock::now_ns(), Duration::from_millis(700));
+    gate.state.grant(vpn, addr, lease).unwrap();
+    let (mut passed, mut dropped_after) = (0, 0);
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while dropped_after < 50 && Instant::now() < give_up {
+        let sent_at = clock::now_ns();
+        let verdict = gate.run(&frame);
+        if verdict == XDP_PASS {
+            assert!(
+                sent_at < lease.expires_ns,
+                "passed {} ms after the lease's deadline",
+                (sent_at - lease.expires_ns) / 1_000_000
+            );
+            passed += 1;
+        } else if sent_at >= lease.expires_ns {
+            dropped_after += 1;
+        } else {
+            panic!("dropped {} ms before the deadline", (lease.expires_ns - sent_at) / 1_000_000);
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    assert!(passed > 100, "the source passed throughout its lease ({passed} packets)");
+    assert_eq!(dropped_after, 50, "and is dropped once the deadline has passed");
+}
+
+#[test]
+fn traffic_served_from_the_cache_still_keeps_an_idle_lease_alive() {
+    let (mut gate, vpn) = gate();
+    let addr = ip(LEASED);
+    let frame = Frame::udp(addr, PORT).bytes();
+    let now = clock::now_ns();
+    // Idle after 1.5 s without traffic; the flow below runs for 4 s.
+    let lease = Lease {
+        expires_ns: now + 3_600_000_000_000,
+        idle_deadline_ns: now + 1_500_000_000,
+        idle_timeout_ns: 1_500_000_000,
+    };
+    gate.state.grant(vpn, addr, lease).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        assert_eq!(gate.run(&frame), XDP_PASS, "a busy source never goes idle ({:?} in)", started.elapsed());
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stored = gate.state.leases().unwrap().into_iter().find(|l| l.addr == addr).unwrap().lease;
+    assert!(stored.idle_deadline_ns > now + 4_000_000_000, "the lease's idle deadline followed the traffic");
+    // Silence: the lease goes idle, and the cache does not keep it open.
+    thread::sleep(Duration::from_millis(1_700));
+    assert_eq!(gate.run(&frame), XDP_DROP, "idle after 1.5 s of silence");
+}
+
+#[test]
+fn a_lease_passes_while_another_lease_sharing_its_filter_counter_comes_and_goes() {
+    let (mut gate, vpn) = gate();
+    let addr = ip(LEASED);
+    let twins = filter_twins(&gate.state, vpn, addr, 2);
+    gate.state.grant(vpn, addr, hour()).unwrap();
+    for &twin in &twins {
+        gate.state.grant(vpn, twin, hour()).unwrap();
+        assert_cached_pass(&mut gate, twin);
+    }
+    for &twin in &twins {
+        assert!(gate.state.revoke_one(vpn, twin).unwrap());
+        assert_eq!(gate.run(&Frame::udp(twin, PORT).bytes()), XDP_DROP, "{twin}: revoked");
+        assert_cached_pass(&mut gate, addr);
+    }
+    assert!(gate.state.revoke_one(vpn, addr).unwrap());
+    assert_eq!(gate.run(&Frame::udp(addr, PORT).bytes()), XDP_DROP, "the last lease of the slot revoked");
+}
+
+#[test]
+fn a_grant_refused_by_a_full_map_takes_no_count_from_the_leases_beside_it() {
+    pin_to_one_cpu();
+    let mut gate = LoadedGate::new(&[("vpn", Protocol::Udp, PORT)], 4);
+    let vpn = gate.state.gate_id("vpn").unwrap();
+    let addr = ip(LEASED);
+    let twins = filter_twins(&gate.state, vpn, addr, 4);
+    gate.state.grant(vpn, addr, hour()).unwrap();
+    gate.state.grant_all(vpn, &twins[..3], hour()).unwrap();
+    let refused = gate.state.grant(vpn, twins[3], hour()).unwrap_err();
+    assert!(matches!(refused, gate_maps::StateError::Full { .. }), "{refused}");
+    assert!(gate.state.revoke_one(vpn, twins[0]).unwrap());
+    assert_cached_pass(&mut gate, addr);
+    assert_eq!(gate.run(&Frame::udp(twins[3], PORT).bytes()), XDP_DROP, "the refused source stays out");
+}
+
+#[test]
+fn a_saturated_filter_counter_never_drops_a_lease() {
+    let (mut gate, vpn) = gate();
+    let addr = ip(LEASED);
+    // More leases in one slot than a counter can count.
+    let twins = filter_twins(&gate.state, vpn, addr, 300);
+    assert_eq!(twins.len(), 300);
+    gate.state.grant(vpn, addr, hour()).unwrap();
+    gate.state.grant_all(vpn, &twins, hour()).unwrap();
+    for &twin in &twins {
+        assert!(gate.state.revoke_one(vpn, twin).unwrap());
+    }
+    assert_cached_pass(&mut gate, addr);
+}
+
+#[test]
+fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
+    let (mut gate, vpn) = gate();
+    let (v4, v6) = (ip(LEASED), ip(LEASED_V6));
+    gate.state.grant_all(vpn, &[v4, v6], hour()).unwrap();
+    // As after an upgrade from a gate without a filter: a new, empty filter beside the leases.
+    let pins = gate.state.pins().clone();
+    std::fs::remove_file(pins.map(MAP_LEASE_FILTER)).unwrap();
+    let (capacity, _) = gate.state.capacity();
+    let mut fresh = gate_daemon::program::load(&pins, capacity).expect("load with a new filter");
+    let mut state = GateState::open(pins.root()).unwrap();
+    let run = |loaded: &mut gate_daemon::program::Loaded, addr| {
+        gate_tests::loaded::run_repeat(loaded, &Frame::udp(addr, PORT).bytes(), 1).0
+    };
+    assert_eq!(run(&mut fresh, v4), XDP_DROP, "an empty filter fails closed");
+    assert_eq!(state.rebuild_filter().unwrap(), 2, "the rebuild counts both leases");
+    assert_eq!(run(&mut fresh, v4), XDP_PASS, "IPv4 lease passes after the rebuild");
+    assert_eq!(run(&mut fresh, v6), XDP_PASS, "IPv6 lease passes after the rebuild");
+    assert_eq!(run(&mut fresh, ip("192.0.2.99")), XDP_DROP, "a stranger still does not");
+}
