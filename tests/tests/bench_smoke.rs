@@ -77,18 +77,28 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
         "| `ipset add`",
         "| `nft add element`",
         "| - | (receiver down",
-        "## Flood: 64-byte UDP frames as XDP live frames",
+        "## Flood: 64-byte UDP frames as XDP live frames (",
+        "## Flood: 64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1",
     ] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
     }
-    for size in ["10", "10000"] {
-        for mechanism in ["gate (XDP)", "iptables + ipset", "nftables set"] {
-            let line = stdout
-                .lines()
-                .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))
-                .unwrap_or_else(|| panic!("no {mechanism} row for {size}:\n{stdout}"));
-            let dropped: f64 = line.split('|').nth(4).and_then(|c| c.trim().parse().ok()).expect("a drop rate");
-            assert!(dropped > 0.0, "{line}");
+    let tables: Vec<&str> = stdout.split("## Flood: ").skip(1).collect();
+    assert_eq!(tables.len(), 3, "a table per sender:\n{stdout}");
+    for (table, own_cores) in tables.iter().zip([false, false, true]) {
+        for size in ["10", "10000"] {
+            for mechanism in ["gate (XDP)", "iptables + ipset", "nftables set"] {
+                let line = table
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))
+                    .unwrap_or_else(|| panic!("no {mechanism} row for {size}:\n{table}"));
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let dropped: f64 = cells[4].parse().unwrap_or_else(|_| panic!("a drop rate in {line}"));
+                assert!(dropped > 0.0, "{line}");
+                if own_cores {
+                    let busy: f64 = cells[8].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{line}"));
+                    assert!(busy > 0.0, "the receiver's own thread did the work: {line}");
+                }
+            }
         }
     }
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");

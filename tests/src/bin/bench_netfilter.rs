@@ -5,8 +5,12 @@
 //!    against `ipset add` and `nft add element` run as a daemon shelling out would (Pritunl
 //!    runs ipset), each into a set already holding 10,000 addresses. Medians.
 //! 2. **A flood**: a sender in the client namespace floods a gated UDP port over veth from an
-//!    address without a lease, while an approved address sends a small steady flow. Per
-//!    mechanism, same sender (raw frames on an `AF_PACKET` socket, 64 per `sendmmsg`), same run: (a) the gate's XDP program,
+//!    address without a lease, while an approved address sends a small steady flow. Three
+//!    senders, each a table: raw frames on an `AF_PACKET` socket (64 per `sendmmsg`); XDP live
+//!    frames (BPF_PROG_TEST_RUN through a devmap redirect, so the receiver gets XDP frames as from
+//!    a NIC); and live frames again with the sender pinned to CPU 0 and the receiving veth's
+//!    NAPI in a kernel thread pinned to CPU 1, so the receiver has a core of its own and its CPU
+//!    is read from that thread. Per mechanism, same sender, same run: (a) the gate's XDP program,
 //!    (b) Pritunl's rule shape (`INPUT -p udp --dport P -m set --match-set S src -j ACCEPT`, then
 //!    `INPUT -p udp --dport P -j DROP`), (c) an nftables set, (d) nothing filtered (a socket
 //!    drains the port). Reported: packets the mechanism dropped per second, the machine's CPU
@@ -120,6 +124,11 @@ enum Sender {
     /// The `redirect` program run with BPF_PROG_TEST_RUN's live frames: the receiver's veth gets
     /// XDP frames, as a NIC driver hands XDP its buffers, with no socket buffer made first.
     LiveFrames,
+    /// As `LiveFrames`, with the sender pinned to the first CPU and the receiving veth's NAPI in
+    /// a kernel thread pinned to the last: the receiver has a core of its own, as on a gateway
+    /// whose NIC interrupts land on other cores than the traffic's source. Its CPU is read from
+    /// that thread alone.
+    LiveFramesOwnCores,
 }
 
 impl Sender {
@@ -127,6 +136,9 @@ impl Sender {
         match self {
             Self::Packet => "64-byte UDP frames from an AF_PACKET sender (sendmmsg)",
             Self::LiveFrames => "64-byte UDP frames as XDP live frames (BPF_PROG_TEST_RUN + devmap redirect)",
+            Self::LiveFramesOwnCores => {
+                "64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1"
+            }
         }
     }
 }
@@ -190,18 +202,84 @@ struct TestRunAttr {
     padding: u32,
 }
 
+/// Moves `interface`'s NAPI (in `ns`) into a kernel thread and pins it to the last CPU. Returns
+/// the thread's pid.
+fn receiver_on_own_core(ns: &Netns, interface: &str) -> i32 {
+    // sysfs shows a namespace's devices only when mounted inside it, which `ip netns exec` does.
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c", &format!("echo 1 > /sys/class/net/{interface}/threaded")])
+        .output()
+        .expect("ip netns exec");
+    assert!(out.status.success(), "threaded NAPI on {interface}: {}", String::from_utf8_lossy(&out.stderr));
+    // The thread is "napi/<interface>-<id>", cut to the 15 characters a task name holds.
+    let name: String = format!("napi/{interface}-").chars().take(15).collect();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let pid = loop {
+        let found = std::fs::read_dir("/proc").expect("/proc").flatten().find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            comm.starts_with(&name).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no NAPI thread {name}* appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    pin(pid, last_cpu());
+    pid
+}
+
+fn last_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1
+}
+
+/// Pins task `pid` (0: the calling thread) to `cpu`.
+fn pin(pid: i32, cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("a CPU index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set).expect("pin a task to a CPU");
+}
+
+/// CPU time task `pid` has used (user + system), in clock ticks.
+fn task_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the task's stat");
+    // Fields after the ")" that closes the name: state is the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// What one round measured.
+struct Round {
+    flood_sent: u64,
+    dropped: u64,
+    approved_sent: u64,
+    approved_arrived: u64,
+    /// Busy CPU of the whole machine, in clock ticks.
+    machine_ticks: u64,
+    /// Busy CPU of the receiver's NAPI thread, in clock ticks (own-cores sender only).
+    receiver_ticks: Option<u64>,
+}
+
 /// The world of one flood measurement: a bed, its filters, a drain on the port.
 struct Flood {
     bed: TestBed,
     daemon: Option<Daemon>,
     set: String,
+    /// The receiver's NAPI thread, when it has a core of its own.
+    receiver: Option<i32>,
 }
 
 impl Flood {
     fn new() -> Self {
         let bed = TestBed::new();
         let set = format!("gtset{}", std::process::id());
-        Self { bed, daemon: None, set }
+        Self { bed, daemon: None, set, receiver: None }
+    }
+
+    /// Gives the receiver a core of its own (after `install`: attaching XDP remakes the NAPI).
+    fn split_cores(&mut self) {
+        self.receiver = Some(receiver_on_own_core(&self.bed.gateway, &self.bed.gateway_if));
     }
 
     /// Puts `mechanism` in place with `approved` addresses (the approved sender's among them).
@@ -330,9 +408,8 @@ impl Flood {
     }
 
     /// One round: the flood from the stranger and a 1,000 packets/s flow from the approved
-    /// address, for `length`. Returns (flood packets sent, dropped by the mechanism, approved
-    /// packets sent, approved packets received, busy CPU jiffies).
-    fn round(&self, mechanism: Mechanism, sender: Sender, length: Duration) -> (u64, u64, u64, u64, u64) {
+    /// address, for `length`.
+    fn round(&self, mechanism: Mechanism, sender: Sender, length: Duration) -> Round {
         let dest = SocketAddr::new(GATEWAY_V4.into(), PORT);
         let drain = self.bed.gateway.run(|| UdpSocket::bind(("0.0.0.0", PORT)).expect("bind the drain"));
         drain.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
@@ -353,6 +430,7 @@ impl Flood {
         };
         let dropped_before = self.dropped(mechanism);
         let cpu_before = busy_jiffies();
+        let receiver_before = self.receiver.map(task_ticks);
         let client_if = self.bed.client_if.clone();
         let frame = flood_frame(
             mac_of(&self.bed.client, &client_if),
@@ -365,6 +443,10 @@ impl Flood {
                 ns.run(|| match sender {
                     Sender::Packet => send_batches(&packet_socket(&client_if), &frame, &stop),
                     Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop),
+                    Sender::LiveFramesOwnCores => {
+                        pin(0, 0);
+                        send_live_frames(&client_if, &frame, &stop)
+                    }
                 })
             })
         };
@@ -391,11 +473,19 @@ impl Flood {
         stop.store(true, Ordering::Relaxed);
         let flood_sent = flood.join().expect("flood thread");
         let approved_sent = steady.join().expect("approved thread");
-        let cpu = busy_jiffies() - cpu_before;
+        let machine_ticks = busy_jiffies() - cpu_before;
+        let receiver_ticks = self.receiver.zip(receiver_before).map(|(pid, before)| task_ticks(pid) - before);
         std::thread::sleep(Duration::from_millis(100));
         drained.join().expect("drain thread");
         let dropped = self.dropped(mechanism) - dropped_before;
-        (flood_sent, dropped, approved_sent, from_approved.load(Ordering::Relaxed), cpu)
+        Round {
+            flood_sent,
+            dropped,
+            approved_sent,
+            approved_arrived: from_approved.load(Ordering::Relaxed),
+            machine_ticks,
+            receiver_ticks,
+        }
     }
 }
 
@@ -480,54 +570,82 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
 }
 
 fn flood(settings: &Settings, sender: Sender) {
-    let mechanisms = [Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing];
+    let own_cores = sender == Sender::LiveFramesOwnCores;
+    let mechanisms: &[Mechanism] = if own_cores {
+        // The receiver's CPU is read from its own thread: no sender-only row to subtract.
+        &[Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing]
+    } else {
+        &[Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing]
+    };
     println!("## Flood: {} in the client namespace, over veth", sender.name());
     println!();
-    println!(
-        "median of {} round(s) of {:?} per row; CPU is the whole machine's (sender included), per million packets sent",
-        settings.rounds, settings.round
-    );
+    if own_cores {
+        println!(
+            "median of {} round(s) of {:?} per row; receiver CPU is its NAPI thread's, per million packets it dropped (delivered, when nothing filters)",
+            settings.rounds, settings.round
+        );
+    } else {
+        println!(
+            "median of {} round(s) of {:?} per row; CPU is the whole machine's (sender included), per million packets sent",
+            settings.rounds, settings.round
+        );
+    }
     println!();
     println!(
-        "| approved addresses | mechanism | flood sent /s | dropped by it /s | machine CPU ms per Mpkt | receiver CPU ms per Mpkt | approved flow arrived |"
+        "| approved addresses | mechanism | flood sent /s | dropped by it /s | machine CPU ms per Mpkt | receiver CPU ms per Mpkt | approved flow arrived | receiver core busy |"
     );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut sender_cost = 0.0;
     let ticks = 100.0; // USER_HZ
     let mut xdp_vs_ipset = Vec::new();
     for &size in &settings.sizes {
         let mut per = Vec::new();
-        for mechanism in mechanisms {
+        for &mechanism in mechanisms {
             if matches!(mechanism, Mechanism::Nothing | Mechanism::SenderOnly) && size != settings.sizes[0] {
                 continue;
             }
             let mut world = Flood::new();
             world.install(mechanism, size);
-            let rounds: Vec<_> = (0..settings.rounds).map(|_| world.round(mechanism, sender, settings.round)).collect();
+            if own_cores {
+                world.split_cores();
+            }
+            let rounds: Vec<Round> =
+                (0..settings.rounds).map(|_| world.round(mechanism, sender, settings.round)).collect();
             world.remove(mechanism);
             let secs = settings.round.as_secs_f64();
             #[expect(clippy::cast_precision_loss)]
             let rate = |v: u64| v as f64 / secs;
-            let sent = median(rounds.iter().map(|r| rate(r.0)).collect());
-            let dropped = median(rounds.iter().map(|r| rate(r.1)).collect());
             #[expect(clippy::cast_precision_loss)]
-            let cpu = median(rounds.iter().map(|r| r.4 as f64 / ticks * 1000.0 / (r.0.max(1) as f64 / 1e6)).collect());
+            let ms_per_mpkt =
+                |ticks_used: u64, packets: u64| ticks_used as f64 / ticks * 1000.0 / (packets.max(1) as f64 / 1e6);
+            let sent = median(rounds.iter().map(|r| rate(r.flood_sent)).collect());
+            let dropped = median(rounds.iter().map(|r| rate(r.dropped)).collect());
+            let cpu = median(rounds.iter().map(|r| ms_per_mpkt(r.machine_ticks, r.flood_sent)).collect());
             #[expect(clippy::cast_precision_loss)]
-            let kept = median(rounds.iter().map(|r| r.3 as f64 / r.2.max(1) as f64 * 100.0).collect());
+            let kept = median(
+                rounds.iter().map(|r| r.approved_arrived as f64 / r.approved_sent.max(1) as f64 * 100.0).collect(),
+            );
             if mechanism == Mechanism::SenderOnly {
                 sender_cost = cpu;
-                println!("| - | {} | {sent:.0} | - | {cpu:.0} | 0 | - |", mechanism.name());
+                println!("| - | {} | {sent:.0} | - | {cpu:.0} | 0 | - | - |", mechanism.name());
                 continue;
             }
-            let receiver = (cpu - sender_cost).max(1.0);
+            let receiver = if own_cores {
+                // Per packet it dropped. With nothing filtering, what it handled is unknown (the
+                // veth ring and the socket overflow uncounted): shown as "-".
+                median(rounds.iter().map(|r| ms_per_mpkt(r.receiver_ticks.unwrap_or(0), r.dropped)).collect())
+            } else {
+                (cpu - sender_cost).max(1.0)
+            };
+            #[expect(clippy::cast_precision_loss)]
+            let busy =
+                median(rounds.iter().map(|r| r.receiver_ticks.unwrap_or(0) as f64 / ticks / secs * 100.0).collect());
+            let receiver_cell =
+                if own_cores && mechanism == Mechanism::Nothing { "-".to_owned() } else { format!("{receiver:.0}") };
+            let busy_cell = if own_cores { format!("{busy:.0}%") } else { "-".to_owned() };
             println!(
-                "| {size} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+                "| {size} | {} | {sent:.0} | {dropped:.0} | {cpu:.0} | {receiver_cell} | {kept:.0}% | {busy_cell} |",
                 mechanism.name(),
-                sent,
-                dropped,
-                cpu,
-                receiver,
-                kept
             );
             per.push((mechanism, dropped, receiver));
         }
@@ -620,6 +738,8 @@ fn main() {
     flood(&settings, Sender::Packet);
     println!();
     flood(&settings, Sender::LiveFrames);
+    println!();
+    flood(&settings, Sender::LiveFramesOwnCores);
 }
 
 fn kernel() -> String {
