@@ -144,7 +144,7 @@ impl Sender {
 }
 
 /// Runs the `redirect` control program with live frames, sending `frame` out of `interface`
-/// (in the calling thread's namespace) in batches of 100,000 until `stop`.
+/// (in the calling thread's namespace) in calls of 1,000,000 until `stop`.
 fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool) -> u64 {
     use std::os::fd::{AsFd, AsRawFd};
 
@@ -156,7 +156,9 @@ fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool) -> u64 {
     let mut tx: DevMap<_> = DevMap::try_from(ebpf.map_mut("TX").expect("TX")).expect("a devmap");
     let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
     tx.set(0, index, None, 0).expect("point TX at the interface");
-    const REPEAT: u32 = 100_000;
+    // Large calls: each call sets up and tears down its frame pool, which waits for an RCU grace
+    // period (tens of ms here); with 100,000 frames a call the sender slept most of the time.
+    const REPEAT: u32 = 1_000_000;
     let attr = TestRunAttr {
         prog_fd: u32::try_from(prog_fd).expect("a descriptor"),
         data_size_in: u32::try_from(frame.len()).expect("small"),
@@ -251,6 +253,8 @@ fn task_ticks(pid: i32) -> u64 {
 
 /// What one round measured.
 struct Round {
+    /// From the flood's start to its sender's last call returning (calls are not cut short).
+    elapsed: Duration,
     flood_sent: u64,
     dropped: u64,
     approved_sent: u64,
@@ -287,6 +291,12 @@ impl Flood {
         let gw = &self.bed.gateway;
         // XDP frames reach a veth only through its NAPI, which GRO (or an XDP program) turns on.
         run_in(gw, "ethtool", &["-K", &self.bed.gateway_if, "gro", "on"]);
+        // The approved flow must share the receive ring with the flood in every row, as on a NIC.
+        // veth sends a socket's UDP through the peer's NAPI ring only if the sending end has no
+        // TSO; attaching XDP turns TSO off on the peer, so without this the netfilter rows'
+        // approved packets would skip the ring the flood fills (through netif_rx) and the gate
+        // rows' would not.
+        run_in(&self.bed.client, "ethtool", &["-K", &self.bed.client_if, "tso", "off"]);
         match mechanism {
             Mechanism::Xdp => {
                 let config =
@@ -437,6 +447,7 @@ impl Flood {
             mac_of(&self.bed.gateway, &self.bed.gateway_if),
             STRANGER_V4,
         );
+        let flood_started = Instant::now();
         let flood = {
             let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
             std::thread::spawn(move || {
@@ -472,6 +483,7 @@ impl Flood {
         std::thread::sleep(length);
         stop.store(true, Ordering::Relaxed);
         let flood_sent = flood.join().expect("flood thread");
+        let elapsed = flood_started.elapsed();
         let approved_sent = steady.join().expect("approved thread");
         let machine_ticks = busy_jiffies() - cpu_before;
         let receiver_ticks = self.receiver.zip(receiver_before).map(|(pid, before)| task_ticks(pid) - before);
@@ -479,6 +491,7 @@ impl Flood {
         drained.join().expect("drain thread");
         let dropped = self.dropped(mechanism) - dropped_before;
         Round {
+            elapsed,
             flood_sent,
             dropped,
             approved_sent,
@@ -612,14 +625,13 @@ fn flood(settings: &Settings, sender: Sender) {
             let rounds: Vec<Round> =
                 (0..settings.rounds).map(|_| world.round(mechanism, sender, settings.round)).collect();
             world.remove(mechanism);
-            let secs = settings.round.as_secs_f64();
             #[expect(clippy::cast_precision_loss)]
-            let rate = |v: u64| v as f64 / secs;
+            let rate = |v: u64, r: &Round| v as f64 / r.elapsed.as_secs_f64();
             #[expect(clippy::cast_precision_loss)]
             let ms_per_mpkt =
                 |ticks_used: u64, packets: u64| ticks_used as f64 / ticks * 1000.0 / (packets.max(1) as f64 / 1e6);
-            let sent = median(rounds.iter().map(|r| rate(r.flood_sent)).collect());
-            let dropped = median(rounds.iter().map(|r| rate(r.dropped)).collect());
+            let sent = median(rounds.iter().map(|r| rate(r.flood_sent, r)).collect());
+            let dropped = median(rounds.iter().map(|r| rate(r.dropped, r)).collect());
             let cpu = median(rounds.iter().map(|r| ms_per_mpkt(r.machine_ticks, r.flood_sent)).collect());
             #[expect(clippy::cast_precision_loss)]
             let kept = median(
@@ -638,8 +650,12 @@ fn flood(settings: &Settings, sender: Sender) {
                 (cpu - sender_cost).max(1.0)
             };
             #[expect(clippy::cast_precision_loss)]
-            let busy =
-                median(rounds.iter().map(|r| r.receiver_ticks.unwrap_or(0) as f64 / ticks / secs * 100.0).collect());
+            let busy = median(
+                rounds
+                    .iter()
+                    .map(|r| r.receiver_ticks.unwrap_or(0) as f64 / ticks / r.elapsed.as_secs_f64() * 100.0)
+                    .collect(),
+            );
             let receiver_cell =
                 if own_cores && mechanism == Mechanism::Nothing { "-".to_owned() } else { format!("{receiver:.0}") };
             let busy_cell = if own_cores { format!("{busy:.0}%") } else { "-".to_owned() };
