@@ -44,29 +44,20 @@
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use gate_common::{DEFAULT_LEASE_CAPACITY, GATE_NAME_MAX, MAX_GATED_PORTS, MAX_GATES};
+use gate_config::duration;
 use gate_maps::{GateSpec, LeasePolicy, Protocol, pins::DEFAULT_PIN_DIR};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// Where the daemon looks for its config by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gate/gate.toml";
 
-/// A config that failed to load.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config {file}: cannot read: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
-    #[error("config {file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("config {file}: {key}: {reason}")]
-    Invalid { file: PathBuf, key: String, reason: String },
-}
+pub use gate_config::ConfigError;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -262,20 +253,15 @@ fn default_pin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_DIR)
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
-}
-
 impl Config {
     /// Reads and validates the config at `file`.
     ///
     /// # Errors
     /// Unreadable file, bad TOML, unknown key, wrong type or an invalid value.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
-        Self::parse(file, &text)
+        let config: Self = gate_config::load(file)?;
+        config.validate(file)?;
+        Ok(config)
     }
 
     /// Parses and validates `text`, reporting errors against `file`.
@@ -283,8 +269,7 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: one_line(&e, text) })?;
+        let config: Self = gate_config::parse(file, text)?;
         config.validate(file)?;
         Ok(config)
     }
@@ -431,15 +416,6 @@ impl Config {
 
 /// toml's messages span several lines (a snippet of the file); keep the gist on one, with the
 /// line number and the line itself, which names the key.
-fn one_line(error: &toml::de::Error, text: &str) -> String {
-    let message = error.message().trim().replace('\n', " ");
-    let Some(span) = error.span() else { return message };
-    let start = span.start.min(text.len());
-    let line_number = text[..start].matches('\n').count() + 1;
-    let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
-    format!("line {line_number}: `{line}`: {message}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

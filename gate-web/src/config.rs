@@ -19,31 +19,17 @@
 //! approvals_per_minute = 30          # per source address, burst of the same size
 //! ```
 use std::{
-    fs,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer};
+use gate_config::duration;
+use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gate/gate-web.toml";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config {file}: cannot read: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
-    #[error("config {file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("config {file}: {key}: {reason}")]
-    Invalid { file: PathBuf, key: String, reason: String },
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}")))
-}
+pub use gate_config::ConfigError;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,20 +100,18 @@ impl Config {
     /// # Errors
     /// Unreadable, not TOML, unknown key, wrong type or an invalid value.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
-        Self::parse(file, &text)
+        Self::checked(file, gate_config::load(file)?)
     }
 
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: e.message().replace('\n', " ") })?;
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
-            file: file.to_owned(),
-            key: key.to_owned(),
-            reason: reason.to_owned(),
-        };
+        Self::checked(file, gate_config::parse(file, text)?)
+    }
+
+    /// Checks the values of a parsed `config`.
+    fn checked(file: &Path, config: Self) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::invalid(file, key, reason);
         if config.listen.is_empty() {
             return Err(invalid("listen", "give at least one address:port"));
         }

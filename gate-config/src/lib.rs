@@ -1,0 +1,90 @@
+//! What the daemon's and the front's TOML configs share, once: reading a file into a typed config
+//! ([`load`], [`parse`]), errors that name the file and the line or key ([`ConfigError`]), and
+//! durations written like `"90s"` ([`duration`], for `#[serde(deserialize_with = ...)]`).
+//! Each config keeps its own types and its own checks of values.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+
+/// A config that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: {key}: {reason}")]
+    Invalid { file: PathBuf, key: String, reason: String },
+}
+
+impl ConfigError {
+    /// `key` in `file` has a value that parses but cannot be used, for `reason`.
+    pub fn invalid(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid { file: file.to_owned(), key: key.into(), reason: reason.into() }
+    }
+}
+
+/// Reads `file` and parses it as `T` (see [`parse`]).
+///
+/// # Errors
+/// The file cannot be read, or [`parse`] refuses it.
+pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+    parse(file, &text)
+}
+
+/// Parses `text` as `T`, reporting errors against `file` with the offending line.
+///
+/// # Errors
+/// Not TOML, an unknown key (for types that deny them), or a wrong type.
+pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_owned(), message: one_line(&e, text) })
+}
+
+/// A TOML error on one line: `line N: `the line`: what is wrong`.
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else { return message };
+    let start = span.start.min(text.len());
+    let line_number = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
+    format!("line {line_number}: `{line}`: {message}")
+}
+
+/// A duration written like `"90s"`, `"5m"` or `"1h 30m"`.
+///
+/// # Errors
+/// Not a string, or not a duration.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[serde(deserialize_with = "duration")]
+        wait: Duration,
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_line() {
+        let file = Path::new("/etc/x.toml");
+        let e = parse::<Sample>(file, "wait = \"5s\"\nwiat = 1\n").unwrap_err().to_string();
+        assert!(e.starts_with("config /etc/x.toml: line 2: `wiat = 1`: unknown field `wiat`"), "{e}");
+        let e = parse::<Sample>(file, "wait = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 1: `wait = \"soon\"`: \"soon\" is not a duration like \"90s\""), "{e}");
+        assert_eq!(parse::<Sample>(file, "wait = \"1m 30s\"\n").unwrap().wait, Duration::from_secs(90));
+        let e = load::<Sample>(Path::new("/nonexistent/gate.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("config /nonexistent/gate.toml: cannot read:"), "{e}");
+    }
+}
