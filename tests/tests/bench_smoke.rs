@@ -79,12 +79,13 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
         "| - | (receiver down",
         "## Flood: 64-byte UDP frames as XDP live frames (",
         "## Flood: 64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1",
+        "## Flood: the same, paced to one frame in 3",
     ] {
         assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
     }
     let tables: Vec<&str> = stdout.split("## Flood: ").skip(1).collect();
-    assert_eq!(tables.len(), 3, "a table per sender:\n{stdout}");
-    for (table, own_cores) in tables.iter().zip([false, false, true]) {
+    assert_eq!(tables.len(), 4, "a table per sender:\n{stdout}");
+    for (table, own_cores) in tables.iter().zip([false, false, true, true]) {
         for size in ["10", "10000"] {
             for mechanism in ["gate (XDP)", "iptables + ipset", "nftables set"] {
                 let line = table

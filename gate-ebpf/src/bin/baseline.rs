@@ -4,13 +4,15 @@
 //!   IPv4 lease lookup does: the floor for any gate that matches exact addresses;
 //! - `redirect` sends every frame out of the device in `TX[0]`: run with BPF_PROG_TEST_RUN's live
 //!   frames, a traffic generator that hands the peer of a veth XDP frames, not socket buffers
-//!   (`cargo xtask bench netfilter`).
+//!   (`cargo xtask bench netfilter`);
+//! - `redirect_thinned` sends one frame in `ONE_IN[0]` that way and drops the rest in the sender:
+//!   the same generator, paced evenly below its full speed.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::HashMap,
+    btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, map, xdp},
     maps::DevMap,
     programs::XdpContext,
@@ -41,6 +43,28 @@ static TX: DevMap = DevMap::with_max_entries(1, 0);
 
 #[xdp]
 pub fn redirect(_ctx: XdpContext) -> u32 {
+    TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+/// `redirect_thinned` sends one frame in this many (0 or 1: every frame).
+#[btf_map]
+static ONE_IN: Array<u32, 1> = Array::new();
+
+/// Frames seen since the last one sent, per CPU.
+#[btf_map]
+static SKIPPED: PerCpuArray<u32, 1> = PerCpuArray::new();
+
+#[xdp]
+pub fn redirect_thinned(_ctx: XdpContext) -> u32 {
+    let one_in = ONE_IN.get(0).copied().unwrap_or(1);
+    let Some(skipped) = SKIPPED.get_ptr_mut(0) else { return xdp_action::XDP_DROP };
+    // SAFETY: this CPU's own slot, valid for this run.
+    let skipped = unsafe { &mut *skipped };
+    *skipped += 1;
+    if *skipped < one_in {
+        return xdp_action::XDP_DROP;
+    }
+    *skipped = 0;
     TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
 

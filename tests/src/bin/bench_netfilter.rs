@@ -5,12 +5,13 @@
 //!    against `ipset add` and `nft add element` run as a daemon shelling out would (Pritunl
 //!    runs ipset), each into a set already holding 10,000 addresses. Medians.
 //! 2. **A flood**: a sender in the client namespace floods a gated UDP port over veth from an
-//!    address without a lease, while an approved address sends a small steady flow. Three
-//!    senders, each a table: raw frames on an `AF_PACKET` socket (64 per `sendmmsg`); XDP live
+//!    address without a lease, while an approved address sends a small steady flow. Four
+//!    floods, each a table: raw frames on an `AF_PACKET` socket (64 per `sendmmsg`); XDP live
 //!    frames (BPF_PROG_TEST_RUN through a devmap redirect, so the receiver gets XDP frames as from
 //!    a NIC); and live frames again with the sender pinned to CPU 0 and the receiving veth's
 //!    NAPI in a kernel thread pinned to CPU 1, so the receiver has a core of its own and its CPU
-//!    is read from that thread. Per mechanism, same sender, same run: (a) the gate's XDP program,
+//!    is read from that thread; and that flood paced to one frame in 3, between the two receivers'
+//!    ceilings. Per mechanism, same sender, same run: (a) the gate's XDP program,
 //!    (b) Pritunl's rule shape (`INPUT -p udp --dport P -m set --match-set S src -j ACCEPT`, then
 //!    `INPUT -p udp --dport P -j DROP`), (c) an nftables set, (d) nothing filtered (a socket
 //!    drains the port). Reported: packets the mechanism dropped per second, the machine's CPU
@@ -129,7 +130,14 @@ enum Sender {
     /// whose NIC interrupts land on other cores than the traffic's source. Its CPU is read from
     /// that thread alone.
     LiveFramesOwnCores,
+    /// As `LiveFramesOwnCores`, one frame in [`PACED_ONE_IN`] sent: a flood the gate's receiver
+    /// drops with room to spare and netfilter's cannot keep up with, to see whether the approved
+    /// flow keeps its throughput when the filter, not the link, decides.
+    PacedOwnCores,
 }
+
+/// The paced flood sends one frame in this many of the live-frames generator's.
+const PACED_ONE_IN: u32 = 3;
 
 impl Sender {
     const fn name(self) -> &'static str {
@@ -139,18 +147,29 @@ impl Sender {
             Self::LiveFramesOwnCores => {
                 "64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1"
             }
+            Self::PacedOwnCores => "the same, paced to one frame in 3 (a flood between the two receivers' ceilings)",
         }
     }
 }
 
 /// Runs the `redirect` control program with live frames, sending `frame` out of `interface`
-/// (in the calling thread's namespace) in calls of 1,000,000 until `stop`.
-fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool) -> u64 {
+/// (in the calling thread's namespace) in calls of 1,000,000 until `stop`; with `one_in` > 1,
+/// `redirect_thinned` sends one frame in `one_in` (evenly paced). Returns the frames sent.
+fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool, one_in: u32) -> u64 {
     use std::os::fd::{AsFd, AsRawFd};
 
-    use aya::{Ebpf, maps::DevMap, programs::Xdp};
+    use aya::{
+        Ebpf,
+        maps::{Array, DevMap},
+        programs::Xdp,
+    };
     let mut ebpf = Ebpf::load(gate_daemon::program::BASELINE_OBJECT).expect("load the control programs");
-    let program: &mut Xdp = ebpf.program_mut("redirect").expect("redirect").try_into().expect("XDP");
+    let name = if one_in > 1 { "redirect_thinned" } else { "redirect" };
+    if one_in > 1 {
+        let mut thinning: Array<_, u32> = Array::try_from(ebpf.map_mut("ONE_IN").expect("ONE_IN")).expect("an array");
+        thinning.set(0, one_in, 0).expect("set the thinning");
+    }
+    let program: &mut Xdp = ebpf.program_mut(name).expect("redirect").try_into().expect("XDP");
     program.load().expect("load redirect");
     let prog_fd = program.fd().expect("a program fd").as_fd().as_raw_fd();
     let mut tx: DevMap<_> = DevMap::try_from(ebpf.map_mut("TX").expect("TX")).expect("a devmap");
@@ -177,7 +196,7 @@ fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool) -> u64 {
             libc::syscall(libc::SYS_bpf, 10_i64, std::ptr::from_mut(&mut attr), std::mem::size_of::<TestRunAttr>())
         };
         assert_eq!(result, 0, "BPF_PROG_TEST_RUN with live frames: {}", std::io::Error::last_os_error());
-        sent += u64::from(REPEAT);
+        sent += u64::from(REPEAT / one_in.max(1));
     }
     sent
 }
@@ -453,10 +472,14 @@ impl Flood {
             std::thread::spawn(move || {
                 ns.run(|| match sender {
                     Sender::Packet => send_batches(&packet_socket(&client_if), &frame, &stop),
-                    Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop),
+                    Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop, 1),
                     Sender::LiveFramesOwnCores => {
                         pin(0, 0);
-                        send_live_frames(&client_if, &frame, &stop)
+                        send_live_frames(&client_if, &frame, &stop, 1)
+                    }
+                    Sender::PacedOwnCores => {
+                        pin(0, 0);
+                        send_live_frames(&client_if, &frame, &stop, PACED_ONE_IN)
                     }
                 })
             })
@@ -583,7 +606,7 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
 }
 
 fn flood(settings: &Settings, sender: Sender) {
-    let own_cores = sender == Sender::LiveFramesOwnCores;
+    let own_cores = matches!(sender, Sender::LiveFramesOwnCores | Sender::PacedOwnCores);
     let mechanisms: &[Mechanism] = if own_cores {
         // The receiver's CPU is read from its own thread: no sender-only row to subtract.
         &[Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing]
@@ -756,6 +779,8 @@ fn main() {
     flood(&settings, Sender::LiveFrames);
     println!();
     flood(&settings, Sender::LiveFramesOwnCores);
+    println!();
+    flood(&settings, Sender::PacedOwnCores);
 }
 
 fn kernel() -> String {
