@@ -20,8 +20,10 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use bytes::Bytes;
 use futures_util::FutureExt as _;
-use hyper::{StatusCode, server::conn::http1, service::service_fn};
+use http_body_util::Full;
+use hyper::{Response, StatusCode, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -121,11 +123,7 @@ async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAccept
             if duplicate_length {
                 return Ok(refuse(StatusCode::BAD_REQUEST));
             }
-            let answer = AssertUnwindSafe(handle(front, request, peer)).catch_unwind().await.unwrap_or_else(|_| {
-                log::error!("a request handler panicked (request from {peer}); answered 500");
-                refuse(StatusCode::INTERNAL_SERVER_ERROR)
-            });
-            Ok::<_, std::convert::Infallible>(answer)
+            Ok::<_, std::convert::Infallible>(contained(handle(front, request, peer), peer).await)
         }
     });
     let mut builder = http1::Builder::new();
@@ -140,6 +138,18 @@ async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAccept
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
         log::debug!("connection from {peer}: {e}");
     }
+}
+
+/// Runs a request handler; if it panics, the request is answered 500 and logged, and nothing else
+/// (the connection's task, the listener, other requests) notices.
+async fn contained<F>(handler: F, peer: SocketAddr) -> Response<Full<Bytes>>
+where
+    F: std::future::Future<Output = Response<Full<Bytes>>>,
+{
+    AssertUnwindSafe(handler).catch_unwind().await.unwrap_or_else(|_| {
+        log::error!("a request handler panicked (request from {peer}); answered 500");
+        refuse(StatusCode::INTERNAL_SERVER_ERROR)
+    })
 }
 
 /// A stream whose first request head is read on the way in: it notes a repeated
@@ -197,5 +207,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_and_the_next_request_is_served() {
+        let peer: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let panicking = async {
+            let answers: Vec<Response<Full<Bytes>>> = Vec::new();
+            answers.into_iter().next().expect("a handler bug: no answer")
+        };
+        assert_eq!(contained(panicking, peer).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let fine = async { refuse(StatusCode::NO_CONTENT) };
+        assert_eq!(contained(fine, peer).await.status(), StatusCode::NO_CONTENT, "the next request is served");
     }
 }

@@ -753,7 +753,10 @@ fn open(settings: &Settings) {
     println!();
     println!("| how | µs | over the gate |");
     println!("| --- | ---: | ---: |");
-    println!("| gate: `GateState::grant` (the daemon's library call, lock, filter counter, lease) | {:.1} | 1x |", us(gate_open));
+    println!(
+        "| gate: `GateState::grant` (the daemon's library call, lock, filter counter, lease) | {:.1} | 1x |",
+        us(gate_open)
+    );
     println!(
         "| `ipset add` (run as a daemon shells out) | {:.1} | {:.0}x |",
         us(ipset_open),
