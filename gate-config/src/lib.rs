@@ -1,10 +1,13 @@
 //! What the daemon's and the front's TOML configs share, once: reading a file into a typed config
 //! ([`load`], [`parse`]), errors that name the file and the line or key ([`ConfigError`]), and
 //! durations written like `"90s"` ([`duration`], for `#[serde(deserialize_with = ...)]`).
-//! Each config keeps its own types and its own checks of values.
+//! Each config keeps its own types and its own checks of values. Also the start both service
+//! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime.
 use std::{
     fs,
+    future::Future,
     path::{Path, PathBuf},
+    process::ExitCode,
     time::Duration,
 };
 
@@ -63,6 +66,45 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, 
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
+}
+
+/// The body of a service's `main`: loads the config at `file` with `load` (exit status 2 and the
+/// reason logged if it is refused), stops there with a confirmation if `check`, else runs `run` on
+/// a multi-threaded tokio runtime (exit status 1 and the error chain logged if it fails).
+pub fn run_service<C, F>(
+    file: &Path,
+    check: bool,
+    load: impl FnOnce(&Path) -> Result<C, ConfigError>,
+    run: impl FnOnce(C) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let config = match load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!("config {} is valid", file.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
