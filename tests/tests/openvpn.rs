@@ -63,13 +63,26 @@ fn vpn_bed(servers: &str) -> (TestBed, Daemon, Daemon) {
 const MAIN_SERVER: &str =
     "[[openvpn]]\nname = \"main\"\ngate = \"vpn\"\nprotocol = \"udp\"\nport = 1194\nnetwork = \"10.99.0.0/24\"\n";
 
-fn connect_up(bed: &TestBed, client: &Enrolled, state: &Path) -> std::process::Output {
+/// `gate-client connect --json` from the client's address over the front, with `extra` arguments.
+fn connect(bed: &TestBed, client: &Enrolled, extra: &[&str]) -> std::process::Output {
     bed.client
         .command(bin("gate-client"))
         .args(["connect", "--profile", client.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
-        .args(["--ipv4", &CLIENT_V4.to_string(), "--up", "--json", "--state-dir", state.to_str().unwrap()])
+        .args(["--ipv4", &CLIENT_V4.to_string(), "--json"])
+        .args(extra)
         .output()
         .expect("run gate-client")
+}
+
+fn connect_up(bed: &TestBed, client: &Enrolled, state: &Path) -> std::process::Output {
+    connect(bed, client, &["--up", "--state-dir", state.to_str().unwrap()])
+}
+
+/// An approval through the front (no VPN started).
+fn approve(bed: &TestBed, client: &Enrolled) -> gate_protocol::approval::Approval {
+    let out = connect(bed, client, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("an approval")
 }
 
 /// One answered ping within three tries.
@@ -277,15 +290,7 @@ fn an_expired_token_is_refused() {
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let state: PathBuf = bed.state_dir.join("alice-vpn");
     std::fs::create_dir_all(&state).unwrap();
-    let out = bed
-        .client
-        .command(bin("gate-client"))
-        .args(["connect", "--profile", alice.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
-        .args(["--ipv4", &CLIENT_V4.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let approval: gate_protocol::approval::Approval = serde_json::from_slice(&out.stdout).unwrap();
+    let approval = approve(&bed, &alice);
     // Keep the port open by hand past the token's life: only the token decides.
     gate_tests::daemon::gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "5m"]);
     std::thread::sleep(Duration::from_secs(4));
@@ -309,24 +314,13 @@ fn a_tcp_server_behind_the_gate_and_a_revoked_certificate_in_its_crl() {
     let log = raw_openvpn_over(&bed, &alice, &state, &"0".repeat(32), CLIENT_V4.into(), Duration::from_secs(6), tcp);
     assert!(!log.contains("Peer Connection Initiated"), "{log}");
 
-    let approve = || {
-        let out = bed
-            .client
-            .command(bin("gate-client"))
-            .args(["connect", "--profile", alice.path.to_str().unwrap(), "--server", &url_v4(), "--no-discover"])
-            .args(["--ipv4", &CLIENT_V4.to_string(), "--json"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<gate_protocol::approval::Approval>(&out.stdout).unwrap()
-    };
-    let approval = approve();
+    let approval = approve(&bed, &alice);
     let log =
         raw_openvpn_over(&bed, &alice, &state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15), tcp);
     assert!(log.contains("Initialization Sequence Completed"), "over TCP after approval:\n{log}");
 
     // A fresh approval, then revocation: the certificate is in the server's CRL within seconds.
-    let approval = approve();
+    let approval = approve(&bed, &alice);
     gatectl_store(&bed, &["client", "revoke", "alice"]);
     gate_tests::daemon::gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "5m"]);
     std::thread::sleep(Duration::from_secs(3));
