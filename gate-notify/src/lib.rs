@@ -177,9 +177,13 @@ pub fn encode_signing_key(key: &SigningKey) -> String {
 /// # Errors
 /// Not b64 of 32 bytes.
 pub fn decode_signing_key(text: &str) -> Result<SigningKey, NotifyError> {
+    Ok(SigningKey::from_bytes(&decode_key_bytes(text)?))
+}
+
+/// The 32 bytes of a stored key (b64, surrounding whitespace ignored).
+fn decode_key_bytes(text: &str) -> Result<[u8; 32], NotifyError> {
     let bytes = STANDARD.decode(text.trim()).map_err(|_| NotifyError::BadKey("not base64"))?;
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| NotifyError::BadKey("not 32 bytes"))?;
-    Ok(SigningKey::from_bytes(&bytes))
+    bytes.try_into().map_err(|_| NotifyError::BadKey("not 32 bytes"))
 }
 
 /// The public key as pinned in the config (b64 of its 32 bytes).
@@ -191,9 +195,7 @@ pub fn encode_verifying_key(key: &VerifyingKey) -> String {
 /// # Errors
 /// Not b64 of a valid 32-byte Ed25519 public key.
 pub fn decode_verifying_key(text: &str) -> Result<VerifyingKey, NotifyError> {
-    let bytes = STANDARD.decode(text.trim()).map_err(|_| NotifyError::BadKey("not base64"))?;
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| NotifyError::BadKey("not 32 bytes"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| NotifyError::BadKey("not an Ed25519 public key"))
+    VerifyingKey::from_bytes(&decode_key_bytes(text)?).map_err(|_| NotifyError::BadKey("not an Ed25519 public key"))
 }
 
 /// The effective shutdown states, as the daemon publishes them for the front

@@ -46,25 +46,33 @@ fn quick_xdp_bench_prints_every_row_and_cleans_up() {
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }
 
+/// Every line of `rows` starts some line of `stdout`.
+fn assert_rows(stdout: &str, rows: &[&str]) {
+    for row in rows {
+        assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
+    }
+}
+
 #[test]
 fn quick_approval_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-approval");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for row in [
-        "| HMAC-SHA512 check |",
-        "| box open |",
-        "| RSA-4096 PSS verify |",
-        "| sequential approvals (10): p50",
-        "| concurrent approvals",
-        "| bad-HMAC refusals (2 clients, 50)",
-        "| RSA verifications during the bad-HMAC flood | 0 |",
-        "| **service overhead",
-        "| sequential approvals (10): p50 request → answer |",
-        "| **the front adds to an approval",
-        "| approval request sent → first packet through the gate answered",
-    ] {
-        assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
-    }
+    assert_rows(
+        &stdout,
+        &[
+            "| HMAC-SHA512 check |",
+            "| box open |",
+            "| RSA-4096 PSS verify |",
+            "| sequential approvals (10): p50",
+            "| concurrent approvals",
+            "| bad-HMAC refusals (2 clients, 50)",
+            "| RSA verifications during the bad-HMAC flood | 0 |",
+            "| **service overhead",
+            "| sequential approvals (10): p50 request → answer |",
+            "| **the front adds to an approval",
+            "| approval request sent → first packet through the gate answered",
+        ],
+    );
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }
 
@@ -72,17 +80,18 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
 fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-netfilter");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for row in [
-        "| gate: `GateState::grant`",
-        "| `ipset add`",
-        "| `nft add element`",
-        "| - | (receiver down",
-        "## Flood: 64-byte UDP frames as XDP live frames (",
-        "## Flood: 64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1",
-        "## Flood: the same, paced to one frame in 3",
-    ] {
-        assert!(stdout.lines().any(|l| l.starts_with(row)), "row {row:?} missing:\n{stdout}");
-    }
+    assert_rows(
+        &stdout,
+        &[
+            "| gate: `GateState::grant`",
+            "| `ipset add`",
+            "| `nft add element`",
+            "| - | (receiver down",
+            "## Flood: 64-byte UDP frames as XDP live frames (",
+            "## Flood: 64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1",
+            "## Flood: the same, paced to one frame in 3",
+        ],
+    );
     let tables: Vec<&str> = stdout.split("## Flood: ").skip(1).collect();
     assert_eq!(tables.len(), 4, "a table per sender:\n{stdout}");
     for (table, own_cores) in tables.iter().zip([false, false, true, true]) {
