@@ -2,6 +2,8 @@
 //! `BPF_PROG_TEST_RUN`: feed it frames, read the verdict and the counters it moved.
 use aya::programs::{TestRun, TestRunOptions};
 use gate_daemon::program::{self, Loaded};
+use std::net::IpAddr;
+
 use gate_maps::{GateSpec, GateState, PinDir, Protocol};
 
 use crate::bed::PinDirGuard;
@@ -58,4 +60,16 @@ pub fn run_repeat(loaded: &mut Loaded, frame: &[u8], repeat: u32) -> (u32, u128)
     options.repeat = repeat;
     let result = loaded.xdp().test_run(options).expect("BPF_PROG_TEST_RUN");
     (result.return_value, result.duration.as_nanos())
+}
+
+/// Up to `how_many` IPv4 addresses in 10.0.0.0-223.255.255.255 other than `addr` whose filter
+/// counter (gate `gate`) is `addr`'s: sources the filter cannot tell from `addr`, so the lease
+/// lookup has to answer for them.
+pub fn filter_twins(state: &GateState, gate: u32, addr: IpAddr, how_many: usize) -> Vec<IpAddr> {
+    let target = state.filter_slot(gate, addr);
+    (0x0A00_0000_u32..0xE000_0000)
+        .map(|n| IpAddr::from(n.to_be_bytes()))
+        .filter(|&a| a != addr && state.filter_slot(gate, a) == target)
+        .take(how_many)
+        .collect()
 }

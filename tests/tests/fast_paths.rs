@@ -15,7 +15,7 @@ use gate_common::{Lease, MAP_LEASE_FILTER};
 use gate_maps::{GateState, Protocol, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_twins},
 };
 use nix::{sched::CpuSet, unistd::Pid};
 
@@ -52,16 +52,6 @@ fn assert_cached_pass(gate: &mut LoadedGate, addr: IpAddr) {
     let frame = Frame::udp(addr, PORT).bytes();
     assert_eq!(gate.run(&frame), XDP_PASS, "{addr}: first packet passes on its lease");
     assert_eq!(gate.run(&frame), XDP_PASS, "{addr}: second packet passes (from the cache)");
-}
-
-/// Addresses (outside 192.0.2.0/24) whose filter counter `addr` on gate `id` shares.
-fn filter_twins(state: &GateState, id: u32, addr: IpAddr, how_many: usize) -> Vec<IpAddr> {
-    let target = state.filter_slot(id, addr);
-    (0x0A00_0000_u32..0xE000_0000)
-        .map(|n| IpAddr::from(n.to_be_bytes()))
-        .filter(|&a| state.filter_slot(id, a) == target)
-        .take(how_many)
-        .collect()
 }
 
 #[test]
