@@ -158,6 +158,20 @@ pub const fn filter_slot(hash: u64, slot_mask: u32) -> (u32, u32) {
     (slot / FILTER_SLOTS_PER_WORD, (slot % FILTER_SLOTS_PER_WORD) * 8)
 }
 
+/// The counter at `shift` (from [`filter_slot`]) in a filter word.
+#[inline(always)]
+#[must_use]
+pub const fn filter_count(word: u64, shift: u32) -> u8 {
+    (word >> shift) as u8
+}
+
+/// `word` with its counter at `shift` set to `count`.
+#[inline(always)]
+#[must_use]
+pub const fn with_filter_count(word: u64, shift: u32, count: u8) -> u64 {
+    (word & !(0xff << shift)) | ((count as u64) << shift)
+}
+
 /// The cache slot of `hash`.
 #[inline(always)]
 #[must_use]

@@ -22,7 +22,7 @@ use aya_ebpf::{
 use gate_common::{
     CACHE_MIN_REMAINING_NS, CACHE_SLOTS, CACHE_TTL_JIFFIES, CachedLease, DEFAULT_LEASE_CAPACITY, FAMILY_V4, FAMILY_V6,
     Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, MAX_GATED_PORTS, PORT_SLOTS, Reason, STATS_SLOTS,
-    cache_slot, cache_tag, filter_slot, lease_hash, port_index, stats_index, v4_words, v6_words,
+    cache_slot, cache_tag, filter_count, filter_slot, lease_hash, port_index, stats_index, v4_words, v6_words,
 };
 use parse::{Packet, Source, Transport};
 
@@ -148,7 +148,7 @@ fn filter_may_hold(hash: u64) -> bool {
     // SAFETY: as in `cache_on`.
     let mask = unsafe { core::ptr::read_volatile(&raw const FILTER_SLOT_MASK) };
     let (word, shift) = filter_slot(hash, mask);
-    LEASE_FILTER.get(word).is_none_or(|w| (w >> shift) & 0xff != 0)
+    LEASE_FILTER.get(word).is_none_or(|&w| filter_count(w, shift) != 0)
 }
 
 /// Writes a cache entry so that a run reading it half-way never sees it valid: the deadline goes

@@ -22,8 +22,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValue
 use gate_common::{
     FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease,
     LeaseKeyV4, LeaseKeyV6, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS,
-    MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_slot, filter_slot_mask, lease_hash, port_index,
-    stats_index, v4_words, v6_words,
+    MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot, filter_slot_mask,
+    lease_hash, port_index, stats_index, v4_words, v6_words, with_filter_count,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -411,14 +411,12 @@ impl GateState {
     fn count_in_filter(&mut self, gate: u32, addr: IpAddr, up: bool) -> Result<(), StateError> {
         let (word, shift) = filter_slot(slot_hash(gate, addr), self.filter_mask);
         let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
-        let count = ((current >> shift) & 0xff) as u8;
-        let next = match (up, count) {
+        let next = match (up, filter_count(current, shift)) {
             (_, FILTER_COUNTER_MAX) | (false, 0) => return Ok(()),
             (true, c) => c + 1,
             (false, c) => c - 1,
         };
-        let updated = (current & !(0xff << shift)) | (u64::from(next) << shift);
-        self.filter.set(word, updated, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))
+        self.filter.set(word, with_filter_count(current, shift, next), 0).map_err(map_err(MAP_LEASE_FILTER, "update"))
     }
 
     /// Where (`gate`, `addr`) counts in the filter: (word, bit shift). For tests and benchmarks
@@ -452,9 +450,9 @@ impl GateState {
         for entry in &leases {
             let (word, shift) = filter_slot(slot_hash(entry.gate, entry.addr), self.filter_mask);
             let value = words.entry(word).or_default();
-            let count = ((*value >> shift) & 0xff) as u8;
+            let count = filter_count(*value, shift);
             if count < FILTER_COUNTER_MAX {
-                *value += 1 << shift;
+                *value = with_filter_count(*value, shift, count + 1);
             }
         }
         for (word, value) in words {
