@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`GateKey`] / [`Gate`]: the `GATES` map, (protocol, port) -> the gate guarding it.
 //! - [`LeaseKeyV4`] / [`LeaseKeyV6`] / [`Lease`]: the `LEASES_V4` / `LEASES_V6` maps.
-//! - [`Reason`]: why a packet got its verdict; indexes the per-CPU `STATS` map.
+//! - [`Reason`]: why a packet got its verdict; indexes the per-CPU `STATS` map (XDP) and
+//!   `BACKSTOP_STATS` (the delivery backstop), which share one layout.
 //! - [`lease_hash`], [`CachedLease`], the filter constants: the two accelerators in front of the
 //!   lease maps (a counting filter that turns most strangers away before the hash lookup, and a
 //!   per-CPU cache of recently passed sources), whose slots kernel and user space compute alike.
@@ -41,8 +42,16 @@ pub const GLOBAL_FILTER_SLOT_MASK: &str = "FILTER_SLOT_MASK";
 /// Name of the program's load-time constant that turns the cache on (1, what the daemon loads) or
 /// off (0: only the benchmark, to measure the path behind it).
 pub const GLOBAL_LEASE_CACHE_ON: &str = "LEASE_CACHE_ON";
-/// Name of the XDP program in the object file.
+/// Name of the per-CPU verdict counters of the delivery backstop, laid out as [`MAP_STATS`].
+pub const MAP_BACKSTOP_STATS: &str = "BACKSTOP_STATS";
+/// Name of the XDP program for interfaces whose frames start with an Ethernet header.
 pub const PROGRAM_NAME: &str = "gate";
+/// Name of the XDP program for layer-3 interfaces (tun, WireGuard, PPP, sit, ipip, GRE): the
+/// packet starts with its IP header.
+pub const PROGRAM_NAME_L3: &str = "gate_l3";
+/// Name of the delivery backstop: a `cgroup_skb/ingress` program that judges every packet
+/// delivered to a socket in the cgroups it is attached to, by the socket's own port.
+pub const PROGRAM_NAME_BACKSTOP: &str = "backstop";
 
 /// Gate ids run from 1 to `MAX_GATES`; id 0 collects packets that belong to no gate.
 pub const MAX_GATES: u32 = 64;
@@ -148,6 +157,21 @@ pub const fn v6_words(addr: [u8; 16]) -> [u32; 4] {
         u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
         u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
     ]
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), if it is one. The
+/// program judges such a source as the IPv4 host it names, and user space stores its lease as
+/// that IPv4 lease, so both sides agree on one key for one host.
+#[inline(always)]
+#[must_use]
+pub const fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
+    let prefix_zero = (addr[0] | addr[1] | addr[2] | addr[3] | addr[4] | addr[5] | addr[6] | addr[7]) == 0
+        && (addr[8] | addr[9]) == 0;
+    if prefix_zero && addr[10] == 0xff && addr[11] == 0xff {
+        Some([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        None
+    }
 }
 
 /// The filter slot of `hash` under `slot_mask` (slots - 1): (word index, byte shift in the word).
@@ -354,11 +378,15 @@ impl Reason {
         Self::Fragment,
     ];
 
-    /// Whether packets with this reason are dropped.
+    /// Whether packets with this reason are dropped. Exhaustive on purpose: a reason added later
+    /// needs a verdict to compile.
     #[inline(always)]
     #[must_use]
     pub const fn drops(self) -> bool {
-        matches!(self, Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable)
+        match self {
+            Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable => true,
+            Self::NotGated | Self::PassedLease | Self::Fragment => false,
+        }
     }
 
     /// Stable name for output and JSON.

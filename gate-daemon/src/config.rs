@@ -12,6 +12,13 @@
 //! name = "openvpn"
 //! protocol = "udp"
 //! port = 1194
+//! cgroup = "/sys/fs/cgroup/system.slice/openvpn-server@x.service"  # optional: a server the
+//!                                  # daemon does not run; the backstop guards its sockets too
+//!
+//! [backstop]                       # the delivery backstop (cgroup_skb/ingress)
+//! enabled = true
+//! cgroup = ""                      # where the OpenVPN servers run and the backstop guards
+//!                                  # (default: "gate-vpn" beside the daemon's own cgroup)
 //!
 //! [leases]
 //! connect_window = "60s"
@@ -83,6 +90,26 @@ pub struct GateConfig {
     pub name: String,
     pub protocol: Protocol,
     pub port: u16,
+    /// A cgroup v2 directory whose sockets the backstop also guards (a VPN server the daemon
+    /// does not run, or the hierarchy's root for every socket on the host).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+}
+
+/// The delivery backstop: a program where packets meet sockets (docs/architecture.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackstopConfig {
+    pub enabled: bool,
+    /// The cgroup the supervised OpenVPN servers run in, made if missing; empty: `gate-vpn`
+    /// beside the daemon's own cgroup.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for BackstopConfig {
+    fn default() -> Self {
+        Self { enabled: true, cgroup: None }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -162,6 +189,8 @@ pub struct Config {
     pub interfaces: Vec<InterfaceConfig>,
     #[serde(default, rename = "gate")]
     pub gates: Vec<GateConfig>,
+    #[serde(default)]
+    pub backstop: BackstopConfig,
     #[serde(default)]
     pub leases: LeaseConfig,
     #[serde(default)]
@@ -313,6 +342,14 @@ impl Config {
             if gate.port == 0 {
                 return Err(invalid(format!("gate[{i}].port"), "port 0 cannot be gated".into()));
             }
+            if let Some(cgroup) = &gate.cgroup
+                && !cgroup.is_absolute()
+            {
+                return Err(invalid(
+                    format!("gate[{i}].cgroup"),
+                    format!("{} is not an absolute path", cgroup.display()),
+                ));
+            }
             if let Some(other) = ports.insert((gate.protocol, gate.port), &gate.name) {
                 return Err(invalid(
                     format!("gate[{i}]"),
@@ -323,6 +360,11 @@ impl Config {
         let names: BTreeSet<_> = self.gates.iter().map(|g| &g.name).collect();
         if names.len() > MAX_GATES as usize || ports.len() > MAX_GATED_PORTS as usize {
             return Err(invalid("gate".into(), format!("at most {MAX_GATES} gates and {MAX_GATED_PORTS} ports")));
+        }
+        if let Some(cgroup) = &self.backstop.cgroup
+            && !cgroup.is_absolute()
+        {
+            return Err(invalid("backstop.cgroup".into(), format!("{} is not an absolute path", cgroup.display())));
         }
         let leases = &self.leases;
         for (key, value) in [
@@ -405,6 +447,34 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The cgroup the supervised OpenVPN servers run in (configured, or `gate-vpn` beside the
+    /// daemon's own cgroup).
+    ///
+    /// # Errors
+    /// No cgroup v2 hierarchy is mounted.
+    pub fn servers_cgroup(&self) -> std::io::Result<PathBuf> {
+        match &self.backstop.cgroup {
+            Some(cgroup) => Ok(cgroup.clone()),
+            None => Ok(crate::cgroup::own()?.join(crate::cgroup::SERVERS_CGROUP)),
+        }
+    }
+
+    /// Every cgroup the backstop guards: the servers' and each gate's own, without repeats.
+    ///
+    /// # Errors
+    /// As [`Self::servers_cgroup`].
+    pub fn backstop_cgroups(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut cgroups = vec![self.servers_cgroup()?];
+        for gate in &self.gates {
+            if let Some(cgroup) = &gate.cgroup
+                && !cgroups.contains(cgroup)
+            {
+                cgroups.push(cgroup.clone());
+            }
+        }
+        Ok(cgroups)
     }
 
     /// The gates as the pinned state wants them.
@@ -495,6 +565,8 @@ idle_timeout = "2m"
             ("idle_timeout = \"2m\"", "max_lifetime = \"10s\"", "leases.connect_window"),
             ("idle_timeout = \"2m\"", "capacity = 0", "leases.capacity"),
             ("pin_dir = \"/sys/fs/bpf/gate-test\"", "pin_dir = \"relative\"", "pin_dir"),
+            ("port = 443", "port = 443\ncgroup = \"vpn\"", "gate[1].cgroup"),
+            ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[backstop]\ncgroup = \"x\"", "backstop.cgroup"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nwindow = \"0s\"", "approval.window"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nstore = \"gate.db\"", "approval.store"),
         ] {

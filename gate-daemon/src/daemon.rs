@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     approval::{ApprovalService, http, service::Settings, upkeep},
     config::Config,
-    install, openvpn, shutdown, sweeper,
+    install, links, openvpn, shutdown, sweeper,
 };
 
 /// Puts the shutdown states in force in the daemon's own parts: approvals and leases (`vpn`),
@@ -69,11 +69,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for gate in &installed.gates {
         log::info!("gated {}/{} as {:?} (id {})", gate.protocol, gate.port, gate.name, gate.id);
     }
+    if installed.backstops.is_empty() {
+        log::warn!("the delivery backstop is off: only XDP on the listed interfaces guards the gated ports");
+    }
+    for path in &installed.removed {
+        log::info!("removed {}", path.display());
+    }
     if installed.took_over {
         let leases = installed.state.leases().map(|l| l.len()).unwrap_or_default();
         log::info!("took over the pinned state at {} with {leases} leases", config.pin_dir.display());
     }
 
+    links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone())
+        .context("watch links over rtnetlink")?;
     let installed_gates = installed.gates;
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));

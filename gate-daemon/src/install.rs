@@ -1,11 +1,16 @@
-//! Putting the gate in place: load the program, take over (or create) the pinned maps, gate the
-//! configured ports, then attach to each interface, or swap the new program into the link already
-//! pinned there.
+//! Putting the gate in place: load the programs, take over (or create) the pinned maps, gate the
+//! configured ports, attach the delivery backstop to its cgroups, then attach XDP to each
+//! interface (the program that fits its framing), or swap the new program into the link already
+//! pinned there. Links of interfaces and cgroups no longer configured are removed last.
 //!
 //! The order keeps the gate closed throughout: ports are gated in the maps before any program
 //! that reads them is attached, and an existing link is updated atomically, never detached and
-//! re-attached. On failure, whatever this run attached or created is undone, and what was there
-//! before (a running gate) is left as it was.
+//! re-attached. A new link replaces a pinned one by an atomic rename, so a defunct pin (its
+//! interface deleted and re-created) never stops a start. On failure, whatever this run attached
+//! or created is undone, and what was there before (a running gate) is left as it was.
+//!
+//! [`reconcile`] is the same attach, run again for one interface whenever rtnetlink says links
+//! changed: an interface that comes back is gated again at once.
 use std::{
     fs, io,
     path::{Path, PathBuf},
@@ -14,21 +19,25 @@ use std::{
 use aya::{
     maps::MapInfo,
     programs::{
-        ProgramError, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
 };
 use gate_common::{
-    CachedLease, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE,
-    MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS,
+    CachedLease, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES,
+    MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS,
 };
-use gate_maps::{AttachMode, Attachment, GateEntry, GateState, PinDir, StateError};
+use gate_maps::{
+    AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
+    netlink::{self, Framing},
+};
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
 
 use crate::{
+    cgroup,
     config::{Config, InterfaceConfig, ModeSetting},
-    program::{self, LoadError},
+    program::{self, LoadError, Loaded},
 };
 
 /// The standard bpffs mount point, which the daemon mounts if nothing is mounted there.
@@ -38,6 +47,20 @@ const BPFFS_MOUNT_POINT: &str = "/sys/fs/bpf";
 pub enum InstallError {
     #[error("interface {name:?} does not exist")]
     NoSuchInterface { name: String },
+    #[error("interface {name:?}: ask rtnetlink: {source}")]
+    Netlink { name: String, source: io::Error },
+    #[error(
+        "interface {name:?} has device type {device_type}, whose frames gate cannot parse (it gates Ethernet and layer-3 devices: tun, WireGuard, PPP, ipip, sit, GRE)"
+    )]
+    UnsupportedDevice { name: String, device_type: u16 },
+    #[error("backstop cgroup {path}: {source}")]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("backstop cgroup {path}: attach")]
+    AttachBackstop {
+        path: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
     #[error(
         "pin_dir {path}: {ancestor} is not on a BPF filesystem (type {fs_type:#x}); mount one with `mount -t bpf bpf {ancestor}` or choose a pin_dir under {BPFFS_MOUNT_POINT}"
     )]
@@ -55,9 +78,9 @@ pub enum InstallError {
         #[source]
         source: ProgramError,
     },
-    #[error("interface {interface}: pin the XDP link at {path}")]
+    #[error("{what}: pin the link at {path}")]
     PinLink {
-        interface: String,
+        what: String,
         path: PathBuf,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -71,8 +94,14 @@ pub struct Installed {
     pub state: GateState,
     pub gates: Vec<GateEntry>,
     pub attachments: Vec<Attachment>,
+    /// The cgroups the backstop guards.
+    pub backstops: Vec<PathBuf>,
+    /// Links removed because their interface or cgroup left the config.
+    pub removed: Vec<PathBuf>,
     /// Whether pinned maps from an earlier run were taken over (leases kept).
     pub took_over: bool,
+    /// The loaded programs, kept to attach again when an interface comes back.
+    pub loaded: Loaded,
 }
 
 /// What this run created, to undo if a later step fails.
@@ -104,9 +133,7 @@ impl Undo {
 /// call created is left behind.
 pub fn install(config: &Config) -> Result<Installed, InstallError> {
     for interface in &config.interfaces {
-        if nix::net::if_::if_nametoindex(interface.name.as_str()).is_err() {
-            return Err(InstallError::NoSuchInterface { name: interface.name.clone() });
-        }
+        framing_of(&interface.name)?.ok_or_else(|| InstallError::NoSuchInterface { name: interface.name.clone() })?;
     }
     let mut undo = Undo::default();
     match install_steps(config, &mut undo) {
@@ -118,8 +145,14 @@ pub fn install(config: &Config) -> Result<Installed, InstallError> {
     }
 }
 
+/// The pin directory of `config`.
+#[must_use]
+pub fn pins_of(config: &Config) -> PinDir {
+    PinDir::new(&config.pin_dir)
+}
+
 fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallError> {
-    let pins = PinDir::new(&config.pin_dir);
+    let pins = pins_of(config);
     prepare_pin_dir(&pins, undo)?;
 
     let took_over = pins.map(MAP_GATES).exists();
@@ -147,14 +180,148 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     let counted = state.rebuild_filter()?;
     log::debug!("lease filter counts {counted} leases");
 
-    let program = loaded.xdp();
+    // The guarantee first, then the fast path.
+    let mut backstops = Vec::new();
+    if config.backstop.enabled {
+        let servers =
+            config.servers_cgroup().map_err(|source| InstallError::Cgroup { path: "(servers)".into(), source })?;
+        cgroup::ensure(&servers).map_err(|source| InstallError::Cgroup { path: servers.clone(), source })?;
+        for path in config.backstop_cgroups().map_err(|source| InstallError::Cgroup { path: servers, source })? {
+            attach_backstop(loaded.backstop(), &pins, &path, undo)?;
+            backstops.push(path);
+        }
+    }
     let mut attachments = Vec::new();
     for interface in &config.interfaces {
-        attachments.push(attach(program, &pins, interface, undo)?);
+        let framing = framing_of(&interface.name)?
+            .ok_or_else(|| InstallError::NoSuchInterface { name: interface.name.clone() })?;
+        attachments.push(attach(loaded.xdp_for(framing), &pins, interface, undo)?);
     }
-    // Dropping the loaded object now is safe: the pinned links hold the program, the pins hold
-    // the maps.
-    Ok(Installed { state, gates, attachments, took_over })
+    let removed = remove_unlisted(&pins, config, &backstops)?;
+    // The pinned links hold the programs and the pins hold the maps; `loaded` is kept only to
+    // attach again when an interface comes back.
+    Ok(Installed { state, gates, attachments, backstops, removed, took_over, loaded })
+}
+
+/// The framing of the interface called `name` (in this network namespace), `None` if it does
+/// not exist.
+fn framing_of(name: &str) -> Result<Option<Framing>, InstallError> {
+    let Some(link) = netlink::link(name).map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?
+    else {
+        return Ok(None);
+    };
+    Framing::of(link.device_type)
+        .map(Some)
+        .ok_or(InstallError::UnsupportedDevice { name: name.to_owned(), device_type: link.device_type })
+}
+
+/// How an interface stands after [`reconcile`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    /// Gated by the pinned link, as before.
+    Gated,
+    /// Was not gated (re-created, or its program replaced) and now is again.
+    Reattached(Attachment),
+    /// Does not exist now; it is gated again when it comes back.
+    Absent,
+}
+
+/// Makes sure `interface` is gated by this gate's program, from the kernel's view: the XDP
+/// program attached to it must be the one of its pinned link. Attaches again if not.
+///
+/// # Errors
+/// The kernel cannot be asked, or the attach fails (the interface then stays as it was).
+pub fn reconcile(loaded: &mut Loaded, pins: &PinDir, interface: &InterfaceConfig) -> Result<Reconciled, InstallError> {
+    let name = interface.name.as_str();
+    let Some(link) = netlink::link(name).map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?
+    else {
+        return Ok(Reconciled::Absent);
+    };
+    let pinned = pins.attachment(name).map_err(|e| InstallError::PinDir {
+        path: pins.links_dir(),
+        operation: "read",
+        source: e,
+    })?;
+    if let (Some(attached), Some(pinned)) = (link.xdp_program, &pinned)
+        && gate_maps::pins::pinned_program(&pinned.path) == Some(attached)
+    {
+        return Ok(Reconciled::Gated);
+    }
+    let framing = Framing::of(link.device_type)
+        .ok_or(InstallError::UnsupportedDevice { name: name.to_owned(), device_type: link.device_type })?;
+    let attachment = attach(loaded.xdp_for(framing), pins, interface, &mut Undo::default())?;
+    Ok(Reconciled::Reattached(attachment))
+}
+
+/// Removes the pinned links of interfaces and cgroups the config no longer names (detaching
+/// them). Returns the paths removed.
+fn remove_unlisted(pins: &PinDir, config: &Config, backstops: &[PathBuf]) -> Result<Vec<PathBuf>, InstallError> {
+    let read_err = |path: PathBuf| move |source| InstallError::PinDir { path, operation: "read", source };
+    let mut doomed = Vec::new();
+    for attachment in pins.attachments().map_err(read_err(pins.links_dir()))? {
+        if !config.interfaces.iter().any(|i| i.name == attachment.interface) {
+            log::warn!("{}: no longer in the config; detaching the gate from it", attachment.interface);
+            doomed.push(attachment.path);
+        }
+    }
+    let kept: Vec<u64> = backstops.iter().filter_map(|p| cgroup::id(p).ok()).collect();
+    for (id, path) in pins.backstops().map_err(read_err(pins.backstop_dir()))? {
+        if !kept.contains(&id) {
+            log::warn!("backstop on cgroup id {id}: no longer in the config; detaching it");
+            doomed.push(path);
+        }
+    }
+    for path in &doomed {
+        fs::remove_file(path).map_err(|source| InstallError::PinDir {
+            path: path.clone(),
+            operation: "unpin",
+            source,
+        })?;
+    }
+    Ok(doomed)
+}
+
+/// Attaches the backstop to the cgroup at `path` and pins the link under its cgroup id,
+/// replacing (and so detaching) a link pinned there by an earlier run. Both run side by side for
+/// that instant, judging alike: there is no moment without one.
+fn attach_backstop(program: &mut CgroupSkb, pins: &PinDir, path: &Path, undo: &mut Undo) -> Result<(), InstallError> {
+    let cgroup_err = |source| InstallError::Cgroup { path: path.to_owned(), source };
+    let id = cgroup::id(path).map_err(cgroup_err)?;
+    let dir = fs::File::open(path).map_err(cgroup_err)?;
+    let attach_err = |source| InstallError::AttachBackstop { path: path.to_owned(), source };
+    // A bpf_link: the kernel runs it beside any other program on the cgroup (systemd's own, an
+    // earlier run's), whatever this mode says; the mode's flag would be refused with a link.
+    let link_id = program.attach(&dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single).map_err(attach_err)?;
+    let link = program.take_link(link_id).map_err(attach_err)?;
+    let pin_path = pins.backstop_link(id);
+    let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| InstallError::PinLink {
+        what: format!("backstop on cgroup {}", path.display()),
+        path: pin_path.clone(),
+        source,
+    };
+    let fd_link = FdLink::try_from(link).map_err(|e| pin_err(e.into()))?;
+    let existed = pin_path.exists();
+    pin_replacing(fd_link, &pin_path).map_err(pin_err)?;
+    if !existed {
+        undo.links.push(pin_path);
+    }
+    log::info!("backstop on cgroup {} (id {id})", path.display());
+    Ok(())
+}
+
+/// Pins `link` at `path`, atomically replacing whatever is pinned there (a defunct link of a
+/// deleted interface, or an earlier run's backstop, which the replacement detaches).
+fn pin_replacing(link: FdLink, path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push("-new"); // bpffs refuses names with a dot
+    let temp = PathBuf::from(temp);
+    let _ = fs::remove_file(&temp); // a leftover of a run that died between pin and rename
+    link.pin(&temp)?;
+    if let Err(e) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Creates the pin directory on a bpffs (mounting the standard one if it is missing).
@@ -176,7 +343,7 @@ fn prepare_pin_dir(pins: &PinDir, undo: &mut Undo) -> Result<(), InstallError> {
             fs_type: fs_type.0,
         });
     }
-    for dir in [root.to_owned(), pins.links_dir()] {
+    for dir in [root.to_owned(), pins.links_dir(), pins.backstop_dir()] {
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(|e| pin_err("create directory", e))?;
             undo.dirs.push(dir);
@@ -193,7 +360,8 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<(), InstallError>
         MAP_LEASES_V6 => (size_of::<LeaseKeyV6>(), size_of::<Lease>()),
         MAP_PORTS | MAP_CACHE_EPOCH => (size_of::<u32>(), size_of::<u32>()),
         MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>()),
-        _ => (size_of::<u32>(), size_of::<u64>()), // STATS, LEASE_FILTER
+        MAP_STATS | MAP_BACKSTOP_STATS | MAP_LEASE_FILTER => (size_of::<u32>(), size_of::<u64>()),
+        other => unreachable!("program::MAPS lists {other}, which has no layout here"),
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::NotFound { path: path.to_owned(), source: e })?;
     let found = (info.key_size() as usize, info.value_size() as usize);
@@ -283,15 +451,19 @@ fn attach_new(
             Ok(id) => {
                 let path = pins.link(name, mode);
                 let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| InstallError::PinLink {
-                    interface: name.to_owned(),
+                    what: format!("interface {name}"),
                     path: path.clone(),
                     source,
                 };
                 let link = program.take_link(id).map_err(|e| pin_err(e.into()))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| pin_err(e.into()))?;
-                // Removing this pin detaches the link; leaving it keeps the gate up.
-                fd_link.pin(&path).map_err(|e| pin_err(e.into()))?;
-                undo.links.push(path.clone());
+                // Removing this pin detaches the link; leaving it keeps the gate up. A defunct
+                // link pinned here (its interface deleted and re-created) is replaced.
+                let existed = path.exists();
+                pin_replacing(fd_link, &path).map_err(pin_err)?;
+                if !existed {
+                    undo.links.push(path.clone());
+                }
                 log::info!("{name}: attached in {mode} mode");
                 return Ok(Attachment { interface: name.to_owned(), mode, path });
             }

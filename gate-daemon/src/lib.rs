@@ -3,17 +3,21 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
-//! - [`program`]: the embedded XDP object, loaded against the pinned maps.
+//! - [`program`]: the embedded programs (XDP, the backstop), loaded against the pinned maps.
 //! - [`install`]: take over or create pinned state, gate the ports, attach, roll back on failure.
+//! - [`cgroup`]: cgroup v2 for the delivery backstop and the servers it guards.
+//! - [`links`]: re-attaches to a listed interface that was deleted and re-created.
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
 //! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
 //! - [`shutdown`]: self-shutdown notifications and the operator's states, published to every part.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
+pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod install;
+pub mod links;
 pub mod openvpn;
 pub mod program;
 pub mod shutdown;

@@ -1,16 +1,18 @@
-//! The embedded XDP program and loading it against the pinned maps: maps already pinned are
+//! The embedded programs (XDP for Ethernet and for layer-3 interfaces, the delivery backstop)
+//! and loading them against the pinned maps: maps already pinned are
 //! reused (their leases kept), missing ones are created and pinned. Used by the installer, and by
 //! the tests and benchmarks, so they run exactly what the daemon runs.
 use aya::{
     Ebpf, EbpfLoader,
     maps::MapInfo,
-    programs::{ProgramError, Xdp},
+    programs::{CgroupSkb, ProgramError, Xdp},
 };
 use gate_common::{
-    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER,
-    MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME, filter_slot_mask, filter_words,
+    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE,
+    MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP,
+    PROGRAM_NAME_L3, filter_slot_mask, filter_words,
 };
-use gate_maps::PinDir;
+use gate_maps::{PinDir, netlink::Framing};
 
 /// The XDP program, built by build.rs from `gate-ebpf`.
 pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gate"));
@@ -19,15 +21,32 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 /// passes). Not used by the daemon.
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
-/// Every map the program uses, all pinned.
-pub const MAPS: [&str; 8] =
-    [MAP_GATES, MAP_PORTS, MAP_LEASES_V4, MAP_LEASES_V6, MAP_STATS, MAP_LEASE_FILTER, MAP_LEASE_CACHE, MAP_CACHE_EPOCH];
+/// Every map the programs use, all pinned.
+pub const MAPS: [&str; 9] = [
+    MAP_GATES,
+    MAP_PORTS,
+    MAP_LEASES_V4,
+    MAP_LEASES_V6,
+    MAP_STATS,
+    MAP_BACKSTOP_STATS,
+    MAP_LEASE_FILTER,
+    MAP_LEASE_CACHE,
+    MAP_CACHE_EPOCH,
+];
+
+/// The XDP program for interfaces of `framing`.
+const fn xdp_program(framing: Framing) -> &'static str {
+    match framing {
+        Framing::Ethernet => PROGRAM_NAME,
+        Framing::Ip => PROGRAM_NAME_L3,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("load the XDP object and its maps")]
     Object(#[source] aya::EbpfError),
-    #[error("load the XDP program into the kernel")]
+    #[error("load the programs into the kernel")]
     Program(#[source] ProgramError),
 }
 
@@ -37,15 +56,31 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The XDP program.
+    /// The XDP program for Ethernet interfaces.
+    pub fn xdp(&mut self) -> &mut Xdp {
+        self.xdp_for(Framing::Ethernet)
+    }
+
+    /// The XDP program for interfaces of `framing`.
     ///
     /// # Panics
     /// Never: [`load`] checked that the object holds it.
-    pub fn xdp(&mut self) -> &mut Xdp {
+    pub fn xdp_for(&mut self, framing: Framing) -> &mut Xdp {
         self.ebpf
-            .program_mut(PROGRAM_NAME)
+            .program_mut(xdp_program(framing))
             .and_then(|p| p.try_into().ok())
             .expect("load() checked the program exists and is XDP")
+    }
+
+    /// The delivery backstop.
+    ///
+    /// # Panics
+    /// Never: [`load`] checked that the object holds it.
+    pub fn backstop(&mut self) -> &mut CgroupSkb {
+        self.ebpf
+            .program_mut(PROGRAM_NAME_BACKSTOP)
+            .and_then(|p| p.try_into().ok())
+            .expect("load() checked the program exists and is cgroup_skb")
     }
 }
 
@@ -80,11 +115,19 @@ pub fn load_with(pins: &PinDir, lease_capacity: u32, lease_cache: bool) -> Resul
     loader.override_global(GLOBAL_FILTER_SLOT_MASK, &mask, true);
     loader.override_global(GLOBAL_LEASE_CACHE_ON, &cache_on, true);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
+    for framing in [Framing::Ethernet, Framing::Ip] {
+        let program: &mut Xdp = ebpf
+            .program_mut(xdp_program(framing))
+            .ok_or(LoadError::Program(ProgramError::UnexpectedProgramType))?
+            .try_into()
+            .map_err(LoadError::Program)?;
+        program.load().map_err(LoadError::Program)?;
+    }
+    let backstop: &mut CgroupSkb = ebpf
+        .program_mut(PROGRAM_NAME_BACKSTOP)
         .ok_or(LoadError::Program(ProgramError::UnexpectedProgramType))?
         .try_into()
         .map_err(LoadError::Program)?;
-    program.load().map_err(LoadError::Program)?;
+    backstop.load().map_err(LoadError::Program)?;
     Ok(Loaded { ebpf })
 }

@@ -1,5 +1,6 @@
-//! Bounded packet parsing: Ethernet, up to two VLAN tags, IPv4 or IPv6 (with a bounded walk of
-//! extension headers), then the destination port of TCP or UDP.
+//! Bounded packet parsing: Ethernet with up to two VLAN tags (or nothing, on a layer-3 device),
+//! IPv4 or IPv6 (with a bounded walk of extension headers), then the destination port of TCP or
+//! UDP. An IPv4-mapped IPv6 source is returned as the IPv4 address it names.
 //!
 //! One small function a layer, each reading through [`Cursor::read`], the only place that checks
 //! a header against the end of the packet. Every failure to read where an IP packet might be is
@@ -8,7 +9,9 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use gate_common::{IPPROTO_TCP, IPPROTO_UDP};
+use gate_common::{IPPROTO_TCP, IPPROTO_UDP, v4_mapped};
+
+pub use crate::lease::Source;
 
 const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
@@ -92,10 +95,13 @@ struct Ports {
     dst: [u8; 2],
 }
 
-/// The source address of an IP packet, network byte order.
-pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+/// What a packet starts with, chosen per interface at attach time by its device type.
+#[derive(Clone, Copy)]
+pub enum Link {
+    /// An Ethernet header (Ethernet, veth, bridges, bonds, VLAN devices).
+    Ethernet,
+    /// The IP header itself (tun, WireGuard, PPP, sit, ipip, GRE): the version nibble decides.
+    Ip,
 }
 
 /// What lies above the IP header, as far as a port gate cares.
@@ -154,13 +160,31 @@ impl Cursor {
 
 /// Parses the packet far enough to name its source and destination port.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Packet {
+pub fn parse(ctx: &XdpContext, link: Link) -> Packet {
     let mut cursor = Cursor::new(ctx);
-    match ethertype(&mut cursor) {
+    let ethertype = match link {
+        Link::Ethernet => ethertype(&mut cursor),
+        Link::Ip => ip_version(&cursor),
+    };
+    match ethertype {
         Some(ETH_P_IPV4) => ipv4(&mut cursor),
         Some(ETH_P_IPV6) => ipv6(&mut cursor),
         Some(_) => Packet::NotIp,
         None => Packet::Unparseable,
+    }
+}
+
+/// The ethertype a bare IP packet would have, from its version nibble; `None` if the packet is
+/// empty or neither IPv4 nor IPv6 (on a layer-3 device every packet is IP, so that is
+/// unparseable, never "not IP").
+#[inline(always)]
+fn ip_version(cursor: &Cursor) -> Option<[u8; 2]> {
+    // Read as the smallest IP header rather than one byte: the compiler turns a one-byte bound
+    // into a comparison the verifier cannot use.
+    match cursor.read::<Ipv4Hdr>()?.version_ihl >> 4 {
+        4 => Some(ETH_P_IPV4),
+        6 => Some(ETH_P_IPV6),
+        _ => None,
     }
 }
 
@@ -209,7 +233,10 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
     if ip.version_class_flow[0] >> 4 != 6 {
         return Packet::Unparseable;
     }
-    let source = Source::V6(ip.src);
+    let source = match v4_mapped(&ip.src) {
+        Some(v4) => Source::V4(v4),
+        None => Source::V6(ip.src),
+    };
     let mut next_header = ip.next_header;
     cursor.advance(size_of::<Ipv6Hdr>());
     for _ in 0..MAX_IPV6_EXT_HEADERS {

@@ -5,11 +5,13 @@
 //! - [`pins`]: where things live under the bpffs pin directory (maps, links).
 //! - [`clock`]: the clock leases are measured in, the same one the XDP program reads.
 //! - [`lease`]: building leases from a policy or a TTL.
+//! - [`netlink`]: the kernel's view of interfaces (type, attached XDP program) and link changes.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
 //! - [`error`]: the errors, [`StateError`].
 pub mod clock;
 pub mod error;
 pub mod lease;
+pub mod netlink;
 pub mod pins;
 pub mod state;
 
@@ -17,4 +19,4 @@ pub use error::StateError;
 pub use gate_common as common;
 pub use lease::LeasePolicy;
 pub use pins::{AttachMode, Attachment, PinDir};
-pub use state::{GateEntry, GateSpec, GateState, LeaseEntry, Protocol, StatsTable};
+pub use state::{GateEntry, GateSpec, GateState, LeaseEntry, Protocol, StatsTable, lease_address};

@@ -1,8 +1,9 @@
 //! Where the gate's state lives on bpffs:
 //!
 //! ```text
-//! <pin dir>/GATES, LEASES_V4, LEASES_V6, STATS   the maps
-//! <pin dir>/links/<interface>:<mode>              one pinned XDP link per interface
+//! <pin dir>/GATES, LEASES_V4, LEASES_V6, STATS, ...   the maps
+//! <pin dir>/links/<interface>:<mode>                   one pinned XDP link per interface
+//! <pin dir>/backstop/<cgroup id>                       one pinned backstop link per cgroup
 //! ```
 //!
 //! ':' cannot appear in an interface name, so it separates the name from the attach mode.
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/gate";
 
 const LINKS_DIR: &str = "links";
+const BACKSTOP_DIR: &str = "backstop";
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,25 +101,40 @@ impl PinDir {
         self.links_dir().join(format!("{interface}:{mode}"))
     }
 
+    #[must_use]
+    pub fn backstop_dir(&self) -> PathBuf {
+        self.root.join(BACKSTOP_DIR)
+    }
+
+    /// Where the backstop link of the cgroup with id (inode number) `cgroup_id` is pinned.
+    #[must_use]
+    pub fn backstop_link(&self, cgroup_id: u64) -> PathBuf {
+        self.backstop_dir().join(cgroup_id.to_string())
+    }
+
+    /// Every pinned backstop link: (cgroup id, path), sorted by id.
+    ///
+    /// # Errors
+    /// The backstop directory exists but cannot be read.
+    pub fn backstops(&self) -> io::Result<Vec<(u64, PathBuf)>> {
+        let mut found: Vec<(u64, PathBuf)> = pinned_names(&self.backstop_dir())?
+            .into_iter()
+            .filter_map(|(name, path)| Some((name.parse().ok()?, path)))
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     /// Every pinned link, sorted by interface. No links directory means no links.
     ///
     /// # Errors
     /// The links directory exists but cannot be read.
     pub fn attachments(&self) -> io::Result<Vec<Attachment>> {
-        let entries = match fs::read_dir(self.links_dir()) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
         let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some((interface, mode)) = name.to_str().and_then(|n| n.rsplit_once(':')) else {
-                continue;
-            };
+        for (name, path) in pinned_names(&self.links_dir())? {
+            let Some((interface, mode)) = name.rsplit_once(':') else { continue };
             let Ok(mode) = mode.parse() else { continue };
-            found.push(Attachment { interface: interface.to_owned(), mode, path: entry.path() });
+            found.push(Attachment { interface: interface.to_owned(), mode, path });
         }
         found.sort_by(|a, b| a.interface.cmp(&b.interface));
         Ok(found)
@@ -130,4 +147,29 @@ impl PinDir {
     pub fn attachment(&self, interface: &str) -> io::Result<Option<Attachment>> {
         Ok(self.attachments()?.into_iter().find(|a| a.interface == interface))
     }
+}
+
+/// The id of the program behind the link pinned at `path`, as the kernel reports it; `None` if
+/// nothing usable is pinned there.
+#[must_use]
+pub fn pinned_program(path: &Path) -> Option<u32> {
+    let link = aya::programs::links::PinnedLink::from_pin(path).ok()?;
+    aya::programs::links::FdLink::from(link).info().ok().map(|info| info.program_id())
+}
+
+/// The (UTF-8) names and paths in `dir`; none if it does not exist.
+fn pinned_names(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            found.push((name, entry.path()));
+        }
+    }
+    Ok(found)
 }

@@ -21,9 +21,9 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use gate_common::{
     FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease,
-    LeaseKeyV4, LeaseKeyV6, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS,
-    MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot, filter_slot_mask,
-    lease_hash, port_index, stats_index, v4_words, v6_words, with_filter_count,
+    LeaseKeyV4, LeaseKeyV6, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4,
+    MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot,
+    filter_slot_mask, lease_hash, port_index, stats_index, v4_words, v6_words, with_filter_count,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,8 @@ pub struct GateState {
     leases_v4: HashMap<MapData, LeaseKeyV4, Lease>,
     leases_v6: HashMap<MapData, LeaseKeyV6, Lease>,
     stats: PerCpuArray<MapData, u64>,
+    /// `None` for state pinned before the backstop existed (until the daemon's next start).
+    backstop_stats: Option<PerCpuArray<MapData, u64>>,
     filter: Array<MapData, u64>,
     filter_mask: u32,
     epoch: Array<MapData, u32>,
@@ -121,6 +123,16 @@ pub struct GateState {
     cache_stale: bool,
     capacity_v4: u32,
     capacity_v6: u32,
+}
+
+/// The address a lease for `addr` is kept under: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
+/// is the IPv4 host it names, which is how the program judges such a source too.
+#[must_use]
+pub fn lease_address(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
 }
 
 /// The program's [`lease_hash`] of a (gate, source).
@@ -190,6 +202,11 @@ impl GateState {
         let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
         let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
         let (stats, _) = typed(&pins, MAP_STATS)?;
+        let backstop_stats = match typed(&pins, MAP_BACKSTOP_STATS) {
+            Ok((map, _)) => Some(map),
+            Err(StateError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let (filter, filter_words) = typed(&pins, MAP_LEASE_FILTER)?;
         let (epoch, _) = typed(&pins, MAP_CACHE_EPOCH)?;
         Ok(Self {
@@ -199,6 +216,7 @@ impl GateState {
             leases_v4,
             leases_v6,
             stats,
+            backstop_stats,
             filter,
             filter_mask: filter_slot_mask(filter_words),
             epoch,
@@ -321,15 +339,9 @@ impl GateState {
     }
 
     fn reset_stats(&mut self, gate: u32) -> Result<(), StateError> {
-        for reason in Reason::ALL {
-            let index = stats_index(gate, reason);
-            let cpus = self.stats.get(&index, 0).map_err(map_err(MAP_STATS, "lookup"))?.len();
-            let zeros = PerCpuValues::try_from(vec![0_u64; cpus]).map_err(|e| StateError::Map {
-                map: MAP_STATS,
-                operation: "reset",
-                source: MapError::from(e),
-            })?;
-            self.stats.set(index, zeros, 0).map_err(map_err(MAP_STATS, "reset"))?;
+        reset_row(&mut self.stats, MAP_STATS, gate)?;
+        if let Some(backstop) = &mut self.backstop_stats {
+            reset_row(backstop, MAP_BACKSTOP_STATS, gate)?;
         }
         Ok(())
     }
@@ -350,8 +362,14 @@ impl GateState {
     /// # Errors
     /// As [`Self::grant`], after the undo.
     pub fn grant_all(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
+        let mut canonical: Vec<IpAddr> = Vec::with_capacity(addrs.len());
+        for addr in addrs.iter().map(|&a| lease_address(a)) {
+            if !canonical.contains(&addr) {
+                canonical.push(addr);
+            }
+        }
         let _lock = self.lock()?;
-        let result = self.grant_all_locked(gate, addrs, lease);
+        let result = self.grant_all_locked(gate, &canonical, lease);
         self.settle(result)
     }
 
@@ -384,6 +402,7 @@ impl GateState {
     /// # Errors
     /// The kernel refuses the delete.
     pub fn revoke_one(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
+        let addr = lease_address(addr);
         let _lock = self.lock()?;
         let result = self.remove_lease(gate, addr);
         self.settle(result)
@@ -496,6 +515,7 @@ impl GateState {
     /// # Errors
     /// The kernel refuses to iterate or delete.
     pub fn revoke(&mut self, addr: IpAddr, gate: Option<u32>) -> Result<usize, StateError> {
+        let addr = lease_address(addr);
         let _lock = self.lock()?;
         let result = self.remove_leases_where(|e| e.addr == addr && gate.is_none_or(|want| want == e.gate));
         self.settle(result)
@@ -609,24 +629,52 @@ impl GateState {
         self.remove_leases_where(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)
     }
 
-    /// Verdict counters summed over CPUs, for gate 0 (no gate) and every gate id in use.
+    /// XDP's verdict counters summed over CPUs, for gate 0 (no gate) and every gate id in use.
     ///
     /// # Errors
     /// The kernel refuses a lookup.
     pub fn stats(&self) -> Result<StatsTable, StateError> {
+        self.stats_of(&self.stats, MAP_STATS)
+    }
+
+    /// The delivery backstop's verdict counters, as [`Self::stats`]; `None` if this pinned state
+    /// predates the backstop.
+    ///
+    /// # Errors
+    /// The kernel refuses a lookup.
+    pub fn backstop_stats(&self) -> Result<Option<StatsTable>, StateError> {
+        self.backstop_stats.as_ref().map(|map| self.stats_of(map, MAP_BACKSTOP_STATS)).transpose()
+    }
+
+    fn stats_of(&self, map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<StatsTable, StateError> {
         let mut ids: BTreeSet<u32> = self.gates()?.iter().map(|g| g.id).collect();
         ids.insert(0);
         let mut table = StatsTable::new();
         for id in ids {
             let mut row = [0_u64; NUM_REASONS as usize];
             for reason in Reason::ALL {
-                let per_cpu = self.stats.get(&stats_index(id, reason), 0).map_err(map_err(MAP_STATS, "lookup"))?;
+                let per_cpu = map.get(&stats_index(id, reason), 0).map_err(map_err(name, "lookup"))?;
                 row[reason as usize] = per_cpu.iter().sum();
             }
             table.insert(id, row);
         }
         Ok(table)
     }
+}
+
+/// Zeroes `gate`'s row of counters in `map` on every CPU.
+fn reset_row(map: &mut PerCpuArray<MapData, u64>, name: &'static str, gate: u32) -> Result<(), StateError> {
+    for reason in Reason::ALL {
+        let index = stats_index(gate, reason);
+        let cpus = map.get(&index, 0).map_err(map_err(name, "lookup"))?.len();
+        let zeros = PerCpuValues::try_from(vec![0_u64; cpus]).map_err(|e| StateError::Map {
+            map: name,
+            operation: "reset",
+            source: MapError::from(e),
+        })?;
+        map.set(index, zeros, 0).map_err(map_err(name, "reset"))?;
+    }
+    Ok(())
 }
 
 const fn libc_e2big() -> i32 {

@@ -10,8 +10,17 @@ use serde::Serialize;
 pub struct InterfaceView<'a> {
     pub name: &'a str,
     pub mode: AttachMode,
-    /// The program id behind the pinned link; `None` if the link is defunct.
-    pub program: Option<u32>,
+    pub gated: Gated,
+}
+
+/// Whether an interface with a pinned link is gated, as the kernel reports it.
+pub enum Gated {
+    /// The kernel runs the pinned link's program (this id) on it.
+    Yes(u32),
+    /// It exists, but runs another XDP program (or none): re-created, or replaced.
+    No(Option<u32>),
+    /// No interface of that name exists now.
+    Absent,
 }
 
 /// A duration rounded to whole seconds, as "4m 12s".
@@ -38,6 +47,7 @@ fn gate_name<'a>(names: &BTreeMap<u32, &'a str>, id: u32) -> &'a str {
 pub fn status(
     pins: &PinDir,
     interfaces: &[InterfaceView<'_>],
+    backstops: &[(u64, Option<u32>)],
     gates: &[GateEntry],
     leases: &[LeaseEntry],
     (capacity_v4, capacity_v6): (u32, u32),
@@ -49,8 +59,20 @@ pub fn status(
         let _ = writeln!(out, "interfaces: none attached");
     }
     for interface in interfaces {
-        let program = interface.program.map_or_else(|| "link defunct".to_owned(), |id| format!("program {id}"));
-        let _ = writeln!(out, "interface: {}\n  mode: {}\n  {program}", interface.name, interface.mode);
+        let gated = match interface.gated {
+            Gated::Yes(id) => format!("gated: yes (program {id}, read from the kernel)"),
+            Gated::No(None) => "gated: NO: the kernel runs no XDP program there (re-created?)".to_owned(),
+            Gated::No(Some(id)) => format!("gated: NO: the kernel runs program {id} there, not the gate's"),
+            Gated::Absent => "gated: NO: the interface does not exist (gated again when it returns)".to_owned(),
+        };
+        let _ = writeln!(out, "interface: {}\n  mode: {}\n  {gated}", interface.name, interface.mode);
+    }
+    if backstops.is_empty() {
+        let _ = writeln!(out, "backstop: none (only XDP guards the gated ports)");
+    }
+    for (id, program) in backstops {
+        let program = program.map_or_else(|| "link defunct".to_owned(), |p| format!("program {p}"));
+        let _ = writeln!(out, "backstop: cgroup id {id} ({program})");
     }
     let mut by_gate: BTreeMap<u32, Vec<&GateEntry>> = BTreeMap::new();
     for gate in gates {

@@ -7,9 +7,12 @@ mod notify;
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use aya::programs::links::PinnedLink;
 use clap::{Parser, Subcommand};
-use gate_maps::{GateState, LeasePolicy, PinDir, clock, lease::ttl_lease, pins::DEFAULT_PIN_DIR};
+use gate_maps::{
+    GateState, LeasePolicy, PinDir, clock,
+    lease::ttl_lease,
+    pins::{DEFAULT_PIN_DIR, pinned_program},
+};
 
 #[derive(Parser)]
 #[command(version, about = "Inspect and change the gate (reads the pinned BPF maps directly)")]
@@ -32,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Interfaces, gates and lease counts (the default).
+    /// Interfaces (as the kernel sees them), backstop, gates and lease counts (the default).
+    /// Exits non-zero when a listed interface is not gated. Run it in the daemon's network
+    /// namespace: interfaces are looked up there.
     Status,
     /// Every lease with its deadlines.
     Leases {
@@ -95,13 +100,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let pins = PinDir::new(&cli.pin_dir);
     match cli.command.unwrap_or(Command::Status) {
         Command::Status => {
-            status(&pins)?;
+            let not_gated = status(&pins)?;
             print!("{}", vpn_status(&cli.vpn_run_dir));
             let host = cli.host.clone().unwrap_or_else(gate_store::default_host_name);
             if cli.store.exists()
                 && let Ok(store) = gate_store::Store::open(&cli.store)
             {
                 print!("\n{}", notify::describe(&store, &host)?);
+            }
+            if not_gated > 0 {
+                bail!("{not_gated} listed interface(s) NOT GATED: packets to gated ports pass XDP there");
             }
             Ok(())
         }
@@ -135,7 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             state.grant(id, addr, lease)?;
             let idle =
                 idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
-            println!("opened {gate} for {addr} for {}{idle}", format::duration(ttl));
+            let kept = gate_maps::lease_address(addr);
+            let mapped = if kept == addr { String::new() } else { format!(" (as the IPv4 host {kept})") };
+            println!("opened {gate} for {addr}{mapped} for {}{idle}", format::duration(ttl));
             Ok(())
         }
         Command::Revoke { addr, gate } => {
@@ -153,10 +163,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let state = GateState::open(pins.root())?;
             let gates = state.gates()?;
             let stats = state.stats()?;
+            let backstop = state.backstop_stats()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&format::stats_json(&gates, &stats))?);
+                let mut out = format::stats_json(&gates, &stats);
+                out["backstop"] =
+                    backstop.map_or(serde_json::Value::Null, |b| format::stats_json(&gates, &b)["gates"].take());
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                print!("{}", format::stats_table(&gates, &stats));
+                print!("xdp:\n{}", format::stats_table(&gates, &stats));
+                if let Some(backstop) = backstop {
+                    print!("\nbackstop:\n{}", format::stats_table(&gates, &backstop));
+                }
             }
             Ok(())
         }
@@ -186,23 +203,32 @@ fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(pins: &PinDir) -> anyhow::Result<()> {
+/// Prints the status; `Ok(n)` with the number of listed interfaces that are not gated.
+fn status(pins: &PinDir) -> anyhow::Result<usize> {
     let attachments = pins.attachments().with_context(|| format!("read {}", pins.links_dir().display()))?;
     let state = GateState::open(pins.root())?;
     let gates = state.gates()?;
     let leases = state.leases()?;
-    let interfaces = attachments
-        .iter()
-        .map(|a| {
-            let program = PinnedLink::from_pin(&a.path)
-                .ok()
-                .and_then(|link| aya::programs::links::FdLink::from(link).info().ok())
-                .map(|info| info.program_id());
-            format::InterfaceView { name: &a.interface, mode: a.mode, program }
-        })
-        .collect::<Vec<_>>();
-    print!("{}", format::status(pins, &interfaces, &gates, &leases, state.capacity(), clock::now_ns()));
-    Ok(())
+    let mut interfaces = Vec::new();
+    for attachment in &attachments {
+        let pinned = pinned_program(&attachment.path);
+        let kernel = gate_maps::netlink::link(&attachment.interface)
+            .with_context(|| format!("ask the kernel about {}", attachment.interface))?;
+        let gated = match (kernel, pinned) {
+            (None, _) => format::Gated::Absent,
+            (Some(link), Some(pinned)) if link.xdp_program == Some(pinned) => format::Gated::Yes(pinned),
+            (Some(link), _) => format::Gated::No(link.xdp_program),
+        };
+        interfaces.push(format::InterfaceView { name: &attachment.interface, mode: attachment.mode, gated });
+    }
+    let backstops: Vec<(u64, Option<u32>)> = pins
+        .backstops()
+        .with_context(|| format!("read {}", pins.backstop_dir().display()))?
+        .into_iter()
+        .map(|(id, path)| (id, pinned_program(&path)))
+        .collect();
+    print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity(), clock::now_ns()));
+    Ok(interfaces.iter().filter(|i| !matches!(i.gated, format::Gated::Yes(_))).count())
 }
 
 /// The OpenVPN servers, from the status files the daemon keeps; nothing if there are none.

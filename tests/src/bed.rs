@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::{
+    cgroup::TestCgroup,
     netns::{Netns, veth},
     unique::{self, PIN_ROOT, PREFIX},
 };
@@ -21,7 +22,10 @@ pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 pub const STRANGER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3);
 
 pub struct TestBed {
-    // Field order is drop order: the pin dir (links, maps) goes before the namespaces.
+    // Field order is drop order: the pin dir (links, maps) goes before the namespaces, and the
+    // cgroup (with whatever still runs in it) before both.
+    /// The backstop's cgroup: the daemon attaches there and runs its OpenVPN servers there.
+    pub cgroup: TestCgroup,
     pub pin_dir: PinDirGuard,
     pub gateway: Netns,
     pub client: Netns,
@@ -63,19 +67,11 @@ impl TestBed {
         let token = unique::token();
         let gateway_if = format!("{PREFIX}{token}g");
         let client_if = format!("{PREFIX}{token}c");
-        veth(&gateway, &gateway_if, &client, &client_if);
-        gateway.ip(&["addr", "add", &format!("{GATEWAY_V4}/24"), "dev", &gateway_if]);
-        gateway.ip(&["addr", "add", &format!("{GATEWAY_V6}/64"), "dev", &gateway_if, "nodad"]);
-        for addr in [CLIENT_V4, STRANGER_V4] {
-            client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &client_if]);
-        }
-        client.ip(&["addr", "add", &format!("{CLIENT_V6}/64"), "dev", &client_if, "nodad"]);
-        // Deprecated (preferred_lft 0): usable when bound to, never picked as a source, so the
-        // client's own connections come from CLIENT_V6 as they come from CLIENT_V4.
-        client.ip(&["addr", "add", &format!("{STRANGER_V6}/64"), "dev", &client_if, "nodad", "preferred_lft", "0"]);
+        wire(&gateway, &gateway_if, &client, &client_if);
         let state_dir = std::env::temp_dir().join(format!("{PREFIX}{token}.d"));
         fs::create_dir_all(&state_dir).expect("create the bed's state dir");
         Self {
+            cgroup: TestCgroup::new(),
             pin_dir: PinDirGuard::new(),
             gateway,
             client,
@@ -117,6 +113,7 @@ impl TestBed {
                 format!("socket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store().display()),
             ),
             ("[notifications]\n", format!("publish = \"{}\"\n", self.shutdown_file().display())),
+            ("[backstop]\n", format!("cgroup = \"{}\"\n", self.cgroup.path().display())),
         ];
         let mut extra = extra.to_owned();
         let mut appended = String::new();
@@ -148,6 +145,29 @@ impl TestBed {
             IpAddr::V4(_) => GATEWAY_V4.into(),
             IpAddr::V6(_) => GATEWAY_V6.into(),
         }
+    }
+}
+
+/// The veth between gateway and client, with every address.
+fn wire(gateway: &Netns, gateway_if: &str, client: &Netns, client_if: &str) {
+    veth(gateway, gateway_if, client, client_if);
+    gateway.ip(&["addr", "add", &format!("{GATEWAY_V4}/24"), "dev", gateway_if]);
+    gateway.ip(&["addr", "add", &format!("{GATEWAY_V6}/64"), "dev", gateway_if, "nodad"]);
+    for addr in [CLIENT_V4, STRANGER_V4] {
+        client.ip(&["addr", "add", &format!("{addr}/24"), "dev", client_if]);
+    }
+    client.ip(&["addr", "add", &format!("{CLIENT_V6}/64"), "dev", client_if, "nodad"]);
+    // Deprecated (preferred_lft 0): usable when bound to, never picked as a source, so the
+    // client's own connections come from CLIENT_V6 as they come from CLIENT_V4.
+    client.ip(&["addr", "add", &format!("{STRANGER_V6}/64"), "dev", client_if, "nodad", "preferred_lft", "0"]);
+}
+
+impl TestBed {
+    /// Deletes the veth (both ends go) and makes it again with the same names and addresses: what
+    /// a driver reload, a NIC reset or a network manager re-making a device does.
+    pub fn recreate_veth(&self) {
+        self.gateway.ip(&["link", "del", &self.gateway_if]);
+        wire(&self.gateway, &self.gateway_if, &self.client, &self.client_if);
     }
 }
 

@@ -146,9 +146,23 @@ pub fn gatectl(pin_dir: &Path, args: &[&str]) -> Output {
     Command::new(bin("gatectl")).arg("--pin-dir").arg(pin_dir).args(args).output().expect("run gatectl")
 }
 
+/// Runs `gatectl --pin-dir <pin_dir> args...` inside `ns` (where `status` looks interfaces up),
+/// whatever the status.
+pub fn gatectl_in(ns: &crate::netns::Netns, pin_dir: &Path, args: &[&str]) -> Output {
+    ns.command(bin("gatectl")).arg("--pin-dir").arg(pin_dir).args(args).output().expect("run gatectl")
+}
+
 /// As [`gatectl`], panicking with stderr unless it succeeds; returns stdout.
 pub fn gatectl_ok(pin_dir: &Path, args: &[&str]) -> String {
-    let out = gatectl(pin_dir, args);
+    succeeded(gatectl(pin_dir, args), args)
+}
+
+/// As [`gatectl_in`], panicking with stderr unless it succeeds; returns stdout.
+pub fn gatectl_in_ok(ns: &crate::netns::Netns, pin_dir: &Path, args: &[&str]) -> String {
+    succeeded(gatectl_in(ns, pin_dir, args), args)
+}
+
+fn succeeded(out: Output, args: &[&str]) -> String {
     assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

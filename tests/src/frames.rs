@@ -220,6 +220,26 @@ impl Frame {
         l4
     }
 
+    /// The IP packet alone, without the Ethernet header (and tags), with a valid IPv4 header
+    /// checksum: what a layer-3 device such as tun carries, and the kernel accepts.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        let mut packet = self.bytes().split_off(14 + 4 * self.vlans.len());
+        if packet.first().is_some_and(|b| b >> 4 == 4) {
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            packet[10..12].copy_from_slice(&[0, 0]);
+            let mut sum: u32 = packet[..header_len]
+                .chunks(2)
+                .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let checksum = !u16::try_from(sum).expect("folded to 16 bits");
+            packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+        }
+        packet
+    }
+
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
         let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];

@@ -9,18 +9,22 @@
 //! - [`unique`]: names no two runs share, and the sweep of leftovers.
 //! - [`netns`]: network namespaces, veth links, running code or commands inside a namespace.
 //! - [`bed`]: [`bed::TestBed`], a gateway and a client namespace with addresses and a pin dir.
+//! - [`cgroup`]: a cgroup v2 directory of the test's own, and listeners running inside it.
 //! - [`daemon`]: the real `gate-daemon` and `gatectl` binaries.
 //! - [`front`]: the front (`gate-web`), curl against it, raw bytes over TLS.
 //! - [`frames`]: crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
 //! - [`loaded`]: the daemon's program loaded against a private pin dir, for `BPF_PROG_TEST_RUN`.
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
+//! - [`tun`]: a tun device held by the test, to send and receive bare IP packets.
 //! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
 pub mod approval;
 pub mod bed;
+pub mod cgroup;
 pub mod daemon;
 pub mod frames;
 pub mod front;
 pub mod loaded;
 pub mod netns;
 pub mod probe;
+pub mod tun;
 pub mod unique;

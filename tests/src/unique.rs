@@ -33,7 +33,7 @@ fn is_dead(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes namespaces, pin directories and temporary files left by test processes that no longer exist.
+/// Removes namespaces, cgroups (killing what still runs there), pin directories and temporary files left by test processes that no longer exist.
 fn sweep_leftovers() {
     static SWEEP: Once = Once::new();
     SWEEP.call_once(|| {
@@ -42,6 +42,15 @@ fn sweep_leftovers() {
                 let name = line.split_whitespace().next().unwrap_or_default();
                 if pid_of(name).is_some_and(is_dead) {
                     let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            }
+        }
+        if let Ok(mount) = gate_daemon::cgroup::mount_point()
+            && let Ok(entries) = fs::read_dir(&mount)
+        {
+            for entry in entries.flatten() {
+                if pid_of(&entry.file_name().to_string_lossy()).is_some_and(is_dead) {
+                    crate::cgroup::remove(&entry.path());
                 }
             }
         }

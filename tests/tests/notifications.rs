@@ -12,7 +12,7 @@ use gate_notify::{Notification, State};
 use gate_tests::{
     approval::{Enrolled, counters, gatectl_store, leased, send},
     bed::{CLIENT_V4, GATEWAY_V4, TestBed},
-    daemon::{Daemon, gatectl_ok},
+    daemon::{Daemon, gatectl_in},
     front::{self, curl, daemon_requests, url_v4},
     probe::{Outcome, udp},
 };
@@ -226,7 +226,9 @@ fn bad_notifications_are_ignored_and_restarts_honour_the_state() {
     wait("back to the notification's state", Duration::from_secs(4), || {
         send(&bed, &alice.request(Some(CLIENT_V4), None), None).status == 403
     });
-    let status = gatectl_ok(&bed.pin_dir.0, &["--store", bed.store().to_str().unwrap(), "status"]);
+    let out = gatectl_in(&bed.gateway, &bed.pin_dir.0, &["--store", bed.store().to_str().unwrap(), "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("vpn  disabled  from the last notification"), "{status}");
     drop(daemon);
 }

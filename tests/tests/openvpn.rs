@@ -178,7 +178,8 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     assert!(ping(&bed, SERVER_TUNNEL), "ping through the tunnel");
     let connected = wait_status(&bed, "main", Duration::from_secs(5), |s| !s.clients.is_empty());
     assert_eq!(connected.clients, ["alice"]);
-    let shown = gate_tests::daemon::gatectl_ok(
+    let shown = gate_tests::daemon::gatectl_in_ok(
+        &bed.gateway,
         &bed.pin_dir.0,
         &["--vpn-run-dir", bed.state_dir.join("openvpn").to_str().unwrap(), "status"],
     );

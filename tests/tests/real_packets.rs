@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use gate_tests::{
     bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, STRANGER_V6, TestBed},
-    daemon::{Daemon, gatectl, gatectl_ok},
+    daemon::{Daemon, gatectl, gatectl_in, gatectl_ok},
     probe::{Listeners, Outcome, probe},
 };
 
@@ -127,8 +127,12 @@ fn counters_show_what_happened() {
     let leases: serde_json::Value = serde_json::from_str(&gatectl_ok(pins, &["leases", "--json"])).unwrap();
     assert_eq!(leases[0]["address"], "192.0.2.2");
     assert_eq!(leases[0]["state"], "live");
-    let status = gatectl_ok(pins, &[]);
+    let out = gatectl_in(&bed.gateway, pins, &[]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{status}{}", String::from_utf8_lossy(&out.stderr));
     assert!(status.contains(&format!("interface: {}", bed.gateway_if)), "{status}");
+    assert!(status.contains("gated: yes"), "{status}");
+    assert!(status.contains("backstop: cgroup id"), "{status}");
     assert!(status.contains("leases: 1 live, 0 closed"), "{status}");
 }
 

@@ -169,6 +169,9 @@ fn cases(w: &World) -> Vec<Case> {
         case("v6 tcp gated, expired lease", Frame::tcp(ip(EXPIRED_V6), VPN_PORT), drop, vpn, DroppedExpired),
         case("v6 udp gated, idle-expired lease", Frame::udp(ip(IDLE_V6), VPN_PORT), drop, vpn, DroppedIdle),
         case("v6 tcp ungated port", Frame::tcp(ip(STRANGER_V6), OPEN_PORT), pass, NO_GATE, NotGated),
+        // An IPv4-mapped IPv6 source is judged as the IPv4 host it names.
+        case("v6 v4-mapped, leased as IPv4", Frame::udp(ip("::ffff:192.0.2.10"), VPN_PORT), pass, vpn, PassedLease),
+        case("v6 v4-mapped, no lease", Frame::udp(ip("::ffff:192.0.2.99"), VPN_PORT), drop, vpn, DroppedNoLease),
         case("v6 icmpv6 (neighbour discovery)", Frame::ip(ip(STRANGER_V6), IPPROTO_ICMPV6, 0), pass, NO_GATE, NotGated),
         case("v6 esp, no port", Frame::ip(ip(STRANGER_V6), IPPROTO_ESP, 0), pass, NO_GATE, NotGated),
         case(

@@ -67,6 +67,19 @@ impl Supervisors {
 #[must_use]
 pub fn start_all(config: &Config, service: &Arc<ApprovalService>, states: watch::Receiver<Published>) -> Supervisors {
     let (stop, watch) = watch::channel(false);
+    // The servers run in the backstop's cgroup, so their sockets are guarded where packets meet
+    // them. A server that cannot be put there is not started.
+    let cgroup_procs = if config.backstop.enabled {
+        match config.servers_cgroup().and_then(|path| crate::cgroup::procs_file(&path)) {
+            Ok(procs) => Some(Arc::new(procs)),
+            Err(e) => {
+                log::error!("openvpn: the servers' cgroup is unusable ({e}); no server started");
+                return Supervisors { stop, tasks: Vec::new() };
+            }
+        }
+    } else {
+        None
+    };
     let tasks = config
         .openvpn
         .iter()
@@ -76,6 +89,7 @@ pub fn start_all(config: &Config, service: &Arc<ApprovalService>, states: watch:
                 vpn: config.vpn.clone(),
                 dir: config.vpn.run_dir.join(&server.name),
                 service: Arc::clone(service),
+                cgroup_procs: cgroup_procs.clone(),
             };
             tokio::spawn(supervisor.run(watch.clone(), states.clone()))
         })
@@ -88,6 +102,8 @@ struct Supervisor {
     vpn: VpnConfig,
     dir: PathBuf,
     service: Arc<ApprovalService>,
+    /// `cgroup.procs` of the cgroup the server runs in (the backstop's), if any.
+    cgroup_procs: Option<Arc<std::ffi::CString>>,
 }
 
 /// Session tokens decide who connects: the token of this client's own approval for this gate.
@@ -269,14 +285,23 @@ impl Supervisor {
             };
             let started = Instant::now();
             let log_from = fs::metadata(self.dir.join("openvpn.log")).map_or(0, |m| m.len());
-            let child = Command::new(&self.vpn.openvpn)
+            let mut command = Command::new(&self.vpn.openvpn);
+            command
                 .arg("--config")
                 .arg(self.dir.join("server.conf"))
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
-                .kill_on_drop(true)
-                .spawn();
+                .kill_on_drop(true);
+            if let Some(procs) = self.cgroup_procs.clone() {
+                // SAFETY: the closure only calls `join_in_child`, which is async-signal-safe and
+                // allocates nothing, as a child between fork and exec requires.
+                #[expect(unsafe_code, reason = "pre_exec: join the cgroup before the server opens a socket")]
+                unsafe {
+                    command.pre_exec(move || crate::cgroup::join_in_child(&procs));
+                }
+            }
+            let child = command.spawn();
             let mut child = match child {
                 Ok(child) => child,
                 Err(e) => {

@@ -12,7 +12,7 @@ use std::{
 use gate_tests::{
     approval::{Enrolled, gatectl_store},
     bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, TestBed},
-    daemon::{Daemon, bin, gatectl_ok},
+    daemon::{Daemon, bin, gatectl_in_ok, gatectl_ok},
     front,
     probe::{Listeners, Outcome, probe},
 };
@@ -61,7 +61,7 @@ fn demo() -> bool {
     let client = IpAddr::from(CLIENT_V4);
 
     show("gatectl status");
-    print!("{}", gatectl_ok(&pins, &["status"]));
+    print!("{}", gatectl_in_ok(&bed.gateway, &pins, &["status"]));
 
     show("no lease: the gated port is invisible, the ungated one answers");
     let mut ok = report(&bed, "udp", client, GATED) == Outcome::Silence;

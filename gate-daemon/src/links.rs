@@ -1,0 +1,61 @@
+//! Keeps every listed interface gated while the daemon runs: an interface deleted and
+//! re-created (driver reload, NIC reset, hot-plug, a network manager re-making a VLAN, bond or
+//! veth) comes back without XDP, so on every rtnetlink link change, and every few seconds in
+//! case a message was lost, each listed interface is checked against the kernel's view and
+//! attached again if its program is not the gate's (`install::reconcile`).
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use gate_maps::{PinDir, netlink::LinkWatch};
+
+use crate::{
+    config::InterfaceConfig,
+    install::{self, Reconciled},
+    program::Loaded,
+};
+
+/// How long one wait for link messages lasts.
+const TICK: Duration = Duration::from_millis(250);
+/// Checked this often even without a message.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Starts watching on a thread of its own (the checks are blocking syscalls). The subscription
+/// is made before this returns, so no change after the install is missed.
+///
+/// # Errors
+/// The rtnetlink subscription cannot be made.
+pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>) -> std::io::Result<()> {
+    let watch = LinkWatch::new(TICK)?;
+    std::thread::Builder::new().name("link-watch".into()).spawn(move || {
+        let mut last = Instant::now();
+        let mut absent: BTreeMap<String, bool> = BTreeMap::new();
+        loop {
+            let changed = watch.changed();
+            if !changed && last.elapsed() < RECHECK {
+                continue;
+            }
+            last = Instant::now();
+            for interface in &interfaces {
+                let name = &interface.name;
+                match install::reconcile(&mut loaded, &pins, interface) {
+                    Ok(Reconciled::Gated) => {
+                        absent.remove(name);
+                    }
+                    Ok(Reconciled::Reattached(attachment)) => {
+                        absent.remove(name);
+                        log::warn!("{name}: came back without the gate; attached again ({} mode)", attachment.mode);
+                    }
+                    Ok(Reconciled::Absent) => {
+                        if absent.insert(name.clone(), true).is_none() {
+                            log::warn!("{name}: gone; it is gated again as soon as it returns");
+                        }
+                    }
+                    Err(e) => log::error!("{name}: not gated: {e}"),
+                }
+            }
+        }
+    })?;
+    Ok(())
+}

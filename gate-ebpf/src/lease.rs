@@ -1,0 +1,88 @@
+//! The lease decision both hooks share: given a gate and a source, is there a live lease? The
+//! counting filter turns most strangers away before the hash lookup; the lease's deadlines are
+//! read against the coarse clock, and a passing packet moves an idle deadline forward, so
+//! traffic seen at either hook keeps a lease alive.
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use gate_common::{
+    CACHE_MIN_REMAINING_NS, FAMILY_V4, FAMILY_V6, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, Reason, filter_count,
+    filter_slot, lease_hash, v4_words, v6_words,
+};
+
+use crate::maps::{FILTER_SLOT_MASK, LEASE_FILTER, LEASES_V4, LEASES_V6};
+
+/// The source address of an IP packet, network byte order. An IPv4-mapped IPv6 source is
+/// always the `V4` of the host it names (the parsers make sure).
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Source {
+    /// The address family tag and [`lease_hash`] words.
+    #[inline(always)]
+    pub const fn words(&self) -> (u32, [u32; 4]) {
+        match self {
+            Self::V4(addr) => (FAMILY_V4, v4_words(*addr)),
+            Self::V6(addr) => (FAMILY_V6, v6_words(*addr)),
+        }
+    }
+}
+
+/// The verdict for `source` on `gate` (not 0), whose [`lease_hash`] is `hash`, and whether the
+/// source may be cached (a live lease with both deadlines far enough ahead).
+#[inline(always)]
+pub fn judge(gate: u32, source: &Source, hash: u64) -> (Reason, bool) {
+    if !filter_may_hold(hash) {
+        return (Reason::DroppedNoLease, false);
+    }
+    let lease = match source {
+        Source::V4(addr) => LEASES_V4.get_ptr_mut(&LeaseKeyV4 { gate, addr: *addr }),
+        Source::V6(addr) => LEASES_V6.get_ptr_mut(&LeaseKeyV6 { gate, addr: *addr }),
+    };
+    match lease {
+        Some(lease) => check_lease(lease),
+        None => (Reason::DroppedNoLease, false),
+    }
+}
+
+/// [`judge`] for a caller that has not hashed the source.
+#[inline(always)]
+pub fn judge_source(gate: u32, source: &Source) -> Reason {
+    let (family, words) = source.words();
+    judge(gate, source, lease_hash(gate, family, &words)).0
+}
+
+/// Whether the filter counter of `hash` is non-zero (a lease may exist). A missing word counts
+/// as "may": the lease lookup then decides.
+#[inline(always)]
+fn filter_may_hold(hash: u64) -> bool {
+    // SAFETY: a plain read of a constant the loader set; volatile so the compiler keeps it.
+    let mask = unsafe { core::ptr::read_volatile(&raw const FILTER_SLOT_MASK) };
+    let (word, shift) = filter_slot(hash, mask);
+    LEASE_FILTER.get(word).is_none_or(|&w| filter_count(w, shift) != 0)
+}
+
+/// Checks a lease against the clock, and lets traffic push its idle deadline forward. Also says
+/// whether the source may be cached: live, with both deadlines far enough ahead.
+#[inline(always)]
+fn check_lease(lease: *mut Lease) -> (Reason, bool) {
+    // SAFETY: the kernel helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a non-null pointer from a map lookup stays valid for this program run (RCU); user
+    // space and the other hook may rewrite the lease concurrently, so it is read once, by value.
+    let current = unsafe { core::ptr::read_volatile(lease) };
+    match current.state(now) {
+        LeaseState::Expired => (Reason::DroppedExpired, false),
+        LeaseState::Idle => (Reason::DroppedIdle, false),
+        LeaseState::Live => {
+            let mut idle_deadline = current.idle_deadline_ns;
+            if let Some(deadline) = current.refreshed_idle_deadline(now) {
+                // SAFETY: as above; an aligned u64 store, so readers never see a torn deadline.
+                unsafe { core::ptr::write_volatile(&raw mut (*lease).idle_deadline_ns, deadline) };
+                idle_deadline = deadline;
+            }
+            let horizon = now.saturating_add(CACHE_MIN_REMAINING_NS);
+            (Reason::PassedLease, current.expires_ns > horizon && idle_deadline > horizon)
+        }
+    }
+}

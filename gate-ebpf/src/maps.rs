@@ -1,0 +1,77 @@
+//! Every map of the object, declared once: both hooks see the same statics, so they read and
+//! write the same pinned maps by construction. Layouts and names live in `gate-common`.
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{Array, HashMap, PerCpuArray},
+    macros::btf_map,
+};
+use gate_common::{
+    CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAX_GATED_PORTS,
+    PORT_SLOTS, Reason, STATS_SLOTS, stats_index,
+};
+
+/// The catalogue of gated ports with their gate's name, for user space; never read here.
+#[btf_map]
+pub static GATES: HashMap<GateKey, Gate, { MAX_GATED_PORTS as usize }> = HashMap::new();
+
+/// (protocol, port) -> gate id, 0 = not gated: the programs' view of `GATES`.
+#[btf_map]
+pub static PORTS: Array<u32, { PORT_SLOTS as usize }> = Array::new();
+
+// Exact addresses in plain hash maps: never LRU, which could evict a live lease. Not
+// preallocated, so kernel memory follows the number of leases, not the capacity.
+#[btf_map]
+pub static LEASES_V4: HashMap<LeaseKeyV4, Lease, { DEFAULT_LEASE_CAPACITY as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub static LEASES_V6: HashMap<LeaseKeyV6, Lease, { DEFAULT_LEASE_CAPACITY as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// XDP's verdict counters.
+#[btf_map]
+pub static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();
+
+/// The backstop's verdict counters, same layout as `STATS`.
+#[btf_map]
+pub static BACKSTOP_STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();
+
+/// Counting filter over the leases; sized by the loader, which also sets `FILTER_SLOT_MASK`.
+#[btf_map]
+pub static LEASE_FILTER: Array<u64, 1> = Array::new();
+
+/// Written only by XDP (`xdp::remember`).
+#[btf_map]
+pub static LEASE_CACHE: PerCpuArray<CachedLease, { CACHE_SLOTS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static CACHE_EPOCH: Array<u32, 1> = Array::new();
+
+/// Slots in `LEASE_FILTER` minus one, set at load (read-only data: the verifier sees the value).
+#[unsafe(no_mangle)]
+pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"
+
+/// 1 = use `LEASE_CACHE` (the daemon); 0 = skip it (the benchmark's view of the path behind it).
+#[unsafe(no_mangle)]
+pub static LEASE_CACHE_ON: u32 = 1;
+
+/// The gate guarding `index` (from `port_index`), 0 if none. A failed lookup cannot happen for an
+/// in-range index; were `PORTS` ever a hash, a miss would read as `u32::MAX`, an id no lease has,
+/// so the packet would be dropped, never passed.
+#[inline(always)]
+pub fn gate_of(index: u32) -> u32 {
+    match PORTS.get(index) {
+        Some(&gate) => gate,
+        None => u32::MAX,
+    }
+}
+
+/// Adds one to the counter of (`gate`, `reason`) in `stats` on this CPU.
+#[inline(always)]
+pub fn count(stats: &PerCpuArray<u64, { STATS_SLOTS as usize }>, gate: u32, reason: Reason) {
+    if let Some(counter) = stats.get_ptr_mut(stats_index(gate, reason)) {
+        // SAFETY: a per-CPU slot of this CPU, valid for this program run. A socket-level run can
+        // be interrupted by XDP on the same CPU, but each hook has its own counters.
+        unsafe { *counter += 1 };
+    }
+}
