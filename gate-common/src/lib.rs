@@ -42,6 +42,13 @@ pub const GLOBAL_FILTER_SLOT_MASK: &str = "FILTER_SLOT_MASK";
 /// Name of the program's load-time constant that turns the cache on (1, what the daemon loads) or
 /// off (0: only the benchmark, to measure the path behind it).
 pub const GLOBAL_LEASE_CACHE_ON: &str = "LEASE_CACHE_ON";
+/// Name of this host's own addresses as XDP looks them up, [`LOCAL_SLOTS`] [`LocalAddr`]s indexed
+/// by [`local_slot`]: a packet to a gated port number not addressed here is transit, passed
+/// unless its gate guards transit too. Written only by user space (from rtnetlink).
+pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+/// Name of the per-gate options, `u32` flags indexed by gate id ([`GATE_TRANSIT`]); index 0 holds
+/// [`LOCAL_TABLE_READY`].
+pub const MAP_GATE_OPTIONS: &str = "GATE_OPTIONS";
 /// Name of the per-CPU verdict counters of the delivery backstop, laid out as [`MAP_STATS`].
 pub const MAP_BACKSTOP_STATS: &str = "BACKSTOP_STATS";
 /// Name of the XDP program for interfaces whose frames start with an Ethernet header.
@@ -61,6 +68,43 @@ pub const MAX_GATED_PORTS: u32 = 256;
 pub const DEFAULT_LEASE_CAPACITY: u32 = 65_536;
 /// Longest gate name, in bytes (stored NUL-padded in [`Gate::name`]).
 pub const GATE_NAME_MAX: usize = 28;
+
+/// `GATE_OPTIONS[gate]` flag: the gate also drops transit packets (a router gating forwarded
+/// traffic); without it a packet not addressed to this host passes as [`Reason::Transit`].
+pub const GATE_TRANSIT: u32 = 1;
+/// `GATE_OPTIONS[0]` flag: `LOCAL_ADDRS` has been filled. Until then every packet counts as
+/// addressed here (gated), so an empty table never opens anything.
+pub const LOCAL_TABLE_READY: u32 = 1;
+/// Slots in `LOCAL_ADDRS` (a power of two).
+pub const LOCAL_SLOTS: u32 = 1024;
+/// [`LocalAddr::state`]: no address of this host hashes here.
+pub const LOCAL_EMPTY: u32 = 0;
+/// [`LocalAddr::state`]: exactly the address in the slot.
+pub const LOCAL_ONE: u32 = 1;
+/// [`LocalAddr::state`]: several addresses (or one being rewritten): whatever hashes here counts
+/// as addressed to this host.
+pub const LOCAL_MANY: u32 = 2;
+
+/// One slot of `LOCAL_ADDRS`. User space rewrites a slot so that each write changes either the
+/// state or the address, never both: a reader that sees a half-written slot sees either the old
+/// or the new meaning, or `LOCAL_MANY`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalAddr {
+    /// The address as [`lease_hash`] words.
+    pub words: [u32; 4],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// [`LOCAL_EMPTY`], [`LOCAL_ONE`] or [`LOCAL_MANY`].
+    pub state: u32,
+}
+
+/// The `LOCAL_ADDRS` slot of an address.
+#[inline(always)]
+#[must_use]
+pub const fn local_slot(family: u32, words: &[u32; 4]) -> u32 {
+    (lease_hash(0, family, words) >> 32) as u32 & (LOCAL_SLOTS - 1)
+}
 
 /// Slots in `PORTS`: every port, for TCP then UDP.
 pub const PORT_SLOTS: u32 = 2 << 16;
@@ -361,10 +405,14 @@ pub enum Reason {
     DroppedUnparseable = 5,
     /// A non-first IP fragment: carries no port, passed (see docs/architecture.md).
     Fragment = 6,
+    /// To a gated port number of another host (forwarded through this one), from a source
+    /// without a live lease: passed, since the gate guards this host's ports, unless the gate
+    /// guards transit too.
+    Transit = 7,
 }
 
 /// Number of [`Reason`] variants.
-pub const NUM_REASONS: u32 = 7;
+pub const NUM_REASONS: u32 = 8;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -376,6 +424,7 @@ impl Reason {
         Self::DroppedIdle,
         Self::DroppedUnparseable,
         Self::Fragment,
+        Self::Transit,
     ];
 
     /// Whether packets with this reason are dropped. Exhaustive on purpose: a reason added later
@@ -385,7 +434,7 @@ impl Reason {
     pub const fn drops(self) -> bool {
         match self {
             Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable => true,
-            Self::NotGated | Self::PassedLease | Self::Fragment => false,
+            Self::NotGated | Self::PassedLease | Self::Fragment | Self::Transit => false,
         }
     }
 
@@ -400,6 +449,7 @@ impl Reason {
             Self::DroppedIdle => "dropped_idle",
             Self::DroppedUnparseable => "dropped_unparseable",
             Self::Fragment => "fragment",
+            Self::Transit => "transit",
         }
     }
 }
@@ -424,4 +474,5 @@ mod pod {
     unsafe impl aya::Pod for super::LeaseKeyV6 {}
     unsafe impl aya::Pod for super::Lease {}
     unsafe impl aya::Pod for super::CachedLease {}
+    unsafe impl aya::Pod for super::LocalAddr {}
 }

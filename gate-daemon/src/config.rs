@@ -14,6 +14,7 @@
 //! port = 1194
 //! cgroup = "/sys/fs/cgroup/system.slice/openvpn-server@x.service"  # optional: a server the
 //!                                  # daemon does not run; the backstop guards its sockets too
+//! transit = false                  # also gate packets forwarded to other hosts' port 1194
 //!
 //! [backstop]                       # the delivery backstop (cgroup_skb/ingress)
 //! enabled = true
@@ -94,6 +95,10 @@ pub struct GateConfig {
     /// does not run, or the hierarchy's root for every socket on the host).
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// Also gate transit: packets forwarded through this host to another one's port (a router
+    /// in front of VPN servers). Off: only packets addressed to this host are gated.
+    #[serde(default)]
+    pub transit: bool,
 }
 
 /// The delivery backstop: a program where packets meet sockets (docs/architecture.md).
@@ -480,7 +485,15 @@ impl Config {
     /// The gates as the pinned state wants them.
     #[must_use]
     pub fn gate_specs(&self) -> Vec<GateSpec> {
-        self.gates.iter().map(|g| GateSpec { name: g.name.clone(), protocol: g.protocol, port: g.port }).collect()
+        self.gates
+            .iter()
+            .map(|g| GateSpec {
+                name: g.name.clone(),
+                protocol: g.protocol,
+                port: g.port,
+                transit: self.gates.iter().any(|other| other.name == g.name && other.transit),
+            })
+            .collect()
     }
 }
 

@@ -25,8 +25,9 @@ use aya::{
     },
 };
 use gate_common::{
-    CachedLease, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES,
-    MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS,
+    CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr, MAP_BACKSTOP_STATS,
+    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
+    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS,
 };
 use gate_maps::{
     AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
@@ -158,9 +159,17 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     let took_over = pins.map(MAP_GATES).exists();
     for name in program::MAPS {
         let path = pins.map(name);
-        if path.exists() {
-            check_compatible(name, &path)?;
-        } else {
+        if path.exists() && !check_compatible(name, &path)? {
+            // Counters only: a new layout (a reason added) starts them again from zero. The
+            // program still attached keeps its own copy until the new one is swapped in.
+            log::warn!("{}: counters of an older layout; starting them again", path.display());
+            fs::remove_file(&path).map_err(|source| InstallError::PinDir {
+                path: path.clone(),
+                operation: "unpin",
+                source,
+            })?;
+        }
+        if !path.exists() {
             undo.maps.push(path);
         }
     }
@@ -179,6 +188,9 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     // gate without a filter) must count in it, or their sources would be dropped.
     let counted = state.rebuild_filter()?;
     log::debug!("lease filter counts {counted} leases");
+    // Before XDP tells transit from this host's packets: the table of this host's addresses.
+    let local = netlink::addresses().map_err(|source| InstallError::Netlink { name: "(addresses)".into(), source })?;
+    state.set_local_addresses(&local)?;
 
     // The guarantee first, then the fast path.
     let mut backstops = Vec::new();
@@ -352,27 +364,41 @@ fn prepare_pin_dir(pins: &PinDir, undo: &mut Undo) -> Result<(), InstallError> {
     Ok(())
 }
 
-/// Refuses to reuse a pinned map whose layout differs from this build's.
-fn check_compatible(name: &'static str, path: &Path) -> Result<(), InstallError> {
-    let (key, value) = match name {
-        MAP_GATES => (size_of::<GateKey>(), size_of::<Gate>()),
-        MAP_LEASES_V4 => (size_of::<LeaseKeyV4>(), size_of::<Lease>()),
-        MAP_LEASES_V6 => (size_of::<LeaseKeyV6>(), size_of::<Lease>()),
-        MAP_PORTS | MAP_CACHE_EPOCH => (size_of::<u32>(), size_of::<u32>()),
-        MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>()),
-        MAP_STATS | MAP_BACKSTOP_STATS | MAP_LEASE_FILTER => (size_of::<u32>(), size_of::<u64>()),
+/// Checks a pinned map against this build's layout: key and value sizes, and the entries of a
+/// map whose size is fixed. `Ok(false)` for counters of another size (the caller replaces
+/// them); any other difference is refused.
+fn check_compatible(name: &'static str, path: &Path) -> Result<bool, InstallError> {
+    let (key, value, entries) = match name {
+        MAP_GATES => (size_of::<GateKey>(), size_of::<Gate>(), Some(MAX_GATED_PORTS)),
+        MAP_LEASES_V4 => (size_of::<LeaseKeyV4>(), size_of::<Lease>(), None),
+        MAP_LEASES_V6 => (size_of::<LeaseKeyV6>(), size_of::<Lease>(), None),
+        MAP_PORTS => (size_of::<u32>(), size_of::<u32>(), Some(PORT_SLOTS)),
+        MAP_CACHE_EPOCH => (size_of::<u32>(), size_of::<u32>(), Some(1)),
+        MAP_GATE_OPTIONS => (size_of::<u32>(), size_of::<u32>(), Some(MAX_GATES + 1)),
+        MAP_LOCAL_ADDRS => (size_of::<u32>(), size_of::<LocalAddr>(), Some(LOCAL_SLOTS)),
+        MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>(), Some(CACHE_SLOTS)),
+        MAP_STATS | MAP_BACKSTOP_STATS => (size_of::<u32>(), size_of::<u64>(), Some(STATS_SLOTS)),
+        MAP_LEASE_FILTER => (size_of::<u32>(), size_of::<u64>(), None),
         other => unreachable!("program::MAPS lists {other}, which has no layout here"),
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::NotFound { path: path.to_owned(), source: e })?;
     let found = (info.key_size() as usize, info.value_size() as usize);
-    if found != (key, value) {
-        return Err(InstallError::IncompatibleMap {
-            path: path.to_owned(),
-            found: format!("key {} / value {} bytes", found.0, found.1),
-            wanted: format!("key {key} / value {value} bytes"),
-        });
+    let found_entries = info.max_entries();
+    let counters = matches!(name, MAP_STATS | MAP_BACKSTOP_STATS);
+    if found == (key, value) && entries.is_none_or(|e| e == found_entries) {
+        return Ok(true);
     }
-    Ok(())
+    if counters && found == (key, value) {
+        return Ok(false);
+    }
+    Err(InstallError::IncompatibleMap {
+        path: path.to_owned(),
+        found: format!("key {} / value {} bytes, {found_entries} entries", found.0, found.1),
+        wanted: format!(
+            "key {key} / value {value} bytes{}",
+            entries.map_or(String::new(), |e| format!(", {e} entries"))
+        ),
+    })
 }
 
 /// Puts `program` on `interface`: into the link pinned there if the mode still fits, else a new

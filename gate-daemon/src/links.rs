@@ -2,13 +2,18 @@
 //! re-created (driver reload, NIC reset, hot-plug, a network manager re-making a VLAN, bond or
 //! veth) comes back without XDP, so on every rtnetlink link change, and every few seconds in
 //! case a message was lost, each listed interface is checked against the kernel's view and
-//! attached again if its program is not the gate's (`install::reconcile`).
+//! attached again if its program is not the gate's (`install::reconcile`). Address changes
+//! arrive on the same subscription and rewrite the table of this host's addresses, by which XDP
+//! tells its packets from transit.
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
 
-use gate_maps::{PinDir, netlink::LinkWatch};
+use gate_maps::{
+    GateState, PinDir,
+    netlink::{self, LinkWatch},
+};
 
 use crate::{
     config::InterfaceConfig,
@@ -37,6 +42,7 @@ pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>)
                 continue;
             }
             last = Instant::now();
+            sync_addresses(&pins);
             for interface in &interfaces {
                 let name = &interface.name;
                 match install::reconcile(&mut loaded, &pins, interface) {
@@ -58,4 +64,18 @@ pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>)
         }
     })?;
     Ok(())
+}
+
+/// Rewrites the table of this host's addresses from rtnetlink.
+fn sync_addresses(pins: &PinDir) {
+    let result = netlink::addresses().map_err(|e| e.to_string()).and_then(|addrs| {
+        GateState::open(pins.root()).and_then(|mut s| s.set_local_addresses(&addrs)).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(0) => {}
+        Ok(changed) => log::info!("addresses changed: {changed} slots of the local address table rewritten"),
+        Err(e) => log::error!(
+            "local address table not updated (packets to a new address may pass XDP as transit; the backstop still judges them): {e}"
+        ),
+    }
 }

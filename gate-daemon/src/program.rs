@@ -8,9 +8,9 @@ use aya::{
     programs::{CgroupSkb, ProgramError, Xdp},
 };
 use gate_common::{
-    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_CACHE,
-    MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP,
-    PROGRAM_NAME_L3, filter_slot_mask, filter_words,
+    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES,
+    MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS,
+    PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, filter_slot_mask, filter_words,
 };
 use gate_maps::{PinDir, netlink::Framing};
 
@@ -22,7 +22,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Every map the programs use, all pinned.
-pub const MAPS: [&str; 9] = [
+pub const MAPS: [&str; 11] = [
     MAP_GATES,
     MAP_PORTS,
     MAP_LEASES_V4,
@@ -32,6 +32,8 @@ pub const MAPS: [&str; 9] = [
     MAP_LEASE_FILTER,
     MAP_LEASE_CACHE,
     MAP_CACHE_EPOCH,
+    MAP_LOCAL_ADDRS,
+    MAP_GATE_OPTIONS,
 ];
 
 /// The XDP program for interfaces of `framing`.

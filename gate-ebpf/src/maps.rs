@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use gate_common::{
-    CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, Lease, LeaseKeyV4, LeaseKeyV6, MAX_GATED_PORTS,
-    PORT_SLOTS, Reason, STATS_SLOTS, stats_index,
+    CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6,
+    LocalAddr, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, Reason, STATS_SLOTS, stats_index,
 };
 
 /// The catalogue of gated ports with their gate's name, for user space; never read here.
@@ -46,6 +46,14 @@ pub static LEASE_CACHE: PerCpuArray<CachedLease, { CACHE_SLOTS as usize }> = Per
 
 #[btf_map]
 pub static CACHE_EPOCH: Array<u32, 1> = Array::new();
+
+/// This host's addresses, for XDP to tell its own packets from transit.
+#[btf_map]
+pub static LOCAL_ADDRS: Array<LocalAddr, { LOCAL_SLOTS as usize }> = Array::new();
+
+/// Per-gate flags by gate id; index 0: whether `LOCAL_ADDRS` is filled.
+#[btf_map]
+pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
 
 /// Slots in `LEASE_FILTER` minus one, set at load (read-only data: the verifier sees the value).
 #[unsafe(no_mangle)]

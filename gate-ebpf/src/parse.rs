@@ -106,8 +106,9 @@ pub enum Link {
 
 /// What lies above the IP header, as far as a port gate cares.
 pub enum Transport {
-    /// TCP or UDP with a readable destination port (network byte order).
-    Ports { protocol: u8, dst_port: [u8; 2] },
+    /// TCP or UDP with a readable destination port (network byte order), and the packet's
+    /// destination address (to tell this host's packets from transit).
+    Ports { protocol: u8, dst_port: [u8; 2], destination: Source },
     /// Another protocol (ICMP, ESP, ...): no port to gate.
     Other,
     /// A non-first fragment: no transport header at all.
@@ -221,8 +222,9 @@ fn ipv4(cursor: &mut Cursor) -> Packet {
         return Packet::Ip { source, transport: Transport::NonFirstFragment };
     }
     let protocol = ip.protocol;
+    let destination = Source::V4(ip.dst);
     cursor.advance(header_len);
-    transport(cursor, source, protocol)
+    transport(cursor, source, destination, protocol)
 }
 
 #[inline(always)]
@@ -238,6 +240,7 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
         None => Source::V6(ip.src),
     };
     let mut next_header = ip.next_header;
+    let destination = Source::V6(ip.dst);
     cursor.advance(size_of::<Ipv6Hdr>());
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
@@ -267,14 +270,14 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
                 next_header = frag.next_header;
                 cursor.advance(size_of::<Ipv6FragHdr>());
             }
-            _ => return transport(cursor, source, next_header),
+            _ => return transport(cursor, source, destination, next_header),
         }
     }
     if is_ipv6_extension(next_header) {
         // The chain goes on past the bound: the port is out of reach.
         return Packet::Unparseable;
     }
-    transport(cursor, source, next_header)
+    transport(cursor, source, destination, next_header)
 }
 
 #[inline(always)]
@@ -297,12 +300,14 @@ const fn is_ipv6_extension(next_header: u8) -> bool {
 /// The destination port of TCP or UDP at the cursor. A TCP or UDP header too short to hold the
 /// ports (a tiny first fragment, a truncated packet) is unparseable, never "not gated".
 #[inline(always)]
-fn transport(cursor: &Cursor, source: Source, protocol: u8) -> Packet {
+fn transport(cursor: &Cursor, source: Source, destination: Source, protocol: u8) -> Packet {
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return Packet::Ip { source, transport: Transport::Other };
     }
     match cursor.read::<Ports>() {
-        Some(ports) => Packet::Ip { source, transport: Transport::Ports { protocol, dst_port: ports.dst } },
+        Some(ports) => {
+            Packet::Ip { source, transport: Transport::Ports { protocol, dst_port: ports.dst, destination } }
+        }
         None => Packet::Unparseable,
     }
 }

@@ -2,11 +2,14 @@
 //! lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever cannot be
 //! parsed where a port might be is dropped.
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext};
-use gate_common::{CACHE_TTL_JIFFIES, CachedLease, Reason, cache_slot, cache_tag, lease_hash, port_index};
+use gate_common::{
+    CACHE_TTL_JIFFIES, CachedLease, FAMILY_V4, GATE_TRANSIT, LOCAL_EMPTY, LOCAL_ONE, LOCAL_TABLE_READY, Reason,
+    cache_slot, cache_tag, lease_hash, local_slot, port_index,
+};
 
 use crate::{
-    lease,
-    maps::{CACHE_EPOCH, LEASE_CACHE, LEASE_CACHE_ON, STATS, count, gate_of},
+    lease::{self, Source},
+    maps::{CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, count, gate_of},
     parse::{self, Link, Packet, Transport},
 };
 
@@ -35,13 +38,13 @@ fn verdict(ctx: &XdpContext, link: Link) -> u32 {
 /// The gate a packet belongs to (or [`NO_GATE`]) and the reason for its verdict.
 #[inline(always)]
 fn classify(ctx: &XdpContext, link: Link) -> (u32, Reason) {
-    let (source, protocol, dst_port) = match parse::parse(ctx, link) {
+    let (source, protocol, dst_port, destination) = match parse::parse(ctx, link) {
         Packet::NotIp => return (NO_GATE, Reason::NotGated),
         Packet::Unparseable => return (NO_GATE, Reason::DroppedUnparseable),
         Packet::Ip { source, transport } => match transport {
             Transport::Other => return (NO_GATE, Reason::NotGated),
             Transport::NonFirstFragment => return (NO_GATE, Reason::Fragment),
-            Transport::Ports { protocol, dst_port } => (source, protocol, dst_port),
+            Transport::Ports { protocol, dst_port, destination } => (source, protocol, dst_port, destination),
         },
     };
     let Some(index) = port_index(protocol, dst_port) else { return (NO_GATE, Reason::NotGated) };
@@ -69,7 +72,56 @@ fn classify(ctx: &XdpContext, link: Link) -> (u32, Reason) {
     if cacheable && let Some(entry) = cached {
         remember(entry, CachedLease { tag, epoch, words, valid_until: jiffies + CACHE_TTL_JIFFIES });
     }
+    // Only a drop pays for the transit check: a leased source passes either way.
+    if reason.drops() && !guards(gate, &destination) {
+        return (gate, Reason::Transit);
+    }
     (gate, reason)
+}
+
+/// Whether `gate` guards a packet to `destination`: always if it is addressed to this host (or
+/// the table of this host's addresses is not filled yet), and for transit only if the gate
+/// says so.
+#[inline(always)]
+fn guards(gate: u32, destination: &Source) -> bool {
+    let ready = GATE_OPTIONS.get(0).is_some_and(|&flags| flags & LOCAL_TABLE_READY != 0);
+    if !ready || addressed_here(destination) {
+        return true;
+    }
+    GATE_OPTIONS.get(gate).is_none_or(|&flags| flags & GATE_TRANSIT != 0)
+}
+
+/// Whether `destination` is one of this host's addresses, a broadcast, multicast or loopback
+/// one. A slot shared by several addresses answers yes.
+#[inline(always)]
+fn addressed_here(destination: &Source) -> bool {
+    match destination {
+        // 0/8, 127/8, 224/4 and above (multicast, reserved, limited broadcast).
+        Source::V4(a) if a[0] == 0 || a[0] == 127 || a[0] >= 224 => return true,
+        // Multicast, and the unspecified and loopback addresses (all zero but the last byte).
+        Source::V6(a) if a[0] == 0xff => return true,
+        _ => {}
+    }
+    let (family, words) = destination.words();
+    if family != FAMILY_V4 && (words[0] | words[1] | words[2]) == 0 {
+        return true;
+    }
+    let Some(slot) = LOCAL_ADDRS.get(local_slot(family, &words)) else { return true };
+    // Read field by field while user space may rewrite the slot; its write order makes any mix
+    // of old and new mean "local" or what either version meant (gate_common::LocalAddr).
+    // SAFETY: plain reads of a map value valid for this run.
+    let state = unsafe { core::ptr::read_volatile(&raw const slot.state) };
+    match state {
+        LOCAL_EMPTY => false,
+        LOCAL_ONE => {
+            // SAFETY: as above.
+            let (slot_family, slot_words) = unsafe {
+                (core::ptr::read_volatile(&raw const slot.family), core::ptr::read_volatile(&raw const slot.words))
+            };
+            slot_family == family && same_words(&slot_words, &words)
+        }
+        _ => true,
+    }
 }
 
 /// Word-wise equality without a call to `memcmp` (which BPF does not have).

@@ -24,8 +24,18 @@ const IFLA_XDP: u16 = 43;
 const IFLA_XDP_PROG_ID: u16 = 4;
 /// Netlink attribute type bits that are flags, not the type.
 const NLA_TYPE_MASK: u16 = 0x3fff;
-/// The multicast group of link changes.
-const RTMGRP_LINK: u32 = 1;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const NLM_F_DUMP: u16 = 0x300;
+const IFADDRMSG: usize = 8;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+/// The multicast groups of link changes and of IPv4 and IPv6 address changes.
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
 /// An interface as the kernel describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +103,68 @@ pub fn link(name: &str) -> io::Result<Option<LinkState>> {
     parse_answer(&buf[..n])
 }
 
+/// Every address of this network namespace's interfaces (their local addresses, and IPv4
+/// broadcast addresses): what a packet "addressed to this host" may carry as its destination.
+///
+/// # Errors
+/// The netlink socket cannot be used, or the kernel's answer cannot be read.
+pub fn addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let fd = route_socket(0)?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))?;
+    let mut request = Vec::with_capacity(NLMSG_HDR + IFADDRMSG);
+    request.extend_from_slice(&u32::try_from(NLMSG_HDR + IFADDRMSG).unwrap_or(24).to_ne_bytes());
+    request.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    request.extend_from_slice(&2_u32.to_ne_bytes());
+    request.extend_from_slice(&0_u32.to_ne_bytes());
+    request.extend_from_slice(&[0; IFADDRMSG]); // AF_UNSPEC: both families
+    send(std::os::fd::AsRawFd::as_raw_fd(&fd), &request, MsgFlags::empty())?;
+    let mut found = Vec::new();
+    let mut buf = vec![0_u8; 65536];
+    loop {
+        let n = recv(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf, MsgFlags::empty())?;
+        for message in messages(&buf[..n]) {
+            let kind = u16::from_ne_bytes([message[4], message[5]]);
+            match kind {
+                NLMSG_DONE => return Ok(found),
+                NLMSG_ERROR => return Err(invalid("address dump refused")),
+                RTM_NEWADDR if message.len() >= NLMSG_HDR + IFADDRMSG => {
+                    for (kind, value) in attributes(&message[NLMSG_HDR + IFADDRMSG..]) {
+                        if matches!(kind, IFA_ADDRESS | IFA_LOCAL | IFA_BROADCAST)
+                            && let Some(addr) = ip_of(value)
+                            && !found.contains(&addr)
+                        {
+                            found.push(addr);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The netlink messages in one datagram (a dump packs several).
+fn messages(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = usize::try_from(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?)).ok()?;
+        if len < NLMSG_HDR || len > bytes.len() {
+            return None;
+        }
+        let message = &bytes[..len];
+        bytes = bytes.get(align4(len)..).unwrap_or_default();
+        Some(message)
+    })
+}
+
+fn ip_of(value: &[u8]) -> Option<std::net::IpAddr> {
+    match value.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(value).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(value).ok()?)),
+        _ => None,
+    }
+}
+
 fn parse_answer(msg: &[u8]) -> io::Result<Option<LinkState>> {
     let header = msg.get(..NLMSG_HDR).ok_or_else(|| invalid("short netlink header"))?;
     let kind = u16::from_ne_bytes([header[4], header[5]]);
@@ -145,8 +217,9 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {what}"))
 }
 
-/// A subscription to link changes (interfaces created, deleted, renamed, up, down) in this
-/// network namespace. What changed is not parsed: any message means "look again".
+/// A subscription to link and address changes (interfaces created, deleted, renamed, up, down;
+/// addresses added or removed) in this network namespace. What changed is not parsed: any
+/// message means "look again".
 pub struct LinkWatch {
     fd: OwnedFd,
 }
@@ -157,7 +230,7 @@ impl LinkWatch {
     /// # Errors
     /// The netlink socket cannot be made.
     pub fn new(tick: Duration) -> io::Result<Self> {
-        let fd = route_socket(RTMGRP_LINK)?;
+        let fd = route_socket(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)?;
         setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::from(libc_timeval(tick)))?;
         Ok(Self { fd })
     }
@@ -196,6 +269,12 @@ mod tests {
         assert_eq!(Framing::of(lo.device_type), Some(Framing::Ethernet));
         assert!(lo.index >= 1);
         assert_eq!(link("gt-no-such-if").expect("ask rtnetlink"), None);
+    }
+
+    #[test]
+    fn loopback_addresses_are_listed() {
+        let all = addresses().expect("dump addresses");
+        assert!(all.contains(&"127.0.0.1".parse().unwrap()), "{all:?}");
     }
 
     #[test]

@@ -20,10 +20,11 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use gate_common::{
-    FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, Lease,
-    LeaseKeyV4, LeaseKeyV6, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4,
-    MAP_LEASES_V6, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot,
-    filter_slot_mask, lease_hash, port_index, stats_index, v4_words, v6_words, with_filter_count,
+    FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, GATE_TRANSIT, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP,
+    LOCAL_EMPTY, LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr,
+    MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
+    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot,
+    filter_slot_mask, lease_hash, local_slot, port_index, stats_index, v4_words, v6_words, with_filter_count,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,8 @@ pub struct GateSpec {
     pub name: String,
     pub protocol: Protocol,
     pub port: u16,
+    /// Also drop transit packets (not addressed to this host) without a lease.
+    pub transit: bool,
 }
 
 /// A gated port as the kernel sees it.
@@ -119,6 +122,9 @@ pub struct GateState {
     filter: Array<MapData, u64>,
     filter_mask: u32,
     epoch: Array<MapData, u32>,
+    /// `None` (both) for state pinned before XDP told transit apart (until the daemon's next start).
+    local_addrs: Option<Array<MapData, LocalAddr>>,
+    gate_options: Option<Array<MapData, u32>>,
     /// A lease was removed or replaced since the epoch was last bumped.
     cache_stale: bool,
     capacity_v4: u32,
@@ -166,6 +172,15 @@ fn typed<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) -
     Ok((typed, capacity))
 }
 
+/// A map that older pinned state lacks: `None` if it is not there.
+fn optional<T>(opened: Result<(T, u32), StateError>) -> Result<Option<T>, StateError> {
+    match opened {
+        Ok((map, _)) => Ok(Some(map)),
+        Err(StateError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 const fn map_err(map: &'static str, operation: &'static str) -> impl Fn(MapError) -> StateError {
     move |source| StateError::Map { map, operation, source }
 }
@@ -202,11 +217,9 @@ impl GateState {
         let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
         let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
         let (stats, _) = typed(&pins, MAP_STATS)?;
-        let backstop_stats = match typed(&pins, MAP_BACKSTOP_STATS) {
-            Ok((map, _)) => Some(map),
-            Err(StateError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let backstop_stats = optional(typed(&pins, MAP_BACKSTOP_STATS))?;
+        let local_addrs = optional(typed(&pins, MAP_LOCAL_ADDRS))?;
+        let gate_options = optional(typed(&pins, MAP_GATE_OPTIONS))?;
         let (filter, filter_words) = typed(&pins, MAP_LEASE_FILTER)?;
         let (epoch, _) = typed(&pins, MAP_CACHE_EPOCH)?;
         Ok(Self {
@@ -220,6 +233,8 @@ impl GateState {
             filter,
             filter_mask: filter_slot_mask(filter_words),
             epoch,
+            local_addrs,
+            gate_options,
             cache_stale: false,
             capacity_v4,
             capacity_v6,
@@ -315,6 +330,13 @@ impl GateState {
         for &id in &fresh_ids {
             self.remove_leases_where(|e| e.gate == id)?;
             self.reset_stats(id)?;
+        }
+        if let Some(options) = &mut self.gate_options {
+            for name in &names {
+                let transit = specs.iter().any(|s| s.name == *name && s.transit);
+                let flags = if transit { GATE_TRANSIT } else { 0 };
+                options.set(ids[name], flags, 0).map_err(map_err(MAP_GATE_OPTIONS, "set"))?;
+            }
         }
         for spec in specs {
             let key = GateKey::new(spec.protocol.number(), spec.port);
@@ -454,6 +476,57 @@ impl GateState {
             self.cache_stale = false;
         }
         result
+    }
+
+    /// Makes `LOCAL_ADDRS` hold exactly `addrs` (this host's addresses), then marks the table
+    /// filled, from which on XDP passes packets to other hosts as transit. Each changed slot is
+    /// rewritten in steps that change either its state or its address, never both: first to
+    /// "many" (counts as local), then the address, then the final state. A program reading a
+    /// slot half-way sees the old meaning, the new one, or "local": it never passes a packet
+    /// to this host as transit because of the rewrite. Returns how many slots changed.
+    ///
+    /// # Errors
+    /// The maps are missing (state pinned by an older daemon), or the kernel refuses a write.
+    pub fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<usize, StateError> {
+        let (Some(table), Some(options)) = (&mut self.local_addrs, &mut self.gate_options) else {
+            return Err(StateError::NotFound { path: self.pins.map(MAP_LOCAL_ADDRS), source: MapError::KeyNotFound });
+        };
+        let mut wanted = vec![LocalAddr::default(); LOCAL_SLOTS as usize];
+        for &addr in addrs {
+            let (family, words) = match lease_address(addr) {
+                IpAddr::V4(v4) => (FAMILY_V4, v4_words(v4.octets())),
+                IpAddr::V6(v6) => (FAMILY_V6, v6_words(v6.octets())),
+            };
+            let slot = &mut wanted[local_slot(family, &words) as usize];
+            *slot = match slot.state {
+                LOCAL_EMPTY => LocalAddr { words, family, state: LOCAL_ONE },
+                _ if slot.words == words && slot.family == family => *slot,
+                _ => LocalAddr { state: LOCAL_MANY, ..*slot },
+            };
+        }
+        let mut changed = 0;
+        for (index, want) in (0..LOCAL_SLOTS).zip(wanted) {
+            let mut current = table.get(&index, 0).map_err(map_err(MAP_LOCAL_ADDRS, "lookup"))?;
+            if current == want {
+                continue;
+            }
+            changed += 1;
+            let mut write = |value: LocalAddr| table.set(index, value, 0).map_err(map_err(MAP_LOCAL_ADDRS, "update"));
+            if (current.words, current.family) != (want.words, want.family) {
+                if current.state != LOCAL_MANY {
+                    current.state = LOCAL_MANY;
+                    write(current)?;
+                }
+                current = LocalAddr { state: LOCAL_MANY, ..want };
+                write(current)?;
+            }
+            if current.state != want.state {
+                write(want)?;
+            }
+        }
+        let flags = options.get(&0, 0).map_err(map_err(MAP_GATE_OPTIONS, "lookup"))?;
+        options.set(0, flags | LOCAL_TABLE_READY, 0).map_err(map_err(MAP_GATE_OPTIONS, "set"))?;
+        Ok(changed)
     }
 
     /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its

@@ -90,6 +90,8 @@ pub struct Frame {
     protocol: u8,
     dst_port: u16,
     cut: Option<Cut>,
+    /// Addressed to another host (…::200) instead of this one (198.51.100.1, 2001:db8:ffff::1).
+    other_host: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +109,7 @@ impl Frame {
             IpAddr::V4(src) => Network::V4 { src, options: 0, fragment: None, version_ihl: None },
             IpAddr::V6(src) => Network::V6 { src, exts: Vec::new(), version: 6 },
         };
-        Self { vlans: Vec::new(), network, protocol, dst_port, cut: None }
+        Self { vlans: Vec::new(), network, protocol, dst_port, cut: None, other_host: false }
     }
 
     pub fn udp(src: IpAddr, dst_port: u16) -> Self {
@@ -120,7 +122,14 @@ impl Frame {
 
     /// A frame of a non-IP `ethertype` (ARP, LLDP, ...).
     pub fn non_ip(ethertype: u16) -> Self {
-        Self { vlans: Vec::new(), network: Network::Other { ethertype }, protocol: 0, dst_port: 0, cut: None }
+        Self {
+            vlans: Vec::new(),
+            network: Network::Other { ethertype },
+            protocol: 0,
+            dst_port: 0,
+            cut: None,
+            other_host: false,
+        }
     }
 
     /// Adds an 802.1Q tag (inside any tags already added).
@@ -171,6 +180,13 @@ impl Frame {
         if let Network::V6 { exts, .. } = &mut self.network {
             exts.push(ext);
         }
+        self
+    }
+
+    /// Addressed to another host, as a packet this one forwards.
+    #[must_use]
+    pub const fn to_other_host(mut self) -> Self {
+        self.other_host = true;
         self
     }
 
@@ -263,7 +279,7 @@ impl Frame {
                 frame.extend(flags_frag.to_be_bytes());
                 frame.extend([64, self.protocol, 0, 0]);
                 frame.extend(src.octets());
-                frame.extend([198, 51, 100, 1]);
+                frame.extend([198, 51, 100, if self.other_host { 200 } else { 1 }]);
                 frame.extend(std::iter::repeat_n(1_u8, *options)); // NOP options
                 frame.extend(&l4);
             }
@@ -280,7 +296,8 @@ impl Frame {
                 frame.extend(payload.to_be_bytes());
                 frame.extend([first, 64]);
                 frame.extend(src.octets());
-                frame.extend(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).octets());
+                let last = if self.other_host { 0x200 } else { 1 };
+                frame.extend(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, last).octets());
                 frame.extend(chain);
                 frame.extend(&l4);
             }

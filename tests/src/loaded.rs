@@ -8,6 +8,12 @@ use gate_maps::{GateSpec, GateState, PinDir, Protocol};
 
 use crate::bed::PinDirGuard;
 
+/// The host's addresses in a loaded gate: the destinations of [`crate::frames::Frame`].
+pub const LOCAL: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1)),
+    IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)),
+];
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
@@ -28,9 +34,16 @@ impl LoadedGate {
         let mut state = GateState::open(dir.root()).expect("open the pinned maps");
         let specs: Vec<GateSpec> = gates
             .iter()
-            .map(|(name, protocol, port)| GateSpec { name: (*name).to_owned(), protocol: *protocol, port: *port })
+            .map(|(name, protocol, port)| GateSpec {
+                name: (*name).to_owned(),
+                protocol: *protocol,
+                port: *port,
+                transit: false,
+            })
             .collect();
         state.sync_gates(&specs).expect("gate the ports");
+        // As the daemon does: the frames' destination is this host (frames::Frame).
+        state.set_local_addresses(&LOCAL).expect("fill the local address table");
         Self { state, loaded, _pins: pins }
     }
 

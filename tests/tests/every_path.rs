@@ -18,7 +18,7 @@ use gate_tests::{
     cgroup::CgroupListeners,
     daemon::{Daemon, gatectl_in, gatectl_ok},
     frames::Frame,
-    netns::{must, veth},
+    netns::{Netns, must, veth},
     probe::{Listeners, Outcome, tcp, udp},
     tun::Tun,
     unique::{self, PREFIX},
@@ -266,4 +266,44 @@ fn a_v4_mapped_address_opens_the_ipv4_host() {
     assert_eq!(udp(&bed.client, CLIENT_V4.into(), gateway_v4(GATED)), Outcome::Reply);
     let leases = gatectl_ok(&bed.pin_dir.0, &["leases", "--json"]);
     assert!(leases.contains(&format!("\"address\": \"{CLIENT_V4}\"")), "{leases}");
+}
+
+#[test]
+fn forwarded_traffic_to_another_hosts_gated_port_passes_unless_the_gate_guards_transit() {
+    let mut bed = TestBed::new();
+    let server = Netns::new("sv");
+    let token = unique::token();
+    let (gateway_side, server_side) = (format!("{PREFIX}{token}s"), format!("{PREFIX}{token}r"));
+    veth(&bed.gateway, &gateway_side, &server, &server_side);
+    bed.gateway.ip(&["addr", "add", &format!("{PATH_GATEWAY}/24"), "dev", &gateway_side]);
+    server.ip(&["addr", "add", &format!("{PATH_CLIENT}/24"), "dev", &server_side]);
+    server.ip(&["route", "add", "default", "via", &PATH_GATEWAY.to_string()]);
+    bed.client.ip(&["route", "add", "198.51.100.0/24", "via", &bed_gateway_v4().to_string()]);
+    must(bed.gateway.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    let _server_listeners = Listeners::start(&server, &[GATED]);
+    let _gateway_listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let stranger = IpAddr::from(STRANGER_V4);
+    let beyond = SocketAddr::new(PATH_CLIENT.into(), GATED);
+
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let daemon = Daemon::start(&bed, &config);
+    assert_eq!(udp(&bed.client, stranger, beyond), Outcome::Reply, "transit to another host's port 1194 passes");
+    assert_eq!(udp(&bed.client, stranger, gateway_v4(GATED)), Outcome::Silence, "this host's port stays gated");
+    let stats: serde_json::Value = serde_json::from_str(&gatectl_ok(&bed.pin_dir.0, &["stats", "--json"])).unwrap();
+    let vpn = stats["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "vpn").expect("vpn row").clone();
+    assert_eq!(vpn["transit"], 1, "{stats}");
+    daemon.stop();
+
+    let text = fs::read_to_string(&config)
+        .expect("config")
+        .replace(&format!("port = {GATED}\n"), &format!("port = {GATED}\ntransit = true\n"));
+    let guarded = bed.write_config(&text);
+    let _daemon = Daemon::start(&bed, &guarded);
+    assert_eq!(udp(&bed.client, stranger, beyond), Outcome::Silence, "a gate that guards transit drops it");
+    allow(&bed, STRANGER_V4);
+    assert_eq!(udp(&bed.client, stranger, beyond), Outcome::Reply, "unless the source holds a lease");
+}
+
+fn bed_gateway_v4() -> Ipv4Addr {
+    gate_tests::bed::GATEWAY_V4
 }

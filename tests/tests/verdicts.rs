@@ -169,6 +169,28 @@ fn cases(w: &World) -> Vec<Case> {
         case("v6 tcp gated, expired lease", Frame::tcp(ip(EXPIRED_V6), VPN_PORT), drop, vpn, DroppedExpired),
         case("v6 udp gated, idle-expired lease", Frame::udp(ip(IDLE_V6), VPN_PORT), drop, vpn, DroppedIdle),
         case("v6 tcp ungated port", Frame::tcp(ip(STRANGER_V6), OPEN_PORT), pass, NO_GATE, NotGated),
+        // Transit: to the gated port number of another host.
+        case(
+            "v4 udp to another host, no lease",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).to_other_host(),
+            pass,
+            vpn,
+            Transit,
+        ),
+        case(
+            "v6 tcp to another host, no lease",
+            Frame::tcp(ip(STRANGER_V6), VPN_PORT).to_other_host(),
+            pass,
+            vpn,
+            Transit,
+        ),
+        case(
+            "v4 udp to another host, leased",
+            Frame::udp(ip(LEASED_V4), VPN_PORT).to_other_host(),
+            pass,
+            vpn,
+            PassedLease,
+        ),
         // An IPv4-mapped IPv6 source is judged as the IPv4 host it names.
         case("v6 v4-mapped, leased as IPv4", Frame::udp(ip("::ffff:192.0.2.10"), VPN_PORT), pass, vpn, PassedLease),
         case("v6 v4-mapped, no lease", Frame::udp(ip("::ffff:192.0.2.99"), VPN_PORT), drop, vpn, DroppedNoLease),
@@ -401,7 +423,7 @@ fn removing_a_gate_removes_its_leases_so_a_reused_id_opens_nothing() {
     let mut gate = LoadedGate::new(&[("old", Protocol::Udp, 5000)], 16);
     let old = gate.state.gate_id("old").unwrap();
     gate.state.grant(old, ip(LEASED_V4), ttl_lease(clock::now_ns(), Duration::from_secs(60))).unwrap();
-    let specs = [gate_maps::GateSpec { name: "new".into(), protocol: Protocol::Udp, port: 6000 }];
+    let specs = [gate_maps::GateSpec { name: "new".into(), protocol: Protocol::Udp, port: 6000, transit: false }];
     gate.state.sync_gates(&specs).unwrap();
     assert_eq!(gate.state.gate_id("new").unwrap(), old, "the freed id is reused");
     assert!(gate.state.leases().unwrap().is_empty(), "the old gate's lease went with it");
