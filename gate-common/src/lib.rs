@@ -51,6 +51,9 @@ pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 pub const MAP_GATE_OPTIONS: &str = "GATE_OPTIONS";
 /// Name of the per-CPU verdict counters of the delivery backstop, laid out as [`MAP_STATS`].
 pub const MAP_BACKSTOP_STATS: &str = "BACKSTOP_STATS";
+/// Name of the program's load-time constant that makes XDP pass what it cannot parse on to the
+/// stack and the backstop (1) instead of dropping it (0, the default).
+pub const GLOBAL_UNPARSEABLE_PASSES: &str = "UNPARSEABLE_PASSES";
 /// Name of the XDP program for interfaces whose frames start with an Ethernet header.
 pub const PROGRAM_NAME: &str = "gate";
 /// Name of the XDP program for layer-3 interfaces (tun, WireGuard, PPP, sit, ipip, GRE): the
@@ -409,10 +412,13 @@ pub enum Reason {
     /// without a live lease: passed, since the gate guards this host's ports, unless the gate
     /// guards transit too.
     Transit = 7,
+    /// As [`Reason::DroppedUnparseable`], but passed on to the stack, where the delivery backstop
+    /// judges it at the socket (`[xdp] unparseable = "pass"`).
+    PassedUnparseable = 8,
 }
 
 /// Number of [`Reason`] variants.
-pub const NUM_REASONS: u32 = 8;
+pub const NUM_REASONS: u32 = 9;
 
 impl Reason {
     /// Every reason, in counter order.
@@ -425,6 +431,7 @@ impl Reason {
         Self::DroppedUnparseable,
         Self::Fragment,
         Self::Transit,
+        Self::PassedUnparseable,
     ];
 
     /// Whether packets with this reason are dropped. Exhaustive on purpose: a reason added later
@@ -434,7 +441,7 @@ impl Reason {
     pub const fn drops(self) -> bool {
         match self {
             Self::DroppedNoLease | Self::DroppedExpired | Self::DroppedIdle | Self::DroppedUnparseable => true,
-            Self::NotGated | Self::PassedLease | Self::Fragment | Self::Transit => false,
+            Self::NotGated | Self::PassedLease | Self::Fragment | Self::Transit | Self::PassedUnparseable => false,
         }
     }
 
@@ -450,6 +457,7 @@ impl Reason {
             Self::DroppedUnparseable => "dropped_unparseable",
             Self::Fragment => "fragment",
             Self::Transit => "transit",
+            Self::PassedUnparseable => "passed_unparseable",
         }
     }
 }

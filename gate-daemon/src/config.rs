@@ -16,6 +16,9 @@
 //!                                  # daemon does not run; the backstop guards its sockets too
 //! transit = false                  # also gate packets forwarded to other hosts' port 1194
 //!
+//! [xdp]
+//! unparseable = "drop"             # or "pass": on to the stack and the backstop
+//!
 //! [backstop]                       # the delivery backstop (cgroup_skb/ingress)
 //! enabled = true
 //! cgroup = ""                      # where the OpenVPN servers run and the backstop guards
@@ -99,6 +102,26 @@ pub struct GateConfig {
     /// in front of VPN servers). Off: only packets addressed to this host are gated.
     #[serde(default)]
     pub transit: bool,
+}
+
+/// What XDP does with a packet it cannot parse where a port might be (more than 2 VLAN tags, an
+/// IPv6 extension chain longer than 6 headers or deeper than 512 bytes, a first fragment too
+/// short for the ports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unparseable {
+    /// Drop it at XDP (it might be for a gated port), whatever its port and source.
+    #[default]
+    Drop,
+    /// Pass it on: the kernel parses it, and the backstop judges it at the socket. Only with
+    /// the backstop on, and only where every gated socket is in a guarded cgroup.
+    Pass,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpConfig {
+    pub unparseable: Unparseable,
 }
 
 /// The delivery backstop: a program where packets meet sockets (docs/architecture.md).
@@ -194,6 +217,8 @@ pub struct Config {
     pub interfaces: Vec<InterfaceConfig>,
     #[serde(default, rename = "gate")]
     pub gates: Vec<GateConfig>,
+    #[serde(default)]
+    pub xdp: XdpConfig,
     #[serde(default)]
     pub backstop: BackstopConfig,
     #[serde(default)]
@@ -365,6 +390,12 @@ impl Config {
         let names: BTreeSet<_> = self.gates.iter().map(|g| &g.name).collect();
         if names.len() > MAX_GATES as usize || ports.len() > MAX_GATED_PORTS as usize {
             return Err(invalid("gate".into(), format!("at most {MAX_GATES} gates and {MAX_GATED_PORTS} ports")));
+        }
+        if self.xdp.unparseable == Unparseable::Pass && !self.backstop.enabled {
+            return Err(invalid(
+                "xdp.unparseable".into(),
+                "\"pass\" hands such packets to the backstop, which is off (backstop.enabled = false)".into(),
+            ));
         }
         if let Some(cgroup) = &self.backstop.cgroup
             && !cgroup.is_absolute()
@@ -580,6 +611,11 @@ idle_timeout = "2m"
             ("pin_dir = \"/sys/fs/bpf/gate-test\"", "pin_dir = \"relative\"", "pin_dir"),
             ("port = 443", "port = 443\ncgroup = \"vpn\"", "gate[1].cgroup"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[backstop]\ncgroup = \"x\"", "backstop.cgroup"),
+            (
+                "idle_timeout = \"2m\"",
+                "idle_timeout = \"2m\"\n[xdp]\nunparseable = \"pass\"\n[backstop]\nenabled = false",
+                "xdp.unparseable",
+            ),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nwindow = \"0s\"", "approval.window"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nstore = \"gate.db\"", "approval.store"),
         ] {

@@ -173,7 +173,11 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
             undo.maps.push(path);
         }
     }
-    let mut loaded = program::load(&pins, config.leases.capacity)?;
+    let options = program::Options {
+        unparseable_passes: config.xdp.unparseable == crate::config::Unparseable::Pass,
+        ..program::Options::default()
+    };
+    let mut loaded = program::load_with(&pins, config.leases.capacity, options)?;
 
     let mut state = GateState::open(pins.root())?;
     let (capacity_v4, _) = state.capacity();

@@ -8,9 +8,9 @@ use aya::{
     programs::{CgroupSkb, ProgramError, Xdp},
 };
 use gate_common::{
-    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES,
-    MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS,
-    PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, filter_slot_mask, filter_words,
+    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, GLOBAL_UNPARSEABLE_PASSES, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH,
+    MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS,
+    MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, filter_slot_mask, filter_words,
 };
 use gate_maps::{PinDir, netlink::Framing};
 
@@ -92,16 +92,30 @@ impl Loaded {
 /// # Errors
 /// The object or its maps cannot be created (the verifier's log is in the source chain).
 pub fn load(pins: &PinDir, lease_capacity: u32) -> Result<Loaded, LoadError> {
-    load_with(pins, lease_capacity, true)
+    load_with(pins, lease_capacity, Options::default())
 }
 
-/// As [`load`]; `lease_cache` off skips the per-CPU cache, which only the benchmark wants (to
-/// measure the path behind it). The filter may only be used with [`gate_maps::GateState`]
+/// Load-time choices of the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Use the per-CPU cache (off only for the benchmark, to measure the path behind it).
+    pub lease_cache: bool,
+    /// Pass what XDP cannot parse on to the stack and the backstop, instead of dropping it.
+    pub unparseable_passes: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { lease_cache: true, unparseable_passes: false }
+    }
+}
+
+/// As [`load`], with `options`. The filter may only be used with [`gate_maps::GateState`]
 /// keeping it (the installer rebuilds it before attaching).
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_with(pins: &PinDir, lease_capacity: u32, lease_cache: bool) -> Result<Loaded, LoadError> {
+pub fn load_with(pins: &PinDir, lease_capacity: u32, options: Options) -> Result<Loaded, LoadError> {
     let mut loader = EbpfLoader::new();
     for name in MAPS {
         loader.map_pin_path(name, pins.map(name));
@@ -113,9 +127,11 @@ pub fn load_with(pins: &PinDir, lease_capacity: u32, lease_cache: bool) -> Resul
         .map_or_else(|_| filter_words(lease_capacity.saturating_mul(2)), |info| info.max_entries());
     loader.map_max_entries(MAP_LEASE_FILTER, words);
     let mask = filter_slot_mask(words);
-    let cache_on = u32::from(lease_cache);
+    let cache_on = u32::from(options.lease_cache);
+    let unparseable_passes = u32::from(options.unparseable_passes);
     loader.override_global(GLOBAL_FILTER_SLOT_MASK, &mask, true);
     loader.override_global(GLOBAL_LEASE_CACHE_ON, &cache_on, true);
+    loader.override_global(GLOBAL_UNPARSEABLE_PASSES, &unparseable_passes, true);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;
     for framing in [Framing::Ethernet, Framing::Ip] {
         let program: &mut Xdp = ebpf

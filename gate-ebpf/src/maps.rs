@@ -59,6 +59,11 @@ pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
 #[unsafe(no_mangle)]
 pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"
 
+/// 1 = pass what XDP cannot parse on to the stack, where the backstop judges it at the socket;
+/// 0 = drop it at XDP (the default).
+#[unsafe(no_mangle)]
+pub static UNPARSEABLE_PASSES: u32 = 0;
+
 /// 1 = use `LEASE_CACHE` (the daemon); 0 = skip it (the benchmark's view of the path behind it).
 #[unsafe(no_mangle)]
 pub static LEASE_CACHE_ON: u32 = 1;

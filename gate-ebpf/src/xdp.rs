@@ -9,7 +9,9 @@ use gate_common::{
 
 use crate::{
     lease::{self, Source},
-    maps::{CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, count, gate_of},
+    maps::{
+        CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, UNPARSEABLE_PASSES, count, gate_of,
+    },
     parse::{self, Link, Packet, Transport},
 };
 
@@ -40,7 +42,7 @@ fn verdict(ctx: &XdpContext, link: Link) -> u32 {
 fn classify(ctx: &XdpContext, link: Link) -> (u32, Reason) {
     let (source, protocol, dst_port, destination) = match parse::parse(ctx, link) {
         Packet::NotIp => return (NO_GATE, Reason::NotGated),
-        Packet::Unparseable => return (NO_GATE, Reason::DroppedUnparseable),
+        Packet::Unparseable => return (NO_GATE, unparseable()),
         Packet::Ip { source, transport } => match transport {
             Transport::Other => return (NO_GATE, Reason::NotGated),
             Transport::NonFirstFragment => return (NO_GATE, Reason::Fragment),
@@ -128,6 +130,14 @@ fn addressed_here(destination: &Source) -> bool {
 #[inline(always)]
 const fn same_words(a: &[u32; 4], b: &[u32; 4]) -> bool {
     ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+}
+
+/// The verdict for a packet XDP cannot parse where a port might be, as the loader chose.
+#[inline(always)]
+fn unparseable() -> Reason {
+    // SAFETY: a plain read of a constant the loader set; volatile so the compiler keeps it.
+    let passes = unsafe { core::ptr::read_volatile(&raw const UNPARSEABLE_PASSES) != 0 };
+    if passes { Reason::PassedUnparseable } else { Reason::DroppedUnparseable }
 }
 
 #[inline(always)]

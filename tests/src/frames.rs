@@ -11,7 +11,8 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 const TPID_8021Q: u16 = 0x8100;
 const TPID_8021AD: u16 = 0x88a8;
-const SOURCE_PORT: u16 = 40_000;
+/// The source port of every crafted TCP or UDP packet.
+pub const FRAME_SOURCE_PORT: u16 = 40_000;
 
 /// IPv6 extension headers the builder can put in a chain.
 #[derive(Clone, Copy, Debug)]
@@ -42,8 +43,11 @@ impl Ext {
 
     fn bytes(self, next: u8) -> Vec<u8> {
         match self {
+            // 8 bytes, padded with one PadN option: the kernel refuses more than 7 bytes of padding
+            // in a row (RFC 4942), and these are sent for real.
+            Self::HopByHop | Self::DestOpts => vec![next, 0, 1, 4, 0, 0, 0, 0],
             // 16 bytes: hdr ext len counts 8-byte units beyond the first.
-            Self::HopByHop | Self::Routing | Self::DestOpts | Self::Mobility => {
+            Self::Routing | Self::Mobility => {
                 let mut b = vec![next, 1];
                 b.resize(16, 0);
                 b
@@ -218,7 +222,7 @@ impl Frame {
 
     fn transport(&self) -> Vec<u8> {
         let mut l4 = Vec::new();
-        l4.extend(SOURCE_PORT.to_be_bytes());
+        l4.extend(FRAME_SOURCE_PORT.to_be_bytes());
         l4.extend(self.dst_port.to_be_bytes());
         match self.protocol {
             IPPROTO_TCP => {
@@ -243,14 +247,7 @@ impl Frame {
         if packet.first().is_some_and(|b| b >> 4 == 4) {
             let header_len = usize::from(packet[0] & 0x0f) * 4;
             packet[10..12].copy_from_slice(&[0, 0]);
-            let mut sum: u32 = packet[..header_len]
-                .chunks(2)
-                .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-                .sum();
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            let checksum = !u16::try_from(sum).expect("folded to 16 bits");
+            let checksum = ones_complement_sum(&packet[..header_len]);
             packet[10..12].copy_from_slice(&checksum.to_be_bytes());
         }
         packet
@@ -292,12 +289,23 @@ impl Frame {
                 }
                 let first = exts.first().map_or(self.protocol, |e| e.number());
                 let payload = u16::try_from(chain.len() + l4.len()).expect("small packet");
+                let last = if self.other_host { 0x200 } else { 1 };
+                let dst = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, last);
+                // A whole UDP datagram gets its checksum (mandatory over IPv6), so the kernel
+                // delivers it when a test sends it for real.
+                let mut l4 = l4.clone();
+                if self.protocol == IPPROTO_UDP
+                    && l4.len() >= 8
+                    && !exts.iter().any(|e| matches!(e, Ext::Fragment { .. }))
+                {
+                    let sum = udp6_checksum(src, &dst, &l4);
+                    l4[6..8].copy_from_slice(&sum.to_be_bytes());
+                }
                 frame.extend([version << 4, 0, 0, 0]);
                 frame.extend(payload.to_be_bytes());
                 frame.extend([first, 64]);
                 frame.extend(src.octets());
-                let last = if self.other_host { 0x200 } else { 1 };
-                frame.extend(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, last).octets());
+                frame.extend(dst.octets());
                 frame.extend(chain);
                 frame.extend(&l4);
             }
@@ -312,6 +320,67 @@ impl Frame {
         frame
     }
 }
+
+/// The UDP checksum over IPv6 (RFC 8200 8.1): pseudo-header, then the datagram.
+fn udp6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, datagram: &[u8]) -> u16 {
+    let mut bytes = Vec::with_capacity(40 + datagram.len() + 1);
+    bytes.extend(src.octets());
+    bytes.extend(dst.octets());
+    bytes.extend(u32::try_from(datagram.len()).expect("small").to_be_bytes());
+    bytes.extend([0, 0, 0, IPPROTO_UDP]);
+    bytes.extend(datagram);
+    bytes[40 + 6..40 + 8].copy_from_slice(&[0, 0]);
+    let sum = ones_complement_sum(&bytes);
+    if sum == 0 { 0xffff } else { sum }
+}
+
+/// The one's complement of the one's complement sum of 16-bit words (odd length padded).
+fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 =
+        bytes.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).expect("folded to 16 bits")
+}
+
+/// An `AF_PACKET` socket bound to `interface` (in the calling thread's namespace): frames sent
+/// on it leave the interface as they are, skipping the sender's UDP and IP layers.
+pub fn packet_socket(interface: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let socket = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, None).expect("a packet socket");
+    let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
+    let address = libc::sockaddr_ll {
+        sll_family: u16::try_from(libc::AF_PACKET).expect("small"),
+        sll_protocol: 0,
+        sll_ifindex: i32::try_from(index).expect("an index"),
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    let length = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small");
+    // SAFETY: bind(2) reads `length` bytes of a valid, initialised sockaddr_ll on the stack.
+    #[expect(unsafe_code, reason = "binding a packet socket to an interface has no safe wrapper")]
+    let bound = unsafe { libc::bind(socket.as_raw_fd(), std::ptr::from_ref(&address).cast(), length) };
+    assert_eq!(bound, 0, "bind the packet socket: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor is ours and open; ownership moves out of `socket`.
+    #[expect(unsafe_code, reason = "turning the socket into an OwnedFd")]
+    unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(socket))
+    }
+}
+
+/// Sends `frame` as it is out of `interface` in `ns`. Its destination MAC is 02:00:00:00:00:01.
+pub fn send_frame(ns: &crate::netns::Netns, interface: &str, frame: &[u8]) {
+    ns.run(|| {
+        let fd = packet_socket(interface);
+        nix::unistd::write(&fd, frame).expect("send the frame");
+    });
+}
+
+/// The MAC address frames are sent to (their first six bytes).
+pub const FRAME_DST_MAC: &str = "02:00:00:00:00:01";
 
 #[cfg(test)]
 mod tests {
@@ -333,8 +402,8 @@ mod tests {
         let f = Frame::tcp("2001:db8::7".parse().unwrap(), 443).ext(Ext::HopByHop).ext(Ext::Auth).bytes();
         assert_eq!(f[14 + 6], 0, "first next header: hop-by-hop");
         assert_eq!(f[54], 51, "hop-by-hop points at AH");
-        assert_eq!(f[54 + 16], IPPROTO_TCP, "AH points at TCP");
-        assert_eq!(&f[54 + 16 + 24 + 2..54 + 16 + 24 + 4], &443_u16.to_be_bytes());
+        assert_eq!(f[54 + 8], IPPROTO_TCP, "AH points at TCP");
+        assert_eq!(&f[54 + 8 + 24 + 2..54 + 8 + 24 + 4], &443_u16.to_be_bytes());
     }
 
     #[test]

@@ -27,10 +27,15 @@ pub struct LoadedGate {
 impl LoadedGate {
     /// Loads the program with lease maps of `capacity` and gates `gates` (name, protocol, port).
     pub fn new(gates: &[(&str, Protocol, u16)], capacity: u32) -> Self {
+        Self::with_options(gates, capacity, program::Options::default())
+    }
+
+    /// As [`Self::new`], loaded with `options`.
+    pub fn with_options(gates: &[(&str, Protocol, u16)], capacity: u32, options: program::Options) -> Self {
         let pins = PinDirGuard::new();
         std::fs::create_dir_all(&pins.0).expect("create pin dir");
         let dir = PinDir::new(&pins.0);
-        let loaded = program::load(&dir, capacity).expect("load the gate program");
+        let loaded = program::load_with(&dir, capacity, options).expect("load the gate program");
         let mut state = GateState::open(dir.root()).expect("open the pinned maps");
         let specs: Vec<GateSpec> = gates
             .iter()
@@ -51,7 +56,8 @@ impl LoadedGate {
     /// every packet of a leased source took before the cache (for the benchmark).
     pub fn without_cache(&self) -> Loaded {
         let (capacity, _) = self.state.capacity();
-        program::load_with(self.state.pins(), capacity, false).expect("load the gate program without its cache")
+        let options = program::Options { lease_cache: false, ..program::Options::default() };
+        program::load_with(self.state.pins(), capacity, options).expect("load the gate program without its cache")
     }
 
     /// Runs `frame` through the program `repeat` times; returns the verdict and the average

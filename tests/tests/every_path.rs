@@ -14,10 +14,10 @@ use std::{
 };
 
 use gate_tests::{
-    bed::{CLIENT_V4, STRANGER_V4, TestBed},
+    bed::{CLIENT_V4, STRANGER_V4, STRANGER_V6, TestBed},
     cgroup::CgroupListeners,
     daemon::{Daemon, gatectl_in, gatectl_ok},
-    frames::Frame,
+    frames::{Ext, FRAME_DST_MAC, FRAME_SOURCE_PORT, Frame, send_frame},
     netns::{Netns, must, veth},
     probe::{Listeners, Outcome, tcp, udp},
     tun::Tun,
@@ -302,6 +302,55 @@ fn forwarded_traffic_to_another_hosts_gated_port_passes_unless_the_gate_guards_t
     assert_eq!(udp(&bed.client, stranger, beyond), Outcome::Silence, "a gate that guards transit drops it");
     allow(&bed, STRANGER_V4);
     assert_eq!(udp(&bed.client, stranger, beyond), Outcome::Reply, "unless the source holds a lease");
+}
+
+/// A UDP datagram behind 8 IPv6 extension headers (hop-by-hop, then 7 destination options):
+/// beyond XDP's bound, delivered by the kernel.
+fn chain_of_eight(source: IpAddr, port: u16) -> Frame {
+    (0..7).fold(Frame::udp(source, port).ext(Ext::HopByHop), |frame, _| frame.ext(Ext::DestOpts))
+}
+
+/// Whether the echo of `frame` (sent raw from the client to the gateway, from STRANGER_V6)
+/// comes back to STRANGER_V6's source port within the silence window.
+fn echoed(bed: &TestBed, frame: &Frame) -> bool {
+    let socket = bed.client.run(|| {
+        std::net::UdpSocket::bind(SocketAddr::new(STRANGER_V6.into(), FRAME_SOURCE_PORT))
+            .expect("bind the echo catcher")
+    });
+    socket.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
+    send_frame(&bed.client, &bed.client_if, &frame.bytes());
+    let mut buf = [0; 64];
+    socket.recv(&mut buf).is_ok()
+}
+
+/// Makes the gateway take crafted frames: their destination MAC and IPv6 address.
+fn accept_crafted_frames(bed: &TestBed) {
+    bed.gateway.ip(&["link", "set", &bed.gateway_if, "address", FRAME_DST_MAC]);
+    bed.gateway.ip(&["addr", "add", "2001:db8:ffff::1/64", "dev", &bed.gateway_if, "nodad"]);
+    bed.client.ip(&["route", "add", "2001:db8:ffff::/64", "dev", &bed.client_if]);
+}
+
+#[test]
+fn a_chain_of_eight_extension_headers_passes_on_to_the_backstop_when_told() {
+    const OPEN: u16 = 5353;
+    let mut bed = TestBed::new();
+    accept_crafted_frames(&bed);
+    let _listeners = CgroupListeners::start(&bed.gateway, &bed.cgroup, &[GATED, OPEN]);
+    let stranger = IpAddr::from(STRANGER_V6);
+
+    // The default: XDP drops what it cannot parse, even to a port no gate guards.
+    let dropping = bed.config(&[("vpn", "udp", GATED)], "");
+    let daemon = Daemon::start(&bed, &dropping);
+    assert!(echoed(&bed, &Frame::udp(stranger, OPEN)), "a plain datagram to the open port is answered");
+    assert!(!echoed(&bed, &chain_of_eight(stranger, OPEN)), "by default the chain of 8 is dropped at XDP");
+    daemon.stop();
+
+    let passing = bed.config(&[("vpn", "udp", GATED)], "[xdp]\nunparseable = \"pass\"\n");
+    let _daemon = Daemon::start(&bed, &passing);
+    assert!(echoed(&bed, &chain_of_eight(stranger, OPEN)), "passed on, the kernel delivers it to the open port");
+    let before = backstop_count(&bed, "dropped_no_lease");
+    assert!(!echoed(&bed, &chain_of_eight(stranger, GATED)), "and the backstop drops it at the gated one");
+    assert_eq!(backstop_count(&bed, "dropped_no_lease"), before + 1, "counted by the backstop");
 }
 
 fn bed_gateway_v4() -> Ipv4Addr {

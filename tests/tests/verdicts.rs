@@ -430,3 +430,27 @@ fn removing_a_gate_removes_its_leases_so_a_reused_id_opens_nothing() {
     assert_eq!(gate.run(&Frame::udp(ip(LEASED_V4), 6000).bytes()), XDP_DROP);
     assert_eq!(gate.run(&Frame::udp(ip(LEASED_V4), 5000).bytes()), XDP_PASS, "the old port is no longer gated");
 }
+
+#[test]
+fn told_to_pass_the_unparseable_xdp_passes_it_on_and_counts_it() {
+    let options = gate_daemon::program::Options { unparseable_passes: true, ..Default::default() };
+    let mut gate = LoadedGate::with_options(&[("vpn", Protocol::Udp, VPN_PORT)], 16, options);
+    for (name, frame) in [
+        ("v6 chain of 7", chain(ip(STRANGER_V6), 7)),
+        ("three VLAN tags", Frame::udp(ip(STRANGER_V4), VPN_PORT).qinq().vlan()),
+        ("tiny first fragment", Frame::udp(ip(STRANGER_V4), VPN_PORT).fragment(0, true).transport_bytes(3)),
+    ] {
+        let before = gate.state.stats().unwrap()[&NO_GATE][Reason::PassedUnparseable as usize];
+        assert_eq!(gate.run(&frame.bytes()), XDP_PASS, "{name}");
+        let after = gate.state.stats().unwrap()[&NO_GATE][Reason::PassedUnparseable as usize];
+        assert_eq!(after, before + 1, "{name} counted as passed_unparseable");
+    }
+    assert_eq!(gate.run(&Frame::udp(ip(STRANGER_V4), VPN_PORT).bytes()), XDP_DROP, "what it parses is judged as ever");
+}
+
+#[test]
+fn every_reason_is_listed_in_counter_order() {
+    for (i, reason) in Reason::ALL.iter().enumerate() {
+        assert_eq!(*reason as usize, i, "{reason:?}");
+    }
+}

@@ -20,6 +20,9 @@
 //! 3. **Growth**: the flood's drop rate with 10 and 10,000 (and 1,000,000 in a full run)
 //!    approved addresses in the lease map or set.
 //!
+//! 4. **Unparseable** (`--unparseable`, alone): a flood of packets XDP cannot parse (IPv6 behind
+//!    8 extension headers) to the gated port, dropped at XDP or passed on to the backstop.
+//!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
@@ -32,9 +35,11 @@ use std::{
 };
 
 use gate_maps::{GateState, clock, lease::ttl_lease};
+use gate_common::Reason;
 use gate_tests::{
     bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
     daemon::Daemon,
+    frames::{Ext, Frame},
     netns::Netns,
 };
 
@@ -288,6 +293,8 @@ struct Round {
 struct Flood {
     bed: TestBed,
     daemon: Option<Daemon>,
+    /// Appended to the daemon's config (the unparseable flood's `[xdp]` choice).
+    xdp_extra: String,
     set: String,
     /// The receiver's NAPI thread, when it has a core of its own.
     receiver: Option<i32>,
@@ -297,7 +304,7 @@ impl Flood {
     fn new() -> Self {
         let bed = TestBed::new();
         let set = format!("gtset{}", std::process::id());
-        Self { bed, daemon: None, set, receiver: None }
+        Self { bed, daemon: None, xdp_extra: String::new(), set, receiver: None }
     }
 
     /// Gives the receiver a core of its own (after `install`: attaching XDP remakes the NAPI).
@@ -318,8 +325,8 @@ impl Flood {
         run_in(&self.bed.client, "ethtool", &["-K", &self.bed.client_if, "tso", "off"]);
         match mechanism {
             Mechanism::Xdp => {
-                let config =
-                    self.bed.config(&[("vpn", "udp", PORT)], &format!("[leases]\ncapacity = {}\n", approved + 16));
+                let extra = format!("[leases]\ncapacity = {}\n{}", approved + 16, self.xdp_extra);
+                let config = self.bed.config(&[("vpn", "udp", PORT)], &extra);
                 self.daemon = Some(Daemon::start(&self.bed, &config));
                 let mut state = GateState::open(&self.bed.pin_dir.0).expect("pinned state");
                 let vpn = state.gate_id("vpn").expect("gate");
@@ -471,7 +478,7 @@ impl Flood {
             let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
             std::thread::spawn(move || {
                 ns.run(|| match sender {
-                    Sender::Packet => send_batches(&packet_socket(&client_if), &frame, &stop),
+                    Sender::Packet => send_batches(&gate_tests::frames::packet_socket(&client_if), &frame, &stop),
                     Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop, 1),
                     Sender::LiveFramesOwnCores => {
                         pin(0, 0);
@@ -557,34 +564,6 @@ fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
     let mac = text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a MAC");
     let bytes: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
     bytes.try_into().expect("six bytes")
-}
-
-/// An `AF_PACKET` socket bound to `interface` (in the calling thread's namespace): frames sent
-/// on it leave the interface as they are, skipping the sender's UDP and IP layers, so the
-/// sender is cheap and the receiver's path is what the flood measures.
-fn packet_socket(interface: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let socket = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, None).expect("a packet socket");
-    let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
-    let address = libc::sockaddr_ll {
-        sll_family: u16::try_from(libc::AF_PACKET).expect("small"),
-        sll_protocol: 0,
-        sll_ifindex: i32::try_from(index).expect("an index"),
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
-    };
-    let length = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small");
-    // SAFETY: bind(2) reads `length` bytes of a valid, initialised sockaddr_ll on the stack.
-    #[allow(unsafe_code)]
-    let bound = unsafe { libc::bind(socket.as_raw_fd(), std::ptr::from_ref(&address).cast(), length) };
-    assert_eq!(bound, 0, "bind the packet socket: {}", std::io::Error::last_os_error());
-    // SAFETY: the descriptor is ours and open; ownership moves out of `socket`.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::os::fd::OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(socket))
-    }
 }
 
 /// Sends `frame` in batches of 64 with `sendmmsg` until `stop`; returns how many were sent.
@@ -772,10 +751,99 @@ fn open(settings: &Settings) {
     drop(gate);
 }
 
+/// Packets XDP cannot parse, to the gated port from a stranger: an IPv6 UDP datagram behind 8
+/// extension headers (hop-by-hop, 7 destination options; the kernel delivers it). Flooded as
+/// live frames with the receiver on its own core, once with XDP dropping them (`[xdp]
+/// unparseable = "drop"`, the default) and once passing them on to the stack, where the
+/// backstop drops them at the socket (`"pass"`). Receiver CPU per million packets sent.
+fn unparseable(settings: &Settings) {
+    println!("## Unparseable flood: IPv6 UDP behind 8 extension headers to the gated port, live frames, receiver on its own core");
+    println!();
+    println!("median of {} round(s) of {:?} per row", settings.rounds, settings.round);
+    println!();
+    println!("| XDP told to | flood sent /s | dropped at XDP /s | dropped by the backstop /s | receiver CPU ms per Mpkt sent | receiver core busy |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut cost = Vec::new();
+    for mode in ["drop", "pass"] {
+        let mut world = Flood::new();
+        world.xdp_extra = format!("[xdp]\nunparseable = \"{mode}\"\n");
+        world.install(Mechanism::Xdp, 10);
+        world.split_cores();
+        let bed = &world.bed;
+        let gateway_mac = mac_of(&bed.gateway, &bed.gateway_if);
+        bed.gateway.ip(&["addr", "add", "2001:db8:ffff::1/64", "dev", &bed.gateway_if, "nodad"]);
+        // The socket the flood is for, in the backstop's cgroup, as a VPN server's would be.
+        let _listeners = gate_tests::cgroup::CgroupListeners::start(&bed.gateway, &bed.cgroup, &[PORT]);
+        let mut frame = (0..7).fold(
+            Frame::udp(gate_tests::bed::STRANGER_V6.into(), PORT).ext(Ext::HopByHop),
+            |frame, _| frame.ext(Ext::DestOpts),
+        )
+        .bytes();
+        frame[..6].copy_from_slice(&gateway_mac);
+        frame[6..12].copy_from_slice(&mac_of(&bed.client, &bed.client_if));
+        let counters = |w: &Flood| {
+            let state = GateState::open(&w.bed.pin_dir.0).expect("pinned state");
+            let xdp = state.stats().expect("stats")[&0][Reason::DroppedUnparseable as usize];
+            let vpn = state.gate_id("vpn").expect("gate");
+            let backstop = state.backstop_stats().expect("stats").expect("backstop counters")[&vpn]
+                [Reason::DroppedNoLease as usize];
+            (xdp, backstop)
+        };
+        let mut rows = Vec::new();
+        for _ in 0..settings.rounds {
+            let (xdp_before, backstop_before) = counters(&world);
+            let receiver = world.receiver.expect("own cores");
+            let ticks_before = task_ticks(receiver);
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Instant::now();
+            let sender = {
+                let (stop, ns, interface, frame) =
+                    (Arc::clone(&stop), world.bed.client.handle(), world.bed.client_if.clone(), frame.clone());
+                std::thread::spawn(move || {
+                    ns.run(|| {
+                        pin(0, 0);
+                        send_live_frames(&interface, &frame, &stop, 1)
+                    })
+                })
+            };
+            std::thread::sleep(settings.round);
+            stop.store(true, Ordering::Relaxed);
+            let sent = sender.join().expect("sender");
+            let elapsed = started.elapsed().as_secs_f64();
+            let ticks = task_ticks(receiver) - ticks_before;
+            std::thread::sleep(Duration::from_millis(100));
+            let (xdp_after, backstop_after) = counters(&world);
+            rows.push((sent, xdp_after - xdp_before, backstop_after - backstop_before, ticks, elapsed));
+        }
+        world.remove(Mechanism::Xdp);
+        #[expect(clippy::cast_precision_loss)]
+        let per_second = |pick: fn(&(u64, u64, u64, u64, f64)) -> u64| {
+            median(rows.iter().map(|r| pick(r) as f64 / r.4).collect())
+        };
+        #[expect(clippy::cast_precision_loss)]
+        let ms_per_mpkt = median(rows.iter().map(|r| r.3 as f64 / 100.0 * 1000.0 / (r.0.max(1) as f64 / 1e6)).collect());
+        #[expect(clippy::cast_precision_loss)]
+        let busy = median(rows.iter().map(|r| r.3 as f64 / 100.0 / r.4 * 100.0).collect());
+        println!(
+            "| {mode} | {:.0} | {:.0} | {:.0} | {ms_per_mpkt:.0} | {busy:.0}% |",
+            per_second(|r| r.0),
+            per_second(|r| r.1),
+            per_second(|r| r.2),
+        );
+        cost.push(ms_per_mpkt);
+    }
+    println!();
+    println!("receiver CPU per packet, passing on over dropping at XDP: {:.2}x", cost[1] / cost[0].max(1.0));
+}
+
 fn main() {
     let settings = settings();
     println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), kernel());
     println!();
+    if std::env::args().any(|a| a == "--unparseable") {
+        unparseable(&settings);
+        return;
+    }
     open(&settings);
     flood(&settings, Sender::Packet);
     println!();
