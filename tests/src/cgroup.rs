@@ -72,7 +72,20 @@ pub struct CgroupListeners {
 
 impl CgroupListeners {
     pub fn start(ns: &Netns, cgroup: &TestCgroup, ports: &[u16]) -> Self {
+        Self::spawn(ns, cgroup, ports, false)
+    }
+
+    /// UDP sockets on `ports` that are never read: each datagram meets the socket (and the
+    /// backstop), then the full receive buffer drops it. For benchmarks of delivery.
+    pub fn sink(ns: &Netns, cgroup: &TestCgroup, ports: &[u16]) -> Self {
+        Self::spawn(ns, cgroup, ports, true)
+    }
+
+    fn spawn(ns: &Netns, cgroup: &TestCgroup, ports: &[u16], sink: bool) -> Self {
         let mut command = ns.command(bin("gate-test-listener"));
+        if sink {
+            command.arg("--sink");
+        }
         command.arg(cgroup.path());
         command.args(ports.iter().map(u16::to_string)).stdout(Stdio::piped()).stdin(Stdio::null());
         let mut child = command.spawn().expect("spawn gate-test-listener");

@@ -6,8 +6,14 @@ use gate_tests::{daemon::bin, unique::PREFIX};
 
 /// Runs a benchmark binary with `--quick`; returns its output and pid.
 fn run_quick(name: &str) -> (Output, u32) {
+    run_quick_with(name, &[])
+}
+
+/// As [`run_quick`], with `args` too.
+fn run_quick_with(name: &str, args: &[&str]) -> (Output, u32) {
     let child = Command::new(bin(name))
         .arg("--quick")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -18,14 +24,17 @@ fn run_quick(name: &str) -> (Output, u32) {
     (out, pid)
 }
 
-/// Names the benchmark process `pid` made (they carry its pid) that still exist.
+/// Names the benchmark process `pid` made (they carry its pid) that still exist: namespaces,
+/// pins, temporary files, cgroups.
 fn leftovers(pid: u32) -> Vec<String> {
     let mark = format!("{PREFIX}{pid:x}x");
-    let mut names: Vec<String> = ["/sys/fs/bpf", "/run/netns", "/tmp"]
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(dir).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
+    let cgroups = gate_daemon::cgroup::mount_point().expect("cgroup2 is mounted");
+    let mut names: Vec<String> =
+        [std::path::Path::new("/sys/fs/bpf"), "/run/netns".as_ref(), "/tmp".as_ref(), &cgroups]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
     names.retain(|n| n.starts_with(&mark) || n.starts_with(&format!("{PREFIX}-{pid:x}x")));
     names
 }
@@ -111,5 +120,27 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
             }
         }
     }
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+/// The cell `column` (1 is the first) of the row starting with `start`, as a number.
+fn cell(stdout: &str, start: &str, column: usize) -> f64 {
+    let line = stdout.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no row {start:?}:\n{stdout}"));
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    cells[column].parse().unwrap_or_else(|_| panic!("a number in column {column} of {line}"))
+}
+
+#[test]
+fn quick_backstop_and_unparseable_floods_print_both_rows_and_clean_up() {
+    let (out, pid) = run_quick_with("gate-bench-netfilter", &["--backstop"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(cell(&stdout, "| off |", 3) > 0.0, "datagrams met the socket without the backstop");
+    assert!(cell(&stdout, "| on |", 4) > 0.0, "the backstop passed the leased flood");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+
+    let (out, pid) = run_quick_with("gate-bench-netfilter", &["--unparseable"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(cell(&stdout, "| drop |", 3) > 0.0, "XDP dropped the unparseable flood");
+    assert!(cell(&stdout, "| pass |", 4) > 0.0, "passed on, the backstop dropped it");
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }

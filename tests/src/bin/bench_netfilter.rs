@@ -23,6 +23,9 @@
 //! 4. **Unparseable** (`--unparseable`, alone): a flood of packets XDP cannot parse (IPv6 behind
 //!    8 extension headers) to the gated port, dropped at XDP or passed on to the backstop.
 //!
+//! 5. **Backstop cost** (`--backstop`, alone): a leased source's flood delivered to a socket in
+//!    the backstop's cgroup, with the backstop on and off.
+//!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
@@ -34,8 +37,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gate_maps::{GateState, clock, lease::ttl_lease};
 use gate_common::Reason;
+use gate_maps::{GateState, clock, lease::ttl_lease};
 use gate_tests::{
     bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
     daemon::Daemon,
@@ -751,18 +754,140 @@ fn open(settings: &Settings) {
     drop(gate);
 }
 
+/// What own-core rounds measure: (frames sent, first count, second count, receiver ticks, seconds).
+type OwnCoreRow = (u64, u64, u64, u64, f64);
+
+/// `settings.rounds` rounds of `frame` flooded as live frames from the client (sender on CPU
+/// 0) to the gateway's receiver on its own core, with `counts` read before and after each.
+fn own_core_rounds(
+    world: &Flood,
+    frame: &[u8],
+    settings: &Settings,
+    counts: impl Fn(&Flood) -> (u64, u64),
+) -> Vec<OwnCoreRow> {
+    let receiver = world.receiver.expect("own cores");
+    let mut rows = Vec::new();
+    for _ in 0..settings.rounds {
+        let (first_before, second_before) = counts(world);
+        let ticks_before = task_ticks(receiver);
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let sender = {
+            let (stop, ns, interface, frame) =
+                (Arc::clone(&stop), world.bed.client.handle(), world.bed.client_if.clone(), frame.to_vec());
+            std::thread::spawn(move || {
+                ns.run(|| {
+                    pin(0, 0);
+                    send_live_frames(&interface, &frame, &stop, 1)
+                })
+            })
+        };
+        std::thread::sleep(settings.round);
+        stop.store(true, Ordering::Relaxed);
+        let sent = sender.join().expect("sender");
+        let elapsed = started.elapsed().as_secs_f64();
+        let ticks = task_ticks(receiver) - ticks_before;
+        std::thread::sleep(Duration::from_millis(100));
+        let (first_after, second_after) = counts(world);
+        rows.push((sent, first_after - first_before, second_after - second_before, ticks, elapsed));
+    }
+    rows
+}
+
+/// Prints the head of an own-cores table: `title`, then the columns after `first`.
+fn own_core_head(title: &str, first: &str, counts: [&str; 2], cpu: &str, settings: &Settings) {
+    println!("## {title}");
+    println!();
+    println!("median of {} round(s) of {:?} per row", settings.rounds, settings.round);
+    println!();
+    println!(
+        "| {first} | flood sent /s | {} /s | {} /s | receiver CPU ms per Mpkt {cpu} | receiver core busy |",
+        counts[0], counts[1]
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+}
+
+/// Prints one row of an own-cores table; returns the receiver's CPU ms per million packets
+/// `per` says it handled.
+#[expect(clippy::cast_precision_loss)]
+fn own_core_row(label: &str, rows: &[OwnCoreRow], per: fn(&OwnCoreRow) -> u64) -> f64 {
+    let per_second = |pick: fn(&OwnCoreRow) -> u64| median(rows.iter().map(|r| pick(r) as f64 / r.4).collect());
+    let ms_per_mpkt = median(rows.iter().map(|r| r.3 as f64 / 100.0 * 1000.0 / (per(r).max(1) as f64 / 1e6)).collect());
+    let busy = median(rows.iter().map(|r| r.3 as f64 / 100.0 / r.4 * 100.0).collect());
+    println!(
+        "| {label} | {:.0} | {:.0} | {:.0} | {ms_per_mpkt:.0} | {busy:.0}% |",
+        per_second(|r| r.0),
+        per_second(|r| r.1),
+        per_second(|r| r.2),
+    );
+    ms_per_mpkt
+}
+
+/// UDP datagrams that met a socket in the gateway namespace: delivered or dropped by a full
+/// receive buffer (`InDatagrams + RcvbufErrors` of /proc/net/snmp, IPv4).
+fn datagrams_at_sockets(ns: &Netns) -> u64 {
+    let out = run_in(ns, "cat", &["/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { panic!("no Udp lines in /proc/net/snmp") };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| matches!(*name, "InDatagrams" | "RcvbufErrors"))
+        .map(|(_, value)| value.parse::<u64>().expect("a counter"))
+        .sum()
+}
+
+/// The backstop's cost on the traffic that matters: a leased source's UDP flood to the gated
+/// port, every datagram reaching a socket in the backstop's cgroup (never read: the full
+/// buffer drops it after the backstop has judged it), with the backstop on and off. Receiver
+/// CPU per million datagrams that met the socket.
+fn backstop_cost(settings: &Settings) {
+    own_core_head(
+        "Delivery with and without the backstop: a leased source's UDP flood to the gated port, live frames, receiver on its own core",
+        "backstop",
+        ["met the socket", "passed by the backstop"],
+        "at the socket",
+        settings,
+    );
+    let mut cost = Vec::new();
+    for enabled in [false, true] {
+        let mut world = Flood::new();
+        world.xdp_extra = format!("[backstop]\nenabled = {enabled}\n");
+        world.install(Mechanism::Xdp, 10);
+        world.split_cores();
+        let bed = &world.bed;
+        let _sink = gate_tests::cgroup::CgroupListeners::sink(&bed.gateway, &bed.cgroup, &[PORT]);
+        let frame = flood_frame(mac_of(&bed.client, &bed.client_if), mac_of(&bed.gateway, &bed.gateway_if), CLIENT_V4);
+        let rows = own_core_rounds(&world, &frame, settings, |w| {
+            let state = GateState::open(&w.bed.pin_dir.0).expect("pinned state");
+            let vpn = state.gate_id("vpn").expect("gate");
+            let passed =
+                state.backstop_stats().expect("stats").map_or(0, |stats| stats[&vpn][Reason::PassedLease as usize]);
+            (datagrams_at_sockets(&w.bed.gateway), passed)
+        });
+        world.remove(Mechanism::Xdp);
+        cost.push(own_core_row(if enabled { "on" } else { "off" }, &rows, |r| r.1));
+    }
+    println!();
+    println!("receiver CPU per delivered packet, backstop on over off: {:.2}x", cost[1] / cost[0].max(1.0));
+}
+
 /// Packets XDP cannot parse, to the gated port from a stranger: an IPv6 UDP datagram behind 8
 /// extension headers (hop-by-hop, 7 destination options; the kernel delivers it). Flooded as
 /// live frames with the receiver on its own core, once with XDP dropping them (`[xdp]
 /// unparseable = "drop"`, the default) and once passing them on to the stack, where the
-/// backstop drops them at the socket (`"pass"`). Receiver CPU per million packets sent.
+/// backstop drops them at the socket (`"pass"`). Receiver CPU per million packets it dropped
+/// (at XDP, or at the socket): what each path costs a packet, and so the flood rate at which
+/// the receiver's core is full.
 fn unparseable(settings: &Settings) {
-    println!("## Unparseable flood: IPv6 UDP behind 8 extension headers to the gated port, live frames, receiver on its own core");
-    println!();
-    println!("median of {} round(s) of {:?} per row", settings.rounds, settings.round);
-    println!();
-    println!("| XDP told to | flood sent /s | dropped at XDP /s | dropped by the backstop /s | receiver CPU ms per Mpkt sent | receiver core busy |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    own_core_head(
+        "Unparseable flood: IPv6 UDP behind 8 extension headers to the gated port, live frames, receiver on its own core",
+        "XDP told to",
+        ["dropped at XDP", "dropped by the backstop"],
+        "dropped",
+        settings,
+    );
     let mut cost = Vec::new();
     for mode in ["drop", "pass"] {
         let mut world = Flood::new();
@@ -774,11 +899,11 @@ fn unparseable(settings: &Settings) {
         bed.gateway.ip(&["addr", "add", "2001:db8:ffff::1/64", "dev", &bed.gateway_if, "nodad"]);
         // The socket the flood is for, in the backstop's cgroup, as a VPN server's would be.
         let _listeners = gate_tests::cgroup::CgroupListeners::start(&bed.gateway, &bed.cgroup, &[PORT]);
-        let mut frame = (0..7).fold(
-            Frame::udp(gate_tests::bed::STRANGER_V6.into(), PORT).ext(Ext::HopByHop),
-            |frame, _| frame.ext(Ext::DestOpts),
-        )
-        .bytes();
+        let mut frame = (0..7)
+            .fold(Frame::udp(gate_tests::bed::STRANGER_V6.into(), PORT).ext(Ext::HopByHop), |frame, _| {
+                frame.ext(Ext::DestOpts)
+            })
+            .bytes();
         frame[..6].copy_from_slice(&gateway_mac);
         frame[6..12].copy_from_slice(&mac_of(&bed.client, &bed.client_if));
         let counters = |w: &Flood| {
@@ -789,48 +914,9 @@ fn unparseable(settings: &Settings) {
                 [Reason::DroppedNoLease as usize];
             (xdp, backstop)
         };
-        let mut rows = Vec::new();
-        for _ in 0..settings.rounds {
-            let (xdp_before, backstop_before) = counters(&world);
-            let receiver = world.receiver.expect("own cores");
-            let ticks_before = task_ticks(receiver);
-            let stop = Arc::new(AtomicBool::new(false));
-            let started = Instant::now();
-            let sender = {
-                let (stop, ns, interface, frame) =
-                    (Arc::clone(&stop), world.bed.client.handle(), world.bed.client_if.clone(), frame.clone());
-                std::thread::spawn(move || {
-                    ns.run(|| {
-                        pin(0, 0);
-                        send_live_frames(&interface, &frame, &stop, 1)
-                    })
-                })
-            };
-            std::thread::sleep(settings.round);
-            stop.store(true, Ordering::Relaxed);
-            let sent = sender.join().expect("sender");
-            let elapsed = started.elapsed().as_secs_f64();
-            let ticks = task_ticks(receiver) - ticks_before;
-            std::thread::sleep(Duration::from_millis(100));
-            let (xdp_after, backstop_after) = counters(&world);
-            rows.push((sent, xdp_after - xdp_before, backstop_after - backstop_before, ticks, elapsed));
-        }
+        let rows = own_core_rounds(&world, &frame, settings, counters);
         world.remove(Mechanism::Xdp);
-        #[expect(clippy::cast_precision_loss)]
-        let per_second = |pick: fn(&(u64, u64, u64, u64, f64)) -> u64| {
-            median(rows.iter().map(|r| pick(r) as f64 / r.4).collect())
-        };
-        #[expect(clippy::cast_precision_loss)]
-        let ms_per_mpkt = median(rows.iter().map(|r| r.3 as f64 / 100.0 * 1000.0 / (r.0.max(1) as f64 / 1e6)).collect());
-        #[expect(clippy::cast_precision_loss)]
-        let busy = median(rows.iter().map(|r| r.3 as f64 / 100.0 / r.4 * 100.0).collect());
-        println!(
-            "| {mode} | {:.0} | {:.0} | {:.0} | {ms_per_mpkt:.0} | {busy:.0}% |",
-            per_second(|r| r.0),
-            per_second(|r| r.1),
-            per_second(|r| r.2),
-        );
-        cost.push(ms_per_mpkt);
+        cost.push(own_core_row(mode, &rows, |r| r.1 + r.2));
     }
     println!();
     println!("receiver CPU per packet, passing on over dropping at XDP: {:.2}x", cost[1] / cost[0].max(1.0));
@@ -842,6 +928,10 @@ fn main() {
     println!();
     if std::env::args().any(|a| a == "--unparseable") {
         unparseable(&settings);
+        return;
+    }
+    if std::env::args().any(|a| a == "--backstop") {
+        backstop_cost(&settings);
         return;
     }
     open(&settings);

@@ -1,6 +1,7 @@
 //! `gate-test-listener CGROUP PORT...`: joins the cgroup v2 directory CGROUP, then echoes UDP
 //! datagrams and TCP streams on every PORT (dual-stack), saying "ready" on stdout once all are
-//! bound. For tests of the delivery backstop, whose listeners must be in a cgroup of the test's
+//! bound. With `--sink` first, binds UDP only and never reads: every datagram still meets the
+//! socket (and the backstop) before the full receive buffer drops it (benchmarks). For tests of the delivery backstop, whose listeners must be in a cgroup of the test's
 //! own from before their first socket (a socket keeps the cgroup it was made in).
 use std::{
     io::{Read as _, Write as _},
@@ -8,10 +9,23 @@ use std::{
 };
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let cgroup = args.next().expect("usage: gate-test-listener CGROUP PORT...");
+    let mut args = std::env::args().skip(1).peekable();
+    let sink = args.next_if(|a| a == "--sink").is_some();
+    let cgroup = args.next().expect("usage: gate-test-listener [--sink] CGROUP PORT...");
     std::fs::write(std::path::Path::new(&cgroup).join("cgroup.procs"), "0").expect("join the cgroup");
     let ports: Vec<u16> = args.map(|p| p.parse().expect("a port number")).collect();
+    if sink {
+        let sockets: Vec<UdpSocket> = ports
+            .iter()
+            .map(|&port| UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)).expect("bind udp"))
+            .collect();
+        println!("ready");
+        std::io::stdout().flush().expect("flush");
+        loop {
+            std::thread::park();
+            let _ = &sockets;
+        }
+    }
     let mut threads = Vec::new();
     for port in ports {
         let any = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
