@@ -30,6 +30,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How often the revocations are looked at: a revoked client's certificate is in the server's
 /// CRL within this. The CRL is also reissued daily, long before it expires.
 const CRL_CHECK: Duration = Duration::from_secs(1);
+/// How long a starting server may take to say it is initialised before it counts as running.
+const INIT_WAIT: Duration = Duration::from_secs(10);
 const CRL_REISSUE: Duration = Duration::from_secs(24 * 3600);
 
 /// What `gatectl status` shows of a server (`<run_dir>/<name>/status.json`).
@@ -246,6 +248,24 @@ impl Supervisor {
         lines.join(" | ")
     }
 
+    /// Waits until the run that logs from `from` on says it is initialised (bound, privileges
+    /// dropped), it exits, or [`INIT_WAIT`] passes; so "running" in the status means ready.
+    async fn wait_initialised(&self, child: &mut tokio::process::Child, from: u64) {
+        let deadline = Instant::now() + INIT_WAIT;
+        while Instant::now() < deadline {
+            let text = fs::read(self.dir.join("openvpn.log")).unwrap_or_default();
+            let start = usize::try_from(from).unwrap_or(0).min(text.len());
+            if String::from_utf8_lossy(&text[start..]).contains("Initialization Sequence Completed") {
+                return;
+            }
+            if !matches!(child.try_wait(), Ok(None)) {
+                return; // exited: the run loop reports it
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log::warn!("openvpn {}: not initialised after {INIT_WAIT:?}; reported running anyway", self.name());
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>, mut states: watch::Receiver<Published>) {
         let mut backoff = Duration::from_secs(1);
         let mut restarts = 0;
@@ -314,6 +334,7 @@ impl Supervisor {
                 }
             };
             let pid = child.id();
+            self.wait_initialised(&mut child, log_from).await;
             log::info!(
                 "openvpn {}: started (pid {}, {}/{}, as {})",
                 self.name(),
