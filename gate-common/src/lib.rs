@@ -69,6 +69,9 @@ pub const MAX_GATES: u32 = 64;
 pub const MAX_GATED_PORTS: u32 = 256;
 /// Default capacity of each lease map; the daemon sets the real one from its config.
 pub const DEFAULT_LEASE_CAPACITY: u32 = 65_536;
+/// Largest lease capacity per address family: the counting filter of both maps (8 slots per
+/// lease, a power of two of words) must stay addressable by a `u32` slot index.
+pub const MAX_LEASE_CAPACITY: u32 = 1 << 27;
 /// Longest gate name, in bytes (stored NUL-padded in [`Gate::name`]).
 pub const GATE_NAME_MAX: usize = 28;
 

@@ -60,7 +60,7 @@ use std::{
     time::Duration,
 };
 
-use gate_common::{DEFAULT_LEASE_CAPACITY, GATE_NAME_MAX, MAX_GATED_PORTS, MAX_GATES};
+use gate_common::{DEFAULT_LEASE_CAPACITY, GATE_NAME_MAX, MAX_GATED_PORTS, MAX_GATES, MAX_LEASE_CAPACITY};
 use gate_config::duration;
 use gate_maps::{GateSpec, LeasePolicy, Protocol, pins::DEFAULT_PIN_DIR};
 use serde::Deserialize;
@@ -415,8 +415,11 @@ impl Config {
         if leases.connect_window > leases.max_lifetime {
             return Err(invalid("leases.connect_window".into(), "is longer than leases.max_lifetime".into()));
         }
-        if leases.capacity == 0 {
-            return Err(invalid("leases.capacity".into(), "must be at least 1".into()));
+        if leases.capacity == 0 || leases.capacity > MAX_LEASE_CAPACITY {
+            return Err(invalid(
+                "leases.capacity".into(),
+                format!("must be 1 to {MAX_LEASE_CAPACITY} (per address family)"),
+            ));
         }
         let approval = &self.approval;
         for (key, path) in [("approval.socket", &approval.socket), ("approval.store", &approval.store)] {
@@ -481,6 +484,42 @@ impl Config {
             {
                 return Err(invalid(key("device"), format!("{device:?} is not an interface name")));
             }
+        }
+        Ok(())
+    }
+
+    /// What a start would find wrong on this machine, short of attaching anything: each listed
+    /// interface exists (in this network namespace) and has a device type the gate parses, the
+    /// front's user exists, every OpenVPN server's user and group exist. For `--check`.
+    ///
+    /// # Errors
+    /// The first problem, naming its key.
+    pub fn check_system(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+        for (i, interface) in self.interfaces.iter().enumerate() {
+            let key = format!("interface[{i}].name");
+            match gate_maps::netlink::link(&interface.name) {
+                Err(e) => return Err(invalid(key, format!("ask rtnetlink about {:?}: {e}", interface.name))),
+                Ok(None) => return Err(invalid(key, format!("interface {:?} does not exist", interface.name))),
+                Ok(Some(link)) if gate_maps::netlink::Framing::of(link.device_type).is_none() => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "interface {:?} has device type {}, whose frames gate cannot parse",
+                            interface.name, link.device_type
+                        ),
+                    ));
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        let front_user = &self.approval.front_user;
+        if !front_user.is_empty() && nix::unistd::User::from_name(front_user).ok().flatten().is_none() {
+            return Err(invalid("approval.front_user".into(), format!("user {front_user:?} does not exist")));
+        }
+        for (i, server) in self.openvpn.iter().enumerate() {
+            crate::openvpn::server_conf::privileges(server, &self.vpn)
+                .map_err(|reason| invalid(format!("openvpn[{i}]"), reason))?;
         }
         Ok(())
     }
@@ -608,6 +647,7 @@ idle_timeout = "2m"
             ("idle_timeout = \"2m\"", "connect_window = \"0s\"", "leases.connect_window"),
             ("idle_timeout = \"2m\"", "max_lifetime = \"10s\"", "leases.connect_window"),
             ("idle_timeout = \"2m\"", "capacity = 0", "leases.capacity"),
+            ("idle_timeout = \"2m\"", "capacity = 134217729", "leases.capacity"),
             ("pin_dir = \"/sys/fs/bpf/gate-test\"", "pin_dir = \"relative\"", "pin_dir"),
             ("port = 443", "port = 443\ncgroup = \"vpn\"", "gate[1].cgroup"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[backstop]\ncgroup = \"x\"", "backstop.cgroup"),
@@ -624,6 +664,19 @@ idle_timeout = "2m"
             let e = error(&text);
             assert!(e.contains(&format!(": {key}: ")), "expected key {key} in {e}");
         }
+    }
+
+    #[test]
+    fn the_system_check_names_a_missing_interface_and_a_missing_user() {
+        let config = parse(&GOOD.replace("\"eth0\"", "\"gt-nosuch0\"")).expect("valid config");
+        let e = config.check_system(Path::new("/etc/gate/gate.toml")).expect_err("no such interface").to_string();
+        assert!(e.contains("interface[0].name: interface \"gt-nosuch0\" does not exist"), "{e}");
+        let text = GOOD
+            .replace("\"eth0\"", "\"lo\"")
+            .replace("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nfront_user = \"gt-no-such-user\"");
+        let e = parse(&text).expect("valid config").check_system(Path::new("/x")).expect_err("no user").to_string();
+        assert!(e.contains("approval.front_user: user \"gt-no-such-user\" does not exist"), "{e}");
+        assert!(parse(&GOOD.replace("\"eth0\"", "\"lo\"")).unwrap().check_system(Path::new("/x")).is_ok());
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         log::info!("took over the pinned state at {} with {leases} leases", config.pin_dir.display());
     }
 
+    let _lock = installed.lock;
     links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone())
         .context("watch links over rtnetlink")?;
     let installed_gates = installed.gates;
@@ -124,11 +125,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("watch SIGHUP")?;
     log::info!("ready");
     loop {
         tokio::select! {
             _ = terminate.recv() => { log::info!("SIGTERM"); break; }
             _ = interrupt.recv() => { log::info!("SIGINT"); break; }
+            _ = hangup.recv() => {
+                log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
+            }
             changed = watch_states.changed() => {
                 if changed.is_err() { break; }
                 let now = watch_states.borrow_and_update().clone();

@@ -88,6 +88,8 @@ pub enum InstallError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Locked(#[from] gate_maps::LockError),
 }
 
 /// The gate in place.
@@ -103,6 +105,8 @@ pub struct Installed {
     pub took_over: bool,
     /// The loaded programs, kept to attach again when an interface comes back.
     pub loaded: Loaded,
+    /// This daemon's hold on the pin dir: keep it for as long as the daemon runs.
+    pub lock: gate_maps::DaemonLock,
 }
 
 /// What this run created, to undo if a later step fails.
@@ -155,6 +159,8 @@ pub fn pins_of(config: &Config) -> PinDir {
 fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallError> {
     let pins = pins_of(config);
     prepare_pin_dir(&pins, undo)?;
+    // Before anything is touched: one daemon per pin dir.
+    let lock = pins.lock_for_daemon()?;
 
     let took_over = pins.map(MAP_GATES).exists();
     for name in program::MAPS {
@@ -216,7 +222,7 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     let removed = remove_unlisted(&pins, config, &backstops)?;
     // The pinned links hold the programs and the pins hold the maps; `loaded` is kept only to
     // attach again when an interface comes back.
-    Ok(Installed { state, gates, attachments, backstops, removed, took_over, loaded })
+    Ok(Installed { state, gates, attachments, backstops, removed, took_over, loaded, lock })
 }
 
 /// The framing of the interface called `name` (in this network namespace), `None` if it does

@@ -13,7 +13,8 @@ struct Args {
     /// Config file.
     #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "GATE_CONFIG")]
     config: PathBuf,
-    /// Only check the config and exit.
+    /// Only check the config, and what a start would find on this machine (interfaces, users),
+    /// then exit: 0 if a start would get past them, 2 with the reason if not.
     #[arg(long)]
     check: bool,
 }
@@ -21,5 +22,13 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    gate_config::run_service(&args.config, args.check, Config::load, daemon::run)
+    let check = args.check;
+    let load = |file: &std::path::Path| {
+        let config = Config::load(file)?;
+        if check {
+            config.check_system(file)?;
+        }
+        Ok(config)
+    };
+    gate_config::run_service(&args.config, args.check, load, daemon::run)
 }

@@ -18,5 +18,5 @@ pub mod state;
 pub use error::StateError;
 pub use gate_common as common;
 pub use lease::LeasePolicy;
-pub use pins::{AttachMode, Attachment, PinDir};
+pub use pins::{AttachMode, Attachment, DaemonLock, LockError, PinDir};
 pub use state::{GateEntry, GateSpec, GateState, LeaseEntry, Protocol, StatsTable, lease_address};

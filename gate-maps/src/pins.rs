@@ -149,6 +149,55 @@ impl PinDir {
     }
 }
 
+/// Held by the one daemon that runs on a pin directory, for as long as it runs: an exclusive
+/// `flock` on the pin directory's `links` directory (not the directory itself, whose lock every
+/// writer takes for a moment). Dropping it releases the lock.
+pub struct DaemonLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// Why [`PinDir::lock_for_daemon`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another gate-daemon (pid {}) runs on the pin dir {path}; it is left as it is", pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Held { path: PathBuf, pid: Option<u32> },
+    #[error("lock the pin dir {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl PinDir {
+    /// Takes the daemon's lock without waiting; the links directory must exist.
+    ///
+    /// # Errors
+    /// [`LockError::Held`], naming the holder's pid (from /proc/locks), if a daemon holds it.
+    pub fn lock_for_daemon(&self) -> Result<DaemonLock, LockError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = self.links_dir();
+        let io_err = |source| LockError::Io { path: self.root.clone(), source };
+        let file = fs::File::open(&dir).map_err(io_err)?;
+        let inode = file.metadata().map_err(io_err)?.ino();
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(DaemonLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(LockError::Held { path: self.root.clone(), pid: flock_holder(inode) })
+            }
+            Err((_, errno)) => Err(io_err(errno.into())),
+        }
+    }
+}
+
+/// The pid holding a `flock` on the file with inode `inode`, from /proc/locks.
+fn flock_holder(inode: u64) -> Option<u32> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let file = fields.get(5)?;
+        let held_inode: u64 = file.rsplit(':').next()?.parse().ok()?;
+        (fields.get(1) == Some(&"FLOCK") && held_inode == inode).then(|| fields.get(4)?.parse().ok()).flatten()
+    })
+}
+
 /// The id of the program behind the link pinned at `path`, as the kernel reports it; `None` if
 /// nothing usable is pinned there.
 #[must_use]

@@ -63,10 +63,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("watch SIGHUP")?;
     log::info!("ready");
-    tokio::select! {
-        _ = terminate.recv() => log::info!("SIGTERM"),
-        _ = interrupt.recv() => log::info!("SIGINT"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { log::info!("SIGTERM"); break; }
+            _ = interrupt.recv() => { log::info!("SIGINT"); break; }
+            _ = hangup.recv() => {
+                log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
+            }
+        }
     }
     follower.abort();
     for task in tasks {

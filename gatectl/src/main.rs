@@ -270,6 +270,20 @@ fn teardown(pins: &PinDir) -> anyhow::Result<()> {
     if attachments.is_empty() && !pins.root().exists() {
         bail!("no gate at {}", pins.root().display());
     }
+    // A running daemon owns the gate: removing it under the daemon would open the ports while
+    // it keeps serving. Held until the end, so no daemon starts half-way.
+    let _lock = if pins.links_dir().exists() {
+        Some(pins.lock_for_daemon().map_err(|e| match e {
+            gate_maps::LockError::Held { pid, .. } => anyhow::anyhow!(
+                "a gate-daemon (pid {}) runs on {}; stop it first, then tear down",
+                pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+                pins.root().display()
+            ),
+            other => other.into(),
+        })?)
+    } else {
+        None
+    };
     for attachment in &attachments {
         std::fs::remove_file(&attachment.path).with_context(|| format!("unpin {}", attachment.path.display()))?;
         println!("detached from {} ({})", attachment.interface, attachment.mode);

@@ -1,0 +1,114 @@
+//! Everyday operations around a running gate that must not open it or take it down: a second
+//! daemon on the same pin dir, `gatectl teardown` under a running daemon, SIGHUP to the daemon
+//! and to the front.
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use gate_tests::{
+    bed::{CLIENT_V4, STRANGER_V4, TestBed},
+    daemon::{Daemon, bin, gatectl, gatectl_ok},
+    front::{self, curl, url_v4},
+    probe::{Listeners, Outcome, udp},
+};
+use nix::sys::signal::{Signal, kill};
+
+const GATED: u16 = 1194;
+
+fn to_gated() -> SocketAddr {
+    SocketAddr::new(TestBed::gateway_addr(CLIENT_V4.into()), GATED)
+}
+
+/// The first daemon's gate still stands: a stranger is silent, the lease still opens.
+fn still_gated(bed: &TestBed, what: &str) {
+    assert_eq!(udp(&bed.client, STRANGER_V4.into(), to_gated()), Outcome::Silence, "{what}: a stranger");
+    assert_eq!(udp(&bed.client, CLIENT_V4.into(), to_gated()), Outcome::Reply, "{what}: the leased client");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pin_dir_is_refused_and_changes_nothing() {
+    let mut bed = TestBed::new();
+    let first = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let daemon = Daemon::start(&bed, &first);
+    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+
+    // Another gate list entirely: had it run, udp/1194 would be ungated and the lease gone.
+    let second = bed.config(&[("web", "tcp", 8443)], "");
+    let log = Daemon::try_start(&bed, &second).err().expect("the second daemon must not start");
+    let pid = daemon.pid().as_raw();
+    assert!(log.contains(&format!("another gate-daemon (pid {pid}) runs on the pin dir")), "{log}");
+    still_gated(&bed, "after the refused second daemon");
+    let leases = gatectl_ok(&bed.pin_dir.0, &["leases", "--json"]);
+    assert!(leases.contains("\"gate\": \"vpn\"") && leases.contains(&CLIENT_V4.to_string()), "{leases}");
+    drop(daemon);
+}
+
+#[test]
+fn teardown_is_refused_while_the_daemon_runs() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let daemon = Daemon::start(&bed, &config);
+    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    let out = gatectl(&bed.pin_dir.0, &["teardown"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "teardown under a running daemon must fail");
+    assert!(stderr.contains(&format!("gate-daemon (pid {}) runs on", daemon.pid().as_raw())), "{stderr}");
+    assert!(stderr.contains("stop it first"), "{stderr}");
+    still_gated(&bed, "after the refused teardown");
+    daemon.stop();
+    gatectl_ok(&bed.pin_dir.0, &["teardown"]);
+    assert_eq!(udp(&bed.client, IpAddr::from(STRANGER_V4), to_gated()), Outcome::Reply, "removed once stopped");
+}
+
+#[test]
+fn sighup_leaves_the_daemon_and_the_front_running() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], front::ADMIT_FRONT);
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let daemon = Daemon::start(&bed, &config);
+    let web = front::start(&mut bed, "");
+    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    kill(daemon.pid(), Signal::SIGHUP).expect("SIGHUP the daemon");
+    kill(web.pid(), Signal::SIGHUP).expect("SIGHUP the front");
+    std::thread::sleep(Duration::from_millis(300));
+    for (name, process) in [("gate-daemon", &daemon), ("gate-web", &web)] {
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", process.pid())).exists(),
+            "{name} died of SIGHUP:\n{}",
+            process.log()
+        );
+        assert!(process.log().contains("SIGHUP"), "{name} says what it did with it:\n{}", process.log());
+    }
+    still_gated(&bed, "after SIGHUP");
+    let (status, _) = curl(&bed, &[&format!("{}/v1/source", url_v4())]);
+    assert_eq!(status, 200, "the front still answers");
+    web.stop();
+    daemon.stop();
+}
+
+#[test]
+fn check_finds_what_a_start_would_fail_on() {
+    let mut bed = TestBed::new();
+    let good = bed.config(&[("vpn", "udp", GATED)], front::ADMIT_FRONT);
+    let gateway = bed.gateway.handle();
+    let check = |config: &std::path::Path| {
+        let out = gateway.command(bin("gate-daemon")).arg("--config").arg(config).arg("--check").output();
+        let out = out.expect("run gate-daemon --check");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(check(&good).0, Some(0), "a config a start accepts passes: {}", check(&good).1);
+    let text = std::fs::read_to_string(&good).expect("config");
+    for (from, to, reason) in [
+        (format!("name = \"{}\"", bed.gateway_if), "name = \"gt-nosuch0\"".to_owned(), "does not exist"),
+        ("front_user = \"gate-web\"".to_owned(), "front_user = \"gt-nobody-here\"".to_owned(), "approval.front_user"),
+    ] {
+        let bad = bed.write_config(&text.replace(&from, &to));
+        let (code, stderr) = check(&bad);
+        assert_eq!(code, Some(2), "{to}: {stderr}");
+        assert!(stderr.contains(reason), "{to}: {stderr}");
+    }
+    assert!(!bed.pin_dir.0.exists(), "--check touched nothing");
+}
