@@ -105,7 +105,7 @@ pub fn open(
     let plaintext = SalsaBox::new(server_box, &keys.box_secret)
         .decrypt(GenericArray::from_slice(&box_nonce), sealed.as_slice())
         .map_err(|_| ProtocolError::BadBox)?;
-    let approval: Approval = serde_json::from_slice(&plaintext).map_err(|_| ProtocolError::Malformed("approval"))?;
+    let approval: Approval = crate::wire::json_object(&plaintext).ok_or(ProtocolError::Malformed("approval"))?;
     if approval.request_nonce != request_nonce {
         return Err(ProtocolError::PayloadMismatch);
     }

@@ -20,7 +20,7 @@ use crate::{
     keys::{ClientKeys, HmacSecret, ServerKeys, Token},
     wire::{
         BOX_NONCE_BYTES, HMAC_BYTES, MAX_BODY_BYTES, MAX_SEALED_BYTES, MAX_TIMESTAMP_DIGITS, NONCE_BYTES, Payload,
-        RSA_SIGNATURE_BYTES, RequestHeaders, SealedBody,
+        RSA_SIGNATURE_BYTES, RequestHeaders, SealedBody, json_object,
     },
 };
 
@@ -138,7 +138,7 @@ impl Request {
         if hmac.len() != HMAC_BYTES {
             return Err(ProtocolError::Malformed("HMAC length"));
         }
-        let body: SealedBody = serde_json::from_slice(body).map_err(|_| ProtocolError::Malformed("body"))?;
+        let body: SealedBody = json_object(body).ok_or(ProtocolError::Malformed("body"))?;
         let sealed = unb64(&body.data, "data")?;
         if sealed.len() > MAX_SEALED_BYTES {
             return Err(ProtocolError::TooLarge("data"));
@@ -201,7 +201,7 @@ impl Request {
     /// # Errors
     /// Not the payload's JSON shape, or not matching the headers.
     pub fn payload(&self, plaintext: &[u8]) -> Result<Payload, ProtocolError> {
-        let payload: Payload = serde_json::from_slice(plaintext).map_err(|_| ProtocolError::Malformed("payload"))?;
+        let payload: Payload = json_object(plaintext).ok_or(ProtocolError::Malformed("payload"))?;
         if payload.timestamp != self.timestamp || payload.nonce != self.headers.nonce {
             return Err(ProtocolError::PayloadMismatch);
         }

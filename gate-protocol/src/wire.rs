@@ -32,6 +32,17 @@ pub const REJECTED_BODY: &str = r#"{"error":"rejected"}"#;
 /// Its HTTP status.
 pub const REJECTED_STATUS: u16 = 403;
 
+/// `bytes` as the JSON object `T`, or `None`. Only an object: serde's derive would also take an
+/// array, matched by position, and the protocol says "a JSON object" (a second parser in the
+/// path must never read the same bytes differently).
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    let first = bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
 /// The JSON body of a request and of an approval: sealed data, its box nonce, and a signature
 /// (RSA in a request, HMAC in an approval). All b64.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

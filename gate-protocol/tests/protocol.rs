@@ -177,6 +177,20 @@ fn a_change_anywhere_in_the_request_is_refused() {
 }
 
 #[test]
+fn a_payload_written_as_an_array_is_refused() {
+    let (client, server) = (example_client(), example_server());
+    let outgoing = example_request(&client, &server);
+    let request = Request::parse(outgoing.headers.clone(), outgoing.body_json().as_bytes()).unwrap();
+    let p = example_payload();
+    let object = serde_json::to_value(&p).unwrap();
+    // The fields in declaration order, as serde's derive would match an array.
+    let as_array = serde_json::json!([p.gate, p.timestamp, p.nonce, p.client_version, p.ipv4, p.ipv6]);
+    assert!(request.payload(object.to_string().as_bytes()).is_ok(), "the object is the payload");
+    let e = request.payload(as_array.to_string().as_bytes()).unwrap_err();
+    assert!(matches!(e, ProtocolError::Malformed("payload")), "{e:?}");
+}
+
+#[test]
 fn malformed_bodies_are_refused_before_any_key_is_used() {
     let (client, server) = (example_client(), example_server());
     let outgoing = example_request(&client, &server);
@@ -193,6 +207,8 @@ fn malformed_bodies_are_refused_before_any_key_is_used() {
         json[..json.len() - 1].to_owned(),
         String::new(),
         "[]".to_owned(),
+        // The same fields as an array, matched by position: "a JSON object" only.
+        format!("[\"{}\",\"{}\",\"{}\"]", outgoing.body.data, outgoing.body.nonce, outgoing.body.signature),
         format!("{{\"data\":\"{}\",\"nonce\":\"\",\"signature\":\"\"}}", "A".repeat(9000)),
     ] {
         let trailing_ws_ok = bad == format!("{json} "); // JSON allows trailing whitespace

@@ -204,9 +204,9 @@ async fn approve(front: &Front, request: Request<Incoming>, source: IpAddr) -> A
         .body(Full::new(Bytes::from(rebuilt_body)))
         .expect("a request from checked parts");
     match front.daemon.send(rebuilt).await {
-        Ok((StatusCode::OK, answer)) => match serde_json::from_slice::<SealedBody>(&answer) {
-            Ok(sealed) => json(StatusCode::OK, serde_json::to_vec(&sealed).expect("three strings serialize")),
-            Err(_) => unavailable("the daemon's approval was not a sealed body"),
+        Ok((StatusCode::OK, answer)) => match gate_protocol::wire::json_object::<SealedBody>(&answer) {
+            Some(sealed) => json(StatusCode::OK, serde_json::to_vec(&sealed).expect("three strings serialize")),
+            None => unavailable("the daemon's approval was not a sealed body"),
         },
         Ok((StatusCode::FORBIDDEN, _)) => json(StatusCode::FORBIDDEN, REJECTED_BODY),
         Ok((status, _)) => unavailable(&format!("the daemon answered {status}")),
