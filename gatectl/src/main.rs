@@ -140,10 +140,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
+            let kept = gate_maps::lease_address(addr);
+            let before = state.leases()?.into_iter().find(|l| l.gate == id && l.addr == kept).map(|l| l.lease);
             state.grant(id, addr, lease)?;
+            if let Some(before) = before
+                && before.closes_at_ns() > lease.closes_at_ns()
+            {
+                eprintln!(
+                    "gatectl: note: this replaced a lease of {addr} on {gate} that had {} left; it now has {}",
+                    format::duration(clock::until(now, before.closes_at_ns())),
+                    format::duration(clock::until(now, lease.closes_at_ns()))
+                );
+            }
             let idle =
                 idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
-            let kept = gate_maps::lease_address(addr);
             let mapped = if kept == addr { String::new() } else { format!(" (as the IPv4 host {kept})") };
             println!("opened {gate} for {addr}{mapped} for {}{idle}", format::duration(ttl));
             Ok(())
@@ -190,10 +200,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Addresses no packet comes from.
+/// Addresses no packet comes from, and those an approval never opens (loopback and link-local
+/// reach no gated interface from outside: a lease for them is a typo).
 fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
     if addr.is_unspecified() || addr.is_multicast() {
         bail!("{addr} cannot be the source of a packet; give a unicast address");
+    }
+    let local = match gate_maps::lease_address(addr) {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unicast_link_local(),
+    };
+    if local {
+        bail!(
+            "{addr} is a loopback or link-local address, which approvals never open; give the client's public address"
+        );
     }
     if let IpAddr::V4(v4) = addr
         && v4.is_broadcast()

@@ -112,3 +112,23 @@ fn check_finds_what_a_start_would_fail_on() {
     }
     assert!(!bed.pin_dir.0.exists(), "--check touched nothing");
 }
+
+#[test]
+fn gatectl_allow_refuses_what_approvals_refuse_and_says_when_it_shortens_a_lease() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _daemon = Daemon::start(&bed, &config);
+    for local in ["127.0.0.1", "::1", "169.254.1.1", "fe80::1"] {
+        let out = gatectl(&bed.pin_dir.0, &["allow", local, "--gate", "vpn", "--ttl", "1h"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("approvals never open"), "{local}: {stderr}");
+    }
+    let client = CLIENT_V4.to_string();
+    gatectl_ok(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "1h"]);
+    let out = gatectl(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "1m"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replaced a lease of") && stderr.contains("it now has 1m"), "{stderr}");
+    let out = gatectl(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "2h"]);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "lengthening says nothing extra");
+}
