@@ -63,6 +63,31 @@ pub const PROGRAM_NAME_L3: &str = "gate_l3";
 /// delivered to a socket in the cgroups it is attached to, by the socket's own port.
 pub const PROGRAM_NAME_BACKSTOP: &str = "backstop";
 
+/// What an interface's packets start with, as far as the gate's parser cares: chosen per
+/// interface by user space from its device type, and the XDP entry point that parses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header (Ethernet, veth, bridge, bond, VLAN, VXLAN, loopback).
+    Ethernet,
+    /// The IP header itself: tun, WireGuard, PPP, ipip, ip6tnl, sit, GRE, raw IP.
+    Ip,
+}
+
+impl Framing {
+    /// The framing of a device type (`ARPHRD_*`), or `None` for one gate cannot parse.
+    #[must_use]
+    pub const fn of(device_type: u16) -> Option<Self> {
+        match device_type {
+            // ARPHRD_ETHER, ARPHRD_LOOPBACK
+            1 | 772 => Some(Self::Ethernet),
+            // ARPHRD_PPP, ARPHRD_RAWIP, ARPHRD_TUNNEL, ARPHRD_TUNNEL6, ARPHRD_SIT, ARPHRD_IPGRE,
+            // ARPHRD_IP6GRE, ARPHRD_NONE
+            512 | 519 | 768 | 769 | 776 | 778 | 823 | 65534 => Some(Self::Ip),
+            _ => None,
+        }
+    }
+}
+
 /// Gate ids run from 1 to `MAX_GATES`; id 0 collects packets that belong to no gate.
 pub const MAX_GATES: u32 = 64;
 /// How many (protocol, port) pairs can be gated at once.

@@ -2,7 +2,8 @@
 //! ([`load`], [`parse`]), errors that name the file and the line or key ([`ConfigError`]), and
 //! durations written like `"90s"` ([`duration`], for `#[serde(deserialize_with = ...)]`).
 //! Each config keeps its own types and its own checks of values. Also the start both service
-//! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime.
+//! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime; and the
+//! signals they stop on ([`StopSignals`]).
 use std::{
     fs,
     future::Future,
@@ -66,6 +67,45 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, 
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
+}
+
+/// The signals a service watches: SIGTERM and SIGINT stop it; SIGHUP is logged and otherwise
+/// ignored (reloading is not built yet), where its default action would end the process
+/// silently, which systemd counts as a clean exit.
+pub struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts watching.
+    ///
+    /// # Errors
+    /// A signal handler cannot be installed.
+    pub fn new() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("watch SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("watch SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("watch SIGHUP")?,
+        })
+    }
+
+    /// Waits for a signal that stops the service, logging which. Cancel-safe (usable in
+    /// `select!`): each wait is on the signal streams' own cancel-safe `recv`.
+    pub async fn stopped(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => { log::info!("SIGTERM"); return; }
+                _ = self.interrupt.recv() => { log::info!("SIGINT"); return; }
+                _ = self.hangup.recv() => {
+                    log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
+                }
+            }
+        }
+    }
 }
 
 /// The body of a service's `main`: loads the config at `file` with `load` (exit status 2 and the

@@ -557,12 +557,7 @@ impl Config {
     pub fn gate_specs(&self) -> Vec<GateSpec> {
         self.gates
             .iter()
-            .map(|g| GateSpec {
-                name: g.name.clone(),
-                protocol: g.protocol,
-                port: g.port,
-                transit: self.gates.iter().any(|other| other.name == g.name && other.transit),
-            })
+            .map(|g| GateSpec { name: g.name.clone(), protocol: g.protocol, port: g.port, transit: g.transit })
             .collect()
     }
 }

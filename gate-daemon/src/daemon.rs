@@ -3,7 +3,6 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     approval::{ApprovalService, http, service::Settings, upkeep},
@@ -123,17 +122,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut web: Option<(tokio::task::JoinHandle<()>, http::SocketFile)> = None;
     apply(&watch_states.borrow_and_update(), &service, &mut web, &internal)?;
 
-    let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("watch SIGHUP")?;
+    let mut signals = gate_config::StopSignals::new()?;
     log::info!("ready");
     loop {
         tokio::select! {
-            _ = terminate.recv() => { log::info!("SIGTERM"); break; }
-            _ = interrupt.recv() => { log::info!("SIGINT"); break; }
-            _ = hangup.recv() => {
-                log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
-            }
+            () = signals.stopped() => break,
             changed = watch_states.changed() => {
                 if changed.is_err() { break; }
                 let now = watch_states.borrow_and_update().clone();

@@ -50,6 +50,8 @@ pub enum InstallError {
     NoSuchInterface { name: String },
     #[error("interface {name:?}: ask rtnetlink: {source}")]
     Netlink { name: String, source: io::Error },
+    #[error("list this host's addresses over rtnetlink: {0}")]
+    Addresses(#[source] io::Error),
     #[error(
         "interface {name:?} has device type {device_type}, whose frames gate cannot parse (it gates Ethernet and layer-3 devices: tun, WireGuard, PPP, ipip, sit, GRE)"
     )]
@@ -137,11 +139,13 @@ impl Undo {
 /// Anything that keeps the gate from being in place on every configured interface; nothing this
 /// call created is left behind.
 pub fn install(config: &Config) -> Result<Installed, InstallError> {
-    for interface in &config.interfaces {
-        framing_of(&interface.name)?.ok_or_else(|| InstallError::NoSuchInterface { name: interface.name.clone() })?;
-    }
+    let framings = config
+        .interfaces
+        .iter()
+        .map(|i| framing_of(&i.name)?.ok_or_else(|| InstallError::NoSuchInterface { name: i.name.clone() }))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut undo = Undo::default();
-    match install_steps(config, &mut undo) {
+    match install_steps(config, &framings, &mut undo) {
         Ok(installed) => Ok(installed),
         Err(e) => {
             undo.run();
@@ -156,7 +160,8 @@ pub fn pins_of(config: &Config) -> PinDir {
     PinDir::new(&config.pin_dir)
 }
 
-fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallError> {
+/// The install after the checks; `framings` are the interfaces', in config order.
+fn install_steps(config: &Config, framings: &[Framing], undo: &mut Undo) -> Result<Installed, InstallError> {
     let pins = pins_of(config);
     prepare_pin_dir(&pins, undo)?;
     // Before anything is touched: one daemon per pin dir.
@@ -199,27 +204,26 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
     let counted = state.rebuild_filter()?;
     log::debug!("lease filter counts {counted} leases");
     // Before XDP tells transit from this host's packets: the table of this host's addresses.
-    let local = netlink::addresses().map_err(|source| InstallError::Netlink { name: "(addresses)".into(), source })?;
+    let local = netlink::addresses().map_err(InstallError::Addresses)?;
     state.set_local_addresses(&local)?;
 
     // The guarantee first, then the fast path.
     let mut backstops = Vec::new();
+    let mut backstop_ids = Vec::new();
     if config.backstop.enabled {
         let servers =
             config.servers_cgroup().map_err(|source| InstallError::Cgroup { path: "(servers)".into(), source })?;
         cgroup::ensure(&servers).map_err(|source| InstallError::Cgroup { path: servers.clone(), source })?;
         for path in config.backstop_cgroups().map_err(|source| InstallError::Cgroup { path: servers, source })? {
-            attach_backstop(loaded.backstop(), &pins, &path, undo)?;
+            backstop_ids.push(attach_backstop(loaded.backstop(), &pins, &path, undo)?);
             backstops.push(path);
         }
     }
     let mut attachments = Vec::new();
-    for interface in &config.interfaces {
-        let framing = framing_of(&interface.name)?
-            .ok_or_else(|| InstallError::NoSuchInterface { name: interface.name.clone() })?;
+    for (interface, &framing) in config.interfaces.iter().zip(framings) {
         attachments.push(attach(loaded.xdp_for(framing), &pins, interface, undo)?);
     }
-    let removed = remove_unlisted(&pins, config, &backstops)?;
+    let removed = remove_unlisted(&pins, config, &backstop_ids)?;
     // The pinned links hold the programs and the pins hold the maps; `loaded` is kept only to
     // attach again when an interface comes back.
     Ok(Installed { state, gates, attachments, backstops, removed, took_over, loaded, lock })
@@ -228,12 +232,13 @@ fn install_steps(config: &Config, undo: &mut Undo) -> Result<Installed, InstallE
 /// The framing of the interface called `name` (in this network namespace), `None` if it does
 /// not exist.
 fn framing_of(name: &str) -> Result<Option<Framing>, InstallError> {
-    let Some(link) = netlink::link(name).map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?
-    else {
-        return Ok(None);
-    };
+    let link = netlink::link(name).map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?;
+    link.map(|link| framing(name, &link)).transpose()
+}
+
+/// The framing of the interface `name` the kernel describes as `link`.
+fn framing(name: &str, link: &netlink::LinkState) -> Result<Framing, InstallError> {
     Framing::of(link.device_type)
-        .map(Some)
         .ok_or(InstallError::UnsupportedDevice { name: name.to_owned(), device_type: link.device_type })
 }
 
@@ -255,29 +260,26 @@ pub enum Reconciled {
 /// The kernel cannot be asked, or the attach fails (the interface then stays as it was).
 pub fn reconcile(loaded: &mut Loaded, pins: &PinDir, interface: &InterfaceConfig) -> Result<Reconciled, InstallError> {
     let name = interface.name.as_str();
-    let Some(link) = netlink::link(name).map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?
-    else {
-        return Ok(Reconciled::Absent);
-    };
     let pinned = pins.attachment(name).map_err(|e| InstallError::PinDir {
         path: pins.links_dir(),
         operation: "read",
         source: e,
     })?;
-    if let (Some(attached), Some(pinned)) = (link.xdp_program, &pinned)
-        && gate_maps::pins::pinned_program(&pinned.path) == Some(attached)
-    {
-        return Ok(Reconciled::Gated);
+    let state = netlink::xdp_state(name, pinned.and_then(|p| gate_maps::pins::pinned_program(&p.path)))
+        .map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?;
+    match state {
+        netlink::XdpState::Gated(_) => Ok(Reconciled::Gated),
+        netlink::XdpState::Absent => Ok(Reconciled::Absent),
+        netlink::XdpState::NotGated(link) => {
+            let program = loaded.xdp_for(framing(name, &link)?);
+            Ok(Reconciled::Reattached(attach(program, pins, interface, &mut Undo::default())?))
+        }
     }
-    let framing = Framing::of(link.device_type)
-        .ok_or(InstallError::UnsupportedDevice { name: name.to_owned(), device_type: link.device_type })?;
-    let attachment = attach(loaded.xdp_for(framing), pins, interface, &mut Undo::default())?;
-    Ok(Reconciled::Reattached(attachment))
 }
 
-/// Removes the pinned links of interfaces and cgroups the config no longer names (detaching
-/// them). Returns the paths removed.
-fn remove_unlisted(pins: &PinDir, config: &Config, backstops: &[PathBuf]) -> Result<Vec<PathBuf>, InstallError> {
+/// Removes the pinned links of interfaces and of cgroups other than `kept` (ids) that the config
+/// no longer names (detaching them). Returns the paths removed.
+fn remove_unlisted(pins: &PinDir, config: &Config, kept: &[u64]) -> Result<Vec<PathBuf>, InstallError> {
     let read_err = |path: PathBuf| move |source| InstallError::PinDir { path, operation: "read", source };
     let mut doomed = Vec::new();
     for attachment in pins.attachments().map_err(read_err(pins.links_dir()))? {
@@ -286,7 +288,6 @@ fn remove_unlisted(pins: &PinDir, config: &Config, backstops: &[PathBuf]) -> Res
             doomed.push(attachment.path);
         }
     }
-    let kept: Vec<u64> = backstops.iter().filter_map(|p| cgroup::id(p).ok()).collect();
     for (id, path) in pins.backstops().map_err(read_err(pins.backstop_dir()))? {
         if !kept.contains(&id) {
             log::warn!("backstop on cgroup id {id}: no longer in the config; detaching it");
@@ -305,8 +306,8 @@ fn remove_unlisted(pins: &PinDir, config: &Config, backstops: &[PathBuf]) -> Res
 
 /// Attaches the backstop to the cgroup at `path` and pins the link under its cgroup id,
 /// replacing (and so detaching) a link pinned there by an earlier run. Both run side by side for
-/// that instant, judging alike: there is no moment without one.
-fn attach_backstop(program: &mut CgroupSkb, pins: &PinDir, path: &Path, undo: &mut Undo) -> Result<(), InstallError> {
+/// that instant, judging alike: there is no moment without one. Returns the cgroup's id.
+fn attach_backstop(program: &mut CgroupSkb, pins: &PinDir, path: &Path, undo: &mut Undo) -> Result<u64, InstallError> {
     let cgroup_err = |source| InstallError::Cgroup { path: path.to_owned(), source };
     let id = cgroup::id(path).map_err(cgroup_err)?;
     let dir = fs::File::open(path).map_err(cgroup_err)?;
@@ -328,7 +329,7 @@ fn attach_backstop(program: &mut CgroupSkb, pins: &PinDir, path: &Path, undo: &m
         undo.links.push(pin_path);
     }
     log::info!("backstop on cgroup {} (id {id})", path.display());
-    Ok(())
+    Ok(id)
 }
 
 /// Pins `link` at `path`, atomically replacing whatever is pinned there (a defunct link of a

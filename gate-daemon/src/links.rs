@@ -6,7 +6,8 @@
 //! arrive on the same subscription and rewrite the table of this host's addresses, by which XDP
 //! tells its packets from transit.
 use std::{
-    collections::BTreeMap,
+    collections::BTreeSet,
+    io,
     time::{Duration, Instant},
 };
 
@@ -30,19 +31,20 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// is made before this returns, so no change after the install is missed.
 ///
 /// # Errors
-/// The rtnetlink subscription cannot be made.
-pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>) -> std::io::Result<()> {
-    let watch = LinkWatch::new(TICK)?;
+/// The subscription or the pinned maps cannot be opened.
+pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>) -> io::Result<()> {
+    let mut watch = LinkWatch::new(TICK)?;
+    let mut state = GateState::open(pins.root()).map_err(io::Error::other)?;
     std::thread::Builder::new().name("link-watch".into()).spawn(move || {
         let mut last = Instant::now();
-        let mut absent: BTreeMap<String, bool> = BTreeMap::new();
+        let mut absent: BTreeSet<String> = BTreeSet::new();
         loop {
             let changed = watch.changed();
             if !changed && last.elapsed() < RECHECK {
                 continue;
             }
             last = Instant::now();
-            sync_addresses(&pins);
+            sync_addresses(&mut state);
             for interface in &interfaces {
                 let name = &interface.name;
                 match install::reconcile(&mut loaded, &pins, interface) {
@@ -54,7 +56,7 @@ pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>)
                         log::warn!("{name}: came back without the gate; attached again ({} mode)", attachment.mode);
                     }
                     Ok(Reconciled::Absent) => {
-                        if absent.insert(name.clone(), true).is_none() {
+                        if absent.insert(name.clone()) {
                             log::warn!("{name}: gone; it is gated again as soon as it returns");
                         }
                     }
@@ -67,10 +69,10 @@ pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>)
 }
 
 /// Rewrites the table of this host's addresses from rtnetlink.
-fn sync_addresses(pins: &PinDir) {
-    let result = netlink::addresses().map_err(|e| e.to_string()).and_then(|addrs| {
-        GateState::open(pins.root()).and_then(|mut s| s.set_local_addresses(&addrs)).map_err(|e| e.to_string())
-    });
+fn sync_addresses(state: &mut GateState) {
+    let result = netlink::addresses()
+        .map_err(|e| e.to_string())
+        .and_then(|addrs| state.set_local_addresses(&addrs).map_err(|e| e.to_string()));
     match result {
         Ok(0) => {}
         Ok(changed) => log::info!("addresses changed: {changed} slots of the local address table rewritten"),

@@ -5,7 +5,7 @@
 //! redirect) still needs a live lease. It reads the lease maps and never the per-CPU cache,
 //! which only XDP writes.
 use aya_ebpf::{helpers::generated::bpf_sk_fullsock, macros::cgroup_skb, programs::SkBuffContext};
-use gate_common::{IPPROTO_TCP, Reason, port_index, v4_mapped};
+use gate_common::{IPPROTO_TCP, Reason, port_index};
 
 use crate::{
     lease::{self, Source},
@@ -35,7 +35,7 @@ fn classify(ctx: &SkBuffContext) -> (u32, Reason) {
     if gate == NO_GATE {
         return (NO_GATE, Reason::NotGated);
     }
-    (gate, judge_source(ctx, gate))
+    (gate, judge_packet_source(ctx, gate))
 }
 
 /// The IP protocol of the receiving socket. The kernel runs this hook only for full sockets;
@@ -62,7 +62,7 @@ fn socket_protocol(ctx: &SkBuffContext) -> u8 {
 /// Written as straight-line branches, not an `Option<Source>`: the compiler packs such a value
 /// in a way the verifier refuses.
 #[inline(always)]
-fn judge_source(ctx: &SkBuffContext, gate: u32) -> Reason {
+fn judge_packet_source(ctx: &SkBuffContext, gate: u32) -> Reason {
     let Ok(first) = ctx.load::<u8>(0) else { return Reason::DroppedUnparseable };
     match first >> 4 {
         4 => match ctx.load::<[u8; 4]>(12) {
@@ -70,10 +70,7 @@ fn judge_source(ctx: &SkBuffContext, gate: u32) -> Reason {
             Err(_) => Reason::DroppedUnparseable,
         },
         6 => match ctx.load::<[u8; 16]>(8) {
-            Ok(addr) => match v4_mapped(&addr) {
-                Some(v4) => lease::judge_source(gate, &Source::V4(v4)),
-                None => lease::judge_source(gate, &Source::V6(addr)),
-            },
+            Ok(addr) => lease::judge_source(gate, &Source::from_v6(addr)),
             Err(_) => Reason::DroppedUnparseable,
         },
         _ => Reason::DroppedUnparseable,

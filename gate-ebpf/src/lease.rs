@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use gate_common::{
     CACHE_MIN_REMAINING_NS, FAMILY_V4, FAMILY_V6, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, Reason, filter_count,
-    filter_slot, lease_hash, v4_words, v6_words,
+    filter_slot, lease_hash, v4_mapped, v4_words, v6_words,
 };
 
 use crate::maps::{FILTER_SLOT_MASK, LEASE_FILTER, LEASES_V4, LEASES_V6};
@@ -18,6 +18,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// An IPv6 source, or the IPv4 host an IPv4-mapped one names.
+    #[inline(always)]
+    pub const fn from_v6(addr: [u8; 16]) -> Self {
+        match v4_mapped(&addr) {
+            Some(v4) => Self::V4(v4),
+            None => Self::V6(addr),
+        }
+    }
+
     /// The address family tag and [`lease_hash`] words.
     #[inline(always)]
     pub const fn words(&self) -> (u32, [u32; 4]) {

@@ -9,7 +9,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use gate_common::{IPPROTO_TCP, IPPROTO_UDP, v4_mapped};
+use gate_common::{Framing, IPPROTO_TCP, IPPROTO_UDP};
 
 pub use crate::lease::Source;
 
@@ -95,15 +95,6 @@ struct Ports {
     dst: [u8; 2],
 }
 
-/// What a packet starts with, chosen per interface at attach time by its device type.
-#[derive(Clone, Copy)]
-pub enum Link {
-    /// An Ethernet header (Ethernet, veth, bridges, bonds, VLAN devices).
-    Ethernet,
-    /// The IP header itself (tun, WireGuard, PPP, sit, ipip, GRE): the version nibble decides.
-    Ip,
-}
-
 /// What lies above the IP header, as far as a port gate cares.
 pub enum Transport {
     /// TCP or UDP with a readable destination port (network byte order), and the packet's
@@ -161,11 +152,11 @@ impl Cursor {
 
 /// Parses the packet far enough to name its source and destination port.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, link: Link) -> Packet {
+pub fn parse(ctx: &XdpContext, framing: Framing) -> Packet {
     let mut cursor = Cursor::new(ctx);
-    let ethertype = match link {
-        Link::Ethernet => ethertype(&mut cursor),
-        Link::Ip => ip_version(&cursor),
+    let ethertype = match framing {
+        Framing::Ethernet => ethertype(&mut cursor),
+        Framing::Ip => ip_version(&cursor),
     };
     match ethertype {
         Some(ETH_P_IPV4) => ipv4(&mut cursor),
@@ -235,10 +226,7 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
     if ip.version_class_flow[0] >> 4 != 6 {
         return Packet::Unparseable;
     }
-    let source = match v4_mapped(&ip.src) {
-        Some(v4) => Source::V4(v4),
-        None => Source::V6(ip.src),
-    };
+    let source = Source::from_v6(ip.src);
     let mut next_header = ip.next_header;
     let destination = Source::V6(ip.dst);
     cursor.advance(size_of::<Ipv6Hdr>());

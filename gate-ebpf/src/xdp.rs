@@ -3,8 +3,8 @@
 //! parsed where a port might be is dropped.
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use gate_common::{
-    CACHE_TTL_JIFFIES, CachedLease, FAMILY_V4, GATE_TRANSIT, LOCAL_EMPTY, LOCAL_ONE, LOCAL_TABLE_READY, Reason,
-    cache_slot, cache_tag, lease_hash, local_slot, port_index,
+    CACHE_TTL_JIFFIES, CachedLease, FAMILY_V4, Framing, GATE_TRANSIT, LOCAL_EMPTY, LOCAL_ONE, LOCAL_TABLE_READY,
+    Reason, cache_slot, cache_tag, lease_hash, local_slot, port_index,
 };
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     maps::{
         CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, UNPARSEABLE_PASSES, count, gate_of,
     },
-    parse::{self, Link, Packet, Transport},
+    parse::{self, Packet, Transport},
 };
 
 /// Gate id under which packets that belong to no gate are counted.
@@ -21,26 +21,26 @@ const NO_GATE: u32 = 0;
 /// For interfaces whose frames start with an Ethernet header.
 #[xdp]
 pub fn gate(ctx: XdpContext) -> u32 {
-    verdict(&ctx, Link::Ethernet)
+    verdict(&ctx, Framing::Ethernet)
 }
 
 /// For layer-3 interfaces (tun, WireGuard, PPP, sit, ipip, GRE): the packet is its IP header on.
 #[xdp]
 pub fn gate_l3(ctx: XdpContext) -> u32 {
-    verdict(&ctx, Link::Ip)
+    verdict(&ctx, Framing::Ip)
 }
 
 #[inline(always)]
-fn verdict(ctx: &XdpContext, link: Link) -> u32 {
-    let (gate, reason) = classify(ctx, link);
+fn verdict(ctx: &XdpContext, framing: Framing) -> u32 {
+    let (gate, reason) = classify(ctx, framing);
     count(&STATS, gate, reason);
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
 /// The gate a packet belongs to (or [`NO_GATE`]) and the reason for its verdict.
 #[inline(always)]
-fn classify(ctx: &XdpContext, link: Link) -> (u32, Reason) {
-    let (source, protocol, dst_port, destination) = match parse::parse(ctx, link) {
+fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
+    let (source, protocol, dst_port, destination) = match parse::parse(ctx, framing) {
         Packet::NotIp => return (NO_GATE, Reason::NotGated),
         Packet::Unparseable => return (NO_GATE, unparseable()),
         Packet::Ip { source, transport } => match transport {

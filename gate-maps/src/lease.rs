@@ -1,10 +1,23 @@
 //! Building leases: from the daemon's policy (connect window, idle timeout, maximum lifetime) or
-//! from an operator's plain TTL.
-use std::time::Duration;
+//! from an operator's plain TTL; and which addresses a lease may be for at all.
+use std::{net::IpAddr, time::Duration};
 
 use gate_common::Lease;
 
 use crate::clock::nanos;
+
+/// Whether a lease for `addr` could ever admit a client: not unspecified, loopback, multicast,
+/// link-local or broadcast (judged on the address a lease is kept under, so `::ffff:127.0.0.1`
+/// is loopback). One rule for approvals and `gatectl allow`.
+#[must_use]
+pub fn openable(addr: IpAddr) -> bool {
+    match crate::state::lease_address(addr) {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_link_local() || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() || v6.is_unicast_link_local()),
+    }
+}
 
 /// How long an approval keeps a gate open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

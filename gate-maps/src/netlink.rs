@@ -1,16 +1,23 @@
 //! The kernel's own view of network interfaces, over rtnetlink (in the caller's network
-//! namespace): an interface's index, device type and the XDP program actually attached to it;
-//! and a subscription to link changes, so the daemon learns within moments that an interface
-//! came or went.
+//! namespace): an interface's index, device type and the XDP program actually attached to it
+//! (and so whether the gate's pinned link is what runs there); this host's addresses; and a
+//! subscription to link and address changes, so the daemon learns within moments that an
+//! interface came or went.
 //!
-//! Hand-written on purpose: two fixed message shapes (RTM_GETLINK by name, and the RTM_NEWLINK
-//! answer with its `IFLA_XDP` attributes) are all gate needs, read through one bounds-checked
-//! attribute walk.
-use std::{io, os::fd::OwnedFd, time::Duration};
+//! Hand-written on purpose: two requests (RTM_GETLINK by name, an RTM_GETADDR dump) and their
+//! answers are all gate needs, read through one bounds-checked message and attribute walk.
+use std::{
+    io,
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::Duration,
+};
 
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket,
-    sockopt,
+use nix::sys::{
+    socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket,
+        sockopt,
+    },
+    time::{TimeVal, TimeValLike as _},
 };
 
 const NLMSG_HDR: usize = 16;
@@ -47,33 +54,29 @@ pub struct LinkState {
     pub xdp_program: Option<u32>,
 }
 
-/// What an interface's packets start with, as far as the gate's parser cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// An Ethernet header (Ethernet, veth, bridge, bond, VLAN, VXLAN, loopback).
-    Ethernet,
-    /// The IP header itself: tun, WireGuard, PPP, ipip, ip6tnl, sit, GRE, raw IP.
-    Ip,
-}
-
-impl Framing {
-    /// The framing of a device type (`ARPHRD_*`), or `None` for one gate cannot parse.
-    #[must_use]
-    pub const fn of(device_type: u16) -> Option<Self> {
-        match device_type {
-            // ARPHRD_ETHER, ARPHRD_LOOPBACK
-            1 | 772 => Some(Self::Ethernet),
-            // ARPHRD_PPP, ARPHRD_RAWIP, ARPHRD_TUNNEL, ARPHRD_TUNNEL6, ARPHRD_SIT, ARPHRD_IPGRE,
-            // ARPHRD_IP6GRE, ARPHRD_NONE
-            512 | 519 | 768 | 769 | 776 | 778 | 823 | 65534 => Some(Self::Ip),
-            _ => None,
-        }
-    }
-}
+pub use gate_common::Framing;
 
 fn route_socket(groups: u32) -> io::Result<OwnedFd> {
     let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, groups))?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+    Ok(fd)
+}
+
+/// Sends one request of `kind` with `flags` and `body` (the family header and any attributes)
+/// on a fresh socket, which it returns for the answer (waited for at most 2 s).
+fn ask(kind: u16, flags: u16, body: &[u8]) -> io::Result<OwnedFd> {
+    let fd = route_socket(0)?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(2, 0))?;
+    let total = NLMSG_HDR + align4(body.len());
+    let mut request = Vec::with_capacity(total);
+    request.extend_from_slice(&u32::try_from(total).map_err(|_| invalid("request too long"))?.to_ne_bytes());
+    request.extend_from_slice(&kind.to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    request.extend_from_slice(&1_u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0_u32.to_ne_bytes()); // port id: the kernel
+    request.extend_from_slice(body);
+    request.resize(total, 0);
+    send(fd.as_raw_fd(), &request, MsgFlags::empty())?;
     Ok(fd)
 }
 
@@ -82,25 +85,42 @@ fn route_socket(groups: u32) -> io::Result<OwnedFd> {
 /// # Errors
 /// The netlink socket cannot be used, or the kernel's answer cannot be read.
 pub fn link(name: &str) -> io::Result<Option<LinkState>> {
-    let fd = route_socket(0)?;
-    setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))?;
-    let mut request = Vec::with_capacity(64);
     let name_attr_len = 4 + name.len() + 1;
-    let total = NLMSG_HDR + IFINFOMSG + align4(name_attr_len);
-    request.extend_from_slice(&u32::try_from(total).map_err(|_| invalid("name too long"))?.to_ne_bytes());
-    request.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    request.extend_from_slice(&1_u32.to_ne_bytes()); // sequence
-    request.extend_from_slice(&0_u32.to_ne_bytes()); // port id: the kernel
-    request.extend_from_slice(&[0; IFINFOMSG]); // any family, index 0: look up by name
-    request.extend_from_slice(&u16::try_from(name_attr_len).map_err(|_| invalid("name too long"))?.to_ne_bytes());
-    request.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
-    request.extend_from_slice(name.as_bytes());
-    request.resize(total, 0);
-    send(std::os::fd::AsRawFd::as_raw_fd(&fd), &request, MsgFlags::empty())?;
+    let mut body = vec![0; IFINFOMSG]; // any family, index 0: look up by name
+    body.extend_from_slice(&u16::try_from(name_attr_len).map_err(|_| invalid("name too long"))?.to_ne_bytes());
+    body.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    let fd = ask(RTM_GETLINK, 0, &body)?;
     let mut buf = vec![0_u8; 65536];
-    let n = recv(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf, MsgFlags::empty())?;
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
     parse_answer(&buf[..n])
+}
+
+/// Whether an interface runs the gate, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpState {
+    /// It runs the program of the gate's pinned link (this id).
+    Gated(u32),
+    /// It exists, but runs another XDP program or none (re-created, or replaced).
+    NotGated(LinkState),
+    /// No interface of that name exists now.
+    Absent,
+}
+
+/// Whether the interface `name` runs `pinned`, the program behind its pinned link (`None`: no
+/// usable link is pinned for it).
+///
+/// # Errors
+/// As [`link`].
+pub fn xdp_state(name: &str, pinned: Option<u32>) -> io::Result<XdpState> {
+    Ok(match link(name)? {
+        None => XdpState::Absent,
+        Some(link) => match pinned {
+            Some(program) if link.xdp_program == Some(program) => XdpState::Gated(program),
+            _ => XdpState::NotGated(link),
+        },
+    })
 }
 
 /// Every address of this network namespace's interfaces (their local addresses, and IPv4
@@ -109,20 +129,11 @@ pub fn link(name: &str) -> io::Result<Option<LinkState>> {
 /// # Errors
 /// The netlink socket cannot be used, or the kernel's answer cannot be read.
 pub fn addresses() -> io::Result<Vec<std::net::IpAddr>> {
-    let fd = route_socket(0)?;
-    setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(2, 0))?;
-    let mut request = Vec::with_capacity(NLMSG_HDR + IFADDRMSG);
-    request.extend_from_slice(&u32::try_from(NLMSG_HDR + IFADDRMSG).unwrap_or(24).to_ne_bytes());
-    request.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
-    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    request.extend_from_slice(&2_u32.to_ne_bytes());
-    request.extend_from_slice(&0_u32.to_ne_bytes());
-    request.extend_from_slice(&[0; IFADDRMSG]); // AF_UNSPEC: both families
-    send(std::os::fd::AsRawFd::as_raw_fd(&fd), &request, MsgFlags::empty())?;
+    let fd = ask(RTM_GETADDR, NLM_F_DUMP, &[0; IFADDRMSG])?; // AF_UNSPEC: both families
     let mut found = Vec::new();
     let mut buf = vec![0_u8; 65536];
     loop {
-        let n = recv(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf, MsgFlags::empty())?;
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
         for message in messages(&buf[..n]) {
             let kind = u16::from_ne_bytes([message[4], message[5]]);
             match kind {
@@ -222,6 +233,7 @@ fn invalid(what: &str) -> io::Error {
 /// message means "look again".
 pub struct LinkWatch {
     fd: OwnedFd,
+    buf: Vec<u8>,
 }
 
 impl LinkWatch {
@@ -231,30 +243,23 @@ impl LinkWatch {
     /// The netlink socket cannot be made.
     pub fn new(tick: Duration) -> io::Result<Self> {
         let fd = route_socket(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)?;
-        setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::from(libc_timeval(tick)))?;
-        Ok(Self { fd })
+        let micros = i64::try_from(tick.as_micros()).unwrap_or(i64::MAX);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::microseconds(micros))?;
+        Ok(Self { fd, buf: vec![0; 65536] })
     }
 
     /// Waits up to the tick for link changes; `true` if any arrived (or some were lost, which
     /// also means "look again").
-    pub fn changed(&self) -> bool {
-        let mut buf = vec![0_u8; 65536];
-        match recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), &mut buf, MsgFlags::empty()) {
+    pub fn changed(&mut self) -> bool {
+        match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
             Ok(_) => {
                 // Drain whatever else is queued: one look covers them all.
-                while recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok() {}
+                while recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT).is_ok() {}
                 true
             }
             Err(nix::errno::Errno::ENOBUFS) => true,
             Err(_) => false,
         }
-    }
-}
-
-fn libc_timeval(tick: Duration) -> nix::libc::timeval {
-    nix::libc::timeval {
-        tv_sec: nix::libc::time_t::try_from(tick.as_secs()).unwrap_or(1),
-        tv_usec: nix::libc::suseconds_t::from(tick.subsec_micros()),
     }
 }
 

@@ -85,7 +85,8 @@ pub struct GateSpec {
     pub name: String,
     pub protocol: Protocol,
     pub port: u16,
-    /// Also drop transit packets (not addressed to this host) without a lease.
+    /// Also drop transit packets (not addressed to this host) without a lease; a gate guards
+    /// transit if any of its specs says so.
     pub transit: bool,
 }
 
@@ -635,8 +636,12 @@ impl GateState {
         }
     }
 
-    fn lease(&self, gate: u32, addr: IpAddr) -> Result<Option<Lease>, StateError> {
-        let (map, result) = match addr {
+    /// The lease `gate` has for `addr` (kept as [`lease_address`] says), if any: one lookup.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn lease(&self, gate: u32, addr: IpAddr) -> Result<Option<Lease>, StateError> {
+        let (map, result) = match lease_address(addr) {
             IpAddr::V4(v4) => (MAP_LEASES_V4, self.leases_v4.get(&LeaseKeyV4 { gate, addr: v4.octets() }, 0)),
             IpAddr::V6(v6) => (MAP_LEASES_V6, self.leases_v6.get(&LeaseKeyV6 { gate, addr: v6.octets() }, 0)),
         };

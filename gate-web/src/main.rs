@@ -11,7 +11,6 @@ use gate_web::{
     routes::Front,
     server, tls,
 };
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 #[command(version, about = "The gate's public front: TLS, a static route table, rebuilt requests")]
@@ -61,19 +60,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             web_watch.clone(),
         )));
     }
-    let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("watch SIGHUP")?;
+    let mut signals = gate_config::StopSignals::new()?;
     log::info!("ready");
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => { log::info!("SIGTERM"); break; }
-            _ = interrupt.recv() => { log::info!("SIGINT"); break; }
-            _ = hangup.recv() => {
-                log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
-            }
-        }
-    }
+    signals.stopped().await;
     follower.abort();
     for task in tasks {
         task.abort();

@@ -4,23 +4,14 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use gate_maps::{
     AttachMode, GateEntry, LeaseEntry, PinDir, StatsTable, clock,
     common::{LeaseState, Reason},
+    netlink::XdpState,
 };
 use serde::Serialize;
 
 pub struct InterfaceView<'a> {
     pub name: &'a str,
     pub mode: AttachMode,
-    pub gated: Gated,
-}
-
-/// Whether an interface with a pinned link is gated, as the kernel reports it.
-pub enum Gated {
-    /// The kernel runs the pinned link's program (this id) on it.
-    Yes(u32),
-    /// It exists, but runs another XDP program (or none): re-created, or replaced.
-    No(Option<u32>),
-    /// No interface of that name exists now.
-    Absent,
+    pub state: XdpState,
 }
 
 /// A duration rounded to whole seconds, as "4m 12s".
@@ -59,11 +50,13 @@ pub fn status(
         let _ = writeln!(out, "interfaces: none attached");
     }
     for interface in interfaces {
-        let gated = match interface.gated {
-            Gated::Yes(id) => format!("gated: yes (program {id}, read from the kernel)"),
-            Gated::No(None) => "gated: NO: the kernel runs no XDP program there (re-created?)".to_owned(),
-            Gated::No(Some(id)) => format!("gated: NO: the kernel runs program {id} there, not the gate's"),
-            Gated::Absent => "gated: NO: the interface does not exist (gated again when it returns)".to_owned(),
+        let gated = match interface.state {
+            XdpState::Gated(id) => format!("gated: yes (program {id}, read from the kernel)"),
+            XdpState::NotGated(link) => match link.xdp_program {
+                None => "gated: NO: the kernel runs no XDP program there (re-created?)".to_owned(),
+                Some(id) => format!("gated: NO: the kernel runs program {id} there, not the gate's"),
+            },
+            XdpState::Absent => "gated: NO: the interface does not exist (gated again when it returns)".to_owned(),
         };
         let _ = writeln!(out, "interface: {}\n  mode: {}\n  {gated}", interface.name, interface.mode);
     }

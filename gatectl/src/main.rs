@@ -141,7 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
             let kept = gate_maps::lease_address(addr);
-            let before = state.leases()?.into_iter().find(|l| l.gate == id && l.addr == kept).map(|l| l.lease);
+            let before = state.lease(id, addr)?;
             state.grant(id, addr, lease)?;
             if let Some(before) = before
                 && before.closes_at_ns() > lease.closes_at_ns()
@@ -206,19 +206,13 @@ fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
     if addr.is_unspecified() || addr.is_multicast() {
         bail!("{addr} cannot be the source of a packet; give a unicast address");
     }
-    let local = match gate_maps::lease_address(addr) {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unicast_link_local(),
-    };
-    if local {
-        bail!(
-            "{addr} is a loopback or link-local address, which approvals never open; give the client's public address"
-        );
-    }
     if let IpAddr::V4(v4) = addr
         && v4.is_broadcast()
     {
         bail!("{addr} cannot be the source of a packet; give a unicast address");
+    }
+    if !gate_maps::lease::openable(addr) {
+        bail!("{addr} is an address approvals never open (loopback or link-local); give the client's public address");
     }
     Ok(())
 }
@@ -231,15 +225,9 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
     let leases = state.leases()?;
     let mut interfaces = Vec::new();
     for attachment in &attachments {
-        let pinned = pinned_program(&attachment.path);
-        let kernel = gate_maps::netlink::link(&attachment.interface)
+        let state = gate_maps::netlink::xdp_state(&attachment.interface, pinned_program(&attachment.path))
             .with_context(|| format!("ask the kernel about {}", attachment.interface))?;
-        let gated = match (kernel, pinned) {
-            (None, _) => format::Gated::Absent,
-            (Some(link), Some(pinned)) if link.xdp_program == Some(pinned) => format::Gated::Yes(pinned),
-            (Some(link), _) => format::Gated::No(link.xdp_program),
-        };
-        interfaces.push(format::InterfaceView { name: &attachment.interface, mode: attachment.mode, gated });
+        interfaces.push(format::InterfaceView { name: &attachment.interface, mode: attachment.mode, state });
     }
     let backstops: Vec<(u64, Option<u32>)> = pins
         .backstops()
@@ -248,7 +236,7 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
         .map(|(id, path)| (id, pinned_program(&path)))
         .collect();
     print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity(), clock::now_ns()));
-    Ok(interfaces.iter().filter(|i| !matches!(i.gated, format::Gated::Yes(_))).count())
+    Ok(interfaces.iter().filter(|i| !matches!(i.state, gate_maps::netlink::XdpState::Gated(_))).count())
 }
 
 /// The OpenVPN servers, from the status files the daemon keeps; nothing if there are none.

@@ -26,13 +26,20 @@ fn still_gated(bed: &TestBed, what: &str) {
     assert_eq!(udp(&bed.client, CLIENT_V4.into(), to_gated()), Outcome::Reply, "{what}: the leased client");
 }
 
+/// A bed gating udp/1194 with the daemon running, its listeners, and an hour's lease for the
+/// client.
+fn gated_with_a_lease() -> (TestBed, Listeners, Daemon) {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let daemon = Daemon::start(&bed, &config);
+    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    (bed, listeners, daemon)
+}
+
 #[test]
 fn a_second_daemon_on_the_same_pin_dir_is_refused_and_changes_nothing() {
-    let mut bed = TestBed::new();
-    let first = bed.config(&[("vpn", "udp", GATED)], "");
-    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
-    let daemon = Daemon::start(&bed, &first);
-    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    let (mut bed, _listeners, daemon) = gated_with_a_lease();
 
     // Another gate list entirely: had it run, udp/1194 would be ungated and the lease gone.
     let second = bed.config(&[("web", "tcp", 8443)], "");
@@ -47,11 +54,7 @@ fn a_second_daemon_on_the_same_pin_dir_is_refused_and_changes_nothing() {
 
 #[test]
 fn teardown_is_refused_while_the_daemon_runs() {
-    let mut bed = TestBed::new();
-    let config = bed.config(&[("vpn", "udp", GATED)], "");
-    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
-    let daemon = Daemon::start(&bed, &config);
-    gatectl_ok(&bed.pin_dir.0, &["allow", &CLIENT_V4.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    let (bed, _listeners, daemon) = gated_with_a_lease();
     let out = gatectl(&bed.pin_dir.0, &["teardown"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "teardown under a running daemon must fail");

@@ -6,23 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::approval::Rejection;
 
-fn usable_v4(addr: Ipv4Addr) -> bool {
-    !(addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() || addr.is_link_local() || addr.is_broadcast())
-}
-
-fn usable_v6(addr: Ipv6Addr) -> bool {
-    !(addr.is_unspecified()
-        || addr.is_loopback()
-        || addr.is_multicast()
-        || addr.is_unicast_link_local()
-        || addr.to_ipv4_mapped().is_some())
-}
-
+/// A reported address that could be opened: [`gate_maps::lease::openable`], and not written as
+/// IPv4-mapped IPv6 (a client reports its IPv4 as IPv4).
 fn usable(addr: IpAddr) -> bool {
-    match addr {
-        IpAddr::V4(v4) => usable_v4(v4),
-        IpAddr::V6(v6) => usable_v6(v6),
-    }
+    gate_maps::lease::openable(addr) && !matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
 }
 
 /// The addresses to open, without duplicates: at most three by construction.

@@ -229,10 +229,15 @@ impl Supervisor {
 
     /// Why the run that logged from byte `from` on ended: its error lines (OpenVPN marks them
     /// with an errno or an ERROR), else its last lines.
-    fn why_it_ended(&self, from: u64) -> String {
+    /// What the server logged from byte `from` of its log on: this run's lines.
+    fn log_since(&self, from: u64) -> String {
         let text = fs::read(self.dir.join("openvpn.log")).unwrap_or_default();
         let start = usize::try_from(from).unwrap_or(0).min(text.len());
-        let text = String::from_utf8_lossy(&text[start..]);
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    fn why_it_ended(&self, from: u64) -> String {
+        let text = self.log_since(from);
         let errors: Vec<&str> = text
             .lines()
             .filter(|l| {
@@ -253,9 +258,7 @@ impl Supervisor {
     async fn wait_initialised(&self, child: &mut tokio::process::Child, from: u64) {
         let deadline = Instant::now() + INIT_WAIT;
         while Instant::now() < deadline {
-            let text = fs::read(self.dir.join("openvpn.log")).unwrap_or_default();
-            let start = usize::try_from(from).unwrap_or(0).min(text.len());
-            if String::from_utf8_lossy(&text[start..]).contains("Initialization Sequence Completed") {
+            if self.log_since(from).contains("Initialization Sequence Completed") {
                 return;
             }
             if !matches!(child.try_wait(), Ok(None)) {
