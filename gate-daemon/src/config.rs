@@ -313,6 +313,24 @@ fn default_pin_dir() -> PathBuf {
 }
 
 impl Config {
+    /// What a config file leaves out, everywhere: for tools that need the daemon's paths where no
+    /// config exists. Not a config a daemon can run (it lists no interface).
+    #[must_use]
+    pub fn defaults() -> Self {
+        Self {
+            pin_dir: default_pin_dir(),
+            interfaces: Vec::new(),
+            gates: Vec::new(),
+            xdp: XdpConfig::default(),
+            backstop: BackstopConfig::default(),
+            leases: LeaseConfig::default(),
+            approval: ApprovalConfig::default(),
+            vpn: VpnConfig::default(),
+            openvpn: Vec::new(),
+            notifications: NotificationsConfig::default(),
+        }
+    }
+
     /// Reads and validates the config at `file`.
     ///
     /// # Errors
@@ -520,6 +538,11 @@ impl Config {
         for (i, server) in self.openvpn.iter().enumerate() {
             crate::openvpn::server_conf::privileges(server, &self.vpn)
                 .map_err(|reason| invalid(format!("openvpn[{i}]"), reason))?;
+        }
+        // A start makes a store only where none exists; one that exists must open whole.
+        if self.approval.store.exists() {
+            gate_store::Store::open(&self.approval.store)
+                .map_err(|e| invalid("approval.store".into(), e.to_string()))?;
         }
         Ok(())
     }

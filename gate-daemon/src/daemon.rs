@@ -44,7 +44,7 @@ fn front_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
     }
     let user = nix::unistd::User::from_name(name)
         .with_context(|| format!("look up approval.front_user {name:?}"))?
-        .with_context(|| format!("approval.front_user {name:?} does not exist (scripts/setup creates gate-web)"))?;
+        .with_context(|| format!("approval.front_user {name:?} does not exist (create it, or leave front_user empty so only root may call)"))?;
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 
@@ -61,6 +61,13 @@ fn host_name(config: &Config) -> String {
 /// # Errors
 /// The gate could not be put in place, or signals cannot be watched.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything is touched: a damaged store stops the start here, with the gate as it was.
+    let approval = &config.approval;
+    let (store, created) = gate_store::Store::open_or_create(&approval.store).context("open the store")?;
+    if created {
+        log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store.display());
+    }
+    let front = front_user(&approval.front_user)?;
     let installed = tokio::task::block_in_place(|| install::install(&config)).context("put the gate in place")?;
     for attachment in &installed.attachments {
         log::info!("gate on {} ({} mode)", attachment.interface, attachment.mode);
@@ -80,14 +87,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let _lock = installed.lock;
-    links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone())
+    let (torn_down_tx, mut torn_down) = tokio::sync::oneshot::channel();
+    links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone(), torn_down_tx)
         .context("watch links over rtnetlink")?;
     let installed_gates = installed.gates;
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
 
-    let approval = &config.approval;
-    let store = gate_store::Store::open(&approval.store).context("open the store")?;
     let settings = Settings {
         window: approval.window,
         host: host_name(&config),
@@ -99,7 +105,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::block_in_place(|| ApprovalService::new(settings, store, Arc::clone(&state)))
             .context("start the approval service")?,
     );
-    let front = front_user(&approval.front_user)?;
     // The shutdown states in force at start (a restart honours them), then as they change.
     let initial = tokio::task::block_in_place(|| shutdown::current(&service)).context("read the shutdown states")?;
     let (states, mut watch_states) = tokio::sync::watch::channel(initial);
@@ -124,9 +129,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut signals = gate_config::StopSignals::new()?;
     log::info!("ready");
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
             () = signals.stopped() => break,
+            Ok(reason) = &mut torn_down => {
+                outcome = Err(anyhow::anyhow!("{reason}; stopping, so that a restart puts the gate back"));
+                break;
+            }
             changed = watch_states.changed() => {
                 if changed.is_err() { break; }
                 let now = watch_states.borrow_and_update().clone();
@@ -143,6 +153,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     upkeep.abort();
     notifier.abort();
     vpn.stop().await;
-    log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
-    Ok(())
+    if outcome.is_ok() {
+        log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
+    }
+    outcome
 }

@@ -4,7 +4,9 @@
 //! case a message was lost, each listed interface is checked against the kernel's view and
 //! attached again if its program is not the gate's (`install::reconcile`). Address changes
 //! arrive on the same subscription and rewrite the table of this host's addresses, by which XDP
-//! tells its packets from transit.
+//! tells its packets from transit. A pin dir removed under the daemon (`gatectl teardown
+//! --force`) is reported once to the run loop, which stops with an error: the gated ports are
+//! open then, and a supervisor's restart puts the gate back.
 use std::{
     collections::BTreeSet,
     io,
@@ -28,11 +30,17 @@ const TICK: Duration = Duration::from_millis(250);
 const RECHECK: Duration = Duration::from_secs(5);
 
 /// Starts watching on a thread of its own (the checks are blocking syscalls). The subscription
-/// is made before this returns, so no change after the install is missed.
+/// is made before this returns, so no change after the install is missed. `torn_down` is told
+/// once, if the pinned state is removed under the daemon.
 ///
 /// # Errors
 /// The subscription or the pinned maps cannot be opened.
-pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>) -> io::Result<()> {
+pub fn spawn(
+    mut loaded: Loaded,
+    pins: PinDir,
+    interfaces: Vec<InterfaceConfig>,
+    torn_down: tokio::sync::oneshot::Sender<String>,
+) -> io::Result<()> {
     let mut watch = LinkWatch::new(TICK)?;
     let mut state = GateState::open(pins.root()).map_err(io::Error::other)?;
     std::thread::Builder::new().name("link-watch".into()).spawn(move || {
@@ -44,6 +52,14 @@ pub fn spawn(mut loaded: Loaded, pins: PinDir, interfaces: Vec<InterfaceConfig>)
                 continue;
             }
             last = Instant::now();
+            if !pins.links_dir().exists() {
+                let _ = torn_down.send(format!(
+                    "the gate's pinned state at {} was removed under this daemon (gatectl teardown --force?): \
+                     the gated ports are open to everyone",
+                    pins.root().display()
+                ));
+                return;
+            }
             sync_addresses(&mut state);
             for interface in &interfaces {
                 let name = &interface.name;

@@ -5,6 +5,14 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
+    #[error(
+        "no store at {0}: the daemon makes one at its first start, `gatectl client add` where the daemon's config names it"
+    )]
+    Missing(PathBuf),
+    #[error(
+        "store {path} is damaged: {reason}; restore it from a backup (a new store would have a new server key and no clients)"
+    )]
+    Damaged { path: PathBuf, reason: String },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("store: client {0:?} already exists")]

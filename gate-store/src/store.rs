@@ -82,8 +82,9 @@ pub(crate) fn from_sql(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Creates `path` 0600 if missing, tightens it to 0600 if looser.
-fn secure_file(path: &Path) -> Result<(), StoreError> {
+/// Makes `path`'s directory (0700) if missing, then the store file itself (0600); refused if
+/// a file is already there.
+fn create_file(path: &Path) -> Result<(), StoreError> {
     let io = |source| StoreError::Open { path: path.to_owned(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
@@ -91,7 +92,13 @@ fn secure_file(path: &Path) -> Result<(), StoreError> {
         fs::create_dir_all(dir).map_err(io)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).map_err(io)?;
+    Ok(())
+}
+
+/// Tightens an existing store file to 0600 if it is looser (it holds client secrets).
+fn tighten(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Open { path: path.to_owned(), source };
     let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
     if mode != 0o600 {
         log::warn!("store {}: mode {mode:o} tightened to 600 (it holds client secrets)", path.display());
@@ -100,15 +107,97 @@ fn secure_file(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What SQLite's file header says before SQLite is asked anything: an empty file, or one that is
+/// not SQLite, would otherwise be taken for a new database and silently filled.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let damaged = |reason: String| StoreError::Damaged { path: path.to_owned(), reason };
+    let mut header = [0_u8; 100];
+    let mut file = fs::File::open(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let read = std::io::Read::read(&mut file, &mut header).map_err(|e| damaged(format!("read its header: {e}")))?;
+    match read {
+        0 => Err(damaged("the file is empty (0 bytes)".into())),
+        n if n < header.len() || !header.starts_with(b"SQLite format 3\0") => {
+            Err(damaged("it is not an SQLite database (its header is wrong or cut short)".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The store's whole content as SQLite checks it (every page, every index against its table),
+/// and the schema's version table, which every gate store has.
+fn check_content(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |reason: String| StoreError::Damaged { path: path.to_owned(), reason };
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check(5)")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(|e| damaged(format!("SQLite's integrity check failed: {e}")))?;
+    if problems != ["ok"] {
+        return Err(damaged(format!("SQLite's integrity check found: {}", problems.join("; "))));
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| damaged(format!("read its tables: {e}")))?;
+    if tables == 0 {
+        return Err(damaged("it is an SQLite database but not a gate store (no schema_version table)".into()));
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens the existing store at `path`, after checking that it is whole: an empty, cut short,
+    /// corrupt or foreign file is refused, never replaced.
     ///
     /// # Errors
-    /// The file cannot be created or opened, or holds a newer schema.
+    /// [`StoreError::Missing`] if there is no file, [`StoreError::Damaged`] if it is not a sound
+    /// gate store, or it holds a newer schema.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
-        secure_file(path)?;
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        tighten(path)?;
+        check_header(path)?;
         let conn = Connection::open(path)?;
+        check_content(&conn, path)?;
+        Self::prepare(conn, path)
+    }
+
+    /// Opens the store at `path`, making a new one only if no file is there; `true` with a new
+    /// one (whose server key is new: profiles of any other store do not work with it).
+    ///
+    /// # Errors
+    /// As [`Self::open`], or the file cannot be created.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<(Self, bool), StoreError> {
+        let path = path.as_ref();
+        if path.exists() {
+            return Ok((Self::open(path)?, false));
+        }
+        // Made whole beside it, then linked into place (never over a file another process made
+        // meanwhile), so a crash half-way leaves no empty store to be refused at the next start.
+        let io = |source| StoreError::Open { path: path.to_owned(), source };
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".new-{}", std::process::id()));
+        let fresh = path.with_file_name(name);
+        let _ = fs::remove_file(&fresh);
+        create_file(&fresh)?;
+        let made = Connection::open(&fresh).map_err(StoreError::from).and_then(|conn| {
+            conn.execute_batch(SCHEMA)?;
+            conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
+            Ok(())
+        });
+        let linked = made.and_then(|()| match fs::hard_link(&fresh, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io(e)),
+        });
+        let _ = fs::remove_file(&fresh);
+        let created = linked?;
+        Ok((Self::open(path)?, created))
+    }
+
+    fn prepare(conn: Connection, path: &Path) -> Result<Self, StoreError> {
         conn.busy_timeout(Duration::from_secs(5))?;
         // WAL: readers never block the writer. synchronous=NORMAL: a commit survives a crash of
         // the process (a daemon restart); only a power loss can drop the last commits.

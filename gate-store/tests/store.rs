@@ -10,6 +10,13 @@ use gate_store::{ApprovalRecord, NewClient, Store, StoreError};
 
 const PEM: &str = include_str!("../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
+/// A store made where none was.
+fn new_store(path: &std::path::Path) -> Store {
+    let (store, created) = Store::open_or_create(path).unwrap();
+    assert!(created, "{} existed", path.display());
+    store
+}
+
 fn enroll(store: &mut Store, name: &str) -> (ClientPublic, HmacSecret) {
     let public = ClientPublic {
         token: Token::random(&mut OsRng),
@@ -26,7 +33,7 @@ fn enroll(store: &mut Store, name: &str) -> (ClientPublic, HmacSecret) {
 fn files_holding_secrets_are_0600_even_if_found_looser() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state/gate.db");
-    let mut store = Store::open(&path).unwrap();
+    let mut store = new_store(&path);
     enroll(&mut store, "alice");
     for file in ["gate.db", "gate.db-wal", "gate.db-shm"] {
         let mode = fs::metadata(dir.path().join("state").join(file)).unwrap().permissions().mode() & 0o777;
@@ -41,7 +48,7 @@ fn files_holding_secrets_are_0600_even_if_found_looser() {
 #[test]
 fn clients_round_trip_and_names_are_unique() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path().join("gate.db")).unwrap();
+    let mut store = new_store(&dir.path().join("gate.db"));
     let (public, secret) = enroll(&mut store, "alice");
     let record = store.client("alice").unwrap();
     assert_eq!(record.token, public.token);
@@ -71,7 +78,7 @@ fn a_nonce_is_accepted_once_also_after_reopening() {
     let path = dir.path().join("gate.db");
     let token = Token([7; 16]);
     {
-        let store = Store::open(&path).unwrap();
+        let store = new_store(&path);
         assert!(store.record_nonce(token, &[1; 16], 1000, "h").unwrap());
         assert!(!store.record_nonce(token, &[1; 16], 1000, "h").unwrap());
         assert!(store.record_nonce(Token([8; 16]), &[1; 16], 1000, "h").unwrap(), "nonces are per client");
@@ -85,7 +92,7 @@ fn a_nonce_is_accepted_once_also_after_reopening() {
 #[test]
 fn grants_of_revoked_clients_spare_addresses_others_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path().join("gate.db")).unwrap();
+    let mut store = new_store(&dir.path().join("gate.db"));
     enroll(&mut store, "alice");
     enroll(&mut store, "bob");
     let nat: IpAddr = "198.51.100.7".parse().unwrap();
@@ -109,7 +116,95 @@ fn grants_of_revoked_clients_spare_addresses_others_hold() {
 fn the_server_key_is_made_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gate.db");
-    let first = Store::open(&path).unwrap().server_keys(1).unwrap().public();
+    let first = new_store(&path).server_keys(1).unwrap().public();
     let again = Store::open(&path).unwrap().server_keys(2).unwrap().public();
     assert_eq!(first, again);
+}
+
+/// A store with clients, closed again (its WAL checkpointed into the file).
+fn store_with_clients(path: &std::path::Path, clients: usize) {
+    let mut store = new_store(path);
+    for i in 0..clients {
+        enroll(&mut store, &format!("client-{i}"));
+    }
+}
+
+fn damage(path: &std::path::Path) -> String {
+    match Store::open(path) {
+        Err(StoreError::Damaged { reason, .. }) => reason,
+        Err(other) => panic!("expected a damaged store, got: {other}"),
+        Ok(_) => panic!("a damaged store at {} opened", path.display()),
+    }
+}
+
+#[test]
+fn a_missing_store_is_not_made_by_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.db");
+    let error = Store::open(&path).err().expect("no store there");
+    assert!(matches!(error, StoreError::Missing(_)), "{error}");
+    assert!(error.to_string().contains("no store at"), "{error}");
+    assert!(!path.exists(), "open made a file");
+}
+
+#[test]
+fn an_empty_cut_short_corrupt_or_foreign_store_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let empty = dir.path().join("empty.db");
+    fs::write(&empty, b"").unwrap();
+    assert!(damage(&empty).contains("empty"));
+    assert!(matches!(Store::open_or_create(&empty), Err(StoreError::Damaged { .. })), "never made anew over it");
+    assert_eq!(fs::metadata(&empty).unwrap().len(), 0, "the file was changed");
+
+    let whole = dir.path().join("whole.db");
+    store_with_clients(&whole, 40);
+    let bytes = fs::read(&whole).unwrap();
+    assert!(bytes.len() > 8 * 4096, "the test store is too small to damage page by page");
+
+    let cut = dir.path().join("cut.db");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let reason = damage(&cut);
+    assert!(reason.contains("integrity check"), "{reason}");
+
+    let corrupt = dir.path().join("corrupt.db");
+    let mut scrambled = bytes.clone();
+    // Page 3 onwards holds the tables' rows: overwrite one page in the middle with noise.
+    let page = 4096 * 4;
+    for (i, byte) in scrambled[page..page + 4096].iter_mut().enumerate() {
+        *byte = (i * 7 + 13) as u8;
+    }
+    fs::write(&corrupt, &scrambled).unwrap();
+    let reason = damage(&corrupt);
+    assert!(reason.contains("integrity check"), "{reason}");
+    assert_eq!(fs::read(&corrupt).unwrap(), scrambled, "the damaged file was changed");
+
+    let text = dir.path().join("text.db");
+    fs::write(&text, "not a database at all, but long enough to have a header of a hundred bytes .............\n")
+        .unwrap();
+    assert!(damage(&text).contains("not an SQLite database"));
+
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    assert!(damage(&foreign).contains("not a gate store"));
+
+    let error = Store::open(&empty).err().unwrap().to_string();
+    assert!(error.contains("restore it from a backup"), "{error}");
+}
+
+#[test]
+fn a_sound_store_opens_with_its_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.db");
+    store_with_clients(&path, 3);
+    let (store, created) = Store::open_or_create(&path).unwrap();
+    assert!(!created);
+    assert_eq!(store.clients().unwrap().len(), 3);
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".new-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

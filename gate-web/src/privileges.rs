@@ -14,7 +14,7 @@ pub fn drop_to(name: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let user = User::from_name(name).with_context(|| format!("look up user {name:?}"))?.with_context(|| {
-        format!("user {name:?} does not exist (scripts/setup creates gate-web); refusing to run as root")
+        format!("user {name:?} does not exist (create it: the front never runs as root); refusing to start")
     })?;
     if user.uid.is_root() {
         bail!("user {name:?} is root; the front must run unprivileged");

@@ -20,7 +20,9 @@ use gate_store::{ClientRecord, NewClient, Store};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::format;
+use gate_daemon::config::Config;
+
+use crate::{format, paths::Paths};
 
 /// Where a profile points its client when no `--server` is given.
 pub const DEFAULT_SERVER: &str = "unix:/run/gate/daemon.sock";
@@ -64,13 +66,13 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-pub fn run(command: ClientCommand, store_path: &Path, pins: &PinDir, host: &str) -> anyhow::Result<()> {
+pub fn run(command: ClientCommand, paths: &Paths, pins: &PinDir) -> anyhow::Result<()> {
     match command {
         ClientCommand::Add { name, gates, out, server, rsa_key } => {
-            add(store_path, pins, &name, &gates, &out, &server, rsa_key)
+            add(paths, pins, &name, &gates, &out, &server, rsa_key)
         }
         ClientCommand::List { json } => {
-            let clients = open(store_path)?.clients()?;
+            let clients = paths.store.open()?.clients()?;
             if json {
                 let list: Vec<_> = clients.iter().map(client_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -80,7 +82,7 @@ pub fn run(command: ClientCommand, store_path: &Path, pins: &PinDir, host: &str)
             Ok(())
         }
         ClientCommand::Show { name, json } => {
-            let client = open(store_path)?.client(&name)?;
+            let client = paths.store.open()?.client(&name)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&client_json(&client))?);
             } else {
@@ -88,16 +90,12 @@ pub fn run(command: ClientCommand, store_path: &Path, pins: &PinDir, host: &str)
             }
             Ok(())
         }
-        ClientCommand::Revoke { name } => revoke(store_path, pins, host, &name),
+        ClientCommand::Revoke { name } => revoke(&mut paths.store.open()?, pins, &paths.host, &name),
     }
 }
 
-fn open(store_path: &Path) -> anyhow::Result<Store> {
-    Store::open(store_path).with_context(|| format!("open the store {}", store_path.display()))
-}
-
 fn add(
-    store_path: &Path,
+    paths: &Paths,
     pins: &PinDir,
     name: &str,
     gates: &[String],
@@ -112,8 +110,8 @@ fn add(
     if out.exists() {
         bail!("{} exists; not overwriting a profile (remove it or choose another --out)", out.display());
     }
-    check_gates(pins, gates)?;
-    let mut store = open(store_path)?;
+    check_gates(pins, paths.config.as_ref(), gates)?;
+    let mut store = paths.store.open_or_create(paths.config.as_ref())?;
     if store.client(name).is_ok() {
         bail!("client {name:?} already exists");
     }
@@ -185,23 +183,30 @@ fn vpn_endpoint(pins: &PinDir, gate: &str) -> Option<(String, u16)> {
     ports.first().map(|g| (g.protocol.to_string(), g.port))
 }
 
-/// With the gate running, a gate name must be one it knows; without it, trust the operator.
-fn check_gates(pins: &PinDir, gates: &[String]) -> anyhow::Result<()> {
-    let Ok(state) = GateState::open(pins.root()) else {
-        eprintln!("warning: no gate state at {}; gate names not checked", pins.root().display());
-        return Ok(());
-    };
-    for gate in gates {
-        state.gate_id(gate)?;
+/// A gate name must be one the running gate knows, else one the daemon's config lists; with
+/// neither, the operator is trusted (and warned).
+fn check_gates(pins: &PinDir, config: Option<&Config>, gates: &[String]) -> anyhow::Result<()> {
+    if let Ok(state) = GateState::open(pins.root()) {
+        for gate in gates {
+            state.gate_id(gate)?;
+        }
+    } else if let Some(config) = config {
+        for gate in gates {
+            if !config.gates.iter().any(|g| &g.name == gate) {
+                let known: Vec<&str> = config.gates.iter().map(|g| g.name.as_str()).collect();
+                bail!("no gate named {gate:?} in the daemon's config (it has: {})", known.join(", "));
+            }
+        }
+    } else {
+        eprintln!("warning: no gate state at {} and no config; gate names not checked", pins.root().display());
     }
     Ok(())
 }
 
-fn revoke(store_path: &Path, pins: &PinDir, host: &str, name: &str) -> anyhow::Result<()> {
-    let mut store = open(store_path)?;
+fn revoke(store: &mut Store, pins: &PinDir, host: &str, name: &str) -> anyhow::Result<()> {
     let newly = store.revoke_client(name, unix_now())?;
     let closed = match GateState::open(pins.root()) {
-        Ok(mut state) => gate_store::end_grants(&store, &mut state, host, unix_now())
+        Ok(mut state) => gate_store::end_grants(store, &mut state, host, unix_now())
             .map(|n| format!("closed {n} lease(s)"))
             .unwrap_or_else(|e| format!("closing its leases failed ({e}); the daemon closes them within a second")),
         Err(_) => "no gate state here; the daemon closes its leases when it runs".to_owned(),

@@ -3,30 +3,32 @@
 mod clients;
 mod format;
 mod notify;
+mod paths;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use gate_maps::{
-    GateState, LeasePolicy, PinDir, clock,
-    lease::ttl_lease,
-    pins::{DEFAULT_PIN_DIR, pinned_program},
-};
+use gate_maps::{GateState, LeasePolicy, PinDir, clock, lease::ttl_lease, pins::pinned_program};
 
 #[derive(Parser)]
 #[command(version, about = "Inspect and change the gate (reads the pinned BPF maps directly)")]
 struct Cli {
-    /// The gate's bpffs pin directory.
-    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, env = "GATE_PIN_DIR")]
-    pin_dir: PathBuf,
-    /// The store of enrolled clients.
-    #[arg(long, global = true, default_value = gate_store::DEFAULT_STORE_PATH, env = "GATE_STORE")]
-    store: PathBuf,
-    /// Where the daemon keeps its OpenVPN servers' state (as its `vpn.run_dir`).
-    #[arg(long, global = true, default_value = "/run/gate/openvpn", env = "GATE_VPN_RUN_DIR")]
-    vpn_run_dir: PathBuf,
-    /// This host's name in the store (as the daemon's `approval.host`; default: the hostname).
+    /// The daemon's config, read for the paths below [default: /etc/gate/gate.toml, if it
+    /// exists; else the daemon's defaults].
+    #[arg(long, global = true, env = "GATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The gate's bpffs pin directory [default: the config's `pin_dir`].
+    #[arg(long, global = true, env = "GATE_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
+    /// The store of enrolled clients [default: the config's `approval.store`]. Only `client
+    /// add` makes a store, and only on the path the config names.
+    #[arg(long, global = true, env = "GATE_STORE")]
+    store: Option<PathBuf>,
+    /// Where the daemon keeps its OpenVPN servers' state [default: the config's `vpn.run_dir`].
+    #[arg(long, global = true, env = "GATE_VPN_RUN_DIR")]
+    vpn_run_dir: Option<PathBuf>,
+    /// This host's name in the store [default: the config's `approval.host`, else the hostname].
     #[arg(long, global = true, env = "GATE_HOST")]
     host: Option<String>,
     #[command(subcommand)]
@@ -82,7 +84,13 @@ enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     /// Remove the gate: detach from every interface and delete its maps. Gated ports open to all.
-    Teardown,
+    /// Refused while a gate-daemon runs on the pin dir.
+    Teardown {
+        /// Tear down even under a running daemon (a hung one, say). It notices and stops with
+        /// an error, so a supervisor that restarts it puts the gate back.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,16 +105,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let pins = PinDir::new(&cli.pin_dir);
+    let paths = paths::Paths::resolve(paths::Flags {
+        config: cli.config,
+        pin_dir: cli.pin_dir,
+        store: cli.store,
+        vpn_run_dir: cli.vpn_run_dir,
+        host: cli.host,
+    })?;
+    let pins = PinDir::new(&paths.pin_dir);
     match cli.command.unwrap_or(Command::Status) {
         Command::Status => {
             let not_gated = status(&pins)?;
-            print!("{}", vpn_status(&cli.vpn_run_dir));
-            let host = cli.host.clone().unwrap_or_else(gate_store::default_host_name);
-            if cli.store.exists()
-                && let Ok(store) = gate_store::Store::open(&cli.store)
-            {
-                print!("\n{}", notify::describe(&store, &host)?);
+            print!("{}", vpn_status(&paths.vpn_run_dir));
+            if paths.store.path.exists() {
+                match paths.store.open() {
+                    Ok(store) => print!("\n{}", notify::describe(&store, &paths.host)?),
+                    Err(e) => print!("\nstore: {e:#}\n"),
+                }
             }
             if not_gated > 0 {
                 bail!("{not_gated} listed interface(s) NOT GATED: packets to gated ports pass XDP there");
@@ -187,16 +202,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Client(command) => {
-            let host = cli.host.unwrap_or_else(gate_store::default_host_name);
-            clients::run(command, &cli.store, &pins, &host)
-        }
-        Command::Shutdown(command) => {
-            let host = cli.host.clone().unwrap_or_else(gate_store::default_host_name);
-            notify::shutdown(command, &cli.store, &host)
-        }
+        Command::Client(command) => clients::run(command, &paths, &pins),
+        Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host),
         Command::Notify(command) => notify::notify(command),
-        Command::Teardown => teardown(&pins),
+        Command::Teardown { force } => teardown(&pins, force),
     }
 }
 
@@ -273,24 +282,29 @@ fn vpn_status(run_dir: &std::path::Path) -> String {
     out
 }
 
-fn teardown(pins: &PinDir) -> anyhow::Result<()> {
+fn teardown(pins: &PinDir, force: bool) -> anyhow::Result<()> {
     let attachments = pins.attachments().with_context(|| format!("read {}", pins.links_dir().display()))?;
     if attachments.is_empty() && !pins.root().exists() {
         bail!("no gate at {}", pins.root().display());
     }
     // A running daemon owns the gate: removing it under the daemon would open the ports while
     // it keeps serving. Held until the end, so no daemon starts half-way.
-    let _lock = if pins.links_dir().exists() {
-        Some(pins.lock_for_daemon().map_err(|e| match e {
-            gate_maps::LockError::Held { pid, .. } => anyhow::anyhow!(
-                "a gate-daemon (pid {}) runs on {}; stop it first, then tear down",
-                pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
-                pins.root().display()
-            ),
-            other => other.into(),
-        })?)
-    } else {
-        None
+    let _lock = match pins.links_dir().exists().then(|| pins.lock_for_daemon()) {
+        None => None,
+        Some(Ok(lock)) => Some(lock),
+        Some(Err(gate_maps::LockError::Held { pid, .. })) => {
+            let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+            if !force {
+                bail!("a gate-daemon (pid {pid}) runs on {}; stop it first, then tear down", pins.root().display());
+            }
+            eprintln!(
+                "gatectl: --force: tearing down under the running gate-daemon (pid {pid}); every gated port opens \
+                 to everyone, and the daemon stops with an error when it notices (a supervisor's restart gates \
+                 them again)"
+            );
+            None
+        }
+        Some(Err(other)) => return Err(other.into()),
     };
     for attachment in &attachments {
         std::fs::remove_file(&attachment.path).with_context(|| format!("unpin {}", attachment.path.display()))?;

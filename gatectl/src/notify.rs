@@ -1,11 +1,6 @@
 //! `gatectl shutdown ...` (the operator's own shutdown states, recorded as the operator's) and
 //! `gatectl notify ...` (run one's own notification service: a key pair, signed documents).
-use std::{
-    fs::OpenOptions,
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::{fs::OpenOptions, io::Write as _, os::unix::fs::OpenOptionsExt, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -107,8 +102,7 @@ pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-pub fn shutdown(command: ShutdownCommand, store_path: &Path, host: &str) -> anyhow::Result<()> {
-    let store = Store::open(store_path).with_context(|| format!("open the store {}", store_path.display()))?;
+pub fn shutdown(command: ShutdownCommand, store: &Store, host: &str) -> anyhow::Result<()> {
     match command {
         ShutdownCommand::Show => {}
         ShutdownCommand::Set { part: p, state: s, message } => {
@@ -124,7 +118,7 @@ pub fn shutdown(command: ShutdownCommand, store_path: &Path, host: &str) -> anyh
             }
         }
     }
-    print!("{}", describe(&store, host)?);
+    print!("{}", describe(store, host)?);
     Ok(())
 }
 

@@ -110,6 +110,19 @@ impl Daemon {
         Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
     }
 
+    /// Waits up to `within` for the process to exit by itself; its exit status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: the daemon dies with no chance to clean anything up.
     pub fn kill9(mut self) {
         let _ = kill(self.pid(), Signal::SIGKILL);

@@ -1,12 +1,15 @@
 //! Everyday operations around a running gate that must not open it or take it down: a second
 //! daemon on the same pin dir, `gatectl teardown` under a running daemon, SIGHUP to the daemon
-//! and to the front.
+//! and to the front, `gatectl` finding the daemon's paths, a damaged store.
 use std::{
     net::{IpAddr, SocketAddr},
+    path::Path,
+    process::{Command, Output},
     time::Duration,
 };
 
 use gate_tests::{
+    approval::vector_key,
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, bin, gatectl, gatectl_ok},
     front::{self, curl, url_v4},
@@ -64,6 +67,22 @@ fn teardown_is_refused_while_the_daemon_runs() {
     daemon.stop();
     gatectl_ok(&bed.pin_dir.0, &["teardown"]);
     assert_eq!(udp(&bed.client, IpAddr::from(STRANGER_V4), to_gated()), Outcome::Reply, "removed once stopped");
+}
+
+#[test]
+fn a_forced_teardown_says_what_it_opens_and_the_daemon_stops_with_an_error() {
+    let (bed, _listeners, mut daemon) = gated_with_a_lease();
+    let out = gatectl(&bed.pin_dir.0, &["teardown", "--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("every gated port opens to everyone"), "{stderr}");
+    assert_eq!(udp(&bed.client, STRANGER_V4.into(), to_gated()), Outcome::Reply, "torn down as it said");
+    // The link watch looks at least every 5 s.
+    let status = daemon.wait_exit(Duration::from_secs(8)).expect("the daemon noticed the teardown and stopped");
+    assert!(!status.success(), "it stops with an error, so a supervisor restarts it");
+    let log = daemon.log();
+    assert!(log.contains("was removed under this daemon") && log.contains("open to everyone"), "{log}");
+    assert!(!log.contains("the gate stays attached and closed"), "{log}");
 }
 
 #[test]
@@ -134,4 +153,110 @@ fn gatectl_allow_refuses_what_approvals_refuse_and_says_when_it_shortens_a_lease
     assert!(stderr.contains("replaced a lease of") && stderr.contains("it now has 1m"), "{stderr}");
     let out = gatectl(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "2h"]);
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "lengthening says nothing extra");
+}
+
+/// `gatectl args...` with no path flags: only what `args` and the config say.
+fn gatectl_bare(args: &[&str]) -> Output {
+    Command::new(bin("gatectl")).args(args).env_remove("GATE_PIN_DIR").env_remove("GATE_STORE").output().unwrap()
+}
+
+fn text(out: &Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn gatectl_takes_its_paths_from_the_daemon_config_and_never_makes_a_stray_store() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let config = config.to_str().unwrap();
+    let key = vector_key("client");
+    let key = key.to_str().unwrap();
+    let profile = |name: &str| bed.state_dir.join(format!("{name}.profile")).to_str().unwrap().to_owned();
+
+    // No store yet (the daemon never ran). A mistyped --store is refused by every command,
+    // `client add` included, and nothing is made there.
+    let typo = bed.state_dir.join("gaet.db");
+    let typo = typo.to_str().unwrap();
+    let alice = profile("alice");
+    for args in [
+        vec!["client", "list"],
+        vec!["shutdown", "show"],
+        vec!["client", "add", "alice", "--gate", "vpn", "--out", &alice, "--rsa-key", key],
+    ] {
+        let (ok, _, stderr) = text(&gatectl_bare(&[&["--config", config, "--store", typo], &args[..]].concat()));
+        assert!(!ok, "{args:?} succeeded on a store that does not exist");
+        assert!(stderr.contains(&format!("no store at {typo}")) && stderr.contains("--store"), "{args:?}: {stderr}");
+        assert!(!Path::new(typo).exists(), "{args:?} made a store at the mistyped path");
+        assert!(!Path::new(&alice).exists(), "{args:?} wrote a profile");
+    }
+
+    // `client add` on the path the config names makes the store there; gate names are checked
+    // against the config while no gate is pinned.
+    let (ok, _, stderr) = text(&gatectl_bare(&[
+        "--config",
+        config,
+        "client",
+        "add",
+        "alice",
+        "--gate",
+        "vpn",
+        "--out",
+        &alice,
+        "--rsa-key",
+        key,
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("made a new store at {}", bed.store().display())), "{stderr}");
+    let bob = profile("bob");
+    let (ok, _, stderr) = text(&gatectl_bare(&[
+        "--config",
+        config,
+        "client",
+        "add",
+        "bob",
+        "--gate",
+        "vnp",
+        "--out",
+        &bob,
+        "--rsa-key",
+        key,
+    ]));
+    assert!(!ok && stderr.contains("no gate named \"vnp\" in the daemon's config (it has: vpn)"), "{stderr}");
+
+    // The daemon serves that store; gatectl finds its pin dir and store through the config alone.
+    let daemon = Daemon::start(&bed, Path::new(config));
+    let listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let client = CLIENT_V4.to_string();
+    let (ok, _, stderr) = text(&gatectl_bare(&["--config", config, "allow", &client, "--gate", "vpn", "--ttl", "1h"]));
+    assert!(ok, "{stderr}");
+    still_gated(&bed, "after an allow through --config");
+    let (ok, listed, stderr) = text(&gatectl_bare(&["--config", config, "client", "list"]));
+    assert!(ok && listed.contains("alice"), "{listed}{stderr}");
+    let (ok, _, stderr) = text(&gatectl_bare(&["--config", "/nonexistent/gate.toml", "client", "list"]));
+    assert!(!ok && stderr.contains("/nonexistent/gate.toml"), "a --config that is not there is an error: {stderr}");
+    drop(listeners);
+    daemon.stop();
+}
+
+#[test]
+fn a_damaged_store_stops_the_start_before_the_gate_is_touched() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    std::fs::write(bed.store(), b"").expect("an empty store file");
+    let out = bed.gateway.command(bin("gate-daemon")).arg("--config").arg(&config).arg("--check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "--check passed an empty store: {stderr}");
+    assert!(stderr.contains("approval.store") && stderr.contains("the file is empty"), "{stderr}");
+
+    let log = Daemon::try_start(&bed, &config).err().expect("a daemon must not start on an empty store");
+    assert!(log.contains("is damaged: the file is empty") && log.contains("restore it from a backup"), "{log}");
+    assert!(!bed.pin_dir.0.exists(), "the refused start touched the gate");
+    assert_eq!(std::fs::metadata(bed.store()).unwrap().len(), 0, "the damaged store was changed");
+
+    let (ok, _, stderr) = text(&gatectl_bare(&["--config", config.to_str().unwrap(), "client", "list"]));
+    assert!(!ok && stderr.contains("is damaged"), "{stderr}");
 }

@@ -1,0 +1,124 @@
+//! Where gatectl finds the gate: the daemon's own config is the one source of truth for the pin
+//! dir, the store, the OpenVPN run dir and the host name; a flag overrides one value. A store is
+//! opened, never made, except by `client add` on the path the config names, so a mistyped path
+//! fails instead of starting a second store with its own server key.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use gate_daemon::config::{Config, DEFAULT_CONFIG_PATH};
+use gate_store::Store;
+
+/// What the command line says (each `None` defers to the config).
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub pin_dir: Option<PathBuf>,
+    pub store: Option<PathBuf>,
+    pub vpn_run_dir: Option<PathBuf>,
+    pub host: Option<String>,
+}
+
+/// The paths in force, and where each came from.
+pub struct Paths {
+    pub pin_dir: PathBuf,
+    pub store: StorePath,
+    pub vpn_run_dir: PathBuf,
+    pub host: String,
+    /// The daemon's config, if one was read.
+    pub config: Option<Config>,
+}
+
+/// The store's path, and why this one.
+pub struct StorePath {
+    pub path: PathBuf,
+    origin: Origin,
+}
+
+enum Origin {
+    Flag,
+    Config(PathBuf),
+    /// The daemon's default, no config file being there.
+    Default(PathBuf),
+}
+
+impl Paths {
+    /// Reads the config (`--config`, else the default one if it exists) and applies the flags.
+    ///
+    /// # Errors
+    /// A config named by `--config` is missing, or any config read is invalid.
+    pub fn resolve(flags: Flags) -> anyhow::Result<Self> {
+        let (file, explicit) = match flags.config {
+            Some(file) => (file, true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let config = if explicit || file.exists() {
+            Some(Config::load(&file).map_err(|e| {
+                anyhow::anyhow!("{e}\n(gatectl reads the daemon's config for its paths; --config chooses another)")
+            })?)
+        } else {
+            None
+        };
+        let defaults = config.clone().unwrap_or_else(Config::defaults);
+        let origin = match (&flags.store, &config) {
+            (Some(_), _) => Origin::Flag,
+            (None, Some(_)) => Origin::Config(file.clone()),
+            (None, None) => Origin::Default(file.clone()),
+        };
+        let host = flags.host.unwrap_or_else(|| {
+            Some(defaults.approval.host.clone()).filter(|h| !h.is_empty()).unwrap_or_else(gate_store::default_host_name)
+        });
+        Ok(Self {
+            pin_dir: flags.pin_dir.unwrap_or(defaults.pin_dir),
+            store: StorePath { path: flags.store.unwrap_or(defaults.approval.store), origin },
+            vpn_run_dir: flags.vpn_run_dir.unwrap_or(defaults.vpn.run_dir),
+            host,
+            config,
+        })
+    }
+}
+
+impl StorePath {
+    fn source(&self) -> String {
+        match &self.origin {
+            Origin::Flag => "given by --store".to_owned(),
+            Origin::Config(file) => format!("approval.store in {}", file.display()),
+            Origin::Default(file) => format!("the default: {} does not exist", file.display()),
+        }
+    }
+
+    /// Opens the existing store.
+    ///
+    /// # Errors
+    /// There is none, it is damaged, or SQLite failed; the message says where the path came from.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&self.path).with_context(|| format!("open the store {} ({})", self.path.display(), self.source()))
+    }
+
+    /// Opens the store, making it if none exists and the daemon's config names this path.
+    ///
+    /// # Errors
+    /// As [`Self::open`]; or no store exists and the path is not the config's.
+    pub fn open_or_create(&self, config: Option<&Config>) -> anyhow::Result<Store> {
+        if self.path.exists() {
+            return self.open();
+        }
+        let named = config.is_some_and(|c| same_path(&c.approval.store, &self.path));
+        if !named {
+            bail!(
+                "no store at {} ({}); a new store is made only where the daemon's config names it \
+                 (check the path, or give --config)",
+                self.path.display(),
+                self.source()
+            );
+        }
+        let (store, created) = Store::open_or_create(&self.path)
+            .with_context(|| format!("make the store {} ({})", self.path.display(), self.source()))?;
+        if created {
+            eprintln!("gatectl: made a new store at {} ({})", self.path.display(), self.source());
+        }
+        Ok(store)
+    }
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::path::absolute(a), std::path::absolute(b)), (Ok(a), Ok(b)) if a == b)
+}
