@@ -12,6 +12,8 @@
 //!
 //! [limits]
 //! max_connections = 1024
+//! connections_per_source = 32        # open at once, per IPv4 address or IPv6 /64
+//! handshakes_per_minute = 120        # new connections per source, burst of the same size
 //! handshake_timeout = "10s"
 //! header_timeout = "10s"             # the whole header, from its first byte
 //! body_timeout = "10s"
@@ -35,6 +37,11 @@ pub use gate_config::ConfigError;
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one source (IPv4 address, IPv6 /64) may hold open at once (at most
+    /// `max_connections`); trusted proxies are held only to `max_connections`.
+    pub connections_per_source: usize,
+    /// New connections (TLS handshakes) per source and minute.
+    pub handshakes_per_minute: u32,
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -50,6 +57,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            connections_per_source: 32,
+            handshakes_per_minute: 120,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -125,6 +134,12 @@ impl Config {
         if limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
         }
+        if limits.connections_per_source == 0 {
+            return Err(invalid("limits.connections_per_source", "must be at least 1"));
+        }
+        if limits.handshakes_per_minute == 0 {
+            return Err(invalid("limits.handshakes_per_minute", "must be at least 1"));
+        }
         if limits.approvals_per_minute == 0 {
             return Err(invalid("limits.approvals_per_minute", "must be at least 1"));
         }
@@ -163,6 +178,8 @@ mod tests {
             ("listen = []\n", "listen"),
             ("listen = [\"[::]:443\"]\ntls_cert = \"/a\"\n", "tls_cert"),
             ("listen = [\"[::]:443\"]\n[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            ("listen = [\"[::]:443\"]\n[limits]\nconnections_per_source = 0\n", "limits.connections_per_source"),
+            ("listen = [\"[::]:443\"]\n[limits]\nhandshakes_per_minute = 0\n", "limits.handshakes_per_minute"),
             ("listen = [\"[::]:443\"]\n[limits]\nbody_timeout = \"0s\"\n", "limits.body_timeout"),
         ] {
             let e = parse(text).unwrap_err().to_string();

@@ -9,8 +9,11 @@
 //! - [`routes`]: the route table and the rebuilding of requests.
 //! - [`forward`]: the daemon's internal socket.
 //! - [`ratelimit`]: approvals per source.
-//! - [`server`]: connections, limits, timeouts.
+//! - [`admission`]: who may open a connection: caps per source and in all, a handshake rate.
+//! - [`tally`]: refusals counted, and logged at a bounded rate.
+//! - [`server`]: connections, timeouts, the raw head check.
 //! - [`shutdown`]: the daemon's shutdown states (www, web).
+pub mod admission;
 pub mod config;
 pub mod forward;
 pub mod privileges;
@@ -18,4 +21,5 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod tally;
 pub mod tls;

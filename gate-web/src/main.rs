@@ -4,12 +4,15 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use gate_web::{
+    admission::Admission,
     config::{Config, DEFAULT_CONFIG_PATH},
     forward::Daemon,
     privileges,
     ratelimit::RateLimit,
     routes::Front,
-    server, tls,
+    server,
+    tally::{SUMMARY_INTERVAL, Tally},
+    tls,
 };
 
 #[derive(Parser)]
@@ -28,7 +31,36 @@ fn main() -> ExitCode {
     gate_config::run_service(&args.config, args.check, Config::load, run)
 }
 
+/// Descriptors the front needs beyond one per connection: listeners, the daemon's socket per
+/// forwarded request, the runtime, logs.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Raises the descriptor limit so `max_connections` (each also forwarding to the daemon) cannot
+/// run out of descriptors first: the soft limit up to the hard one, and, as root, the hard one
+/// too. Says so if it stays short.
+fn raise_descriptor_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed = 2 * max_connections as u64 + SPARE_DESCRIPTORS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft >= needed {
+        return;
+    }
+    let raised = if hard >= needed || setrlimit(Resource::RLIMIT_NOFILE, needed, needed).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, needed.min(hard), hard).map(|()| needed.min(hard))
+    } else {
+        Ok(needed)
+    };
+    match raised {
+        Ok(limit) if limit >= needed => log::info!("descriptor limit raised from {soft} to {limit}"),
+        _ => log::warn!(
+            "the descriptor limit ({soft}, hard {hard}) is below the {needed} that limits.max_connections needs; \
+             raise LimitNOFILE or lower max_connections"
+        ),
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
+    raise_descriptor_limit(config.limits.max_connections);
     // Everything that needs root happens first: binding, reading the TLS key.
     let mut listeners = Vec::new();
     for address in &config.listen {
@@ -39,16 +71,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     privileges::drop_to(&config.user)?;
 
     let shutdown_view = Arc::new(gate_web::shutdown::ShutdownView::default());
+    let tally = Arc::new(Tally::default());
+    let reporter = tokio::spawn({
+        let tally = Arc::clone(&tally);
+        async move { tally.report(SUMMARY_INTERVAL).await }
+    });
     let front = Arc::new(Front {
         daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
         limits: config.limits.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         rate: RateLimit::new(config.limits.approvals_per_minute),
         shutdown: Arc::clone(&shutdown_view),
+        tally: Arc::clone(&tally),
     });
     let (web_on, web_watch) = tokio::sync::watch::channel(true);
     let follower = tokio::spawn(gate_web::shutdown::follow(config.shutdown_file.clone(), shutdown_view, web_on));
-    let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections));
+    let admission = Arc::new(Admission::new(&config.limits, config.trusted_proxies.clone(), tally));
     let mut tasks = Vec::new();
     for (address, listener) in listeners {
         log::info!("listening on {address} (TLS), forwarding to {}", config.daemon_socket.display());
@@ -56,7 +94,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             listener,
             tls.clone(),
             Arc::clone(&front),
-            Arc::clone(&connections),
+            Arc::clone(&admission),
             web_watch.clone(),
         )));
     }
@@ -64,6 +102,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     log::info!("ready");
     signals.stopped().await;
     follower.abort();
+    reporter.abort();
     for task in tasks {
         task.abort();
     }

@@ -24,7 +24,7 @@ impl RateLimit {
 
     /// Takes a token for `source` at `now`; `false` if it has none left.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
-        let source = bucket_of(source);
+        let source = source_key(source);
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let refill = |tokens: f64, since: Instant| {
             (tokens + now.saturating_duration_since(since).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute)
@@ -54,8 +54,9 @@ impl RateLimit {
     }
 }
 
-/// The bucket a source counts against: the address itself, or its /64 for IPv6.
-fn bucket_of(source: IpAddr) -> IpAddr {
+/// What a source counts as: the address itself, or its /64 for IPv6.
+#[must_use]
+pub fn source_key(source: IpAddr) -> IpAddr {
     match source.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1_u128 << 64) - 1)).into()),
         v4 => v4,

@@ -59,6 +59,7 @@ pub struct Front {
     pub trusted_proxies: Vec<IpAddr>,
     pub rate: RateLimit,
     pub shutdown: Arc<crate::shutdown::ShutdownView>,
+    pub tally: Arc<crate::tally::Tally>,
 }
 
 type Answer = Response<Full<Bytes>>;

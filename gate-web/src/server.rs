@@ -1,11 +1,11 @@
-//! Accepting connections: a cap on how many are open, a deadline for the TLS handshake and for
-//! the request's header (slow clients are cut off), one request per connection, HTTP/1.1 only,
-//! bounded header buffers, and a panic in a handler answered with 500 instead of taking anything
-//! else down.
+//! Accepting connections: admitted by [`Admission`] before any TLS work, a deadline for the TLS
+//! handshake and for the request's header (slow clients are cut off), one request per
+//! connection, HTTP/1.1 only, bounded header buffers, every answer counted by status, and a panic
+//! in a handler answered with 500 instead of taking anything else down.
 //!
 //! The raw request head is also read as it arrives ([`Inspected`]): hyper folds repeated
 //! identical `Content-Length` headers into one before the handler sees them, and a request that
-//! names its length twice is refused all the same.
+//! names its length twice is refused all the same, whether its lines end in CRLF or a bare LF.
 use std::{
     io,
     net::SocketAddr,
@@ -25,10 +25,13 @@ use futures_util::FutureExt as _;
 use http_body_util::Full;
 use hyper::{Response, StatusCode, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::routes::{Front, handle, refuse};
+use crate::{
+    admission::Admission,
+    routes::{Front, handle, refuse},
+};
 
 /// The largest request head accepted (hyper answers 431 beyond it).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -42,7 +45,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     front: Arc<Front>,
-    connections: Arc<Semaphore>,
+    admission: Arc<Admission>,
     mut web: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut listener = Some(listener);
@@ -53,15 +56,13 @@ pub async fn serve(
                 let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        log::warn!("accept: {e}");
+                        admission.tally.accept_failed(&e);
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                    log::warn!("connection cap reached; closing a new connection from {peer}");
-                    continue;
-                };
+                // Refused: closed at once (the drop), before any TLS work.
+                let Ok(permit) = admission.admit(peer.ip(), std::time::Instant::now()) else { continue };
                 let (tls, front) = (tls.clone(), Arc::clone(&front));
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -120,10 +121,13 @@ async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAccept
         let front = Arc::clone(&front);
         let duplicate_length = duplicate_length.load(Ordering::Relaxed);
         async move {
-            if duplicate_length {
-                return Ok(refuse(StatusCode::BAD_REQUEST));
-            }
-            Ok::<_, std::convert::Infallible>(contained(handle(front, request, peer), peer).await)
+            let answer = if duplicate_length {
+                refuse(StatusCode::BAD_REQUEST)
+            } else {
+                contained(handle(Arc::clone(&front), request, peer), peer).await
+            };
+            front.tally.answered(answer.status().as_u16());
+            Ok::<_, std::convert::Infallible>(answer)
         }
     });
     let mut builder = http1::Builder::new();
@@ -152,6 +156,22 @@ where
     })
 }
 
+/// Where the head ends: at its first empty line, whether lines end in CRLF or in a bare LF
+/// (hyper accepts both).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if byte == b'\n' {
+            let line = &bytes[start..i];
+            if line.is_empty() || line == b"\r" {
+                return Some(start);
+            }
+            start = i + 1;
+        }
+    }
+    None
+}
+
 /// A stream whose first request head is read on the way in: it notes a repeated
 /// `Content-Length`, which hyper would fold away.
 struct Inspected<T> {
@@ -167,7 +187,7 @@ impl<T> Inspected<T> {
             return;
         }
         self.head.extend_from_slice(bytes);
-        let end = self.head.windows(4).position(|w| w == b"\r\n\r\n");
+        let end = head_end(&self.head);
         if end.is_none() && self.head.len() <= MAX_HEAD_BYTES {
             return;
         }
@@ -213,6 +233,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line_with_crlf_or_bare_lf() {
+        assert_eq!(head_end(b"POST / HTTP/1.1\r\nA: 1\r\n\r\nbody"), Some(23));
+        assert_eq!(head_end(b"POST / HTTP/1.1\nA: 1\n\nbody"), Some(21));
+        assert_eq!(head_end(b"POST / HTTP/1.1\r\nA: 1\n\r\nbody"), Some(22));
+        assert_eq!(head_end(b"POST / HTTP/1.1\r\nA: 1\r\n"), None, "not yet whole");
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_is_answered_500_and_the_next_request_is_served() {

@@ -41,9 +41,9 @@ pub fn start(bed: &mut TestBed, extra: &str) -> Daemon {
     Daemon::start_front(bed, &config)
 }
 
-/// What the daemon was asked, from its log: one line per request on its socket.
-pub fn daemon_requests(daemon: &Daemon) -> usize {
-    daemon.log().lines().filter(|l| l.contains("internal request")).count()
+/// How many requests reached the daemon's socket, from its counters.
+pub fn daemon_requests(bed: &TestBed) -> u64 {
+    crate::approval::counters(bed).requests
 }
 
 /// Runs curl in the client namespace against the front (`--insecure`: a self-signed

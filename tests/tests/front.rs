@@ -1,6 +1,6 @@
 //! The front (`gate-web`) with real TLS between network namespaces, the real daemon behind it
-//! and the real gate in front of the VPN port. The daemon logs every request on its socket, so
-//! "never forwarded" is read from its log.
+//! and the real gate in front of the VPN port. The daemon counts every request on its socket, so
+//! "never forwarded" is read from its counters.
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
@@ -117,7 +117,7 @@ fn malformed_http_is_refused_by_the_front_and_never_forwarded() {
         ("not JSON", with_type("text/plain", &["--data-binary", &body, &url]), 415),
         ("query string", with_auth(&["--data-binary", &body, &format!("{url}?debug=1")]), 400),
     ];
-    let before = daemon_requests(&daemon);
+    let before = daemon_requests(&bed);
     for (what, args, status) in &curl_cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, _) = curl(&bed, &args);
@@ -139,6 +139,15 @@ fn malformed_http_is_refused_by_the_front_and_never_forwarded() {
         (
             "duplicate Content-Length",
             format!("{head}Content-Length: {0}\r\nContent-Length: {0}\r\n\r\n{raw_body}", raw_body.len()),
+            400,
+        ),
+        (
+            "duplicate Content-Length, lines ending in a bare LF",
+            format!(
+                "{}Content-Length: {1}\nContent-Length: {1}\n\n{raw_body}",
+                head.replace("\r\n", "\n"),
+                raw_body.len()
+            ),
             400,
         ),
         (
@@ -166,13 +175,13 @@ fn malformed_http_is_refused_by_the_front_and_never_forwarded() {
     assert!(closed, "the front closed the slow connection");
     assert!(started.elapsed() < Duration::from_secs(5), "within its header timeout: {:?}", started.elapsed());
 
-    assert_eq!(daemon_requests(&daemon), before, "nothing above reached the daemon:\n{}", daemon.log());
+    assert_eq!(daemon_requests(&bed), before, "nothing above reached the daemon:\n{}", daemon.log());
     // And the same valid request still goes through.
     let args = with_auth(&["--data-binary", &body, &url]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, answer) = curl(&bed, &args);
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(daemon_requests(&daemon), before + 1);
+    assert_eq!(daemon_requests(&bed), before + 1);
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -216,9 +225,9 @@ fn slow_client(gateway: IpAddr, partial: &[u8]) -> bool {
 
 #[test]
 fn slow_bodies_and_too_many_connections_are_cut_off() {
-    let (bed, daemon, _web, alice) =
+    let (bed, _daemon, _web, alice) =
         front_bed("[limits]\nheader_timeout = \"5s\"\nbody_timeout = \"1s\"\nmax_connections = 2\n");
-    let before = daemon_requests(&daemon);
+    let before = daemon_requests(&bed);
     // A whole head, then a tenth of the promised body: 408 after the body timeout.
     let (head, body) = approval_head(&alice, "");
     let slow = format!("{head}Content-Length: {}\r\n\r\n{}", body.len(), &body[..body.len() / 10]);
@@ -244,13 +253,69 @@ fn slow_bodies_and_too_many_connections_are_cut_off() {
     std::thread::sleep(Duration::from_millis(200));
     let (code, _) = curl(&bed, &[&format!("{}/v1/nothing", url_v4())]);
     assert_eq!(code, 404, "accepting again below the cap");
-    assert_eq!(daemon_requests(&daemon), before, "nothing reached the daemon");
+    assert_eq!(daemon_requests(&bed), before, "nothing reached the daemon");
+}
+
+/// Holds as many connections from `source` to the front as it gets (up to `target`), each
+/// refused one re-opened 50 ms after it closes, until `stop`; the most held at once.
+fn hold_connections(source: IpAddr, target: usize, stop: &std::sync::atomic::AtomicBool) -> usize {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::sync::atomic::Ordering;
+    let front = SockAddr::from(SocketAddr::new(GATEWAY_V4.into(), FRONT_PORT));
+    let open = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+        socket.bind(&SockAddr::from(SocketAddr::new(source, 0))).ok()?;
+        socket.connect_timeout(&front, Duration::from_millis(500)).ok()?;
+        socket.set_nonblocking(true).ok()?;
+        Some(TcpStream::from(socket))
+    };
+    let (mut held, mut most) = (Vec::new(), 0);
+    while !stop.load(Ordering::Relaxed) {
+        while held.len() < target {
+            match open() {
+                Some(stream) => held.push(stream),
+                None => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // A closed one reads as EOF (or a reset); an open idle one would block.
+        held.retain_mut(
+            |stream| matches!(stream.read(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        );
+        most = most.max(held.len());
+    }
+    most
+}
+
+#[test]
+fn one_source_holding_every_connection_it_can_does_not_keep_others_out() {
+    // The defaults: 1,024 connections in all, 32 per source, 120 handshakes a minute per source.
+    let (bed, _daemon, web, alice) = front_bed("");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (held, codes) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| bed.client.run(|| hold_connections(STRANGER_V4.into(), 1_100, &stop)));
+        std::thread::sleep(Duration::from_secs(1));
+        let mut codes = Vec::new();
+        for _ in 0..25 {
+            let (head, body) = approval_head(&alice, "");
+            let raw = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+            codes.push(raw_tls(&bed, GATEWAY_V4.into(), raw.as_bytes()).map_or(0, |r| r.status));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (flood.join().expect("the flood thread"), codes)
+    });
+    assert_eq!(codes, [200; 25], "every approval of the other source is served:\n{}", web.log());
+    assert!(held <= 32, "the flooding source held {held} connections at once (its cap is 32)");
+    let log = web.log();
+    let warnings = log.lines().filter(|l| l.contains("per-source connection cap")).count();
+    assert_eq!(warnings, 1, "one line for the flood, not one per refusal:\n{log}");
+    assert!(log.contains(&format!("first from {STRANGER_V4}")), "{log}");
 }
 
 #[test]
 fn approvals_are_rate_limited_per_source() {
     let (bed, daemon, _web, alice) = front_bed("[limits]\napprovals_per_minute = 3\n");
-    let before = daemon_requests(&daemon);
+    let before = daemon_requests(&bed);
     let mut codes = Vec::new();
     for _ in 0..5 {
         let (head, body) = approval_head(&alice, "");
@@ -258,7 +323,8 @@ fn approvals_are_rate_limited_per_source() {
         codes.push(raw_tls(&bed, GATEWAY_V4.into(), raw.as_bytes()).map_or(0, |r| r.status));
     }
     assert_eq!(codes, [200, 200, 200, 429, 429], "{}", _web.log());
-    assert_eq!(daemon_requests(&daemon), before + 3, "refused ones were not forwarded");
+    assert_eq!(daemon_requests(&bed), before + 3, "refused ones were not forwarded");
+    assert!(!daemon.log().contains("internal request"), "a log line per request:\n{}", daemon.log());
     // Another source has its own allowance (over IPv6 here).
     let (head, body) = approval_head(&alice, "");
     let raw = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());

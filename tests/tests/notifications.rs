@@ -126,13 +126,13 @@ fn each_state_takes_effect_on_the_real_processes_and_ok_brings_them_back() {
     // www disabled: every route answers 503 with the message; nothing reaches the daemon.
     service.serve(Some(signed(&key, &notice(2, State::Disabled, State::Ok, State::Ok))));
     wait("www disabled", Duration::from_secs(6), || curl(&bed, &[&source]).0 == 503);
-    let before = daemon_requests(&daemon);
+    let before = daemon_requests(&bed);
     for path in ["/v1/source", "/v1/approve", "/anything"] {
         let (code, body) = curl(&bed, &[&format!("{}{path}", url_v4())]);
         assert_eq!(code, 503, "{path}");
         assert!(body.contains("has a flaw; upgrade (notice 2)"), "{path}: {body}");
     }
-    assert_eq!(daemon_requests(&daemon), before, "nothing forwarded while www is disabled");
+    assert_eq!(daemon_requests(&bed), before, "nothing forwarded while www is disabled");
 
     // web disabled: the front and the internal API refuse connections.
     service.serve(Some(signed(&key, &notice(3, State::Ok, State::Disabled, State::Ok))));

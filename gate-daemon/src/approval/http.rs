@@ -89,7 +89,8 @@ fn observed_source(headers: &HeaderMap) -> Result<Option<IpAddr>, ()> {
     one_header(headers, INTERNAL_HEADER_OBSERVED_SOURCE).and_then(|v| v.parse().ok()).map(Some).ok_or(())
 }
 
-/// Logs every request, and lets through only root and the front's user.
+/// Counts every request (at debug level, logs it: a stranger's requests through the front must
+/// not cost a log line each), and lets through only root and the front's user.
 async fn gatekeeper(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -97,7 +98,10 @@ async fn gatekeeper(
     next: Next,
 ) -> Response {
     let uid = peer.uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
-    log::info!("internal request {} {} from uid {uid}", request.method(), request.uri().path());
+    log::debug!("internal request {} {} from uid {uid}", request.method(), request.uri().path());
+    if request.uri().path() != COUNTERS_PATH {
+        app.service.counters.request();
+    }
     let root = peer.uid == Some(0);
     let front = peer.uid.is_some() && peer.uid == app.front_uid;
     let marked = from_front(request.headers());

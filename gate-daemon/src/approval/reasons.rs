@@ -97,6 +97,7 @@ impl Rejection {
 pub struct Counters {
     approved: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
+    requests: AtomicU64,
     hmac_checks: AtomicU64,
     rsa_verifications: AtomicU64,
     /// The last approvals (at most [`RECENT`]): µs inside the service, and µs of it in crypto.
@@ -109,6 +110,9 @@ pub const RECENT: usize = 1024;
 /// A copy of the counters, as the internal API serves them.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct CountersSnapshot {
+    /// Requests on the internal socket (reading these counters excepted), whoever sent them.
+    #[serde(default)]
+    pub requests: u64,
     pub approved: u64,
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub hmac_checks: u64,
@@ -155,6 +159,10 @@ impl Counters {
         self.rejected[reason as usize].fetch_add(1, Relaxed);
     }
 
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
     pub fn hmac_check(&self) {
         self.hmac_checks.fetch_add(1, Relaxed);
     }
@@ -167,6 +175,7 @@ impl Counters {
     pub fn snapshot(&self) -> CountersSnapshot {
         let (p50, p99, crypto_p50, ratio_p50) = self.percentiles();
         CountersSnapshot {
+            requests: self.requests.load(Relaxed),
             approved: self.approved.load(Relaxed),
             rejected: Rejection::ALL
                 .iter()
