@@ -3,7 +3,10 @@
 //! durations written like `"90s"` ([`duration`], for `#[serde(deserialize_with = ...)]`).
 //! Each config keeps its own types and its own checks of values. Also the start both service
 //! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime; and the
-//! signals they stop on ([`StopSignals`]).
+//! signals they stop and reload on ([`ServiceSignals`]); and the service manager's notify protocol
+//! ([`systemd`]).
+pub mod systemd;
+
 use std::{
     fs,
     future::Future,
@@ -69,16 +72,24 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, 
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\" or \"5m\": {e}")))
 }
 
-/// The signals a service watches: SIGTERM and SIGINT stop it; SIGHUP is logged and otherwise
-/// ignored (reloading is not built yet), where its default action would end the process
-/// silently, which systemd counts as a clean exit.
-pub struct StopSignals {
+/// What a signal asks of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop.
+    Stop,
+    /// SIGHUP: read the config again and apply what changed (its default action would end the
+    /// process silently, which systemd counts as a clean exit).
+    Reload,
+}
+
+/// The signals a service watches.
+pub struct ServiceSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
 }
 
-impl StopSignals {
+impl ServiceSignals {
     /// Starts watching.
     ///
     /// # Errors
@@ -93,29 +104,28 @@ impl StopSignals {
         })
     }
 
-    /// Waits for a signal that stops the service, logging which. Cancel-safe (usable in
-    /// `select!`): each wait is on the signal streams' own cancel-safe `recv`.
-    pub async fn stopped(&mut self) {
-        loop {
-            tokio::select! {
-                _ = self.terminate.recv() => { log::info!("SIGTERM"); return; }
-                _ = self.interrupt.recv() => { log::info!("SIGINT"); return; }
-                _ = self.hangup.recv() => {
-                    log::warn!("SIGHUP: reloading the config is not built yet; running on with the config of the start");
-                }
-            }
+    /// Waits for the next signal, logging which. Cancel-safe (usable in `select!`): each wait is
+    /// on the signal streams' own cancel-safe `recv`.
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => { log::info!("SIGTERM: stopping"); Signal::Stop }
+            _ = self.interrupt.recv() => { log::info!("SIGINT: stopping"); Signal::Stop }
+            _ = self.hangup.recv() => { log::info!("SIGHUP: reloading the config"); Signal::Reload }
         }
     }
 }
 
 /// The body of a service's `main`: loads the config at `file` with `load` (exit status 2 and the
 /// reason logged if it is refused), stops there with a confirmation if `check`, else runs `run` on
-/// a multi-threaded tokio runtime (exit status 1 and the error chain logged if it fails).
+/// a multi-threaded tokio runtime, given the config and its file (exit status 1 and the error
+/// chain logged if it fails). Fatal
+/// errors are logged under the target `service`, the service's own name.
 pub fn run_service<C, F>(
+    service: &'static str,
     file: &Path,
     check: bool,
     load: impl FnOnce(&Path) -> Result<C, ConfigError>,
-    run: impl FnOnce(C) -> F,
+    run: impl FnOnce(C, PathBuf) -> F,
 ) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
@@ -123,7 +133,7 @@ where
     let config = match load(file) {
         Ok(config) => config,
         Err(e) => {
-            log::error!("{e}");
+            log::error!(target: service, "{e}");
             return ExitCode::from(2);
         }
     };
@@ -134,14 +144,14 @@ where
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            log::error!("start the runtime: {e}");
+            log::error!(target: service, "start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, file.to_owned())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e:#}");
+            log::error!(target: service, "{e:#}");
             ExitCode::FAILURE
         }
     }

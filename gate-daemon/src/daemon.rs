@@ -56,11 +56,15 @@ fn host_name(config: &Config) -> String {
     gate_store::default_host_name()
 }
 
+/// The link watch goes round at least every quarter second; this long without a round, it is
+/// stuck, and the watchdog stops pinging.
+const LINK_WATCH_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs until a stop signal.
 ///
 /// # Errors
 /// The gate could not be put in place, or signals cannot be watched.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()> {
     // Before anything is touched: a damaged store stops the start here, with the gate as it was.
     let approval = &config.approval;
     let (store, created) = gate_store::Store::open_or_create(&approval.store).context("open the store")?;
@@ -88,8 +92,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let _lock = installed.lock;
     let (torn_down_tx, mut torn_down) = tokio::sync::oneshot::channel();
-    links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone(), torn_down_tx)
-        .context("watch links over rtnetlink")?;
+    let heartbeat =
+        links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone(), torn_down_tx)
+            .context("watch links over rtnetlink")?;
     let installed_gates = installed.gates;
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
@@ -127,12 +132,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut web: Option<(tokio::task::JoinHandle<()>, http::SocketFile)> = None;
     apply(&watch_states.borrow_and_update(), &service, &mut web, &internal)?;
 
-    let mut signals = gate_config::StopSignals::new()?;
+    let mut signals = gate_config::ServiceSignals::new()?;
     log::info!("ready");
+    gate_config::systemd::ready(&format!(
+        "gating {} port(s) on {} interface(s)",
+        installed_gates.len(),
+        config.interfaces.len()
+    ));
+    let watchdog = gate_config::systemd::spawn_watchdog(move || match heartbeat.age() {
+        age if age < LINK_WATCH_STALL => Ok(()),
+        age => Err(format!("the link watch, which keeps the gate attached, has not run for {}s", age.as_secs())),
+    });
     let mut outcome = Ok(());
     loop {
         tokio::select! {
-            () = signals.stopped() => break,
+            signal = signals.next() => match signal {
+                gate_config::Signal::Stop => break,
+                gate_config::Signal::Reload => {
+                    log::warn!("reloading {} is not built yet; running on with the config of the start", file.display());
+                }
+            },
             Ok(reason) = &mut torn_down => {
                 outcome = Err(anyhow::anyhow!("{reason}; stopping, so that a restart puts the gate back"));
                 break;
@@ -145,6 +164,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    gate_config::systemd::stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     if let Some((task, _file)) = web.take() {
         task.abort();

@@ -10,6 +10,10 @@
 use std::{
     collections::BTreeSet,
     io,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -29,6 +33,31 @@ const TICK: Duration = Duration::from_millis(250);
 /// Checked this often even without a message.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// When the watch last went round its loop (at least every [`TICK`] while it runs): the
+/// watchdog's sign that the part that keeps the gate attached is alive.
+#[derive(Clone)]
+pub struct Heartbeat {
+    start: Instant,
+    millis: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self { start: Instant::now(), millis: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn beat(&self) {
+        let millis = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    /// How long since the last round.
+    #[must_use]
+    pub fn age(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.millis.load(Ordering::Relaxed)))
+    }
+}
+
 /// Starts watching on a thread of its own (the checks are blocking syscalls). The subscription
 /// is made before this returns, so no change after the install is missed. `torn_down` is told
 /// once, if the pinned state is removed under the daemon.
@@ -40,13 +69,16 @@ pub fn spawn(
     pins: PinDir,
     interfaces: Vec<InterfaceConfig>,
     torn_down: tokio::sync::oneshot::Sender<String>,
-) -> io::Result<()> {
+) -> io::Result<Heartbeat> {
     let mut watch = LinkWatch::new(TICK)?;
     let mut state = GateState::open(pins.root()).map_err(io::Error::other)?;
+    let heartbeat = Heartbeat::new();
+    let beats = heartbeat.clone();
     std::thread::Builder::new().name("link-watch".into()).spawn(move || {
         let mut last = Instant::now();
         let mut absent: BTreeSet<String> = BTreeSet::new();
         loop {
+            beats.beat();
             let changed = watch.changed();
             if !changed && last.elapsed() < RECHECK {
                 continue;
@@ -81,7 +113,7 @@ pub fn spawn(
             }
         }
     })?;
-    Ok(())
+    Ok(heartbeat)
 }
 
 /// Rewrites the table of this host's addresses from rtnetlink.

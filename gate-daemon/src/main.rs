@@ -30,5 +30,5 @@ fn main() -> ExitCode {
         }
         Ok(config)
     };
-    gate_config::run_service(&args.config, args.check, load, daemon::run)
+    gate_config::run_service("gate_daemon", &args.config, args.check, load, daemon::run)
 }

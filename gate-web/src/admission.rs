@@ -10,8 +10,6 @@ use std::{
     time::Instant,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use crate::{
     config::Limits,
     ratelimit::{RateLimit, source_key},
@@ -19,19 +17,24 @@ use crate::{
 };
 
 pub struct Admission {
-    global: Arc<Semaphore>,
-    per_source: usize,
+    inner: Mutex<Inner>,
+    handshakes: RateLimit,
+    pub tally: Arc<Tally>,
+}
+
+/// The counts and the limits they are held to (a reload changes the limits, never the counts).
+struct Inner {
     /// Open connections per source key; an entry exists only while one is open, so the table
     /// is bounded by the global cap.
-    open: Mutex<HashMap<IpAddr, usize>>,
-    handshakes: RateLimit,
+    open: HashMap<IpAddr, usize>,
+    total: usize,
+    max: usize,
+    per_source: usize,
     trusted: Vec<IpAddr>,
-    pub tally: Arc<Tally>,
 }
 
 /// An admitted connection's place: given back when dropped.
 pub struct Admitted {
-    _permit: OwnedSemaphorePermit,
     key: Option<IpAddr>,
     admission: Arc<Admission>,
 }
@@ -39,14 +42,27 @@ pub struct Admitted {
 impl Admission {
     #[must_use]
     pub fn new(limits: &Limits, trusted: Vec<IpAddr>, tally: Arc<Tally>) -> Self {
-        Self {
-            global: Arc::new(Semaphore::new(limits.max_connections)),
-            per_source: limits.connections_per_source.min(limits.max_connections),
-            open: Mutex::new(HashMap::new()),
+        let admission = Self {
+            inner: Mutex::new(Inner { open: HashMap::new(), total: 0, max: 0, per_source: 0, trusted: Vec::new() }),
             handshakes: RateLimit::new(limits.handshakes_per_minute),
-            trusted,
             tally,
-        }
+        };
+        admission.set_limits(limits, trusted);
+        admission
+    }
+
+    /// Holds connections from now on to `limits` and exempts `trusted`; connections open now stay
+    /// open and keep counting.
+    pub fn set_limits(&self, limits: &Limits, trusted: Vec<IpAddr>) {
+        let mut inner = self.lock();
+        inner.max = limits.max_connections;
+        inner.per_source = limits.connections_per_source.min(limits.max_connections);
+        inner.trusted = trusted;
+        self.handshakes.set_per_minute(limits.handshakes_per_minute);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Admits a connection from `source`, or says which limit refused it (counted and logged at
@@ -57,59 +73,52 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
         // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
         let source = source.to_canonical();
-        let refused = |refusal: Refusal| {
-            self.tally.refused(refusal, source);
-            Err(refusal)
-        };
-        let key = (!self.trusted.contains(&source)).then(|| source_key(source));
-        if let Some(key) = key {
-            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-            let count = open.entry(key).or_insert(0);
-            if *count >= self.per_source {
-                return refused(Refusal::PerSource);
-            }
-            if !self.handshakes.allow(source, now) {
-                if *count == 0 {
-                    open.remove(&key);
-                }
-                return refused(Refusal::HandshakeRate);
-            }
-            *count += 1;
-        }
-        match Arc::clone(&self.global).try_acquire_owned() {
-            Ok(permit) => Ok(Admitted { _permit: permit, key, admission: Arc::clone(self) }),
-            Err(_) => {
+        let refusal = {
+            let mut inner = self.lock();
+            let key = (!inner.trusted.contains(&source)).then(|| source_key(source));
+            let held = key.map_or(0, |key| inner.open.get(&key).copied().unwrap_or(0));
+            if key.is_some() && held >= inner.per_source {
+                Refusal::PerSource
+            } else if key.is_some() && !self.handshakes.allow(source, now) {
+                Refusal::HandshakeRate
+            } else if inner.total >= inner.max {
+                Refusal::Global
+            } else {
+                inner.total += 1;
                 if let Some(key) = key {
-                    self.release(key);
+                    *inner.open.entry(key).or_insert(0) += 1;
                 }
-                refused(Refusal::Global)
+                return Ok(Admitted { key, admission: Arc::clone(self) });
             }
-        }
+        };
+        self.tally.refused(refusal, source);
+        Err(refusal)
     }
 
-    fn release(&self, key: IpAddr) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&key) {
+    fn release(&self, key: Option<IpAddr>) {
+        let mut inner = self.lock();
+        inner.total -= 1;
+        if let Some(key) = key
+            && let Some(count) = inner.open.get_mut(&key)
+        {
             *count -= 1;
             if *count == 0 {
-                open.remove(&key);
+                inner.open.remove(&key);
             }
         }
     }
 
-    /// Connections open now, and the number of sources holding them.
+    /// Connections open now, and the number of sources (trusted proxies aside) holding them.
     #[must_use]
     pub fn open(&self) -> (usize, usize) {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        (open.values().sum(), open.len())
+        let inner = self.lock();
+        (inner.total, inner.open.len())
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            self.admission.release(key);
-        }
+        self.admission.release(self.key);
     }
 }
 
@@ -139,6 +148,22 @@ mod tests {
         drop(held);
         assert_eq!(admission.open(), (0, 0), "closed connections leave no entry");
         assert!(admission.admit(a, now).is_ok());
+    }
+
+    #[test]
+    fn new_limits_apply_to_new_connections_and_open_ones_keep_counting() {
+        let admission = admission(10, 3, 1000, &[]);
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| admission.admit(a, now).unwrap()).collect();
+        let lower = Limits { max_connections: 10, connections_per_source: 1, ..Limits::default() };
+        admission.set_limits(&lower, Vec::new());
+        assert_eq!(admission.admit(a, now).err(), Some(Refusal::PerSource));
+        drop(held);
+        let first = admission.admit(a, now).unwrap();
+        assert_eq!(admission.admit(a, now).err(), Some(Refusal::PerSource), "the new cap of 1");
+        drop(first);
+        assert_eq!(admission.open(), (0, 0));
     }
 
     #[test]

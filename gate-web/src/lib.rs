@@ -13,11 +13,13 @@
 //! - [`tally`]: refusals counted, and logged at a bounded rate.
 //! - [`server`]: connections, timeouts, the raw head check.
 //! - [`shutdown`]: the daemon's shutdown states (www, web).
+//! - [`reload`]: SIGHUP: the certificate, the limits and the trusted proxies read again.
 pub mod admission;
 pub mod config;
 pub mod forward;
 pub mod privileges;
 pub mod ratelimit;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

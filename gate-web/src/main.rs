@@ -1,6 +1,8 @@
 //! `gate-web`: run the front described by a config file.
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
+use gate_config::Signal;
+
 use anyhow::Context as _;
 use clap::Parser;
 use gate_web::{
@@ -9,8 +11,9 @@ use gate_web::{
     forward::Daemon,
     privileges,
     ratelimit::RateLimit,
+    reload,
     routes::Front,
-    server,
+    server::{self, Serving},
     tally::{SUMMARY_INTERVAL, Tally},
     tls,
 };
@@ -28,7 +31,7 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    gate_config::run_service(&args.config, args.check, Config::load, run)
+    gate_config::run_service("gate_web", &args.config, args.check, Config::load, run)
 }
 
 /// Descriptors the front needs beyond one per connection: listeners, the daemon's socket per
@@ -59,7 +62,7 @@ fn raise_descriptor_limit(max_connections: usize) {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config, file: PathBuf) -> anyhow::Result<()> {
     raise_descriptor_limit(config.limits.max_connections);
     // Everything that needs root happens first: binding, reading the TLS key.
     let mut listeners = Vec::new();
@@ -80,27 +83,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
         daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
         limits: config.limits.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
-        rate: RateLimit::new(config.limits.approvals_per_minute),
+        rate: Arc::new(RateLimit::new(config.limits.approvals_per_minute)),
         shutdown: Arc::clone(&shutdown_view),
         tally: Arc::clone(&tally),
     });
     let (web_on, web_watch) = tokio::sync::watch::channel(true);
     let follower = tokio::spawn(gate_web::shutdown::follow(config.shutdown_file.clone(), shutdown_view, web_on));
     let admission = Arc::new(Admission::new(&config.limits, config.trusted_proxies.clone(), tally));
+    let (serving, serving_watch) = tokio::sync::watch::channel(Arc::new(Serving { tls, front }));
     let mut tasks = Vec::new();
     for (address, listener) in listeners {
         log::info!("listening on {address} (TLS), forwarding to {}", config.daemon_socket.display());
         tasks.push(tokio::spawn(server::serve(
             listener,
-            tls.clone(),
-            Arc::clone(&front),
+            serving_watch.clone(),
             Arc::clone(&admission),
             web_watch.clone(),
         )));
     }
-    let mut signals = gate_config::StopSignals::new()?;
+    let mut signals = gate_config::ServiceSignals::new()?;
     log::info!("ready");
-    signals.stopped().await;
+    let status = |config: &Config| format!("listening on {} address(es)", config.listen.len());
+    gate_config::systemd::ready(&status(&config));
+    // Pinged from the runtime that serves: a stuck runtime stops the pings.
+    let watchdog = gate_config::systemd::spawn_watchdog(|| Ok(()));
+    while signals.next().await == Signal::Reload {
+        gate_config::systemd::reloading();
+        let running = Arc::clone(&serving.borrow());
+        match reload::reload(&file, &config, &running, &admission) {
+            Ok((new, next)) => {
+                config = new;
+                serving.send_replace(Arc::new(next));
+                log::info!("reloaded {}: new connections get its certificate and limits", file.display());
+            }
+            Err(e) => log::error!("reload refused, running on with the config in force: {e:#}"),
+        }
+        gate_config::systemd::ready(&status(&config));
+    }
+    gate_config::systemd::stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     follower.abort();
     reporter.abort();
     for task in tasks {

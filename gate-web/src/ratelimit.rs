@@ -5,38 +5,53 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 pub const MAX_SOURCES: usize = 65_536;
 
 pub struct RateLimit {
-    per_minute: f64,
+    /// Settable while running (a reload); buckets keep their tokens.
+    per_minute: AtomicU32,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl RateLimit {
     #[must_use]
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute: f64::from(per_minute), buckets: Mutex::new(HashMap::new()) }
+        Self { per_minute: AtomicU32::new(per_minute), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// A new rate (and burst) from now on.
+    pub fn set_per_minute(&self, per_minute: u32) {
+        self.per_minute.store(per_minute, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute.load(Ordering::Relaxed)
     }
 
     /// Takes a token for `source` at `now`; `false` if it has none left.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
         let source = source_key(source);
+        let per_minute = f64::from(self.per_minute());
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let refill = |tokens: f64, since: Instant| {
-            (tokens + now.saturating_duration_since(since).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute)
+            (tokens + now.saturating_duration_since(since).as_secs_f64() * per_minute / 60.0).min(per_minute)
         };
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&source) {
-            buckets.retain(|_, (tokens, since)| refill(*tokens, *since) < self.per_minute);
+            buckets.retain(|_, (tokens, since)| refill(*tokens, *since) < per_minute);
             if buckets.len() >= MAX_SOURCES {
                 let victim = *buckets.keys().next().expect("a full table has a key");
                 buckets.remove(&victim);
             }
         }
-        let (tokens, since) = buckets.entry(source).or_insert((self.per_minute, now));
+        let (tokens, since) = buckets.entry(source).or_insert((per_minute, now));
         let available = refill(*tokens, *since);
         *since = now;
         if available >= 1.0 {

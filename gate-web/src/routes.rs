@@ -57,7 +57,7 @@ pub struct Front {
     pub daemon: Daemon,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpAddr>,
-    pub rate: RateLimit,
+    pub rate: Arc<RateLimit>,
     pub shutdown: Arc<crate::shutdown::ShutdownView>,
     pub tally: Arc<crate::tally::Tally>,
 }

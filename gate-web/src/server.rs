@@ -38,13 +38,19 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most this many header lines.
 pub const MAX_HEADERS: usize = 32;
 
+/// What a new connection is served with; replaced as a whole by a reload, so a connection sees
+/// one certificate and one set of limits from its start to its end.
+pub struct Serving {
+    pub tls: TlsAcceptor,
+    pub front: Arc<Front>,
+}
+
 /// Serves `listener` until the task is dropped. While `web` says false, the listener is paused:
 /// taken out of the runtime and shut for reading, so new connections are refused; when it says
 /// true again, the same bound socket listens again under a fresh registration.
 pub async fn serve(
     listener: TcpListener,
-    tls: TlsAcceptor,
-    front: Arc<Front>,
+    serving: tokio::sync::watch::Receiver<Arc<Serving>>,
     admission: Arc<Admission>,
     mut web: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -63,7 +69,8 @@ pub async fn serve(
                 };
                 // Refused: closed at once (the drop), before any TLS work.
                 let Ok(permit) = admission.admit(peer.ip(), std::time::Instant::now()) else { continue };
-                let (tls, front) = (tls.clone(), Arc::clone(&front));
+                let current = Arc::clone(&serving.borrow());
+                let (tls, front) = (current.tls.clone(), Arc::clone(&current.front));
                 tokio::spawn(async move {
                     let _permit = permit;
                     connection(tcp, peer, tls, front).await;

@@ -4,6 +4,7 @@
 //! builds them before the tests run.
 use std::{
     fs,
+    os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -36,10 +37,45 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A running `gate-daemon`; killed with SIGKILL on drop if still running.
+/// A running `gate-daemon` (or `gate-web`); killed with SIGKILL on drop if still running.
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    notify: Notify,
+}
+
+/// The service manager's end of the notify protocol: a datagram socket the service is told of
+/// by `$NOTIFY_SOCKET`, as systemd does for `Type=notify`.
+struct Notify {
+    socket: UnixDatagram,
+    path: PathBuf,
+    received: Vec<String>,
+}
+
+impl Notify {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("{}{}.notify", unique::PREFIX, unique::token()));
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        // The front sends after dropping root.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).expect("open the notify socket to all");
+        socket.set_nonblocking(true).expect("non-blocking notify socket");
+        Self { socket, path, received: Vec::new() }
+    }
+
+    /// Everything received so far, one message a string.
+    fn drain(&mut self) -> &[String] {
+        let mut buf = [0; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        &self.received
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl Daemon {
@@ -68,24 +104,38 @@ impl Daemon {
     }
 
     /// Starts `program --config <config>` in the gateway namespace; `Err` carries its log if it
-    /// exits before it logs that it is ready.
+    /// exits before it says it is ready (`READY=1` on its notify socket).
     pub fn try_start_program(bed: &TestBed, program: &str, config: &Path) -> Result<Self, String> {
+        Self::try_start_with_env(bed, program, config, &[])
+    }
+
+    /// As [`Self::try_start_program`], with `env` added to the environment.
+    pub fn try_start_with_env(
+        bed: &TestBed,
+        program: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let notify = Notify::new();
         let log = std::env::temp_dir().join(format!("{}{}.log", unique::PREFIX, unique::token()));
         let log_file = fs::File::create(&log).expect("create daemon log");
-        let child = bed
-            .gateway
-            .command(bin(program))
+        let mut command = bed.gateway.command("sh");
+        // As systemd does, WATCHDOG_PID names the service's own pid: `exec` keeps the shell's.
+        command.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""]).arg(bin(program));
+        let child = command
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        let mut daemon = Self { child: Some(child), log };
+        let mut daemon = Self { child: Some(child), log, notify };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if daemon.log().contains("] ready") {
+            if daemon.notifications().iter().any(|m| m.lines().any(|l| l == "READY=1")) {
                 return Ok(daemon);
             }
             if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -97,6 +147,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Every notify message the service sent so far (`READY=1`, `WATCHDOG=1`, ...).
+    pub fn notifications(&mut self) -> Vec<String> {
+        self.notify.drain().to_vec()
     }
 
     /// Everything the daemon logged so far.

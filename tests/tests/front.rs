@@ -400,3 +400,75 @@ fn only_a_trusted_proxy_may_name_the_client_address() {
     let (code, _) = curl(&bed, &["-H", "X-Forwarded-For: not-an-address", &source]);
     assert_eq!(code, 400);
 }
+
+/// A fresh self-signed certificate and key written to `cert` and `key` (readable by the front's
+/// user); the certificate's DER.
+fn write_certificate(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
+    let made = rcgen::generate_simple_self_signed(vec!["gate-test".to_owned()]).expect("a certificate");
+    std::fs::write(cert, made.cert.pem()).expect("write the certificate");
+    std::fs::write(key, made.key_pair.serialize_pem()).expect("write the key");
+    made.cert.der().to_vec()
+}
+
+/// The certificate the front presents to a new connection.
+fn presented(bed: &TestBed) -> Vec<u8> {
+    bed.client.run(|| {
+        let stream = tls_session(GATEWAY_V4.into()).expect("a TLS session");
+        stream.conn.peer_certificates().expect("a certificate")[0].to_vec()
+    })
+}
+
+/// Sends SIGHUP to the front and waits until its log says how the reload went.
+fn reload(web: &Daemon, outcome: &str) -> String {
+    let before = web.log().matches(outcome).count();
+    nix::sys::signal::kill(web.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP the front");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while web.log().matches(outcome).count() == before {
+        assert!(Instant::now() < deadline, "no {outcome:?} after SIGHUP:\n{}", web.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    web.log()
+}
+
+#[test]
+fn a_reload_brings_a_renewed_certificate_and_new_limits_and_refuses_what_it_cannot_apply() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT);
+    let _daemon = Daemon::start(&bed, &config);
+    let (cert, key) = (bed.state_dir.join("web.crt"), bed.state_dir.join("web.key"));
+    let first = write_certificate(&cert, &key);
+    let tls = format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display());
+    let front_config = front::config(&mut bed, &format!("{tls}[limits]\napprovals_per_minute = 30\n"));
+    let web = Daemon::start_front(&bed, &front_config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    assert_eq!(presented(&bed), first);
+    let text = std::fs::read_to_string(&front_config).unwrap();
+
+    // A renewed certificate at the same paths, and a lower approval rate.
+    let renewed = write_certificate(&cert, &key);
+    std::fs::write(&front_config, text.replace("approvals_per_minute = 30", "approvals_per_minute = 2")).unwrap();
+    reload(&web, "reloaded");
+    assert_eq!(presented(&bed), renewed, "new connections get the renewed certificate");
+    let approve = || {
+        let (head, body) = approval_head(&alice, "");
+        let raw = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+        raw_tls(&bed, GATEWAY_V4.into(), raw.as_bytes()).map_or(0, |r| r.status)
+    };
+    let codes: Vec<u16> = (0..3).map(|_| approve()).collect();
+    assert_eq!(codes, [200, 200, 429], "the new limit applies");
+
+    // What cannot be applied changes nothing: a broken file, a key that needs a restart, a key
+    // the front cannot read.
+    let good = std::fs::read_to_string(&front_config).unwrap();
+    for (bad, reason) in [
+        (good.replace("[limits]", "[limits\n"), "reload refused"),
+        (good.replace(&format!(":{FRONT_PORT}"), ":9443"), "listen changed: that needs a restart"),
+        (good.replace(&key.display().to_string(), "/nonexistent/web.key"), "/nonexistent/web.key"),
+    ] {
+        std::fs::write(&front_config, bad).unwrap();
+        let log = reload(&web, "reload refused");
+        assert!(log.lines().last().is_some_and(|l| l.contains(reason)), "{reason}: {log}");
+        assert_eq!(presented(&bed), renewed, "still serving after a refused reload ({reason})");
+    }
+    assert!(web.log().contains("SIGHUP: reloading the config"));
+}

@@ -112,6 +112,40 @@ fn sighup_leaves_the_daemon_and_the_front_running() {
 }
 
 #[test]
+fn both_services_tell_the_service_manager_when_they_are_ready_alive_and_stopping() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], front::ADMIT_FRONT);
+    // systemd's WatchdogSec=0.4s: a keepalive at least every 0.2 s.
+    let watchdog = [("WATCHDOG_USEC", "400000")];
+    let mut daemon = Daemon::try_start_with_env(&bed, "gate-daemon", &config, &watchdog).expect("the daemon starts");
+    // READY=1 came (the helper waited for it) only once the gate was attached and the socket served.
+    assert_eq!(udp(&bed.client, STRANGER_V4.into(), to_gated()), Outcome::Silence, "ready means gated");
+    assert!(bed.socket().exists(), "ready means the socket is served");
+    let front_config = front::config(&mut bed, "");
+    let mut web = Daemon::try_start_with_env(&bed, "gate-web", &front_config, &watchdog).expect("the front starts");
+    let (status, _) = curl(&bed, &[&format!("{}/v1/source", url_v4())]);
+    assert_eq!(status, 200, "ready means the front answers");
+    std::thread::sleep(Duration::from_millis(1200));
+    for (name, service) in [("gate-daemon", &mut daemon), ("gate-web", &mut web)] {
+        let messages = service.notifications();
+        let pings = messages.iter().filter(|m| m.trim() == "WATCHDOG=1").count();
+        assert!(pings >= 4, "{name}: {pings} keepalives in 1.2 s: {messages:?}");
+        assert!(messages[0].contains("READY=1") && messages[0].contains("STATUS="), "{name}: {messages:?}");
+    }
+    let web_messages = {
+        let pid = web.pid();
+        kill(pid, Signal::SIGTERM).expect("stop the front");
+        web.wait_exit(Duration::from_secs(5)).expect("the front stops");
+        web.notifications()
+    };
+    assert!(web_messages.iter().any(|m| m.trim() == "STOPPING=1"), "{web_messages:?}");
+    let pid = daemon.pid();
+    kill(pid, Signal::SIGTERM).expect("stop the daemon");
+    daemon.wait_exit(Duration::from_secs(5)).expect("the daemon stops");
+    assert!(daemon.notifications().iter().any(|m| m.trim() == "STOPPING=1"));
+}
+
+#[test]
 fn check_finds_what_a_start_would_fail_on() {
     let mut bed = TestBed::new();
     let good = bed.config(&[("vpn", "udp", GATED)], front::ADMIT_FRONT);
@@ -254,6 +288,7 @@ fn a_damaged_store_stops_the_start_before_the_gate_is_touched() {
 
     let log = Daemon::try_start(&bed, &config).err().expect("a daemon must not start on an empty store");
     assert!(log.contains("is damaged: the file is empty") && log.contains("restore it from a backup"), "{log}");
+    assert!(log.contains("ERROR gate_daemon]"), "a fatal error is logged under the daemon's name: {log}");
     assert!(!bed.pin_dir.0.exists(), "the refused start touched the gate");
     assert_eq!(std::fs::metadata(bed.store()).unwrap().len(), 0, "the damaged store was changed");
 

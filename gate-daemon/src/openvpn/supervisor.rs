@@ -312,6 +312,11 @@ impl Supervisor {
             command
                 .arg("--config")
                 .arg(self.dir.join("server.conf"))
+                // The daemon's own line to the service manager: OpenVPN (built with systemd
+                // support) would otherwise send its READY=1 there.
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("WATCHDOG_USEC")
+                .env_remove("WATCHDOG_PID")
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
