@@ -539,10 +539,22 @@ impl Config {
             crate::openvpn::server_conf::privileges(server, &self.vpn)
                 .map_err(|reason| invalid(format!("openvpn[{i}]"), reason))?;
         }
-        // A start makes a store only where none exists; one that exists must open whole.
+        Ok(())
+    }
+
+    /// That the store, if one exists, opens whole (a start makes one only where none exists).
+    /// For `--check` only, never inside a running daemon: opening the file apart from SQLite
+    /// would drop that process's own SQLite locks on it.
+    ///
+    /// # Errors
+    /// The store is damaged or cannot be opened.
+    pub fn check_store(&self, file: &Path) -> Result<(), ConfigError> {
         if self.approval.store.exists() {
-            gate_store::Store::open(&self.approval.store)
-                .map_err(|e| invalid("approval.store".into(), e.to_string()))?;
+            gate_store::Store::open(&self.approval.store).map_err(|e| ConfigError::Invalid {
+                file: file.to_owned(),
+                key: "approval.store".into(),
+                reason: e.to_string(),
+            })?;
         }
         Ok(())
     }

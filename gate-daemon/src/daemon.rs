@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 
 use crate::{
-    approval::{ApprovalService, http, service::Settings, upkeep},
+    approval::{ApprovalService, http, upkeep},
     config::Config,
-    install, links, openvpn, shutdown, sweeper,
+    install, links, openvpn, reload, shutdown, sweeper,
 };
 
 /// Puts the shutdown states in force in the daemon's own parts: approvals and leases (`vpn`),
@@ -48,14 +48,6 @@ fn front_user(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 
-/// This host's name in shared state: the configured one, else the hostname.
-fn host_name(config: &Config) -> String {
-    if !config.approval.host.is_empty() {
-        return config.approval.host.clone();
-    }
-    gate_store::default_host_name()
-}
-
 /// The link watch goes round at least every quarter second; this long without a round, it is
 /// stuck, and the watchdog stops pinging.
 const LINK_WATCH_STALL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -92,20 +84,14 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
 
     let _lock = installed.lock;
     let (torn_down_tx, mut torn_down) = tokio::sync::oneshot::channel();
-    let heartbeat =
+    let links =
         links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone(), torn_down_tx)
             .context("watch links over rtnetlink")?;
-    let installed_gates = installed.gates;
+    let heartbeat = links.heartbeat.clone();
     let state = Arc::new(Mutex::new(installed.state));
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
 
-    let settings = Settings {
-        window: approval.window,
-        host: host_name(&config),
-        public: gate_protocol::approval::Host { ipv4: approval.public_ipv4, ipv6: approval.public_ipv6 },
-        leases: config.leases.policy(),
-        gate_ids: installed_gates.iter().map(|g| (g.name.clone(), g.id)).collect(),
-    };
+    let settings = reload::settings(&config, &installed.gates);
     let service = Arc::new(
         tokio::task::block_in_place(|| ApprovalService::new(settings, store, Arc::clone(&state)))
             .context("start the approval service")?,
@@ -113,12 +99,15 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     // The shutdown states in force at start (a restart honours them), then as they change.
     let initial = tokio::task::block_in_place(|| shutdown::current(&service)).context("read the shutdown states")?;
     let (states, mut watch_states) = tokio::sync::watch::channel(initial);
-    let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states));
+    let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());
 
+    // The socket and who may use it never change while the daemon runs (a reload refuses to).
+    let socket = config.approval.socket.clone();
+    let store_path = config.approval.store.clone();
     let internal = || -> anyhow::Result<_> {
-        let (listener, socket_file) = http::bind(&approval.socket, front).context("open the internal socket")?;
+        let (listener, socket_file) = http::bind(&socket, front).context("open the internal socket")?;
         let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
         let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
         let task = tokio::spawn(async move {
@@ -126,19 +115,19 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
                 log::error!("the internal API stopped: {e}");
             }
         });
-        log::info!("approval API on {} (store {})", approval.socket.display(), approval.store.display());
+        log::info!("approval API on {} (store {})", socket.display(), store_path.display());
         Ok((task, socket_file))
     };
     let mut web: Option<(tokio::task::JoinHandle<()>, http::SocketFile)> = None;
     apply(&watch_states.borrow_and_update(), &service, &mut web, &internal)?;
+    let mut parts =
+        reload::Parts { config, state, service: Arc::clone(&service), links, sweeper, notifier, states, vpn };
 
     let mut signals = gate_config::ServiceSignals::new()?;
     log::info!("ready");
-    gate_config::systemd::ready(&format!(
-        "gating {} port(s) on {} interface(s)",
-        installed_gates.len(),
-        config.interfaces.len()
-    ));
+    let status =
+        |config: &Config| format!("gating {} port(s) on {} interface(s)", config.gates.len(), config.interfaces.len());
+    gate_config::systemd::ready(&status(&parts.config));
     let watchdog = gate_config::systemd::spawn_watchdog(move || match heartbeat.age() {
         age if age < LINK_WATCH_STALL => Ok(()),
         age => Err(format!("the link watch, which keeps the gate attached, has not run for {}s", age.as_secs())),
@@ -149,7 +138,12 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
             signal = signals.next() => match signal {
                 gate_config::Signal::Stop => break,
                 gate_config::Signal::Reload => {
-                    log::warn!("reloading {} is not built yet; running on with the config of the start", file.display());
+                    gate_config::systemd::reloading();
+                    match parts.reload(&file).await {
+                        Ok(changes) => log::info!("reloaded {}: {changes}", file.display()),
+                        Err(e) => log::error!("reload refused, running on with the config in force: {e:#}"),
+                    }
+                    gate_config::systemd::ready(&status(&parts.config));
                 }
             },
             Ok(reason) = &mut torn_down => {
@@ -172,10 +166,10 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     if let Some((task, _file)) = web.take() {
         task.abort();
     }
-    sweeper.abort();
+    parts.sweeper.abort();
     upkeep.abort();
-    notifier.abort();
-    vpn.stop().await;
+    parts.notifier.abort();
+    parts.vpn.stop().await;
     if outcome.is_ok() {
         log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
     }

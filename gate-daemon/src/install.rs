@@ -107,8 +107,20 @@ pub struct Installed {
     pub took_over: bool,
     /// The loaded programs, kept to attach again when an interface comes back.
     pub loaded: Loaded,
-    /// This daemon's hold on the pin dir: keep it for as long as the daemon runs.
-    pub lock: gate_maps::DaemonLock,
+    /// This daemon's hold on the pin dir, taken at start (a reload runs under the one held):
+    /// keep it for as long as the daemon runs.
+    pub lock: Option<gate_maps::DaemonLock>,
+}
+
+/// Why the gate is put in place.
+#[derive(Clone, Copy)]
+pub enum Purpose<'a> {
+    /// The daemon's start: takes the pin dir's lock first.
+    Start,
+    /// A reload (SIGHUP) by the daemon that holds the lock. `keep`: ports of the config in force
+    /// that the new one drops; they stay gated here, and the caller un-gates them only once the
+    /// rest is in place, so a reload that fails half-way opens nothing.
+    Reload { keep: &'a [gate_maps::GateSpec] },
 }
 
 /// What this run created, to undo if a later step fails.
@@ -139,13 +151,21 @@ impl Undo {
 /// Anything that keeps the gate from being in place on every configured interface; nothing this
 /// call created is left behind.
 pub fn install(config: &Config) -> Result<Installed, InstallError> {
+    install_for(config, Purpose::Start)
+}
+
+/// Installs the gate described by `config` for `purpose`; as [`install`].
+///
+/// # Errors
+/// As [`install`].
+pub fn install_for(config: &Config, purpose: Purpose<'_>) -> Result<Installed, InstallError> {
     let framings = config
         .interfaces
         .iter()
         .map(|i| framing_of(&i.name)?.ok_or_else(|| InstallError::NoSuchInterface { name: i.name.clone() }))
         .collect::<Result<Vec<_>, _>>()?;
     let mut undo = Undo::default();
-    match install_steps(config, &framings, &mut undo) {
+    match install_steps(config, &framings, purpose, &mut undo) {
         Ok(installed) => Ok(installed),
         Err(e) => {
             undo.run();
@@ -161,11 +181,19 @@ pub fn pins_of(config: &Config) -> PinDir {
 }
 
 /// The install after the checks; `framings` are the interfaces', in config order.
-fn install_steps(config: &Config, framings: &[Framing], undo: &mut Undo) -> Result<Installed, InstallError> {
+fn install_steps(
+    config: &Config,
+    framings: &[Framing],
+    purpose: Purpose<'_>,
+    undo: &mut Undo,
+) -> Result<Installed, InstallError> {
     let pins = pins_of(config);
     prepare_pin_dir(&pins, undo)?;
     // Before anything is touched: one daemon per pin dir.
-    let lock = pins.lock_for_daemon()?;
+    let (lock, keep) = match purpose {
+        Purpose::Start => (Some(pins.lock_for_daemon()?), &[][..]),
+        Purpose::Reload { keep } => (None, keep),
+    };
 
     let took_over = pins.map(MAP_GATES).exists();
     for name in program::MAPS {
@@ -198,7 +226,8 @@ fn install_steps(config: &Config, framings: &[Framing], undo: &mut Undo) -> Resu
             config.leases.capacity
         );
     }
-    let gates = state.sync_gates(&config.gate_specs())?;
+    let specs: Vec<gate_maps::GateSpec> = config.gate_specs().into_iter().chain(keep.iter().cloned()).collect();
+    let gates = state.sync_gates(&specs)?;
     // Before any program reads the filter: leases from before (kept across a restart, or from a
     // gate without a filter) must count in it, or their sources would be dropped.
     let counted = state.rebuild_filter()?;
@@ -251,6 +280,9 @@ pub enum Reconciled {
     Reattached(Attachment),
     /// Does not exist now; it is gated again when it comes back.
     Absent,
+    /// Has no pinned link: a reload has just detached it (the new config drops it), or the
+    /// gate was torn down. Not attached again.
+    Unpinned,
 }
 
 /// Makes sure `interface` is gated by this gate's program, from the kernel's view: the XDP
@@ -265,7 +297,9 @@ pub fn reconcile(loaded: &mut Loaded, pins: &PinDir, interface: &InterfaceConfig
         operation: "read",
         source: e,
     })?;
-    let state = netlink::xdp_state(name, pinned.and_then(|p| gate_maps::pins::pinned_program(&p.path)))
+    // Every listed interface is pinned by the install; no pin means it was unpinned on purpose.
+    let Some(pinned) = pinned else { return Ok(Reconciled::Unpinned) };
+    let state = netlink::xdp_state(name, gate_maps::pins::pinned_program(&pinned.path))
         .map_err(|source| InstallError::Netlink { name: name.to_owned(), source })?;
     match state {
         netlink::XdpState::Gated(_) => Ok(Reconciled::Gated),

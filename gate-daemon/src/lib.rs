@@ -10,6 +10,7 @@
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
 //! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
+//! - [`reload`]: SIGHUP: the config read again, what changed applied, the rest untouched.
 //! - [`shutdown`]: self-shutdown notifications and the operator's states, published to every part.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
@@ -20,5 +21,6 @@ pub mod install;
 pub mod links;
 pub mod openvpn;
 pub mod program;
+pub mod reload;
 pub mod shutdown;
 pub mod sweeper;

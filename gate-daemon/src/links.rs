@@ -58,6 +58,20 @@ impl Heartbeat {
     }
 }
 
+/// The running watch: how to hand it what a reload installed.
+pub struct LinkWatchHandle {
+    pub heartbeat: Heartbeat,
+    updates: std::sync::mpsc::Sender<(Loaded, Vec<InterfaceConfig>)>,
+}
+
+impl LinkWatchHandle {
+    /// From now on, keeps `interfaces` gated with `loaded` (a reload's programs and list).
+    pub fn update(&self, loaded: Loaded, interfaces: Vec<InterfaceConfig>) {
+        // The thread only ends with the daemon (or after a teardown it reported).
+        let _ = self.updates.send((loaded, interfaces));
+    }
+}
+
 /// Starts watching on a thread of its own (the checks are blocking syscalls). The subscription
 /// is made before this returns, so no change after the install is missed. `torn_down` is told
 /// once, if the pinned state is removed under the daemon.
@@ -67,9 +81,10 @@ impl Heartbeat {
 pub fn spawn(
     mut loaded: Loaded,
     pins: PinDir,
-    interfaces: Vec<InterfaceConfig>,
+    mut interfaces: Vec<InterfaceConfig>,
     torn_down: tokio::sync::oneshot::Sender<String>,
-) -> io::Result<Heartbeat> {
+) -> io::Result<LinkWatchHandle> {
+    let (updates, updated) = std::sync::mpsc::channel();
     let mut watch = LinkWatch::new(TICK)?;
     let mut state = GateState::open(pins.root()).map_err(io::Error::other)?;
     let heartbeat = Heartbeat::new();
@@ -79,7 +94,12 @@ pub fn spawn(
         let mut absent: BTreeSet<String> = BTreeSet::new();
         loop {
             beats.beat();
-            let changed = watch.changed();
+            let mut changed = watch.changed();
+            while let Ok((new_loaded, new_interfaces)) = updated.try_recv() {
+                (loaded, interfaces) = (new_loaded, new_interfaces);
+                absent.clear();
+                changed = true;
+            }
             if !changed && last.elapsed() < RECHECK {
                 continue;
             }
@@ -103,6 +123,7 @@ pub fn spawn(
                         absent.remove(name);
                         log::warn!("{name}: came back without the gate; attached again ({} mode)", attachment.mode);
                     }
+                    Ok(Reconciled::Unpinned) => {}
                     Ok(Reconciled::Absent) => {
                         if absent.insert(name.clone()) {
                             log::warn!("{name}: gone; it is gated again as soon as it returns");
@@ -113,7 +134,7 @@ pub fn spawn(
             }
         }
     })?;
-    Ok(heartbeat)
+    Ok(LinkWatchHandle { heartbeat, updates })
 }
 
 /// Rewrites the table of this host's addresses from rtnetlink.

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         let config = Config::load(file)?;
         if check {
             config.check_system(file)?;
+            config.check_store(file)?;
         }
         Ok(config)
     };

@@ -147,7 +147,9 @@ fn check_content(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 impl Store {
     /// Opens the existing store at `path`, after checking that it is whole: an empty, cut short,
-    /// corrupt or foreign file is refused, never replaced.
+    /// corrupt or foreign file is refused, never replaced. Once per process: the header is read
+    /// apart from SQLite, and closing that read drops any lock the process's own SQLite
+    /// connections hold on the file (POSIX locks are per process).
     ///
     /// # Errors
     /// [`StoreError::Missing`] if there is no file, [`StoreError::Damaged`] if it is not a sound

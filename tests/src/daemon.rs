@@ -154,6 +154,22 @@ impl Daemon {
         self.notify.drain().to_vec()
     }
 
+    /// Sends SIGHUP and waits until the log says `outcome` once more than before (the service
+    /// logs "reloaded" or "reload refused"); returns the log.
+    ///
+    /// # Panics
+    /// If it does not within 20 s.
+    pub fn reload(&self, outcome: &str) -> String {
+        let before = self.log().matches(outcome).count();
+        kill(self.pid(), Signal::SIGHUP).expect("SIGHUP");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(outcome).count() == before {
+            assert!(Instant::now() < deadline, "no {outcome:?} after SIGHUP:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log()
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

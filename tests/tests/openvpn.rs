@@ -208,11 +208,7 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     gatectl_store(&bed, &["client", "revoke", "alice"]);
     wait_status(&bed, "main", Duration::from_secs(5), |s| s.clients.is_empty());
     assert!(!ping(&bed, SERVER_TUNNEL), "the tunnel is gone");
-    let _ = bed
-        .client
-        .command(bin("gate-client"))
-        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
-        .output();
+    down(&bed, &alice, &state);
     let out = connect_up(&bed, &alice, &state);
     assert!(!out.status.success());
 
@@ -239,19 +235,11 @@ fn a_killed_server_is_restarted_and_the_client_comes_back_after_reapproval() {
     assert!(daemon.log().contains("openvpn main: exited (signal: 9"), "{}", daemon.log());
 
     // The old session died with the process; a new approval brings the client back.
-    let _ = bed
-        .client
-        .command(bin("gate-client"))
-        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
-        .output();
+    down(&bed, &alice, &state);
     let out = connect_up(&bed, &alice, &state);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(ping(&bed, SERVER_TUNNEL), "back after re-approval");
-    let _ = bed
-        .client
-        .command(bin("gate-client"))
-        .args(["down", "--profile", alice.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
-        .output();
+    down(&bed, &alice, &state);
 }
 
 #[test]
@@ -283,6 +271,63 @@ fn bad_servers_fail_clearly_and_the_others_keep_running() {
     assert_eq!(status(&bed, "main").unwrap().state, "running", "the good server is untouched");
     drop(busy);
     let _ = &mut bed;
+}
+
+/// The daemon's last line about a reload.
+fn last_reload(log: &str) -> &str {
+    log.lines().rev().find(|l| l.contains("reloaded") || l.contains("reload refused")).unwrap_or_default()
+}
+
+/// `gate-client down` for `client` (ends its OpenVPN), whatever the outcome.
+fn down(bed: &TestBed, client: &Enrolled, state: &Path) {
+    let _ = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["down", "--profile", client.path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .output();
+}
+
+#[test]
+fn a_reload_starts_restarts_and_stops_only_the_servers_it_changes() {
+    let mut bed = TestBed::new();
+    let config = vpn_config(&mut bed, GATES, "", MAIN_SERVER);
+    let daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    let main = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let second = "[[openvpn]]\nname = \"second\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.98.0.0/24\"\n";
+    let untouched = |what: &str| {
+        let now = status(&bed, "main").expect("main's status");
+        assert_eq!((now.state.as_str(), now.pid), ("running", main.pid), "{what}: main was not restarted");
+        assert_eq!(now.clients, ["alice"], "{what}: alice is still connected");
+        assert!(ping(&bed, SERVER_TUNNEL), "{what}: the tunnel still carries packets");
+    };
+
+    std::fs::write(&config, format!("{text}{second}")).unwrap();
+    let log = daemon.reload("reloaded");
+    assert!(last_reload(&log).contains("openvpn started: second"), "{log}");
+    let started = wait_status(&bed, "second", Duration::from_secs(15), |s| s.state == "running");
+    untouched("a server added");
+
+    std::fs::write(&config, format!("{text}{}", second.replace("10.98.0.0/24", "10.95.0.0/24"))).unwrap();
+    let log = daemon.reload("reloaded");
+    assert!(last_reload(&log).contains("restarted: second"), "{log}");
+    wait_status(&bed, "second", Duration::from_secs(15), |s| s.state == "running" && s.pid != started.pid);
+    untouched("another server changed");
+
+    std::fs::write(&config, &text).unwrap();
+    let log = daemon.reload("reloaded");
+    assert!(last_reload(&log).contains("stopped: second"), "{log}");
+    assert!(!bed.state_dir.join("openvpn/second").exists(), "a removed server's files are removed");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(started.pid.unwrap()).unwrap());
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "the removed server's process is gone");
+    untouched("another server removed");
+    down(&bed, &alice, &state);
 }
 
 #[test]

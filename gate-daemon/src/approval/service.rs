@@ -46,7 +46,8 @@ pub struct Settings {
 }
 
 pub struct ApprovalService {
-    settings: Settings,
+    /// Replaced whole by a reload; each approval reads it once, so it sees one version.
+    settings: std::sync::RwLock<Arc<Settings>>,
     server_keys: ServerKeys,
     store: Mutex<Store>,
     clients: Mutex<Clients>,
@@ -89,7 +90,7 @@ impl ApprovalService {
         clients.refresh(&store)?;
         log::info!("approval: {} enrolled clients", clients.len());
         Ok(Self {
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             server_keys,
             store: Mutex::new(store),
             clients: Mutex::new(clients),
@@ -100,9 +101,15 @@ impl ApprovalService {
         })
     }
 
+    /// The settings in force.
     #[must_use]
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// New settings for every approval from now on (a reload).
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
     }
 
     /// The store, for upkeep.
@@ -144,7 +151,7 @@ impl ApprovalService {
     pub fn close_all_leases(&self) -> usize {
         let mut state = lock(&self.state);
         let mut closed = 0;
-        for id in self.settings.gate_ids.values() {
+        for id in self.settings().gate_ids.values() {
             match state.revoke_gate(*id) {
                 Ok(n) => closed += n,
                 Err(e) => log::error!("vpn shutdown: close the leases of gate {id}: {e}"),
@@ -170,12 +177,13 @@ impl ApprovalService {
         now: u64,
         crypto: &mut Duration,
     ) -> Result<SealedBody, (Rejection, String)> {
+        let settings = self.settings();
         let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned());
         // 1-2. Sizes, shapes, encodings.
         let request =
             Request::parse(incoming.headers.clone(), &incoming.body).map_err(|e| stranger(Rejection::of_parse(&e)))?;
         // 3. Timestamp window, both ways.
-        if now.abs_diff(request.timestamp) > self.settings.window.as_secs() {
+        if now.abs_diff(request.timestamp) > settings.window.as_secs() {
             return Err(stranger(Rejection::Skew));
         }
         // 4. Token, in memory (reloaded if gatectl changed the store).
@@ -188,8 +196,8 @@ impl ApprovalService {
         timed(crypto, || request.verify_hmac(&client.secret)).map_err(|_| fail(Rejection::BadHmac))?;
         // 6. Nonce, persistently, for twice the window past the later of now and the timestamp.
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| fail(Rejection::Malformed))?;
-        let keep_until = now.max(request.timestamp) + 2 * self.settings.window.as_secs();
-        let fresh = self.store().record_nonce(client.token, &nonce, keep_until, &self.settings.host).map_err(|e| {
+        let keep_until = now.max(request.timestamp) + 2 * settings.window.as_secs();
+        let fresh = self.store().record_nonce(client.token, &nonce, keep_until, &settings.host).map_err(|e| {
             log::error!("approval: nonce store: {e}");
             fail(Rejection::Internal)
         })?;
@@ -211,23 +219,23 @@ impl ApprovalService {
         if !client.gates.contains(&payload.gate) {
             return Err(fail(Rejection::GateNotAllowed));
         }
-        let gate_id = *self.settings.gate_ids.get(&payload.gate).ok_or_else(|| fail(Rejection::UnknownGate))?;
+        let gate_id = *settings.gate_ids.get(&payload.gate).ok_or_else(|| fail(Rejection::UnknownGate))?;
         let addresses = policy::addresses(payload.ipv4, payload.ipv6, incoming.observed).map_err(fail)?;
         // The answer is sealed first, so writing the leases is the last step that can fail.
-        let expires_at = now + self.settings.leases.max_lifetime.as_secs();
+        let expires_at = now + settings.leases.max_lifetime.as_secs();
         let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
         let (sealed, session_digest) =
-            timed(crypto, || self.seal(&entry, &request, &payload.gate, opened, now)).map_err(fail)?;
+            timed(crypto, || self.seal(&settings, &entry, &request, &payload.gate, opened, now)).map_err(fail)?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
             client: &client.name,
             gate: &payload.gate,
             addresses: &addresses,
             expires_at,
-            session: Some((&session_digest, now + self.settings.leases.connect_window.as_secs())),
-            host: &self.settings.host,
+            session: Some((&session_digest, now + settings.leases.connect_window.as_secs())),
+            host: &settings.host,
         };
-        self.open(&record, gate_id, now).map_err(fail)?;
+        self.open(&settings, &record, gate_id, now).map_err(fail)?;
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,
@@ -248,8 +256,8 @@ impl ApprovalService {
 
     /// Records the approval, writes the leases, and checks the client was not revoked meanwhile
     /// (a revocation either sees the grants and closes the leases, or is seen here).
-    fn open(&self, record: &ApprovalRecord<'_>, gate_id: u32, now: u64) -> Result<(), Rejection> {
-        let host = &self.settings.host;
+    fn open(&self, settings: &Settings, record: &ApprovalRecord<'_>, gate_id: u32, now: u64) -> Result<(), Rejection> {
+        let host = &settings.host;
         let recorded = self.store().record_approval(record).map_err(|e| {
             log::error!("approval: record: {e}");
             Rejection::Internal
@@ -257,7 +265,7 @@ impl ApprovalService {
         if !recorded {
             return Err(Rejection::Revoked);
         }
-        let lease = self.settings.leases.lease_at(clock::now_ns());
+        let lease = settings.leases.lease_at(clock::now_ns());
         if let Err(e) = lock(&self.state).grant_all(gate_id, record.addresses, lease) {
             log::error!("approval: open gate {:?} for client {:?}: {e}", record.gate, record.client);
             if let Err(e) = self.store().delete_grants(record.client, record.gate, record.addresses, host) {
@@ -294,6 +302,7 @@ impl ApprovalService {
     /// The sealed answer and the digest of the session token it carries.
     fn seal(
         &self,
+        settings: &Settings,
         entry: &Client,
         request: &Request,
         gate: &str,
@@ -301,7 +310,7 @@ impl ApprovalService {
         now: u64,
     ) -> Result<(SealedBody, Vec<u8>), Rejection> {
         let client = &entry.record;
-        let policy = self.settings.leases;
+        let policy = settings.leases;
         let connect_by = now + policy.connect_window.as_secs();
         let mut session = [0; 16];
         OsRng.fill_bytes(&mut session);
@@ -314,7 +323,7 @@ impl ApprovalService {
             opened,
             connect_by,
             idle_timeout_secs: policy.idle_timeout.as_secs(),
-            host: self.settings.public.clone(),
+            host: settings.public.clone(),
             session_token,
             session_token_expires_at: connect_by,
         };

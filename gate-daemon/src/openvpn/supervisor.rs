@@ -49,18 +49,110 @@ pub struct ServerStatus {
     pub error: Option<String>,
 }
 
-/// The running supervisors.
+/// The running supervisors, one per configured server.
 pub struct Supervisors {
+    running: std::collections::BTreeMap<String, Running>,
+    service: Arc<ApprovalService>,
+    states: watch::Receiver<Published>,
+}
+
+/// One server's supervisor, and the settings it runs with.
+struct Running {
+    server: OpenVpnConfig,
+    vpn: VpnConfig,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What [`Supervisors::apply`] did, by server name.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
 }
 
 impl Supervisors {
     /// Stops every server and waits for them.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        for (_, running) in self.running {
+            running.stop().await;
+        }
+    }
+
+    /// Brings the servers to `config`'s (a reload): servers no longer listed are stopped and
+    /// their run directories removed, changed ones (their own settings or `[vpn]`'s) are
+    /// restarted, new ones started; the others keep running untouched, with their clients.
+    pub async fn apply(&mut self, config: &Config) -> Applied {
+        let mut applied = Applied::default();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let wanted = config.openvpn.iter().find(|s| s.name == name);
+            let unchanged =
+                wanted.is_some_and(|w| self.running.get(&name).is_some_and(|r| &r.server == w && r.vpn == config.vpn));
+            if unchanged {
+                continue;
+            }
+            if let Some(running) = self.running.remove(&name) {
+                let dir = running.vpn.run_dir.join(&name);
+                running.stop().await;
+                if wanted.is_none() {
+                    let _ = fs::remove_dir_all(&dir);
+                    applied.stopped.push(name);
+                } else {
+                    applied.restarted.push(name);
+                }
+            }
+        }
+        let cgroup_procs = servers_cgroup_procs(config);
+        for server in &config.openvpn {
+            if self.running.contains_key(&server.name) {
+                continue;
+            }
+            if !applied.restarted.contains(&server.name) {
+                applied.started.push(server.name.clone());
+            }
+            if let Some(procs) = &cgroup_procs {
+                let running = self.spawn(server, &config.vpn, procs.clone());
+                self.running.insert(server.name.clone(), running);
+            }
+        }
+        applied
+    }
+
+    fn spawn(&self, server: &OpenVpnConfig, vpn: &VpnConfig, cgroup_procs: Option<Arc<std::ffi::CString>>) -> Running {
+        let (stop, watch) = watch::channel(false);
+        let supervisor = Supervisor {
+            server: server.clone(),
+            vpn: vpn.clone(),
+            dir: vpn.run_dir.join(&server.name),
+            service: Arc::clone(&self.service),
+            cgroup_procs,
+        };
+        let task = tokio::spawn(supervisor.run(watch, self.states.clone()));
+        Running { server: server.clone(), vpn: vpn.clone(), stop, task }
+    }
+}
+
+/// `cgroup.procs` of the cgroup the servers run in: `Some(None)` without the backstop, `None`
+/// (no server may start) if the backstop's cgroup is unusable. The servers run in the
+/// backstop's cgroup, so their sockets are guarded where packets meet them.
+fn servers_cgroup_procs(config: &Config) -> Option<Option<Arc<std::ffi::CString>>> {
+    if !config.backstop.enabled {
+        return Some(None);
+    }
+    match config.servers_cgroup().and_then(|path| crate::cgroup::procs_file(&path)) {
+        Ok(procs) => Some(Some(Arc::new(procs))),
+        Err(e) => {
+            log::error!("openvpn: the servers' cgroup is unusable ({e}); no server started");
+            None
         }
     }
 }
@@ -68,35 +160,15 @@ impl Supervisors {
 /// Starts a supervisor for every configured server.
 #[must_use]
 pub fn start_all(config: &Config, service: &Arc<ApprovalService>, states: watch::Receiver<Published>) -> Supervisors {
-    let (stop, watch) = watch::channel(false);
-    // The servers run in the backstop's cgroup, so their sockets are guarded where packets meet
-    // them. A server that cannot be put there is not started.
-    let cgroup_procs = if config.backstop.enabled {
-        match config.servers_cgroup().and_then(|path| crate::cgroup::procs_file(&path)) {
-            Ok(procs) => Some(Arc::new(procs)),
-            Err(e) => {
-                log::error!("openvpn: the servers' cgroup is unusable ({e}); no server started");
-                return Supervisors { stop, tasks: Vec::new() };
-            }
+    let mut supervisors =
+        Supervisors { running: std::collections::BTreeMap::new(), service: Arc::clone(service), states };
+    if let Some(procs) = servers_cgroup_procs(config) {
+        for server in &config.openvpn {
+            let running = supervisors.spawn(server, &config.vpn, procs.clone());
+            supervisors.running.insert(server.name.clone(), running);
         }
-    } else {
-        None
-    };
-    let tasks = config
-        .openvpn
-        .iter()
-        .map(|server| {
-            let supervisor = Supervisor {
-                server: server.clone(),
-                vpn: config.vpn.clone(),
-                dir: config.vpn.run_dir.join(&server.name),
-                service: Arc::clone(service),
-                cgroup_procs: cgroup_procs.clone(),
-            };
-            tokio::spawn(supervisor.run(watch.clone(), states.clone()))
-        })
-        .collect();
-    Supervisors { stop, tasks }
+    }
+    supervisors
 }
 
 struct Supervisor {
