@@ -42,8 +42,8 @@
 //!
 //! [vpn]
 //! run_dir = "/run/gate/openvpn"      # generated configs, keys, status
-//! user = "nobody"                    # default user/group the servers drop to
-//! group = "nogroup"
+//! user = "gate-vpn"                  # default user/group the servers drop to (a user of
+//! group = "gate-vpn"                 # their own; "" keeps them root, logged as a warning)
 //!
 //! [[openvpn]]
 //! name = "main"
@@ -259,6 +259,9 @@ impl Default for NotificationsConfig {
     }
 }
 
+/// The user (and group) the OpenVPN servers drop to unless the config names another.
+pub const DEFAULT_VPN_USER: &str = "gate-vpn";
+
 /// Settings for every OpenVPN server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -267,8 +270,9 @@ pub struct VpnConfig {
     pub run_dir: PathBuf,
     /// The OpenVPN binary.
     pub openvpn: PathBuf,
-    /// Default user and group the servers drop to (each server may name its own). Empty: the
-    /// servers stay root (logged as a warning).
+    /// Default user and group the servers drop to (each server may name its own): `gate-vpn`,
+    /// a user of their own (setup and the package make it), so their keys and management
+    /// sockets are nobody else's. Empty: the servers stay root (logged as a warning).
     pub user: String,
     pub group: String,
 }
@@ -278,8 +282,8 @@ impl Default for VpnConfig {
         Self {
             run_dir: PathBuf::from("/run/gate/openvpn"),
             openvpn: PathBuf::from("/usr/sbin/openvpn"),
-            user: String::new(),
-            group: String::new(),
+            user: DEFAULT_VPN_USER.to_owned(),
+            group: DEFAULT_VPN_USER.to_owned(),
         }
     }
 }

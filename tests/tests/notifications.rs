@@ -80,7 +80,7 @@ const OPENVPN: &str =
 fn notified_bed(key: &ed25519_dalek::SigningKey, openvpn: bool) -> (TestBed, std::path::PathBuf) {
     let mut bed = TestBed::new();
     let extra = format!(
-        "[approval]\nfront_user = \"gate-web\"\n[notifications]\nurl = \"http://127.0.0.1:{NOTICE_PORT}/notice\"\ninterval = \"1s\"\npublic_key = \"{}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{}",
+        "[approval]\nfront_user = \"gate-web\"\n[notifications]\nurl = \"http://127.0.0.1:{NOTICE_PORT}/notice\"\ninterval = \"1s\"\npublic_key = \"{}\"\n[vpn]\nrun_dir = \"{}\"\n{}",
         gate_notify::encode_verifying_key(&key.verifying_key()),
         bed.state_dir.join("openvpn").display(),
         if openvpn { OPENVPN } else { "" }

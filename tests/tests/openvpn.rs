@@ -17,6 +17,15 @@ use gate_tests::{
 const VPN_PORT: u16 = 1194;
 const SERVER_TUNNEL: &str = "10.99.0.1";
 
+/// A process's effective, permitted and inheritable capability sets (hex), from /proc.
+fn capabilities(pid: i32) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    ["CapEff:", "CapPrm:", "CapInh:"]
+        .iter()
+        .map(|key| status.lines().find_map(|l| l.strip_prefix(key)).expect("a capability line").trim().to_owned())
+        .collect()
+}
+
 fn status(bed: &TestBed, name: &str) -> Option<ServerStatus> {
     let text = std::fs::read_to_string(bed.state_dir.join("openvpn").join(name).join("status.json")).ok()?;
     serde_json::from_str(&text).ok()
@@ -38,10 +47,11 @@ fn wait_status(bed: &TestBed, name: &str, within: Duration, check: impl Fn(&Serv
 const GATES: &[(&str, &str, u16)] = &[("vpn", "udp", VPN_PORT), ("vpn2", "udp", VPN_PORT + 1)];
 
 /// A daemon config for `bed` with `gates`, `leases` (a `[leases]` table or nothing), the front
-/// admitted, servers dropping to nobody/nogroup, and the `[[openvpn]]` tables in `servers`.
+/// admitted, servers dropping to the default user (gate-vpn), and the `[[openvpn]]` tables in
+/// `servers`.
 fn vpn_config(bed: &mut TestBed, gates: &[(&str, &str, u16)], leases: &str, servers: &str) -> PathBuf {
     let extra = format!(
-        "{leases}[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n{servers}",
+        "{leases}[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\n{servers}",
         bed.state_dir.join("openvpn").display()
     );
     bed.config(gates, &extra)
@@ -155,12 +165,17 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     let running = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
     let pid = i32::try_from(running.pid.expect("a pid")).unwrap();
     // "running" is reported once OpenVPN says it is initialised, privileges dropped.
-    assert_eq!(uids(pid), (uid_of("nobody"), uid_of("nobody")), "OpenVPN runs as nobody, real and effective");
-    assert_eq!(running.user, "nobody");
+    assert_eq!(uids(pid), (uid_of("gate-vpn"), uid_of("gate-vpn")), "OpenVPN runs as gate-vpn, real and effective");
+    assert_eq!(running.user, "gate-vpn");
+    assert_eq!(
+        capabilities(pid),
+        ["0000000000000000"; 3],
+        "no capability is kept after the drop (effective, permitted, inheritable)"
+    );
     for file in ["server.conf", "server.key", "server.pem", "ca.pem", "crl.pem"] {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(bed.state_dir.join("openvpn/main").join(file)).unwrap();
-        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, uid_of("nobody")), "{file}: readable by its user only");
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, uid_of("gate-vpn")), "{file}: readable by its user only");
     }
 
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
@@ -187,7 +202,7 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     assert!(
         shown
             .lines()
-            .any(|l| l.contains("main") && l.contains("running") && l.contains("nobody") && l.contains("1 client")),
+            .any(|l| l.contains("main") && l.contains("running") && l.contains("gate-vpn") && l.contains("1 client")),
         "{shown}"
     );
 
@@ -242,12 +257,69 @@ fn a_killed_server_is_restarted_and_the_client_comes_back_after_reapproval() {
     down(&bed, &alice, &state);
 }
 
+/// A bed running `main` behind the gate, its config, and alice connected through it.
+struct Connected {
+    bed: TestBed,
+    config: PathBuf,
+    daemon: Daemon,
+    _web: Daemon,
+    main: ServerStatus,
+    alice: Enrolled,
+    state: PathBuf,
+}
+
+fn connected() -> Connected {
+    let mut bed = TestBed::new();
+    let config = vpn_config(&mut bed, GATES, "", MAIN_SERVER);
+    let daemon = Daemon::start(&bed, &config);
+    let web = front::start(&mut bed, "");
+    let main = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL));
+    Connected { bed, config, daemon, _web: web, main, alice, state }
+}
+
+#[test]
+fn a_server_left_by_a_killed_daemon_carries_its_tunnel_until_the_next_daemon_stops_it() {
+    let Connected { bed, config, daemon, _web, main: first, alice, state } = connected();
+
+    // The daemon dies with no chance to stop its server: the server and the tunnel live on
+    // (the gate keeps alice's lease in the kernel).
+    daemon.kill9();
+    let orphan = nix::unistd::Pid::from_raw(i32::try_from(first.pid.unwrap()).unwrap());
+    assert!(nix::sys::signal::kill(orphan, None).is_ok(), "the server outlives the daemon");
+    assert!(ping(&bed, SERVER_TUNNEL), "the tunnel carries packets while no daemon runs");
+
+    // The next daemon stops it (it holds the port and the tun device) instead of fighting it,
+    // and runs its own.
+    let restarted = Instant::now();
+    let daemon = Daemon::start(&bed, &config);
+    let again = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running" && s.pid != first.pid);
+    assert_eq!(again.restarts, 0, "started once, not looping on a busy device: {again:?}");
+    assert!(nix::sys::signal::kill(orphan, None).is_err(), "the orphan is gone");
+    let log = daemon.log();
+    assert!(log.contains(&format!("an earlier daemon's server still runs (pid {orphan}); stopping it")), "{log}");
+    assert!(!log.contains("Device or resource busy"), "{log}");
+
+    // What the restart costs alice: her session ended with the old server, and her token was
+    // spent; she is back once she asks for a new approval.
+    down(&bed, &alice, &state);
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL), "back after re-approval");
+    eprintln!("a daemon restart cost the connected client {:?} (restart, re-approval, tunnel up)", restarted.elapsed());
+    down(&bed, &alice, &state);
+}
+
 #[test]
 fn bad_servers_fail_clearly_and_the_others_keep_running() {
     let servers = format!(
         "{MAIN_SERVER}\
          [[openvpn]]\nname = \"badnet\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.98.0.1/24\"\n\
-         [[openvpn]]\nname = \"nouser\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.97.0.0/24\"\nuser = \"gt-no-such-user\"\ngroup = \"nogroup\"\n"
+         [[openvpn]]\nname = \"nouser\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.97.0.0/24\"\nuser = \"gt-no-such-user\"\ngroup = \"gate-vpn\"\n"
     );
     // Something already holds udp/1195 for the third case.
     let servers = format!(
@@ -289,16 +361,7 @@ fn down(bed: &TestBed, client: &Enrolled, state: &Path) {
 
 #[test]
 fn a_reload_starts_restarts_and_stops_only_the_servers_it_changes() {
-    let mut bed = TestBed::new();
-    let config = vpn_config(&mut bed, GATES, "", MAIN_SERVER);
-    let daemon = Daemon::start(&bed, &config);
-    let _web = front::start(&mut bed, "");
-    let main = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
-    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
-    let state: PathBuf = bed.state_dir.join("alice-vpn");
-    let out = connect_up(&bed, &alice, &state);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(ping(&bed, SERVER_TUNNEL));
+    let Connected { bed, config, daemon, _web, main, alice, state } = connected();
     let text = std::fs::read_to_string(&config).unwrap();
     let second = "[[openvpn]]\nname = \"second\"\ngate = \"vpn2\"\nprotocol = \"udp\"\nport = 1195\nnetwork = \"10.98.0.0/24\"\n";
     let untouched = |what: &str| {

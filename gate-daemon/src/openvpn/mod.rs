@@ -6,8 +6,10 @@
 //! - [`server_conf`]: the generated server config and the checks that come before it.
 //! - [`management`]: the management-interface protocol and the authorization of clients.
 //! - [`supervisor`]: one task per server: files, process, restarts, status.
+//! - [`tun`]: each server's tun device, made for its user, so the server never runs as root.
 pub mod management;
 pub mod server_conf;
 pub mod supervisor;
+pub mod tun;
 
 pub use supervisor::{Supervisors, start_all};

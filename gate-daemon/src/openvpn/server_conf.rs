@@ -94,7 +94,7 @@ pub fn device(server: &OpenVpnConfig) -> String {
 ///
 /// # Errors
 /// A pushed route is not an IPv4 network.
-pub fn render(server: &OpenVpnConfig, network: Network, drop: Option<&Drop>, dir: &Path) -> Result<String, String> {
+pub fn render(server: &OpenVpnConfig, network: Network, dir: &Path) -> Result<String, String> {
     let mut conf = String::new();
     let mut line = |text: String| {
         let _ = writeln!(conf, "{text}");
@@ -122,12 +122,17 @@ pub fn render(server: &OpenVpnConfig, network: Network, drop: Option<&Drop>, dir
     line("keepalive 10 60".into());
     line("persist-key".into());
     line("persist-tun".into());
-    if let Some(drop) = drop {
-        line(format!("user {}", drop.user));
-        line(format!("group {}", drop.group));
-    }
-    // Client authentication is the daemon's: a client needs its approval's session token.
+    // The daemon made the device (owned by the server's user), addressed it and brought it up;
+    // the server, started as its user, only opens it. Data channel offload would need
+    // CAP_NET_ADMIN for the server's whole life.
+    line("ifconfig-noexec".into());
+    line("route-noexec".into());
+    line("disable-dco".into());
+    line(format!("writepid {}", dir.join("openvpn.pid").display()));
+    // Client authentication is the daemon's: a client needs its approval's session token. Only
+    // root (the daemon) may talk to the management socket, whoever else can reach the file.
     line(format!("management {} unix", dir.join("management.sock").display()));
+    line("management-client-user root".into());
     line("management-client-auth".into());
     line(format!("status {} 5", dir.join("status.txt").display()));
     for route in &server.push_routes {

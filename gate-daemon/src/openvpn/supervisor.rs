@@ -21,6 +21,7 @@ use crate::{
     openvpn::{
         management::{self, Authorizer, Sessions},
         server_conf::{self, Drop, Network},
+        tun,
     },
 };
 
@@ -33,6 +34,8 @@ const CRL_CHECK: Duration = Duration::from_secs(1);
 /// How long a starting server may take to say it is initialised before it counts as running.
 const INIT_WAIT: Duration = Duration::from_secs(10);
 const CRL_REISSUE: Duration = Duration::from_secs(24 * 3600);
+/// How long an orphaned server gets to stop on SIGTERM before SIGKILL.
+const ORPHAN_STOP: Duration = Duration::from_secs(5);
 
 /// What `gatectl status` shows of a server (`<run_dir>/<name>/status.json`).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -47,6 +50,20 @@ pub struct ServerStatus {
     pub clients: Vec<String>,
     pub restarts: u32,
     pub error: Option<String>,
+}
+
+/// In the child before exec: drops every group but `gid`, then to `uid` (which clears every
+/// capability), and forbids regaining privileges through exec.
+fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    let check = |result: i32| if result == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: plain syscalls on values; the group list is one gid on the stack.
+    #[expect(unsafe_code, reason = "between fork and exec only raw syscalls are safe to make")]
+    unsafe {
+        check(nix::libc::setgroups(1, &gid))?;
+        check(nix::libc::setresgid(gid, gid, gid))?;
+        check(nix::libc::setresuid(uid, uid, uid))?;
+        check(nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    }
 }
 
 /// The running supervisors, one per configured server.
@@ -102,9 +119,13 @@ impl Supervisors {
             }
             if let Some(running) = self.running.remove(&name) {
                 let dir = running.vpn.run_dir.join(&name);
+                let device = server_conf::device(&running.server);
                 running.stop().await;
                 if wanted.is_none() {
                     let _ = fs::remove_dir_all(&dir);
+                    if let Err(e) = tun::remove(&device) {
+                        log::warn!("openvpn {name}: remove its tun device: {e}");
+                    }
                     applied.stopped.push(name);
                 } else {
                     applied.restarted.push(name);
@@ -268,15 +289,48 @@ impl Supervisor {
                 store.server_identity(&format!("openvpn-{}", self.name()), now).map_err(|e| e.to_string())?;
             (identity, store.crl(now).map_err(|e| e.to_string())?)
         };
-        let conf = server_conf::render(&self.server, network, drop.as_ref(), &self.dir)?;
+        let conf = server_conf::render(&self.server, network, &self.dir)?;
         let owner = drop.as_ref();
         write_file(&self.dir.join("ca.pem"), &identity.ca_pem, owner)?;
         write_file(&self.dir.join("server.pem"), &identity.cert_pem, owner)?;
         write_file(&self.dir.join("server.key"), &identity.key_pem, owner)?;
         write_file(&self.dir.join("crl.pem"), &crl, owner)?;
         write_file(&self.dir.join("server.conf"), &conf, owner)?;
+        self.stop_orphan();
         let _ = fs::remove_file(self.dir.join("management.sock"));
+        let (uid, gid) = drop.as_ref().map_or((0, 0), |d| (d.uid, d.gid));
+        tun::openable_by(uid, gid)?;
+        let device = server_conf::device(&self.server);
+        tun::ensure(&device, uid, gid, network).map_err(|e| format!("tun device {device}: {e}"))?;
         Ok(drop)
+    }
+
+    /// Stops a server an earlier daemon left running (it crashed, or was killed): it holds the
+    /// tun device and the port. Known by its pid file and its command line naming this server's
+    /// config; stopped, never fought over.
+    fn stop_orphan(&self) {
+        let Some(pid) =
+            fs::read_to_string(self.dir.join("openvpn.pid")).ok().and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let config = self.dir.join("server.conf");
+        let ours = fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == config.as_os_str().as_encoded_bytes()));
+        if !ours {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(pid);
+        log::warn!("openvpn {}: an earlier daemon's server still runs (pid {pid}); stopping it", self.name());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + ORPHAN_STOP;
+        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if nix::sys::signal::kill(pid, None).is_ok() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Ends the sessions of clients revoked since they connected (`kill <name>`).
@@ -393,13 +447,21 @@ impl Supervisor {
                 .stdout(out)
                 .stderr(err)
                 .kill_on_drop(true);
-            if let Some(procs) = self.cgroup_procs.clone() {
-                // SAFETY: the closure only calls `join_in_child`, which is async-signal-safe and
-                // allocates nothing, as a child between fork and exec requires.
-                #[expect(unsafe_code, reason = "pre_exec: join the cgroup before the server opens a socket")]
-                unsafe {
-                    command.pre_exec(move || crate::cgroup::join_in_child(&procs));
-                }
+            let procs = self.cgroup_procs.clone();
+            let ids = drop.as_ref().map(|d| (d.uid, d.gid));
+            // SAFETY: the closure only calls `join_in_child` and `become_user`, which make plain
+            // syscalls and allocate nothing, as a child between fork and exec requires.
+            #[expect(unsafe_code, reason = "pre_exec: join the cgroup as root, then become the server's user")]
+            unsafe {
+                command.pre_exec(move || {
+                    if let Some(procs) = &procs {
+                        crate::cgroup::join_in_child(procs)?;
+                    }
+                    match ids {
+                        Some((uid, gid)) => become_user(uid, gid),
+                        None => Ok(()),
+                    }
+                });
             }
             let child = command.spawn();
             let mut child = match child {
