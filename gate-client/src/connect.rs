@@ -73,7 +73,7 @@ pub fn discover(servers: &[Server]) -> ((Option<Ipv4Addr>, Option<Ipv6Addr>), Ve
             match answer.map(|a| a.address.to_canonical()) {
                 Ok(IpAddr::V4(v4)) => found.0 = found.0.or(Some(v4)),
                 Ok(IpAddr::V6(v6)) => found.1 = found.1.or(Some(v6)),
-                Err(e) => problems.push(format!("source from {at:?}: {e}")),
+                Err(e) => problems.push(format!("source from {at}: {e}")),
             }
         }
     }
@@ -137,4 +137,19 @@ pub fn connect(profile: &Profile, ask: &Ask) -> Result<Approval, ConnectError> {
     let body: SealedBody = serde_json::from_slice(&response.body)
         .map_err(|_| ConnectError::Untrusted(ProtocolError::Malformed("approval body")))?;
     approval::open(&body, &profile.keys, &profile.server_box_public, &payload.nonce).map_err(ConnectError::Untrusted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_discovery_names_the_server_as_written() {
+        // Nothing listens on port 1 of the loopback address: refused at once.
+        let (found, problems) = discover(&[Server::parse("https://127.0.0.1:1").unwrap()]);
+        assert_eq!(found, (None, None));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("source from https://127.0.0.1:1 at 127.0.0.1:1: "), "{}", problems[0]);
+        assert!(!problems[0].contains('{'), "no Rust structure in what a person reads: {}", problems[0]);
+    }
 }

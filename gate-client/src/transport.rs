@@ -52,11 +52,6 @@ pub enum Server {
         port: u16,
         at: Option<SocketAddr>,
     },
-    /// `http://host:port`: plain HTTP, for services whose answers are signed (notifications).
-    Http {
-        host: String,
-        port: u16,
-    },
 }
 
 impl Server {
@@ -67,11 +62,7 @@ impl Server {
         if let Some(path) = text.strip_prefix("unix:") {
             return if path.starts_with('/') { Ok(Self::Unix(path.into())) } else { Err(unsupported()) };
         }
-        let (rest, plain) = match (text.strip_prefix("https://"), text.strip_prefix("http://")) {
-            (Some(rest), _) => (rest, false),
-            (None, Some(rest)) => (rest, true),
-            (None, None) => return Err(unsupported()),
-        };
+        let Some(rest) = text.strip_prefix("https://") else { return Err(unsupported()) };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains('/') || authority.is_empty() {
             return Err(unsupported());
@@ -80,24 +71,22 @@ impl Server {
             Some((host, port)) if !host.ends_with(':') && (host.starts_with('[') || !host.contains(':')) => {
                 (host, port.parse().map_err(|_| unsupported())?)
             }
-            _ => (authority, if plain { 80 } else { 443 }),
+            _ => (authority, 443),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(unsupported());
         }
-        if plain {
-            return Ok(Self::Http { host: host.to_owned(), port });
-        }
         Ok(Self::Https { host: host.to_owned(), port, at: None })
     }
 
-    fn name(&self) -> String {
+    /// The server as a person writes it (`https://host:port`, `unix:/path`).
+    #[must_use]
+    pub fn name(&self) -> String {
         match self {
             Self::Unix(path) => format!("unix:{}", path.display()),
             Self::Https { host, port, at: None } => format!("https://{host}:{port}"),
             Self::Https { host, port, at: Some(at) } => format!("https://{host}:{port} at {at}"),
-            Self::Http { host, port } => format!("http://{host}:{port}"),
         }
     }
 
@@ -126,17 +115,6 @@ impl Server {
                 stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
                 stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
                 talk(&mut stream, raw, &mut answer).map_err(io)?;
-            }
-            Self::Http { host, port } => {
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(io)?
-                    .next()
-                    .ok_or_else(|| TransportError::NoAddress { server: self.name() })?;
-                let mut tcp = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
-                tcp.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-                tcp.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-                talk(&mut tcp, raw, &mut answer).map_err(io)?;
             }
             Self::Https { host, port, at } => {
                 let addr = match at {
@@ -181,10 +159,10 @@ impl Server {
     ) -> Result<Response, TransportError> {
         let host = match self {
             Self::Unix(_) => "gate".to_owned(),
-            Self::Https { host, port, .. } | Self::Http { host, port } if host.contains(':') => {
+            Self::Https { host, port, .. } if host.contains(':') => {
                 format!("[{host}]:{port}")
             }
-            Self::Https { host, port, .. } | Self::Http { host, port } => format!("{host}:{port}"),
+            Self::Https { host, port, .. } => format!("{host}:{port}"),
         };
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -197,6 +175,12 @@ impl Server {
         let mut bytes = raw.into_bytes();
         bytes.extend_from_slice(body);
         self.exchange(&bytes)
+    }
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
     }
 }
 
@@ -338,7 +322,7 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        assert!(matches!(Server::parse("http://127.0.0.1:8080"), Ok(Server::Http { port: 8080, .. })));
+        assert!(Server::parse("http://127.0.0.1:8080").is_err(), "plain HTTP is not a way to a gate");
         for bad in ["https://", "https://x/path", "unix:relative", "ftp://x", "https://x:notaport"] {
             assert!(Server::parse(bad).is_err(), "{bad}");
         }

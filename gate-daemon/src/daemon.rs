@@ -57,6 +57,12 @@ const LINK_WATCH_STALL: std::time::Duration = std::time::Duration::from_secs(10)
 /// # Errors
 /// The gate could not be put in place, or signals cannot be watched.
 pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()> {
+    let uid = nix::unistd::geteuid();
+    if !uid.is_root() {
+        anyhow::bail!(
+            "gate-daemon must run as root (uid {uid} here); under systemd its unit keeps only the capabilities it needs"
+        );
+    }
     // Before anything is touched: a damaged store stops the start here, with the gate as it was.
     let approval = &config.approval;
     let (store, created) = gate_store::Store::open_or_create(&approval.store).context("open the store")?;

@@ -135,8 +135,11 @@ impl Undo {
     fn run(self) {
         // Links first: detaching before the maps go keeps the gate consistent until the end.
         for path in self.links.iter().chain(&self.maps) {
-            if let Err(e) = fs::remove_file(path) {
-                log::warn!("rollback: remove {}: {e}", path.display());
+            match fs::remove_file(path) {
+                // Never made: the step that would have made it failed first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("rollback: remove {}: {e}", path.display()),
+                Ok(()) => {}
             }
         }
         for dir in self.dirs.iter().rev() {
@@ -426,7 +429,7 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<bool, InstallErro
         MAP_LEASE_FILTER => (size_of::<u32>(), size_of::<u64>(), None),
         other => unreachable!("program::MAPS lists {other}, which has no layout here"),
     };
-    let info = MapInfo::from_pin(path).map_err(|e| StateError::NotFound { path: path.to_owned(), source: e })?;
+    let info = MapInfo::from_pin(path).map_err(|e| StateError::Unreadable { path: path.to_owned(), source: e })?;
     let found = (info.key_size() as usize, info.value_size() as usize);
     let found_entries = info.max_entries();
     let counters = matches!(name, MAP_STATS | MAP_BACKSTOP_STATS);

@@ -4,7 +4,6 @@
 //! check is logged and ignored; a network error changes nothing.
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use gate_client::transport::Server;
 use gate_notify::Published;
 use tokio::sync::watch;
 
@@ -19,38 +18,62 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The daemon's version, as sent and as notifications must name it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Splits `scheme://authority/path` into a server and a path (with the version query added).
-fn target(url: &str) -> Option<(Server, String)> {
-    let scheme_end = url.find("://")? + 3;
-    let path_start = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
-    let server = Server::parse(&url[..path_start]).ok()?;
-    let path = if path_start == url.len() { "/" } else { &url[path_start..] };
-    let joiner = if path.contains('?') { '&' } else { '?' };
-    Some((server, format!("{path}{joiner}version={VERSION}")))
+/// How long one poll may take, connection to the last byte.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirects followed, at most (a notice moved to another host or path).
+const MAX_REDIRECTS: u32 = 3;
+/// The largest notice read; a signed notice is well under a kilobyte.
+const MAX_NOTICE_BYTES: u64 = 64 * 1024;
+
+/// The URL polled: the configured one with the daemon's version added to its query.
+fn notice_url(url: &str) -> Option<String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return None;
+    }
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{joiner}version={VERSION}"))
+}
+
+/// GETs `url` with a maintained HTTP client (ureq: HTTP/1.0 and 1.1 answers, any framing),
+/// redirects, time and size bounded. TLS certificates are not verified: a notice counts only
+/// by its signature.
+fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
+    let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(POLL_TIMEOUT))
+        .max_redirects(MAX_REDIRECTS)
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().with_config().limit(MAX_NOTICE_BYTES).read_to_vec().map_err(|e| e.to_string())?;
+    Ok((status, body))
 }
 
 /// Fetches and checks one notification; records it if it is good.
 fn poll_once(config: &NotificationsConfig, service: &ApprovalService) {
-    let Some((server, path)) = target(&config.url) else {
-        log::warn!("notifications: cannot use URL {:?}", config.url);
+    let Some(url) = notice_url(&config.url) else {
+        log::warn!("notifications: cannot use URL {:?} (give http:// or https://)", config.url);
         return;
     };
     let Ok(key) = gate_notify::decode_verifying_key(&config.public_key) else { return };
-    let response = match server.request("GET", &path, &[], b"") {
-        Ok(response) if response.status == 200 => response,
-        Ok(response) => {
-            log::warn!("notifications: {} answered {}; states unchanged", config.url, response.status);
+    let body = match fetch(&url) {
+        Ok((200, body)) => body,
+        Ok((status, _)) => {
+            log::warn!("notifications: {} answered {status}; states unchanged", config.url);
             return;
         }
         Err(e) => {
-            log::warn!("notifications: {e}; states unchanged");
+            log::warn!("notifications: {}: {e}; states unchanged", config.url);
             return;
         }
     };
     let host = &service.settings().host;
     let mut store = service.store();
     let last = store.last_notification_serial(host).unwrap_or(u64::MAX);
-    match gate_notify::verify(&response.body, &key, VERSION, last) {
+    match gate_notify::verify(&body, &key, VERSION, last) {
         Ok(notification) => {
             log::warn!(
                 "notifications: accepted serial {}: www {:?}, web {:?}, vpn {:?}: {:?}",
@@ -125,13 +148,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_split_into_server_and_path() {
-        let (_, path) = target("http://127.0.0.1:8080/gate/notice").unwrap();
-        assert_eq!(path, format!("/gate/notice?version={VERSION}"));
-        let (_, path) = target("https://notify.example.org").unwrap();
-        assert_eq!(path, format!("/?version={VERSION}"));
-        let (_, path) = target("https://n.example.org/x?a=1").unwrap();
-        assert_eq!(path, format!("/x?a=1&version={VERSION}"));
-        assert!(target("ftp://x").is_none());
+    fn the_version_is_added_to_the_query() {
+        let url = notice_url("http://127.0.0.1:8080/gate/notice").unwrap();
+        assert_eq!(url, format!("http://127.0.0.1:8080/gate/notice?version={VERSION}"));
+        let url = notice_url("https://n.example.org/x?a=1").unwrap();
+        assert_eq!(url, format!("https://n.example.org/x?a=1&version={VERSION}"));
+        assert!(notice_url("ftp://x").is_none());
     }
 }

@@ -5,8 +5,14 @@ use aya::maps::MapError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("no gate state at {path}: {source} (is the gate daemon set up? see `gatectl status`)")]
-    NotFound { path: PathBuf, source: MapError },
+    #[error(
+        "no gate at {path}: nothing is pinned there (is gate-daemon running? --config or --pin-dir names its pin dir)"
+    )]
+    NotFound { path: PathBuf },
+    #[error("{path}: permission denied: the gate's maps are root's (run this as root)")]
+    Denied { path: PathBuf },
+    #[error("pinned map {path}: {source}")]
+    Unreadable { path: PathBuf, source: MapError },
     #[error("pinned map {path} does not look like gate's {map}: {reason}")]
     Incompatible { path: PathBuf, map: &'static str, reason: String },
     #[error("map {map}: {operation}: {source}")]

@@ -150,9 +150,25 @@ fn slot_hash(gate: u32, addr: IpAddr) -> u64 {
     }
 }
 
+/// The kind of the system error at the root of `error`, if one is.
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        current = e.source();
+    }
+    None
+}
+
 fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError> {
     let path = pins.map(name);
-    let data = MapData::from_pin(&path).map_err(|source| StateError::NotFound { path: path.clone(), source })?;
+    let data = MapData::from_pin(&path).map_err(|source| match io_kind(&source) {
+        Some(std::io::ErrorKind::NotFound) => StateError::NotFound { path: path.clone() },
+        Some(std::io::ErrorKind::PermissionDenied) => StateError::Denied { path: path.clone() },
+        _ => StateError::Unreadable { path: path.clone(), source },
+    })?;
     let capacity =
         data.info().map_err(|source| StateError::Map { map: name, operation: "info", source })?.max_entries();
     let map = Map::from_map_data(data).map_err(|e| StateError::Incompatible {
@@ -490,7 +506,7 @@ impl GateState {
     /// The maps are missing (state pinned by an older daemon), or the kernel refuses a write.
     pub fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<usize, StateError> {
         let (Some(table), Some(options)) = (&mut self.local_addrs, &mut self.gate_options) else {
-            return Err(StateError::NotFound { path: self.pins.map(MAP_LOCAL_ADDRS), source: MapError::KeyNotFound });
+            return Err(StateError::NotFound { path: self.pins.map(MAP_LOCAL_ADDRS) });
         };
         let mut wanted = vec![LocalAddr::default(); LOCAL_SLOTS as usize];
         for &addr in addrs {

@@ -113,7 +113,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         host: cli.host,
     })?;
     let pins = PinDir::new(&paths.pin_dir);
-    match cli.command.unwrap_or(Command::Status) {
+    let command = cli.command.unwrap_or(Command::Status);
+    // Everything but an offline notice's keys and signatures reads root's maps or store.
+    if !matches!(command, Command::Notify(_)) && !nix::unistd::geteuid().is_root() {
+        bail!("this needs root: the gate's maps and its store are root's (run gatectl as root)");
+    }
+    match command {
         Command::Status => {
             let not_gated = status(&pins)?;
             print!("{}", vpn_status(&paths.vpn_run_dir));

@@ -134,5 +134,5 @@ fn gatectl_refuses_bad_requests_clearly() {
     }
     let missing = gatectl(std::path::Path::new("/sys/fs/bpf/gt-no-such-gate"), &["leases"]);
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("no gate state at /sys/fs/bpf/gt-no-such-gate"), "{stderr}");
+    assert!(stderr.contains("no gate at /sys/fs/bpf/gt-no-such-gate/GATES: nothing is pinned there"), "{stderr}");
 }

@@ -232,3 +232,52 @@ fn bad_notifications_are_ignored_and_restarts_honour_the_state() {
     assert!(status.contains("vpn  disabled  from the last notification"), "{status}");
     drop(daemon);
 }
+
+/// `python3 -m http.server` serving `dir` on 127.0.0.1:`port` inside the gateway; stopped on drop.
+struct PythonServer(std::process::Child);
+
+impl PythonServer {
+    fn start(bed: &TestBed, dir: &std::path::Path, port: u16) -> Self {
+        let child = bed
+            .gateway
+            .command("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory", dir.to_str().unwrap()])
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run python3 -m http.server");
+        let server = Self(child);
+        wait("python3 -m http.server listening", Duration::from_secs(10), || {
+            bed.gateway.run(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        });
+        server
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_notice_served_by_python_http_server_is_applied_through_its_redirect() {
+    let key = gate_notify::generate_key();
+    let (mut bed, config) = notified_bed(&key, false);
+    // http.server answers HTTP/1.0, and redirects the directory /gate to /gate/ (its index).
+    let site = bed.state_dir.join("site");
+    std::fs::create_dir_all(site.join("gate")).unwrap();
+    std::fs::write(site.join("gate/index.html"), signed(&key, &notice(5, State::Disabled, State::Ok, State::Ok)))
+        .unwrap();
+    let port = NOTICE_PORT + 1;
+    let _server = PythonServer::start(&bed, &site, port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&format!("{NOTICE_PORT}/notice"), &format!("{port}/gate"))).unwrap();
+    let daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    wait("the notice applied", Duration::from_secs(10), || daemon.log().contains("accepted serial 5"));
+    let source = format!("{}/v1/source", url_v4());
+    wait("www disabled by the notice", Duration::from_secs(5), || curl(&bed, &[&source]).0 == 503);
+}

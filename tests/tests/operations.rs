@@ -272,6 +272,17 @@ fn gatectl_takes_its_paths_from_the_daemon_config_and_never_makes_a_stray_store(
     assert!(ok && listed.contains("alice"), "{listed}{stderr}");
     let (ok, _, stderr) = text(&gatectl_bare(&["--config", "/nonexistent/gate.toml", "client", "list"]));
     assert!(!ok && stderr.contains("/nonexistent/gate.toml"), "a --config that is not there is an error: {stderr}");
+    let nowhere = format!("{}-nothing", bed.pin_dir.0.display());
+    let (ok, _, stderr) = text(&gatectl_bare(&["--pin-dir", &nowhere, "status"]));
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        format!(
+            "gatectl: no gate at {nowhere}/GATES: nothing is pinned there (is gate-daemon running? --config or \
+             --pin-dir names its pin dir)\n"
+        ),
+        "one line, the cause once, no advice to run the command that failed"
+    );
     drop(listeners);
     daemon.stop();
 }
@@ -294,4 +305,52 @@ fn a_damaged_store_stops_the_start_before_the_gate_is_touched() {
 
     let (ok, _, stderr) = text(&gatectl_bare(&["--config", config.to_str().unwrap(), "client", "list"]));
     assert!(!ok && stderr.contains("is damaged"), "{stderr}");
+}
+
+/// A copy of the workspace binary `name` that any user may run (the checkout's own directory
+/// may be root's alone), removed with the returned guard.
+fn runnable_by_anyone(bed: &TestBed, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = bed.state_dir.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(name);
+    std::fs::copy(bin(name), &copy).unwrap();
+    for path in [bed.state_dir.as_path(), dir.as_path(), copy.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn without_root_both_tools_say_so_in_one_line() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let daemon = Daemon::start(&bed, &config);
+    let gatectl = runnable_by_anyone(&bed, "gatectl");
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&gatectl)
+        .args(["--pin-dir", bed.pin_dir.0.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    let (ok, _, stderr) = text(&out);
+    assert!(!ok);
+    assert_eq!(stderr, "gatectl: this needs root: the gate's maps and its store are root's (run gatectl as root)\n");
+    daemon.stop();
+
+    let gate_daemon = runnable_by_anyone(&bed, "gate-daemon");
+    let out = bed
+        .gateway
+        .command("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&gate_daemon)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (ok, _, stderr) = text(&out);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, the reason, nothing before it: {stderr}");
+    assert!(lines[0].contains("ERROR gate_daemon] gate-daemon must run as root"), "{stderr}");
 }
