@@ -512,7 +512,8 @@ impl Config {
 
     /// What a start would find wrong on this machine, short of attaching anything: each listed
     /// interface exists (in this network namespace) and has a device type the gate parses, the
-    /// front's user exists, every OpenVPN server's user and group exist. For `--check`.
+    /// front's user exists, the OpenVPN binary is there, every server's user and group exist and
+    /// may open the tun node, each gate's own cgroup exists. For `--check` and a reload.
     ///
     /// # Errors
     /// The first problem, naming its key.
@@ -539,9 +540,35 @@ impl Config {
         if !front_user.is_empty() && nix::unistd::User::from_name(front_user).ok().flatten().is_none() {
             return Err(invalid("approval.front_user".into(), format!("user {front_user:?} does not exist")));
         }
+        if !self.openvpn.is_empty() {
+            use std::os::unix::fs::PermissionsExt as _;
+            let binary = &self.vpn.openvpn;
+            match std::fs::metadata(binary) {
+                Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        "vpn.openvpn".into(),
+                        format!("{} is not an executable file", binary.display()),
+                    ));
+                }
+                Err(e) => return Err(invalid("vpn.openvpn".into(), format!("{}: {e}", binary.display()))),
+            }
+        }
         for (i, server) in self.openvpn.iter().enumerate() {
-            crate::openvpn::server_conf::privileges(server, &self.vpn)
+            let drop = crate::openvpn::server_conf::privileges(server, &self.vpn)
                 .map_err(|reason| invalid(format!("openvpn[{i}]"), reason))?;
+            let (uid, gid) = drop.map_or((0, 0), |d| (d.uid, d.gid));
+            crate::openvpn::tun::openable_by(uid, gid).map_err(|reason| invalid(format!("openvpn[{i}]"), reason))?;
+        }
+        if self.backstop.enabled {
+            for (i, gate) in self.gates.iter().enumerate() {
+                if let Some(cgroup) = gate.cgroup.as_ref().filter(|c| !c.is_dir()) {
+                    return Err(invalid(
+                        format!("gate[{i}].cgroup"),
+                        format!("{} is not a directory", cgroup.display()),
+                    ));
+                }
+            }
         }
         Ok(())
     }

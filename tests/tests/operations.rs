@@ -160,6 +160,12 @@ fn check_finds_what_a_start_would_fail_on() {
     for (from, to, reason) in [
         (format!("name = \"{}\"", bed.gateway_if), "name = \"gt-nosuch0\"".to_owned(), "does not exist"),
         ("front_user = \"gate-web\"".to_owned(), "front_user = \"gt-nobody-here\"".to_owned(), "approval.front_user"),
+        (
+            "[approval]".to_owned(),
+            "[vpn]\nopenvpn = \"/nonexistent/openvpn\"\n[[openvpn]]\nname = \"m\"\ngate = \"vpn\"\nprotocol = \"udp\"\nport = 1194\nnetwork = \"10.8.0.0/24\"\n[approval]".to_owned(),
+            "vpn.openvpn: /nonexistent/openvpn",
+        ),
+        ("port = 1194".to_owned(), "port = 1194\ncgroup = \"/sys/fs/cgroup/gt-nowhere\"".to_owned(), "gate[0].cgroup"),
     ] {
         let bad = bed.write_config(&text.replace(&from, &to));
         let (code, stderr) = check(&bad);
