@@ -64,8 +64,20 @@ fn header(line: &str) -> Option<Pending> {
     Some(Pending { kind, cid, kid, env: HashMap::new() })
 }
 
+/// The sessions in a `status 3` answer (tab-separated): `(client id, common name)` of each
+/// `CLIENT_LIST` row, its columns found by the `HEADER` row.
+fn listed_session(header: &[String], line: &str) -> Option<(u64, String)> {
+    let fields: Vec<&str> = line.strip_prefix("CLIENT_LIST\t")?.split('\t').collect();
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let name = fields.get(column("Common Name")?)?;
+    let cid = fields.get(column("Client ID")?)?.parse().ok()?;
+    Some((cid, (*name).to_owned()))
+}
+
 /// Talks to the management socket until OpenVPN closes it. `changed` runs whenever the set of
-/// sessions changes; `commands` are written as they come (e.g. `kill <name>`).
+/// sessions changes; `commands` are written as they come (e.g. `kill <name>`). With `resync`
+/// (a server adopted from an earlier daemon), the sessions it already carries are asked for
+/// first (`status 3`).
 ///
 /// # Errors
 /// The socket cannot be reached or written.
@@ -76,11 +88,17 @@ pub async fn serve(
     sessions: Sessions,
     changed: impl Fn(),
     mut commands: tokio::sync::mpsc::UnboundedReceiver<String>,
+    resync: bool,
 ) -> std::io::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut pending: Option<Pending> = None;
+    // The columns of the status answer's CLIENT_LIST rows, once its header is seen.
+    let mut listed: Vec<String> = Vec::new();
+    if resync {
+        write.write_all(b"status 3\n").await?;
+    }
     loop {
         let line = tokio::select! {
             line = lines.next_line() => match line? {
@@ -94,6 +112,15 @@ pub async fn serve(
                 continue;
             }
         };
+        if let Some(columns) = line.strip_prefix("HEADER\tCLIENT_LIST\t") {
+            listed = columns.split('\t').map(str::to_owned).collect();
+            continue;
+        }
+        if let Some((cid, name)) = listed_session(&listed, &line) {
+            sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cid, name);
+            changed();
+            continue;
+        }
         if let Some(event) = header(&line) {
             pending = Some(event);
             continue;
@@ -160,5 +187,17 @@ mod tests {
         assert!(header(">CLIENT:ENV,common_name=alice").is_none());
         assert!(header(">INFO:OpenVPN Management Interface").is_none());
         assert!(header(">CLIENT:CONNECT,x,1").is_none());
+    }
+
+    #[test]
+    fn a_status_answer_gives_the_sessions_by_its_header() {
+        let header: Vec<String> = "Common Name\tReal Address\tVirtual Address\tVirtual IPv6 Address\tBytes Received\tBytes Sent\tConnected Since\tConnected Since (time_t)\tUsername\tClient ID\tPeer ID\tData Channel Cipher"
+            .split('\t')
+            .map(str::to_owned)
+            .collect();
+        let row = "CLIENT_LIST\talice\t192.0.2.2:50000\t10.8.0.2\t\t100\t200\t2026-11-30 21:00:00\t1796072400\talice\t7\t0\tAES-256-GCM";
+        assert_eq!(listed_session(&header, row), Some((7, "alice".to_owned())));
+        assert_eq!(listed_session(&[], row), None, "no header seen: no guess");
+        assert_eq!(listed_session(&header, "ROUTING_TABLE\t10.8.0.2\talice"), None);
     }
 }

@@ -4,10 +4,12 @@
 //! one-time session token of its own approval.
 //!
 //! - [`server_conf`]: the generated server config and the checks that come before it.
+//! - [`process`]: a server's process, started here or adopted from a dead daemon.
 //! - [`management`]: the management-interface protocol and the authorization of clients.
 //! - [`supervisor`]: one task per server: files, process, restarts, status.
 //! - [`tun`]: each server's tun device, made for its user, so the server never runs as root.
 pub mod management;
+pub mod process;
 pub mod server_conf;
 pub mod supervisor;
 pub mod tun;

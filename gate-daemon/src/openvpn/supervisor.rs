@@ -20,6 +20,7 @@ use crate::{
     config::{Config, OpenVpnConfig, VpnConfig},
     openvpn::{
         management::{self, Authorizer, Sessions},
+        process::Process,
         server_conf::{self, Drop, Network},
         tun,
     },
@@ -269,7 +270,10 @@ impl Supervisor {
     }
 
     /// Checks and files; an error here keeps this server from starting.
-    fn prepare(&self) -> Result<Option<Drop>, String> {
+    /// Writes the server's files and readies its device; `Some(pid)` if a server an earlier
+    /// daemon left running (killed, crashed) is adopted instead: it runs with exactly the
+    /// config this daemon would write, so it is kept, with its tunnels.
+    fn prepare(&self) -> Result<(Option<Drop>, Option<nix::unistd::Pid>), String> {
         let network = Network::parse(&self.server.network)?;
         let drop = server_conf::privileges(&self.server, &self.vpn)?;
         if drop.is_none() {
@@ -290,19 +294,35 @@ impl Supervisor {
             (identity, store.crl(now).map_err(|e| e.to_string())?)
         };
         let conf = server_conf::render(&self.server, network, &self.dir)?;
+        let adopt = self
+            .orphan()
+            .filter(|_| fs::read_to_string(self.dir.join("server.conf")).is_ok_and(|running| running == conf));
         let owner = drop.as_ref();
         write_file(&self.dir.join("ca.pem"), &identity.ca_pem, owner)?;
         write_file(&self.dir.join("server.pem"), &identity.cert_pem, owner)?;
         write_file(&self.dir.join("server.key"), &identity.key_pem, owner)?;
         write_file(&self.dir.join("crl.pem"), &crl, owner)?;
         write_file(&self.dir.join("server.conf"), &conf, owner)?;
+        if adopt.is_some() {
+            return Ok((drop, adopt));
+        }
         self.stop_orphan();
         let _ = fs::remove_file(self.dir.join("management.sock"));
         let (uid, gid) = drop.as_ref().map_or((0, 0), |d| (d.uid, d.gid));
         tun::openable_by(uid, gid)?;
         let device = server_conf::device(&self.server);
         tun::ensure(&device, uid, gid, network).map_err(|e| format!("tun device {device}: {e}"))?;
-        Ok(drop)
+        Ok((drop, None))
+    }
+
+    /// A server an earlier daemon left running: its pid file names a live process whose command
+    /// line names this server's config.
+    fn orphan(&self) -> Option<nix::unistd::Pid> {
+        let pid = fs::read_to_string(self.dir.join("openvpn.pid")).ok()?.trim().parse::<i32>().ok()?;
+        let config = self.dir.join("server.conf");
+        let ours = fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == config.as_os_str().as_encoded_bytes()));
+        ours.then(|| nix::unistd::Pid::from_raw(pid))
     }
 
     /// Stops a server an earlier daemon left running (it crashed, or was killed): it holds the
@@ -395,6 +415,56 @@ impl Supervisor {
         log::warn!("openvpn {}: not initialised after {INIT_WAIT:?}; reported running anyway", self.name());
     }
 
+    /// Starts OpenVPN as the server's user, in the servers' cgroup, and waits until it says it
+    /// is initialised (or ends).
+    async fn spawn(&self, drop: Option<&Drop>, log_from: u64) -> std::io::Result<Process> {
+        let log_file = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("openvpn.log"));
+        let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((out, err)) => (Stdio::from(out), Stdio::from(err)),
+            Err(_) => (Stdio::null(), Stdio::null()),
+        };
+        let mut command = Command::new(&self.vpn.openvpn);
+        command
+            .arg("--config")
+            .arg(self.dir.join("server.conf"))
+            // The daemon's own line to the service manager: OpenVPN (built with systemd
+            // support) would otherwise send its READY=1 there.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let procs = self.cgroup_procs.clone();
+        let ids = drop.map(|d| (d.uid, d.gid));
+        // SAFETY: the closure only calls `join_in_child` and `become_user`, which make plain
+        // syscalls and allocate nothing, as a child between fork and exec requires.
+        #[expect(unsafe_code, reason = "pre_exec: join the cgroup as root, then become the server's user")]
+        unsafe {
+            command.pre_exec(move || {
+                if let Some(procs) = &procs {
+                    crate::cgroup::join_in_child(procs)?;
+                }
+                match ids {
+                    Some((uid, gid)) => become_user(uid, gid),
+                    None => Ok(()),
+                }
+            });
+        }
+        let mut child = command.spawn()?;
+        self.wait_initialised(&mut child, log_from).await;
+        log::info!(
+            "openvpn {}: started (pid {}, {}/{}, as {})",
+            self.name(),
+            child.id().unwrap_or(0),
+            self.server.protocol,
+            self.server.port,
+            drop.map_or("root", |d| d.user.as_str())
+        );
+        Ok(Process::Child(child))
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>, mut states: watch::Receiver<Published>) {
         let mut backoff = Duration::from_secs(1);
         let mut restarts = 0;
@@ -415,8 +485,8 @@ impl Supervisor {
                 }
                 log::info!("openvpn {}: vpn back to ok; starting", self.name());
             }
-            let drop = match self.prepare() {
-                Ok(drop) => drop,
+            let (drop, adopted) = match self.prepare() {
+                Ok(prepared) => prepared,
                 Err(e) => {
                     log::error!("openvpn {}: {e}; not started (the other servers are unaffected)", self.name());
                     let mut status = self.base_status(None);
@@ -427,64 +497,37 @@ impl Supervisor {
                     return;
                 }
             };
-            let log_file = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("openvpn.log"));
-            let (out, err) = match log_file.and_then(|f| Ok((f.try_clone()?, f))) {
-                Ok((out, err)) => (Stdio::from(out), Stdio::from(err)),
-                Err(_) => (Stdio::null(), Stdio::null()),
-            };
             let started = Instant::now();
             let log_from = fs::metadata(self.dir.join("openvpn.log")).map_or(0, |m| m.len());
-            let mut command = Command::new(&self.vpn.openvpn);
-            command
-                .arg("--config")
-                .arg(self.dir.join("server.conf"))
-                // The daemon's own line to the service manager: OpenVPN (built with systemd
-                // support) would otherwise send its READY=1 there.
-                .env_remove("NOTIFY_SOCKET")
-                .env_remove("WATCHDOG_USEC")
-                .env_remove("WATCHDOG_PID")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .kill_on_drop(true);
-            let procs = self.cgroup_procs.clone();
-            let ids = drop.as_ref().map(|d| (d.uid, d.gid));
-            // SAFETY: the closure only calls `join_in_child` and `become_user`, which make plain
-            // syscalls and allocate nothing, as a child between fork and exec requires.
-            #[expect(unsafe_code, reason = "pre_exec: join the cgroup as root, then become the server's user")]
-            unsafe {
-                command.pre_exec(move || {
-                    if let Some(procs) = &procs {
-                        crate::cgroup::join_in_child(procs)?;
+            let mut child = match adopted.map(Process::adopt) {
+                Some(Ok(process)) => {
+                    log::warn!(
+                        "openvpn {}: adopted the server an earlier daemon left running (pid {}), with its tunnels",
+                        self.name(),
+                        process.id().unwrap_or(0)
+                    );
+                    process
+                }
+                adopt => {
+                    if let Some(Err(e)) = adopt {
+                        log::warn!("openvpn {}: cannot adopt the earlier server ({e}); stopping it", self.name());
+                        self.stop_orphan();
+                        continue;
                     }
-                    match ids {
-                        Some((uid, gid)) => become_user(uid, gid),
-                        None => Ok(()),
+                    match self.spawn(drop.as_ref(), log_from).await {
+                        Ok(child) => child,
+                        Err(e) => {
+                            log::error!("openvpn {}: cannot run {}: {e}", self.name(), self.vpn.openvpn.display());
+                            let mut status = self.base_status(drop.as_ref());
+                            status.state = "failed".into();
+                            status.error = Some(format!("cannot run {}: {e}", self.vpn.openvpn.display()));
+                            self.write_status(&status);
+                            return;
+                        }
                     }
-                });
-            }
-            let child = command.spawn();
-            let mut child = match child {
-                Ok(child) => child,
-                Err(e) => {
-                    log::error!("openvpn {}: cannot run {}: {e}", self.name(), self.vpn.openvpn.display());
-                    let mut status = self.base_status(drop.as_ref());
-                    status.state = "failed".into();
-                    status.error = Some(format!("cannot run {}: {e}", self.vpn.openvpn.display()));
-                    self.write_status(&status);
-                    return;
                 }
             };
             let pid = child.id();
-            self.wait_initialised(&mut child, log_from).await;
-            log::info!(
-                "openvpn {}: started (pid {}, {}/{}, as {})",
-                self.name(),
-                pid.unwrap_or(0),
-                self.server.protocol,
-                self.server.port,
-                drop.as_ref().map_or("root", |d| d.user.as_str())
-            );
             let sessions: Sessions = Arc::default();
             let mut status = self.base_status(drop.as_ref());
             status.state = "running".into();
@@ -492,20 +535,22 @@ impl Supervisor {
             status.restarts = restarts;
             self.write_status(&status);
             let (commands, command_queue) = tokio::sync::mpsc::unbounded_channel();
-            let manager = self.manage(Arc::clone(&sessions), status.clone(), command_queue);
+            let manager = self.manage(Arc::clone(&sessions), status.clone(), command_queue, adopted.is_some());
             let mut manager = std::pin::pin!(manager);
             let mut crl_ticker = tokio::time::interval(CRL_CHECK);
             crl_ticker.tick().await;
-            let mut crl_mark = self.service.store().revocation_mark().ok();
+            // An adopted server may carry sessions of clients revoked while no daemon ran: its
+            // first round reissues the CRL and ends them.
+            let mut crl_mark = if adopted.is_some() { None } else { self.service.store().revocation_mark().ok() };
             let mut crl_issued = Instant::now();
-            let exit = loop {
+            let how = loop {
                 tokio::select! {
-                    exit = child.wait() => break exit,
+                    how = child.wait() => break how,
                     changed = states.changed() => {
                         if changed.is_ok() && vpn_off(&states) {
-                            terminate(&mut child).await;
+                            child.terminate().await;
                             log::warn!("openvpn {}: stopped: vpn disabled", self.name());
-                            break Ok(std::process::ExitStatus::default());
+                            break String::new();
                         }
                     }
                     () = &mut manager => {}
@@ -521,7 +566,7 @@ impl Supervisor {
                         }
                     }
                     _ = stop.changed() => {
-                        terminate(&mut child).await;
+                        child.terminate().await;
                         status.state = "stopped".into();
                         status.pid = None;
                         status.clients.clear();
@@ -534,7 +579,6 @@ impl Supervisor {
             if vpn_off(&states) {
                 continue;
             }
-            let how = exit.map_or_else(|e| e.to_string(), |s| s.to_string());
             if started.elapsed() > STABLE_AFTER {
                 backoff = Duration::from_secs(1);
             }
@@ -566,6 +610,7 @@ impl Supervisor {
         sessions: Sessions,
         status: ServerStatus,
         commands: tokio::sync::mpsc::UnboundedReceiver<String>,
+        adopted: bool,
     ) {
         let socket = self.dir.join("management.sock");
         let authorizer: Arc<dyn Authorizer> =
@@ -585,20 +630,10 @@ impl Supervisor {
             self.write_status(&status);
         };
         if let Err(e) =
-            management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed, commands).await
+            management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed, commands, adopted).await
         {
             log::warn!("openvpn {}: management interface: {e}", self.name());
         }
         std::future::pending::<()>().await;
-    }
-}
-
-/// SIGTERM, five seconds, then SIGKILL.
-async fn terminate(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-        let _ = child.kill().await;
     }
 }
