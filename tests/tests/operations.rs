@@ -360,3 +360,29 @@ fn without_root_both_tools_say_so_in_one_line() {
     assert_eq!(lines.len(), 1, "one line, the reason, nothing before it: {stderr}");
     assert!(lines[0].contains("ERROR gate_daemon] gate-daemon must run as root"), "{stderr}");
 }
+
+#[test]
+fn a_missing_user_is_named_with_what_to_do_and_nothing_is_touched() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "[approval]\nfront_user = \"gt-nobody-here\"\n");
+    let log = Daemon::try_start(&bed, &config).err().expect("no daemon without its front's user");
+    assert!(
+        log.contains("approval.front_user \"gt-nobody-here\" does not exist (create it, or leave front_user empty"),
+        "{log}"
+    );
+    assert!(!log.contains("scripts/setup"), "a production message points at a development script: {log}");
+    assert!(!bed.pin_dir.0.exists(), "the gate was touched before the user was looked up");
+
+    let front_config = front::config(&mut bed, "");
+    let text =
+        std::fs::read_to_string(&front_config).unwrap().replace("user = \"gate-web\"", "user = \"gt-nobody-here\"");
+    std::fs::write(&front_config, text).unwrap();
+    let log = Daemon::try_start_program(&bed, "gate-web", &front_config).err().expect("no front without its user");
+    assert!(
+        log.contains(
+            "user \"gt-nobody-here\" does not exist (create it: the front never runs as root); refusing to start"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("scripts/setup"), "{log}");
+}
