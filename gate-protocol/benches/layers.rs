@@ -5,7 +5,7 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use gate_protocol::{
     approval::{self, Approval, Host, Opened},
     crypto_box::{SalsaBox, SecretKey},
-    keys::{ClientKeys, HmacSecret, ServerKeys, Token, rsa_private_from_pem},
+    keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token, rsa_private_from_pem},
     request::{self, Request},
     wire::Payload,
 };
@@ -45,8 +45,19 @@ fn layers(c: &mut Criterion) {
         b.iter(|| SalsaBox::new(black_box(&public.box_public), &server.box_secret));
     });
     server_side.bench_function("box_open", |b| b.iter(|| parsed.open_with(black_box(&shared)).unwrap()));
-    server_side
-        .bench_function("rsa_pss_verify", |b| b.iter(|| parsed.verify_rsa(black_box(&public.rsa_public)).unwrap()));
+    // The key is parsed once per client and kept, as the daemon does.
+    let verifying = RsaVerifyingKey::new(&public.rsa_public).expect("a verifying key");
+    server_side.bench_function("rsa_pss_verify", |b| b.iter(|| parsed.verify_rsa(black_box(&verifying)).unwrap()));
+    // The reference it replaced: the `rsa` crate's verifier, same key, same signature.
+    let rsa_crate = rsa::pss::VerifyingKey::<sha2::Sha512>::new(public.rsa_public.clone());
+    let message = gate_protocol::canonical::rsa_input(&outgoing.body.data, &outgoing.body.nonce);
+    let signature = rsa::pss::Signature::try_from(
+        gate_protocol::encoding::unb64(&outgoing.body.signature, "signature").expect("b64").as_slice(),
+    )
+    .expect("a signature");
+    server_side.bench_function("rsa_pss_verify_rsa_crate_reference", |b| {
+        b.iter(|| rsa::signature::Verifier::verify(&rsa_crate, black_box(message.as_bytes()), &signature).unwrap());
+    });
     let answer = Approval {
         approved: true,
         request_nonce: payload.nonce.clone(),

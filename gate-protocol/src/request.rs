@@ -8,16 +8,15 @@ use crypto_box::{
 use hmac::{Hmac, Mac};
 use rand::{CryptoRng, RngCore};
 use rsa::{
-    RsaPublicKey,
-    pss::{BlindedSigningKey, Signature, VerifyingKey},
-    signature::{RandomizedSigner, SignatureEncoding, Verifier},
+    pss::BlindedSigningKey,
+    signature::{RandomizedSigner, SignatureEncoding},
 };
 use sha2::Sha512;
 
 use crate::{
     ProtocolError, canonical,
     encoding::{b64, hex, unb64, unhex},
-    keys::{ClientKeys, HmacSecret, ServerKeys, Token},
+    keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token},
     wire::{
         BOX_NONCE_BYTES, HMAC_BYTES, MAX_BODY_BYTES, MAX_SEALED_BYTES, MAX_TIMESTAMP_DIGITS, NONCE_BYTES, Payload,
         RSA_SIGNATURE_BYTES, RequestHeaders, SealedBody, json_object,
@@ -189,11 +188,9 @@ impl Request {
     ///
     /// # Errors
     /// [`ProtocolError::BadSignature`].
-    pub fn verify_rsa(&self, key: &RsaPublicKey) -> Result<(), ProtocolError> {
-        let signature = Signature::try_from(self.rsa_signature.as_slice()).map_err(|_| ProtocolError::BadSignature)?;
-        VerifyingKey::<Sha512>::new(key.clone())
-            .verify(canonical::rsa_input(&self.body.data, &self.body.nonce).as_bytes(), &signature)
-            .map_err(|_| ProtocolError::BadSignature)
+    pub fn verify_rsa(&self, key: &RsaVerifyingKey) -> Result<(), ProtocolError> {
+        let message = canonical::rsa_input(&self.body.data, &self.body.nonce);
+        if key.verifies(message.as_bytes(), &self.rsa_signature) { Ok(()) } else { Err(ProtocolError::BadSignature) }
     }
 
     /// The opened payload, which must repeat the headers' timestamp and nonce.

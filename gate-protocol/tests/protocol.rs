@@ -10,7 +10,7 @@ use gate_protocol::{
     approval::{Approval, Host, Opened},
     canonical,
     encoding::{b64, hex},
-    keys::{ClientKeys, HmacSecret, ServerKeys, Token, box_secret},
+    keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token, box_secret},
     request::{self, Request},
     wire::{Payload, RequestHeaders, SealedBody},
 };
@@ -90,7 +90,7 @@ fn server_checks(
     let request = Request::parse(outgoing.headers.clone(), outgoing.body_json().as_bytes())?;
     request.verify_hmac(secret)?;
     let plaintext = request.open(server, &registered.box_secret.public_key())?;
-    request.verify_rsa(&registered.rsa.to_public_key())?;
+    request.verify_rsa(&RsaVerifyingKey::new(&registered.rsa.to_public_key())?)?;
     request.payload(&plaintext)
 }
 
@@ -132,6 +132,37 @@ fn each_layer_refuses_a_foreign_key_while_the_others_are_right() {
     // Sealed to another server.
     let other_server = ServerKeys { box_secret: box_secret(&seq::<32>(0x61)).unwrap() };
     assert_eq!(server_checks(&outgoing, &client.secret, &other_server, &client), Err(ProtocolError::BadBox));
+}
+
+/// The example request's body with its RSA signature made by `sign` (over the same string).
+fn resigned(client: &ClientKeys, server: &ServerKeys, mut sign: impl FnMut(&[u8]) -> Vec<u8>) -> Request {
+    let outgoing = example_request(client, server);
+    let message = canonical::rsa_input(&outgoing.body.data, &outgoing.body.nonce);
+    let body = SealedBody { signature: b64(&sign(message.as_bytes())), ..outgoing.body.clone() };
+    Request::parse(outgoing.headers.clone(), serde_json::to_string(&body).unwrap().as_bytes()).unwrap()
+}
+
+#[test]
+fn only_pss_with_sha512_and_a_64_byte_salt_verifies() {
+    use rsa::signature::{RandomizedSigner, SignatureEncoding};
+    let (client, server) = (example_client(), example_server());
+    let public = RsaVerifyingKey::new(&client.rsa.to_public_key()).unwrap();
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    let mut sign_with = |salt: usize| {
+        let key = rsa::pss::BlindedSigningKey::<Sha512>::new_with_salt_len(client.rsa.clone(), salt);
+        resigned(&client, &server, |m| key.sign_with_rng(&mut rng, m).to_vec())
+    };
+    assert_eq!(sign_with(64).verify_rsa(&public), Ok(()), "the protocol's own parameters");
+    for salt in [0, 32, 63, 65, 128] {
+        assert_eq!(sign_with(salt).verify_rsa(&public), Err(ProtocolError::BadSignature), "a {salt}-byte salt");
+    }
+    let mut rng = ChaCha20Rng::from_seed([6; 32]);
+    let sha256_pss = rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(client.rsa.clone());
+    let request = resigned(&client, &server, |m| sha256_pss.sign_with_rng(&mut rng, m).to_vec());
+    assert_eq!(request.verify_rsa(&public), Err(ProtocolError::BadSignature), "PSS with SHA-256");
+    let pkcs1 = rsa::pkcs1v15::SigningKey::<Sha512>::new(client.rsa.clone());
+    let request = resigned(&client, &server, |m| rsa::signature::Signer::sign(&pkcs1, m).to_vec());
+    assert_eq!(request.verify_rsa(&public), Err(ProtocolError::BadSignature), "PKCS#1 v1.5 with SHA-512");
 }
 
 fn flip(text: &str, index: usize) -> String {

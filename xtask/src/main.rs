@@ -107,6 +107,37 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's RSA-4096 PSS-SHA512 verification (the layers bench's median) beside `openssl
+/// speed rsa4096`'s verify time, measured right after it on the same machine, and their ratio.
+fn rsa_beside_openssl(started: std::time::SystemTime) -> anyhow::Result<()> {
+    let estimates = root().join("target/criterion/server/rsa_pss_verify/new/estimates.json");
+    let fresh = std::fs::metadata(&estimates).and_then(|m| m.modified()).is_ok_and(|t| t >= started);
+    if !fresh {
+        println!("\n(rsa_pss_verify did not run this time: no comparison with openssl)");
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&estimates).with_context(|| format!("read {}", estimates.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).context("criterion's estimates")?;
+    let ours_us = json["median"]["point_estimate"].as_f64().context("no median in the estimates")? / 1000.0;
+    let out =
+        Command::new("openssl").args(["speed", "-seconds", "5", "rsa4096"]).output().context("run openssl speed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rsa 4096 bits 0.003621s 0.000058s    276.2  17198.3": sign and verify time (to the
+    // microsecond only), then per second: the verifications per second are the precise figure.
+    let verify_per_s: f64 = text
+        .lines()
+        .find(|l| l.starts_with("rsa 4096 bits"))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .and_then(|v| v.parse().ok())
+        .context("no 'rsa 4096 bits' line in openssl speed's output")?;
+    let openssl_us = 1e6 / verify_per_s;
+    println!("\nRSA-4096 PSS-SHA512 verify, same machine, same run:");
+    println!("  gate (median)           {ours_us:8.1} us");
+    println!("  openssl speed rsa4096   {openssl_us:8.1} us");
+    println!("  ratio                   {:8.2}x  (goal: at most 1.30x)", ours_us / openssl_us);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
@@ -127,7 +158,16 @@ fn main() -> anyhow::Result<()> {
                 "xdp" => run(Command::new(root().join("target/release/gate-bench-xdp")).args(args)),
                 "approval" => run(Command::new(root().join("target/release/gate-bench-approval")).args(args)),
                 "netfilter" => run(Command::new(root().join("target/release/gate-bench-netfilter")).args(args)),
-                "layers" => run(Command::new("cargo").args(["bench", "-p", "gate-protocol", "--bench", "layers"])),
+                "layers" => {
+                    let started = std::time::SystemTime::now();
+                    let mut bench = Command::new("cargo");
+                    bench.args(["bench", "-p", "gate-protocol", "--bench", "layers"]);
+                    if !args.is_empty() {
+                        bench.arg("--").args(&args);
+                    }
+                    run(&mut bench)?;
+                    rsa_beside_openssl(started)
+                }
                 other => bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers)"),
             }
         }

@@ -10,19 +10,26 @@ use std::{
 
 use gate_protocol::{
     crypto_box::SalsaBox,
-    keys::{ServerKeys, Token},
+    keys::{RsaVerifyingKey, ServerKeys, Token},
 };
 use gate_store::{ClientRecord, Store, StoreError};
 
 pub struct Client {
     pub record: ClientRecord,
     shared: OnceLock<Arc<SalsaBox>>,
+    /// The RSA key parsed for verification (`None`: OpenSSL refused it; every request fails).
+    verifying: OnceLock<Option<Arc<RsaVerifyingKey>>>,
 }
 
 impl Client {
     /// The box between this client and the server.
     pub fn shared_box(&self, server: &ServerKeys) -> &SalsaBox {
         self.shared.get_or_init(|| Arc::new(SalsaBox::new(&self.record.box_public, &server.box_secret)))
+    }
+
+    /// The client's RSA key, ready to verify its signatures (made at the first request).
+    pub fn verifying_key(&self) -> Option<&RsaVerifyingKey> {
+        self.verifying.get_or_init(|| RsaVerifyingKey::new(&self.record.rsa_public).ok().map(Arc::new)).as_deref()
     }
 }
 
@@ -46,13 +53,17 @@ impl Clients {
             .clients()?
             .into_iter()
             .map(|record| {
-                let shared = OnceLock::new();
-                if let Some(old) = self.by_token.get(&record.token)
-                    && let Some(computed) = old.shared.get().filter(|_| old.record.box_public == record.box_public)
-                {
-                    let _ = shared.set(Arc::clone(computed));
+                // What was computed for a client is kept across reloads while its keys are the same.
+                let (shared, verifying) = (OnceLock::new(), OnceLock::new());
+                if let Some(old) = self.by_token.get(&record.token) {
+                    if let Some(computed) = old.shared.get().filter(|_| old.record.box_public == record.box_public) {
+                        let _ = shared.set(Arc::clone(computed));
+                    }
+                    if let Some(parsed) = old.verifying.get().filter(|_| old.record.rsa_public == record.rsa_public) {
+                        let _ = verifying.set(parsed.clone());
+                    }
                 }
-                (record.token, Arc::new(Client { record, shared }))
+                (record.token, Arc::new(Client { record, shared, verifying }))
             })
             .collect();
         self.by_token = by_token;

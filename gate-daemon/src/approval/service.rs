@@ -209,7 +209,8 @@ impl ApprovalService {
         let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| fail(Rejection::BadBox))?;
         // 8. RSA.
         self.counters.rsa_verification();
-        timed(crypto, || request.verify_rsa(&client.rsa_public)).map_err(|_| fail(Rejection::BadSignature))?;
+        let key = entry.verifying_key().ok_or_else(|| fail(Rejection::BadSignature))?;
+        timed(crypto, || request.verify_rsa(key)).map_err(|_| fail(Rejection::BadSignature))?;
         // 9. The inside repeats the outside.
         let payload = request.payload(&plaintext).map_err(|_| fail(Rejection::PayloadMismatch))?;
         // 10. Policy.

@@ -108,7 +108,8 @@ fn layers(settings: &Settings, alice: &Enrolled) -> [(&'static str, Duration); 4
     let open = per_call(settings, || {
         request.open_with(&shared).expect("open");
     });
-    let rsa = per_call(settings, || request.verify_rsa(&client_public.rsa_public).expect("rsa"));
+    let verifying = gate_protocol::keys::RsaVerifyingKey::new(&client_public.rsa_public).expect("a verifying key");
+    let rsa = per_call(settings, || request.verify_rsa(&verifying).expect("rsa"));
     let answer = Approval {
         approved: true,
         request_nonce: payload.nonce.clone(),
@@ -305,7 +306,11 @@ fn first_packet(settings: &Settings, bed: &TestBed, alice: &Enrolled) {
 
 /// The same through the front (TLS, parse, rebuild, forward), from the client's namespace.
 fn through_the_front(settings: &Settings, bed: &mut TestBed, alice: &Enrolled, direct_p50: Duration) {
-    let _web = front::start(bed, "[limits]\napprovals_per_minute = 100000000\n");
+    // Every benchmark client comes from one address: the per-source limits are lifted.
+    let _web = front::start(
+        bed,
+        "[limits]\napprovals_per_minute = 100000000\nhandshakes_per_minute = 100000000\nconnections_per_source = 1024\n",
+    );
     let server = Server::Https { host: GATEWAY_V4.to_string(), port: front::FRONT_PORT, at: None };
     let wire = |outgoing: &Outgoing, forged: bool| {
         let mut h: Vec<(String, String)> = headers(outgoing, None).into_iter().take(4).collect();
