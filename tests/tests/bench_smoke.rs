@@ -86,6 +86,22 @@ fn quick_approval_bench_prints_every_row_and_cleans_up() {
 }
 
 #[test]
+fn quick_clients_bench_prints_every_row_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-clients");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_rows(
+        &stdout,
+        &[
+            "| first load of the view |",
+            "| the view's memory",
+            "| reload after gatectl changed one client (median of 5) |",
+            "| check when nothing changed",
+        ],
+    );
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
 fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-netfilter");
     let stdout = String::from_utf8_lossy(&out.stdout);

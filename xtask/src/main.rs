@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp, approval, netfilter, layers (criterion).
+        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients.
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -158,6 +158,7 @@ fn main() -> anyhow::Result<()> {
                 "xdp" => run(Command::new(root().join("target/release/gate-bench-xdp")).args(args)),
                 "approval" => run(Command::new(root().join("target/release/gate-bench-approval")).args(args)),
                 "netfilter" => run(Command::new(root().join("target/release/gate-bench-netfilter")).args(args)),
+                "clients" => run(Command::new(root().join("target/release/gate-bench-clients")).args(args)),
                 "layers" => {
                     let started = std::time::SystemTime::now();
                     let mut bench = Command::new("cargo");
@@ -168,7 +169,7 @@ fn main() -> anyhow::Result<()> {
                     run(&mut bench)?;
                     rsa_beside_openssl(started)
                 }
-                other => bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers)"),
+                other => bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients)"),
             }
         }
     }
