@@ -485,7 +485,8 @@ impl Supervisor {
                 }
                 log::info!("openvpn {}: vpn back to ok; starting", self.name());
             }
-            let (drop, adopted) = match self.prepare() {
+            // Files, the store, the device, maybe an orphan to stop (up to 5 s): blocking work.
+            let (drop, adopted) = match tokio::task::block_in_place(|| self.prepare()) {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     log::error!("openvpn {}: {e}; not started (the other servers are unaffected)", self.name());
@@ -511,7 +512,7 @@ impl Supervisor {
                 adopt => {
                     if let Some(Err(e)) = adopt {
                         log::warn!("openvpn {}: cannot adopt the earlier server ({e}); stopping it", self.name());
-                        self.stop_orphan();
+                        tokio::task::block_in_place(|| self.stop_orphan());
                         continue;
                     }
                     match self.spawn(drop.as_ref(), log_from).await {
