@@ -137,6 +137,46 @@ fn sign_requests(alice: &Enrolled, from: usize, count: usize) -> Vec<Outgoing> {
     (from..from + count).map(|i| alice.request(Some(bench_addr(i)), None)).collect()
 }
 
+/// `count` copies of `request` on one kept-alive connection to the daemon's socket, each answer
+/// read whole (by its Content-Length) before the next is sent; how many were the uniform refusal.
+fn kept_alive(socket: &std::path::Path, request: &[u8], count: usize) -> usize {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon");
+    let mut writer = stream.try_clone().expect("a second handle");
+    let mut reader = BufReader::new(stream);
+    let mut refused = 0;
+    for _ in 0..count {
+        writer.write_all(request).expect("send");
+        let (mut status, mut length, mut line) = (0, 0, String::new());
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("read the answer's head");
+            let lower = line.to_ascii_lowercase();
+            if let Some(code) = lower.strip_prefix("http/1.1 ") {
+                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            } else if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("read the answer's body");
+        refused += usize::from(status == REJECTED_STATUS);
+    }
+    refused
+}
+
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn main() {
     let settings = settings();
     let mut bed = TestBed::new();
@@ -215,6 +255,20 @@ fn main() {
         }
     });
     let bad_elapsed = start.elapsed();
+
+    // The same refusals on kept-alive connections (as a pooling front sends them): the checks,
+    // without a connection per request; and the daemon's own CPU for them.
+    let keep_alive = String::from_utf8_lossy(&bad).replacen("Connection: close", "Connection: keep-alive", 1);
+    let socket = bed.socket();
+    let daemon_pid = daemon.pid().as_raw();
+    let (cpu_before, start) = (cpu_time(daemon_pid), Instant::now());
+    std::thread::scope(|scope| {
+        for _ in 0..settings.threads {
+            let (socket, request) = (&socket, keep_alive.as_bytes());
+            scope.spawn(move || assert_eq!(kept_alive(socket, request, per_thread), per_thread, "every one refused"));
+        }
+    });
+    let (kept_alive_elapsed, daemon_cpu) = (start.elapsed(), cpu_time(daemon_pid) - cpu_before);
     let rsa_after = counters(&bed).rsa_verifications;
 
     let p50 = percentile(&latencies, 0.5);
@@ -256,7 +310,17 @@ fn main() {
         per_thread * settings.threads,
         rate(per_thread * settings.threads, bad_elapsed)
     );
-    println!("| RSA verifications during the bad-HMAC flood | {} |", rsa_after - rsa_before);
+    println!(
+        "| bad-HMAC refusals on kept-alive connections ({} clients, {}) | {:.0} /s |",
+        settings.threads,
+        per_thread * settings.threads,
+        rate(per_thread * settings.threads, kept_alive_elapsed)
+    );
+    println!(
+        "| of those, per second of the daemon's CPU (user + system) | {:.0} /s |",
+        rate(per_thread * settings.threads, daemon_cpu.max(Duration::from_millis(10)))
+    );
+    println!("| RSA verifications during the bad-HMAC floods | {} |", rsa_after - rsa_before);
     println!(
         "| inside the daemon, per sequential approval (parsed → answer sealed, leases written): p50 / p99 | {} / {} µs |",
         inside.approval_us_p50, inside.approval_us_p99
