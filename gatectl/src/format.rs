@@ -194,3 +194,74 @@ fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Scripts read `--json`: its field names and values are pinned here, at a fixed `now`.
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+    const NOW: u64 = 1_000 * SECOND;
+
+    fn gates() -> Vec<GateEntry> {
+        vec![GateEntry { id: 1, name: "vpn".into(), protocol: gate_maps::Protocol::Udp, port: 1194 }]
+    }
+
+    fn lease(idle_timeout: u64) -> LeaseEntry {
+        LeaseEntry {
+            gate: 1,
+            addr: "198.51.100.7".parse().unwrap(),
+            lease: gate_maps::common::Lease {
+                expires_ns: NOW + 90 * SECOND,
+                idle_deadline_ns: NOW + 30 * SECOND,
+                idle_timeout_ns: idle_timeout,
+            },
+        }
+    }
+
+    #[test]
+    fn leases_json_has_stable_field_names_and_values() {
+        let json = serde_json::to_value(leases_json(&gates(), &[lease(60 * SECOND)], NOW)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "gate": "vpn",
+                "gate_id": 1,
+                "address": "198.51.100.7",
+                "state": "live",
+                "expires_in_ms": 90_000,
+                "idle_close_in_ms": 30_000,
+                "idle_timeout_ms": 60_000,
+            }])
+        );
+        let expired = serde_json::to_value(leases_json(&gates(), &[lease(0)], NOW + 100 * SECOND)).unwrap();
+        assert_eq!(expired[0]["state"], "expired");
+        assert_eq!(expired[0]["expires_in_ms"], 0, "a deadline in the past is 0, never negative");
+    }
+
+    #[test]
+    fn stats_json_names_every_reason_and_the_gateless_row() {
+        let mut stats = StatsTable::new();
+        let mut counts = [0; gate_maps::common::NUM_REASONS as usize];
+        counts[Reason::DroppedNoLease as usize] = 7;
+        stats.insert(0, [0; gate_maps::common::NUM_REASONS as usize]);
+        stats.insert(1, counts);
+        let json = stats_json(&gates(), &stats);
+        let rows = json["gates"].as_array().unwrap();
+        assert_eq!(rows[0]["gate"], serde_json::Value::Null, "id 0: packets to no gate");
+        assert_eq!((rows[1]["gate"].as_str(), rows[1]["gate_id"].as_u64()), (Some("vpn"), Some(1)));
+        assert_eq!(rows[1]["dropped_no_lease"], 7);
+        for reason in Reason::ALL {
+            assert!(rows[1].get(reason.name()).is_some(), "{} missing", reason.name());
+        }
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let text = leases_table(&gates(), &[lease(60 * SECOND)], NOW);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("GATE  ADDRESS"), "{text}");
+        assert_eq!(lines[0].find("STATE"), lines[1].find("live"), "columns line up:\n{text}");
+    }
+}
