@@ -128,8 +128,11 @@ async fn approve(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) ->
         return rejected();
     };
     let incoming = Incoming { headers: request_headers, body: body.to_vec(), observed };
+    let now = unix_now();
+    // The cheap checks here on the worker: a refused stranger never costs a thread handoff.
+    let Ok(checked) = service.check_cheap(&incoming, now) else { return rejected() };
     let Ok(_permit) = app.crypto.acquire().await else { return rejected() };
-    match tokio::task::block_in_place(|| service.approve(&incoming, unix_now())) {
+    match tokio::task::block_in_place(|| service.approve_checked(checked, &incoming, now)) {
         Ok(sealed) => (StatusCode::OK, Json(sealed)).into_response(),
         Err(_) => rejected(),
     }

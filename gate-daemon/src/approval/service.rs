@@ -34,6 +34,16 @@ pub struct Incoming {
     pub observed: Option<IpAddr>,
 }
 
+/// A request that passed the cheap checks, with what the rest needs.
+pub struct Checked {
+    request: Request,
+    entry: Arc<Client>,
+    who: String,
+    settings: Arc<Settings>,
+    started: Instant,
+    crypto: Duration,
+}
+
 /// What the service needs to know from the config.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -128,18 +138,42 @@ impl ApprovalService {
     /// # Errors
     /// Why it was refused; the requester must learn nothing of it.
     pub fn approve(&self, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
+        let checked = self.check_cheap(incoming, now)?;
+        self.approve_checked(checked, incoming, now)
+    }
+
+    /// The cheap checks (shutdown state, sizes, window, token, HMAC): microseconds and no disk,
+    /// fit to run on an async worker, so a refused stranger never costs a thread handoff.
+    /// Counts and logs a refusal.
+    ///
+    /// # Errors
+    /// Why it was refused.
+    pub fn check_cheap(&self, incoming: &Incoming, now: u64) -> Result<Checked, Rejection> {
         let started = Instant::now();
         if self.vpn_disabled.load(std::sync::atomic::Ordering::SeqCst) {
             self.refused(Rejection::VpnDisabled, "vpn shut down");
             return Err(Rejection::VpnDisabled);
         }
-        let mut crypto = Duration::ZERO;
-        let outcome = self.check_and_open(incoming, now, &mut crypto);
+        self.cheap_checks(incoming, now, started).map_err(|(reason, who)| {
+            self.refused(reason, &who);
+            reason
+        })
+    }
+
+    /// The rest, for a request that passed [`Self::check_cheap`]: the nonce (a store write),
+    /// box, RSA, payload, policy, the sealed answer and the leases. Blocking: run it off the
+    /// async workers. Counts and logs the outcome.
+    ///
+    /// # Errors
+    /// Why it was refused.
+    pub fn approve_checked(&self, checked: Checked, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
+        let Checked { request, entry, who, settings, started, mut crypto } = checked;
+        let outcome = self.open_checked(&settings, &request, &entry, &who, incoming, now, &mut crypto);
         match &outcome {
             Ok(_) => self.counters.approved(started.elapsed(), crypto),
-            Err((reason, who)) => self.refused(*reason, who),
+            Err(reason) => self.refused(*reason, &who),
         }
-        outcome.map_err(|(reason, _)| reason)
+        outcome
     }
 
     /// Sets whether approvals are refused for a `vpn` shutdown. Returns whether it changed.
@@ -170,13 +204,9 @@ impl ApprovalService {
         }
     }
 
-    /// The checks, then the leases; adds the time spent in crypto to `crypto`.
-    fn check_and_open(
-        &self,
-        incoming: &Incoming,
-        now: u64,
-        crypto: &mut Duration,
-    ) -> Result<SealedBody, (Rejection, String)> {
+    /// Checks 1-5 of a request whose handling began at `started`.
+    fn cheap_checks(&self, incoming: &Incoming, now: u64, started: Instant) -> Result<Checked, (Rejection, String)> {
+        let mut crypto = Duration::ZERO;
         let settings = self.settings();
         let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned());
         // 1-2. Sizes, shapes, encodings.
@@ -193,40 +223,56 @@ impl ApprovalService {
         let fail = |reason: Rejection| (reason, who.clone());
         // 5. HMAC, constant time. Nothing below runs for a request that fails here.
         self.counters.hmac_check();
-        timed(crypto, || request.verify_hmac(&client.secret)).map_err(|_| fail(Rejection::BadHmac))?;
+        timed(&mut crypto, || request.verify_hmac(&client.secret)).map_err(|_| fail(Rejection::BadHmac))?;
+        Ok(Checked { request, entry, who, settings, started, crypto })
+    }
+
+    /// Checks 6-10, then the leases (11); adds the time spent in crypto to `crypto`.
+    #[expect(clippy::too_many_arguments, reason = "the state of one approval, handed from the cheap checks")]
+    fn open_checked(
+        &self,
+        settings: &Settings,
+        request: &Request,
+        entry: &Client,
+        who: &str,
+        incoming: &Incoming,
+        now: u64,
+        crypto: &mut Duration,
+    ) -> Result<SealedBody, Rejection> {
+        let client = &entry.record;
         // 6. Nonce, persistently, for twice the window past the later of now and the timestamp.
-        let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| fail(Rejection::Malformed))?;
+        let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| Rejection::Malformed)?;
         let keep_until = now.max(request.timestamp) + 2 * settings.window.as_secs();
         let fresh = self.store().record_nonce(client.token, &nonce, keep_until, &settings.host).map_err(|e| {
             log::error!("approval: nonce store: {e}");
-            fail(Rejection::Internal)
+            Rejection::Internal
         })?;
         if !fresh {
-            return Err(fail(Rejection::Replay));
+            return Err(Rejection::Replay);
         }
         // 7. Box.
         let shared = entry.shared_box(&self.server_keys);
-        let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| fail(Rejection::BadBox))?;
+        let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| Rejection::BadBox)?;
         // 8. RSA.
         self.counters.rsa_verification();
-        let key = entry.verifying_key().ok_or_else(|| fail(Rejection::BadSignature))?;
-        timed(crypto, || request.verify_rsa(key)).map_err(|_| fail(Rejection::BadSignature))?;
+        let key = entry.verifying_key().ok_or(Rejection::BadSignature)?;
+        timed(crypto, || request.verify_rsa(key)).map_err(|_| Rejection::BadSignature)?;
         // 9. The inside repeats the outside.
-        let payload = request.payload(&plaintext).map_err(|_| fail(Rejection::PayloadMismatch))?;
+        let payload = request.payload(&plaintext).map_err(|_| Rejection::PayloadMismatch)?;
         // 10. Policy.
         if client.revoked_at.is_some() {
-            return Err(fail(Rejection::Revoked));
+            return Err(Rejection::Revoked);
         }
         if !client.gates.contains(&payload.gate) {
-            return Err(fail(Rejection::GateNotAllowed));
+            return Err(Rejection::GateNotAllowed);
         }
-        let gate_id = *settings.gate_ids.get(&payload.gate).ok_or_else(|| fail(Rejection::UnknownGate))?;
-        let addresses = policy::addresses(payload.ipv4, payload.ipv6, incoming.observed).map_err(fail)?;
+        let gate_id = *settings.gate_ids.get(&payload.gate).ok_or(Rejection::UnknownGate)?;
+        let addresses = policy::addresses(payload.ipv4, payload.ipv6, incoming.observed)?;
         // The answer is sealed first, so writing the leases is the last step that can fail.
         let expires_at = now + settings.leases.max_lifetime.as_secs();
         let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
         let (sealed, session_digest) =
-            timed(crypto, || self.seal(&settings, &entry, &request, &payload.gate, opened, now)).map_err(fail)?;
+            timed(crypto, || self.seal(settings, entry, request, &payload.gate, opened, now))?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
             client: &client.name,
@@ -236,7 +282,7 @@ impl ApprovalService {
             session: Some((&session_digest, now + settings.leases.connect_window.as_secs())),
             host: &settings.host,
         };
-        self.open(&settings, &record, gate_id, now).map_err(fail)?;
+        self.open(settings, &record, gate_id, now)?;
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,
