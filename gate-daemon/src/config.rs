@@ -335,6 +335,12 @@ impl Config {
         }
     }
 
+    /// This host's name in shared state: `approval.host`, else the hostname.
+    #[must_use]
+    pub fn host_name(&self) -> String {
+        Some(self.approval.host.clone()).filter(|h| !h.is_empty()).unwrap_or_else(gate_store::default_host_name)
+    }
+
     /// Reads and validates the config at `file`.
     ///
     /// # Errors

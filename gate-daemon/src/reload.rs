@@ -55,7 +55,7 @@ pub fn settings(config: &Config, gates: &[GateEntry]) -> Settings {
     let approval = &config.approval;
     Settings {
         window: approval.window,
-        host: if approval.host.is_empty() { gate_store::default_host_name() } else { approval.host.clone() },
+        host: config.host_name(),
         public: gate_protocol::approval::Host { ipv4: approval.public_ipv4, ipv6: approval.public_ipv6 },
         leases: config.leases.policy(),
         gate_ids: gates.iter().map(|g| (g.name.clone(), g.id)).collect(),

@@ -8,7 +8,6 @@ use clap::Parser;
 use gate_web::{
     admission::Admission,
     config::{Config, DEFAULT_CONFIG_PATH},
-    forward::Daemon,
     privileges,
     ratelimit::RateLimit,
     reload,
@@ -79,14 +78,8 @@ async fn run(mut config: Config, file: PathBuf) -> anyhow::Result<()> {
         let tally = Arc::clone(&tally);
         async move { tally.report(SUMMARY_INTERVAL).await }
     });
-    let front = Arc::new(Front {
-        daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
-        limits: config.limits.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
-        rate: Arc::new(RateLimit::new(config.limits.approvals_per_minute)),
-        shutdown: Arc::clone(&shutdown_view),
-        tally: Arc::clone(&tally),
-    });
+    let rate = Arc::new(RateLimit::new(config.limits.approvals_per_minute));
+    let front = Arc::new(Front::new(&config, rate, Arc::clone(&shutdown_view), Arc::clone(&tally)));
     let (web_on, web_watch) = tokio::sync::watch::channel(true);
     let follower = tokio::spawn(gate_web::shutdown::follow(config.shutdown_file.clone(), shutdown_view, web_on));
     let admission = Arc::new(Admission::new(&config.limits, config.trusted_proxies.clone(), tally));

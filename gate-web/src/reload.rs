@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
 
-use crate::{admission::Admission, config::Config, forward::Daemon, routes::Front, server::Serving, tls};
+use crate::{admission::Admission, config::Config, routes::Front, server::Serving, tls};
 
 /// The first key whose change needs a restart, if any.
 #[must_use]
@@ -21,21 +21,6 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     ]
     .into_iter()
     .find_map(|(key, changed)| changed.then_some(key))
-}
-
-/// What a request needs, for `config`, sharing the running front's rate limit, shutdown view
-/// and tally.
-#[must_use]
-pub fn front(config: &Config, running: &Front) -> Front {
-    running.rate.set_per_minute(config.limits.approvals_per_minute);
-    Front {
-        daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
-        limits: config.limits.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
-        rate: Arc::clone(&running.rate),
-        shutdown: Arc::clone(&running.shutdown),
-        tally: Arc::clone(&running.tally),
-    }
 }
 
 /// Reads `file` again and, if it can be applied, returns what new connections are served with
@@ -65,6 +50,8 @@ pub fn reload(
         None => running.tls.clone(),
     };
     admission.set_limits(&new.limits, new.trusted_proxies.clone());
-    let front = Arc::new(front(&new, &running.front));
+    let old = &running.front;
+    old.rate.set_per_minute(new.limits.approvals_per_minute);
+    let front = Arc::new(Front::new(&new, Arc::clone(&old.rate), Arc::clone(&old.shutdown), Arc::clone(&old.tally)));
     Ok((new, Serving { tls, front }))
 }

@@ -62,6 +62,27 @@ pub struct Front {
     pub tally: Arc<crate::tally::Tally>,
 }
 
+impl Front {
+    /// What requests need for `config`, with the parts that outlive a reload: the approval rate
+    /// limit's buckets, the shutdown view, the tally.
+    #[must_use]
+    pub fn new(
+        config: &crate::config::Config,
+        rate: Arc<RateLimit>,
+        shutdown: Arc<crate::shutdown::ShutdownView>,
+        tally: Arc<crate::tally::Tally>,
+    ) -> Self {
+        Self {
+            daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
+            limits: config.limits.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            rate,
+            shutdown,
+            tally,
+        }
+    }
+}
+
 type Answer = Response<Full<Bytes>>;
 
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Answer {

@@ -63,9 +63,7 @@ impl Paths {
             (None, Some(_)) => Origin::Config(file.clone()),
             (None, None) => Origin::Default(file.clone()),
         };
-        let host = flags.host.unwrap_or_else(|| {
-            Some(defaults.approval.host.clone()).filter(|h| !h.is_empty()).unwrap_or_else(gate_store::default_host_name)
-        });
+        let host = flags.host.unwrap_or_else(|| defaults.host_name());
         Ok(Self {
             pin_dir: flags.pin_dir.unwrap_or(defaults.pin_dir),
             store: StorePath { path: flags.store.unwrap_or(defaults.approval.store), origin },

@@ -11,7 +11,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::io::unix::AsyncFd;
 
 /// How long a server gets to stop on SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub enum Process {
     Child(tokio::process::Child),

@@ -20,7 +20,7 @@ use crate::{
     config::{Config, OpenVpnConfig, VpnConfig},
     openvpn::{
         management::{self, Authorizer, Sessions},
-        process::Process,
+        process::{Process, STOP_GRACE},
         server_conf::{self, Drop, Network},
         tun,
     },
@@ -35,8 +35,6 @@ const CRL_CHECK: Duration = Duration::from_secs(1);
 /// How long a starting server may take to say it is initialised before it counts as running.
 const INIT_WAIT: Duration = Duration::from_secs(10);
 const CRL_REISSUE: Duration = Duration::from_secs(24 * 3600);
-/// How long an orphaned server gets to stop on SIGTERM before SIGKILL.
-const ORPHAN_STOP: Duration = Duration::from_secs(5);
 
 /// What `gatectl status` shows of a server (`<run_dir>/<name>/status.json`).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -269,10 +267,10 @@ impl Supervisor {
         }
     }
 
-    /// Checks and files; an error here keeps this server from starting.
-    /// Writes the server's files and readies its device; `Some(pid)` if a server an earlier
-    /// daemon left running (killed, crashed) is adopted instead: it runs with exactly the
-    /// config this daemon would write, so it is kept, with its tunnels.
+    /// Checks, files and device; an error here keeps this server from starting. `Some(pid)` if
+    /// a server an earlier daemon left running (killed, crashed) is adopted instead of a new
+    /// device being readied: it runs with exactly the config this daemon would write, so it is
+    /// kept, with its tunnels. One running another config is stopped.
     fn prepare(&self) -> Result<(Option<Drop>, Option<nix::unistd::Pid>), String> {
         let network = Network::parse(&self.server.network)?;
         let drop = server_conf::privileges(&self.server, &self.vpn)?;
@@ -294,9 +292,9 @@ impl Supervisor {
             (identity, store.crl(now).map_err(|e| e.to_string())?)
         };
         let conf = server_conf::render(&self.server, network, &self.dir)?;
-        let adopt = self
-            .orphan()
-            .filter(|_| fs::read_to_string(self.dir.join("server.conf")).is_ok_and(|running| running == conf));
+        let orphan = self.orphan();
+        let adopt =
+            orphan.filter(|_| fs::read_to_string(self.dir.join("server.conf")).is_ok_and(|running| running == conf));
         let owner = drop.as_ref();
         write_file(&self.dir.join("ca.pem"), &identity.ca_pem, owner)?;
         write_file(&self.dir.join("server.pem"), &identity.cert_pem, owner)?;
@@ -306,7 +304,9 @@ impl Supervisor {
         if adopt.is_some() {
             return Ok((drop, adopt));
         }
-        self.stop_orphan();
+        if let Some(pid) = orphan {
+            self.stop_orphan(pid);
+        }
         let _ = fs::remove_file(self.dir.join("management.sock"));
         let (uid, gid) = drop.as_ref().map_or((0, 0), |d| (d.uid, d.gid));
         tun::openable_by(uid, gid)?;
@@ -325,25 +325,12 @@ impl Supervisor {
         ours.then(|| nix::unistd::Pid::from_raw(pid))
     }
 
-    /// Stops a server an earlier daemon left running (it crashed, or was killed): it holds the
-    /// tun device and the port. Known by its pid file and its command line naming this server's
-    /// config; stopped, never fought over.
-    fn stop_orphan(&self) {
-        let Some(pid) =
-            fs::read_to_string(self.dir.join("openvpn.pid")).ok().and_then(|t| t.trim().parse::<i32>().ok())
-        else {
-            return;
-        };
-        let config = self.dir.join("server.conf");
-        let ours = fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == config.as_os_str().as_encoded_bytes()));
-        if !ours {
-            return;
-        }
-        let pid = nix::unistd::Pid::from_raw(pid);
+    /// Stops `pid`, a server an earlier daemon left running (it crashed, or was killed), found by
+    /// [`Self::orphan`]: it holds the tun device and the port. Stopped, never fought over.
+    fn stop_orphan(&self, pid: nix::unistd::Pid) {
         log::warn!("openvpn {}: an earlier daemon's server still runs (pid {pid}); stopping it", self.name());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + ORPHAN_STOP;
+        let deadline = Instant::now() + STOP_GRACE;
         while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -373,8 +360,6 @@ impl Supervisor {
         }
     }
 
-    /// Why the run that logged from byte `from` on ended: its error lines (OpenVPN marks them
-    /// with an errno or an ERROR), else its last lines.
     /// What the server logged from byte `from` of its log on: this run's lines.
     fn log_since(&self, from: u64) -> String {
         let text = fs::read(self.dir.join("openvpn.log")).unwrap_or_default();
@@ -382,6 +367,8 @@ impl Supervisor {
         String::from_utf8_lossy(&text[start..]).into_owned()
     }
 
+    /// Why the run that logged from byte `from` on ended: its error lines (OpenVPN marks them
+    /// with an errno or an ERROR), else its last lines.
     fn why_it_ended(&self, from: u64) -> String {
         let text = self.log_since(from);
         let errors: Vec<&str> = text
@@ -512,7 +499,9 @@ impl Supervisor {
                 adopt => {
                     if let Some(Err(e)) = adopt {
                         log::warn!("openvpn {}: cannot adopt the earlier server ({e}); stopping it", self.name());
-                        tokio::task::block_in_place(|| self.stop_orphan());
+                        if let Some(pid) = adopted {
+                            tokio::task::block_in_place(|| self.stop_orphan(pid));
+                        }
                         continue;
                     }
                     match self.spawn(drop.as_ref(), log_from).await {
