@@ -1,6 +1,6 @@
 //! The daemon's life: put the gate in place, keep the maps clean, and on SIGTERM or SIGINT stop
 //! leaving the gate attached and closed. Only `gatectl teardown` removes it.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -8,6 +8,7 @@ use crate::{
     approval::{ApprovalService, http, upkeep},
     config::Config,
     install, links, openvpn, reload, shutdown, sweeper,
+    writers::Writers,
 };
 
 /// Puts the shutdown states in force in the daemon's own parts: approvals and leases (`vpn`),
@@ -84,7 +85,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
         log::info!("removed {}", path.display());
     }
     if installed.took_over {
-        let leases = installed.state.leases().map(|l| l.len()).unwrap_or_default();
+        let leases = installed.state.lease_counts(gate_maps::clock::now_ns()).map(|c| c.total()).unwrap_or_default();
         log::info!("took over the pinned state at {} with {leases} leases", config.pin_dir.display());
     }
 
@@ -94,8 +95,8 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
         links::spawn(installed.loaded, crate::install::pins_of(&config), config.interfaces.clone(), torn_down_tx)
             .context("watch links over rtnetlink")?;
     let heartbeat = links.heartbeat.clone();
-    let state = Arc::new(Mutex::new(installed.state));
-    let sweeper = tokio::spawn(sweeper::run(Arc::clone(&state), config.leases.sweep_interval));
+    let state = Arc::new(Writers::new(installed.state));
+    let sweeper = tokio::spawn(sweeper::run(config.pin_dir.clone(), Arc::clone(&state), config.leases.sweep_interval));
 
     let settings = reload::settings(&config, &installed.gates);
     let service = Arc::new(

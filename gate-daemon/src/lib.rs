@@ -8,6 +8,7 @@
 //! - [`cgroup`]: cgroup v2 for the delivery backstop and the servers it guards.
 //! - [`links`]: re-attaches to a listed interface that was deleted and re-created.
 //! - [`sweeper`]: deletes leases long dead, so the maps do not fill.
+//! - [`writers`]: the maps' handle for approvals and the other writers; the sweeper yields to it.
 //! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
 //! - [`reload`]: SIGHUP: the config read again, what changed applied, the rest untouched.
@@ -24,3 +25,4 @@ pub mod program;
 pub mod reload;
 pub mod shutdown;
 pub mod sweeper;
+pub mod writers;

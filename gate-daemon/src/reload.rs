@@ -13,14 +13,10 @@
 //! Keys a running daemon cannot change (where its state lives, the lease maps' size, the socket
 //! the front uses and who may use it, where its servers run) are refused by name, and an invalid
 //! config changes nothing: the daemon runs on with the config in force.
-use std::{
-    collections::BTreeSet,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
-use gate_maps::{GateEntry, GateSpec, GateState};
+use gate_maps::{GateEntry, GateSpec};
 use tokio::task::JoinHandle;
 
 use crate::{
@@ -30,6 +26,7 @@ use crate::{
     links::LinkWatchHandle,
     openvpn::Supervisors,
     shutdown, sweeper,
+    writers::Writers,
 };
 
 /// The first key whose change needs a restart of the daemon, if any.
@@ -65,7 +62,7 @@ pub fn settings(config: &Config, gates: &[GateEntry]) -> Settings {
 /// The parts of a running daemon a reload changes.
 pub struct Parts {
     pub config: Config,
-    pub state: Arc<Mutex<GateState>>,
+    pub state: Arc<Writers>,
     pub service: Arc<ApprovalService>,
     pub links: LinkWatchHandle,
     pub sweeper: JoinHandle<()>,
@@ -99,8 +96,7 @@ impl Parts {
             if result.is_err() {
                 // Gates the new config added were gated by the failed install: the table goes
                 // back to the config in force (those ports were open before it).
-                let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Err(e) = state.sync_gates(&old_specs) {
+                if let Err(e) = self.state.with(|state| state.sync_gates(&old_specs)) {
                     log::error!("reload: put the gate table back: {e}");
                 }
             }
@@ -108,16 +104,15 @@ impl Parts {
         })
         .context("put the new config's gate in place (the gate stays as it was)")?;
         // Everything is in place: now the dropped ports are un-gated, as the new config says.
-        let gates = tokio::task::block_in_place(|| {
-            self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync_gates(&new_specs)
-        })
-        .context("un-gate the ports the new config drops")?;
+        let gates = tokio::task::block_in_place(|| self.state.with(|state| state.sync_gates(&new_specs)))
+            .context("un-gate the ports the new config drops")?;
         self.links.update(installed.loaded, new.interfaces.clone());
         self.service.set_settings(settings(&new, &gates));
         let mut changes = describe(&self.config, &new);
         if new.leases.sweep_interval != self.config.leases.sweep_interval {
             self.sweeper.abort();
-            self.sweeper = tokio::spawn(sweeper::run(Arc::clone(&self.state), new.leases.sweep_interval));
+            self.sweeper =
+                tokio::spawn(sweeper::run(new.pin_dir.clone(), Arc::clone(&self.state), new.leases.sweep_interval));
         }
         if new.notifications != self.config.notifications {
             self.notifier.abort();

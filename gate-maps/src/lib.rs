@@ -6,8 +6,10 @@
 //! - [`clock`]: the clock leases are measured in, the same one the XDP program reads.
 //! - [`lease`]: building leases from a policy or a TTL.
 //! - [`netlink`]: the kernel's view of interfaces (type, attached XDP program) and link changes.
+//! - [`batch`]: the kernel's batched map reads and writes, which aya does not wrap.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
 //! - [`error`]: the errors, [`StateError`].
+pub mod batch;
 pub mod clock;
 pub mod error;
 pub mod lease;
@@ -19,4 +21,7 @@ pub use error::StateError;
 pub use gate_common as common;
 pub use lease::LeasePolicy;
 pub use pins::{AttachMode, Attachment, DaemonLock, LockError, PinDir};
-pub use state::{GateEntry, GateSpec, GateState, LeaseEntry, Protocol, StatsTable, lease_address};
+pub use state::{
+    GateEntry, GateSpec, GateState, LeaseChunks, LeaseCount, LeaseCounts, LeaseEntry, Protocol, StatsTable,
+    lease_address,
+};

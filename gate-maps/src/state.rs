@@ -18,18 +18,26 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::{
+    Pod,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+};
 use gate_common::{
     FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, GATE_TRANSIT, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP,
-    LOCAL_EMPTY, LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr,
-    MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
-    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, filter_count, filter_slot,
-    filter_slot_mask, lease_hash, local_slot, port_index, stats_index, v4_words, v6_words, with_filter_count,
+    LOCAL_EMPTY, LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState,
+    LocalAddr, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4,
+    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason,
+    filter_count, filter_slot, filter_slot_mask, lease_hash, local_slot, port_index, stats_index, v4_words, v6_words,
+    with_filter_count,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::StateError, pins::PinDir};
+use crate::{
+    batch::{BatchMap, Reader},
+    error::StateError,
+    pins::PinDir,
+};
 
 /// A transport a gate can guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,6 +125,9 @@ pub struct GateState {
     ports: Array<MapData, u32>,
     leases_v4: HashMap<MapData, LeaseKeyV4, Lease>,
     leases_v6: HashMap<MapData, LeaseKeyV6, Lease>,
+    /// The same two maps, for reads and writes of thousands of leases a call.
+    batch_v4: BatchMap<LeaseKeyV4, Lease>,
+    batch_v6: BatchMap<LeaseKeyV6, Lease>,
     stats: PerCpuArray<MapData, u64>,
     /// `None` for state pinned before the backstop existed (until the daemon's next start).
     backstop_stats: Option<PerCpuArray<MapData, u64>>,
@@ -162,7 +173,7 @@ fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKi
     None
 }
 
-fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError> {
+fn open_map(pins: &PinDir, name: &'static str) -> Result<(MapData, u32), StateError> {
     let path = pins.map(name);
     let data = MapData::from_pin(&path).map_err(|source| match io_kind(&source) {
         Some(std::io::ErrorKind::NotFound) => StateError::NotFound { path: path.clone() },
@@ -171,22 +182,35 @@ fn open_map(pins: &PinDir, name: &'static str) -> Result<(Map, u32), StateError>
     })?;
     let capacity =
         data.info().map_err(|source| StateError::Map { map: name, operation: "info", source })?.max_entries();
-    let map = Map::from_map_data(data).map_err(|e| StateError::Incompatible {
-        path: path.clone(),
-        map: name,
-        reason: e.to_string(),
-    })?;
-    Ok((map, capacity))
+    Ok((data, capacity))
+}
+
+fn typed_from<T: TryFrom<Map, Error = MapError>>(
+    pins: &PinDir,
+    name: &'static str,
+    data: MapData,
+) -> Result<T, StateError> {
+    let incompatible = |reason: String| StateError::Incompatible { path: pins.map(name), map: name, reason };
+    let map = Map::from_map_data(data).map_err(|e| incompatible(e.to_string()))?;
+    T::try_from(map).map_err(|e| incompatible(e.to_string()))
 }
 
 fn typed<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) -> Result<(T, u32), StateError> {
-    let (map, capacity) = open_map(pins, name)?;
-    let typed = T::try_from(map).map_err(|e| StateError::Incompatible {
+    let (data, capacity) = open_map(pins, name)?;
+    Ok((typed_from(pins, name, data)?, capacity))
+}
+
+/// A lease map, typed for single lookups and opened for batches.
+type LeaseMaps<K> = (HashMap<MapData, K, Lease>, BatchMap<K, Lease>, u32);
+
+fn lease_map<K: Pod>(pins: &PinDir, name: &'static str) -> Result<LeaseMaps<K>, StateError> {
+    let (data, capacity) = open_map(pins, name)?;
+    let batch = BatchMap::new(&data).map_err(|e| StateError::Incompatible {
         path: pins.map(name),
         map: name,
         reason: e.to_string(),
     })?;
-    Ok((typed, capacity))
+    Ok((typed_from(pins, name, data)?, batch, capacity))
 }
 
 /// A map that older pinned state lacks: `None` if it is not there.
@@ -231,8 +255,8 @@ impl GateState {
         let pins = PinDir::new(root.as_ref());
         let (gates, _) = typed(&pins, MAP_GATES)?;
         let (ports, _) = typed(&pins, MAP_PORTS)?;
-        let (leases_v4, capacity_v4) = typed(&pins, MAP_LEASES_V4)?;
-        let (leases_v6, capacity_v6) = typed(&pins, MAP_LEASES_V6)?;
+        let (leases_v4, batch_v4, capacity_v4) = lease_map(&pins, MAP_LEASES_V4)?;
+        let (leases_v6, batch_v6, capacity_v6) = lease_map(&pins, MAP_LEASES_V6)?;
         let (stats, _) = typed(&pins, MAP_STATS)?;
         let backstop_stats = optional(typed(&pins, MAP_BACKSTOP_STATS))?;
         let local_addrs = optional(typed(&pins, MAP_LOCAL_ADDRS))?;
@@ -245,6 +269,8 @@ impl GateState {
             ports,
             leases_v4,
             leases_v6,
+            batch_v4,
+            batch_v6,
             stats,
             backstop_stats,
             filter,
@@ -391,92 +417,115 @@ impl GateState {
     /// # Errors
     /// [`StateError::Full`] when the map stays full; any other refusal of the kernel.
     pub fn grant(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), StateError> {
-        self.grant_all(gate, &[addr], lease)
+        self.grant_all(gate, &[addr], lease).map(|_| ())
     }
 
     /// Opens `gate` for every address in `addrs` with `lease`, or for none: if one write fails,
     /// the ones already made are undone (a replaced lease is put back), so an approval never
-    /// leaves a gate half open.
+    /// leaves a gate half open. One hold of the lock and batched writes, whatever the count (an
+    /// approval's two addresses or an imported allow list). Returns how many of the (distinct)
+    /// addresses had a lease that was replaced.
     ///
     /// # Errors
     /// As [`Self::grant`], after the undo.
-    pub fn grant_all(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
-        let mut canonical: Vec<IpAddr> = Vec::with_capacity(addrs.len());
-        for addr in addrs.iter().map(|&a| lease_address(a)) {
-            if !canonical.contains(&addr) {
-                canonical.push(addr);
-            }
-        }
+    pub fn grant_all(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<usize, StateError> {
+        let mut seen = std::collections::HashSet::with_capacity(addrs.len());
+        let canonical: Vec<IpAddr> = addrs.iter().map(|&a| lease_address(a)).filter(|&a| seen.insert(a)).collect();
         let _lock = self.lock()?;
         let result = self.grant_all_locked(gate, &canonical, lease);
         self.settle(result)
     }
 
-    fn grant_all_locked(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<(), StateError> {
-        let mut done: Vec<(IpAddr, Option<Lease>)> = Vec::with_capacity(addrs.len());
-        for &addr in addrs {
-            let step =
-                self.lease(gate, addr).and_then(|previous| self.put(gate, addr, lease, previous).map(|()| previous));
-            match step {
-                Ok(previous) => done.push((addr, previous)),
-                Err(error) => {
-                    for (addr, previous) in done.into_iter().rev() {
-                        // Best effort: the error already reported is the one that matters.
-                        let _ = match previous {
-                            Some(previous) => {
-                                self.insert_lease(gate, addr, previous).map_err(|e| self.full_or(e, addr))
-                            }
-                            None => self.remove_lease(gate, addr).map(|_| ()),
-                        };
-                    }
-                    return Err(error);
+    fn grant_all_locked(&mut self, gate: u32, addrs: &[IpAddr], lease: Lease) -> Result<usize, StateError> {
+        let previous = addrs.iter().map(|&addr| self.lease(gate, addr)).collect::<Result<Vec<_>, _>>()?;
+        let fresh: Vec<IpAddr> = addrs.iter().zip(&previous).filter(|(_, p)| p.is_none()).map(|(&a, _)| a).collect();
+        if fresh.len() < addrs.len() {
+            // A replaced lease may have been longer-lived: cached copies of it go stale.
+            self.cache_stale = true;
+        }
+        // New keys count in the filter before they are written (over-count, never under-count).
+        self.count_in_filter(gate, &fresh, true)?;
+        let mut written = vec![false; addrs.len()];
+        let Err(error) = self.write_leases(gate, addrs, lease, &mut written) else {
+            return Ok(addrs.len() - fresh.len());
+        };
+        for ((&addr, previous), done) in addrs.iter().zip(&previous).zip(written) {
+            // Best effort: the error already reported is the one that matters.
+            let _ = match (previous, done) {
+                (Some(previous), true) => self.insert_lease(gate, addr, *previous).map_err(|e| self.full_or(e, addr)),
+                (None, true) => self.remove_lease(gate, addr).map(|_| ()),
+                (None, false) => self.count_in_filter(gate, &[addr], false),
+                (Some(_), false) => Ok(()),
+            };
+        }
+        Err(error)
+    }
+
+    /// Writes `lease` for every address, IPv4 ones then IPv6 ones, in batches, marking in
+    /// `written` what was; a full map is swept of the dead once before giving up. Caller holds
+    /// the lock and has counted new keys in the filter.
+    fn write_leases(
+        &mut self,
+        gate: u32,
+        addrs: &[IpAddr],
+        lease: Lease,
+        written: &mut [bool],
+    ) -> Result<(), StateError> {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (i, addr) in addrs.iter().enumerate() {
+            match addr {
+                IpAddr::V4(a) => v4.push((i, LeaseKeyV4 { gate, addr: a.octets() })),
+                IpAddr::V6(a) => v6.push((i, LeaseKeyV6 { gate, addr: a.octets() })),
+            }
+        }
+        let mut swept = false;
+        for family in [FAMILY_V4, FAMILY_V6] {
+            let mut start = 0;
+            loop {
+                let result = if family == FAMILY_V4 {
+                    write_batches(&self.batch_v4, &v4[start..], lease, written)
+                } else {
+                    write_batches(&self.batch_v6, &v6[start..], lease, written)
+                };
+                let Err((done, error)) = result else { break };
+                start += done;
+                let index = if family == FAMILY_V4 { v4[start].0 } else { v6[start].0 };
+                if error.raw_os_error() == Some(libc_e2big()) && !swept {
+                    swept = true;
+                    self.sweep_locked(crate::clock::now_ns(), 0)?;
+                    continue;
                 }
+                return Err(self.full_or(MapError::SyscallError(batch_error("update", error)), addrs[index]));
             }
         }
         Ok(())
     }
 
-    /// Closes `gate` for exactly `addr`. Returns whether a lease was there.
-    ///
-    /// # Errors
-    /// The kernel refuses the delete.
-    pub fn revoke_one(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
-        let addr = lease_address(addr);
-        let _lock = self.lock()?;
-        let result = self.remove_lease(gate, addr);
-        self.settle(result)
-    }
-
-    /// Writes `lease` for (`gate`, `addr`), where `previous` is what is there now. A new key is
-    /// counted in the filter before the insert (and uncounted if the insert fails); a replaced
-    /// lease may have been shorter-lived, so cached copies of it go stale. Caller holds the lock.
-    fn put(&mut self, gate: u32, addr: IpAddr, lease: Lease, previous: Option<Lease>) -> Result<(), StateError> {
-        if previous.is_some() {
-            self.cache_stale = true;
-            return self.insert_or_sweep(gate, addr, lease);
+    /// Moves the filter counters of (`gate`, each of `addrs`) up or down by one, reading and
+    /// writing each word once; a counter at its maximum stays there (it no longer knows how many
+    /// leases it stands for). Caller holds the lock.
+    fn count_in_filter(&mut self, gate: u32, addrs: &[IpAddr], up: bool) -> Result<(), StateError> {
+        let mut slots: Vec<(u32, u32)> =
+            addrs.iter().map(|&addr| filter_slot(slot_hash(gate, addr), self.filter_mask)).collect();
+        slots.sort_unstable();
+        for same_word in slots.chunk_by(|a, b| a.0 == b.0) {
+            let word = same_word[0].0;
+            let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
+            let mut next = current;
+            for &(_, shift) in same_word {
+                let count = match (up, filter_count(next, shift)) {
+                    (_, FILTER_COUNTER_MAX) | (false, 0) => continue,
+                    (true, c) => c + 1,
+                    (false, c) => c - 1,
+                };
+                next = with_filter_count(next, shift, count);
+            }
+            if next != current {
+                self.filter.set(word, next, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
+            }
         }
-        self.count_in_filter(gate, addr, true)?;
-        let inserted = self.insert_or_sweep(gate, addr, lease);
-        if inserted.is_err() {
-            // Best effort: an over-count only costs a lookup; the insert error is what matters.
-            let _ = self.count_in_filter(gate, addr, false);
-        }
-        inserted
+        Ok(())
     }
-
-    /// Moves the filter counter of (`gate`, `addr`) up or down by one; a counter at its maximum
-    /// stays there (it no longer knows how many leases it stands for). Caller holds the lock.
-    fn count_in_filter(&mut self, gate: u32, addr: IpAddr, up: bool) -> Result<(), StateError> {
-        let (word, shift) = filter_slot(slot_hash(gate, addr), self.filter_mask);
-        let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
-        let next = match (up, filter_count(current, shift)) {
-            (_, FILTER_COUNTER_MAX) | (false, 0) => return Ok(()),
-            (true, c) => c + 1,
-            (false, c) => c - 1,
-        };
-        self.filter.set(word, with_filter_count(current, shift, next), 0).map_err(map_err(MAP_LEASE_FILTER, "update"))
-    }
-
     /// Where (`gate`, `addr`) counts in the filter: (word, bit shift). For tests and benchmarks
     /// that need two sources sharing a counter.
     #[must_use]
@@ -546,6 +595,17 @@ impl GateState {
         Ok(changed)
     }
 
+    /// Closes `gate` for exactly `addr`. Returns whether a lease was there.
+    ///
+    /// # Errors
+    /// The kernel refuses the delete.
+    pub fn revoke_one(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
+        let addr = lease_address(addr);
+        let _lock = self.lock()?;
+        let result = self.remove_lease(gate, addr);
+        self.settle(result)
+    }
+
     /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its
     /// exact count. Run by the installer before the program is attached, so leases from before
     /// (a new filter, an older gate) pass from the first packet. Returns the leases counted.
@@ -554,31 +614,23 @@ impl GateState {
     /// The kernel refuses to iterate the leases or to write the filter.
     pub fn rebuild_filter(&mut self) -> Result<usize, StateError> {
         let _lock = self.lock()?;
-        let leases = self.leases()?;
         let mut words: BTreeMap<u32, u64> = BTreeMap::new();
-        for entry in &leases {
-            let (word, shift) = filter_slot(slot_hash(entry.gate, entry.addr), self.filter_mask);
-            let value = words.entry(word).or_default();
-            let count = filter_count(*value, shift);
-            if count < FILTER_COUNTER_MAX {
-                *value = with_filter_count(*value, shift, count + 1);
+        let mut counted = 0;
+        for chunk in self.lease_chunks()? {
+            for entry in chunk? {
+                counted += 1;
+                let (word, shift) = filter_slot(slot_hash(entry.gate, entry.addr), self.filter_mask);
+                let value = words.entry(word).or_default();
+                let count = filter_count(*value, shift);
+                if count < FILTER_COUNTER_MAX {
+                    *value = with_filter_count(*value, shift, count + 1);
+                }
             }
         }
         for (word, value) in words {
             self.filter.set(word, value, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
         }
-        Ok(leases.len())
-    }
-
-    /// Inserts a lease; a full map is swept of the dead once before giving up. Caller holds the lock.
-    fn insert_or_sweep(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), StateError> {
-        match self.insert_lease(gate, addr, lease) {
-            Err(e) if is_errno(&e, libc_e2big()) => {
-                self.sweep_locked(crate::clock::now_ns(), 0)?;
-                self.insert_lease(gate, addr, lease).map_err(|e| self.full_or(e, addr))
-            }
-            other => other.map_err(|e| self.full_or(e, addr)),
-        }
+        Ok(counted)
     }
 
     fn insert_lease(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), MapError> {
@@ -600,15 +652,27 @@ impl GateState {
         }
     }
 
-    /// Closes `addr`'s leases on `gate`, or on every gate. Returns how many were removed.
+    /// Closes `addr`'s leases on `gate`, or on every gate: one delete per gate id, never a scan.
+    /// Returns how many were removed.
     ///
     /// # Errors
-    /// The kernel refuses to iterate or delete.
+    /// The kernel refuses a delete.
     pub fn revoke(&mut self, addr: IpAddr, gate: Option<u32>) -> Result<usize, StateError> {
         let addr = lease_address(addr);
         let _lock = self.lock()?;
-        let result = self.remove_leases_where(|e| e.addr == addr && gate.is_none_or(|want| want == e.gate));
-        self.settle(result)
+        let mut removed = 0;
+        let mut result = Ok(());
+        for id in gate.map_or(1..=MAX_GATES, |id| id..=id) {
+            match self.remove_lease(id, addr) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.settle(result.map(|()| removed))
     }
 
     /// Closes every lease of `gate`. Returns how many were removed.
@@ -621,14 +685,13 @@ impl GateState {
         self.settle(result)
     }
 
-    /// Removes every lease `doomed` picks; the caller holds the lock. Returns how many.
+    /// Removes every lease `doomed` picks, a chunk at a time; the caller holds the lock. Returns
+    /// how many.
     fn remove_leases_where(&mut self, doomed: impl Fn(&LeaseEntry) -> bool) -> Result<usize, StateError> {
-        let leases = self.leases()?;
         let mut removed = 0;
-        for entry in leases.iter().filter(|e| doomed(e)) {
-            if self.remove_lease(entry.gate, entry.addr)? {
-                removed += 1;
-            }
+        for chunk in self.lease_chunks()? {
+            let picked: Vec<(u32, IpAddr)> = chunk?.iter().filter(|e| doomed(e)).map(|e| (e.gate, e.addr)).collect();
+            removed += self.remove_many(&picked)?;
         }
         Ok(removed)
     }
@@ -643,13 +706,41 @@ impl GateState {
         match result {
             Ok(()) => {
                 self.cache_stale = true;
-                self.count_in_filter(gate, addr, false)?;
+                self.count_in_filter(gate, &[addr], false)?;
                 Ok(true)
             }
             Err(MapError::KeyNotFound) => Ok(false),
             Err(e) if is_errno(&e, nix::errno::Errno::ENOENT as i32) => Ok(false),
             Err(source) => Err(StateError::Map { map, operation: "remove", source }),
         }
+    }
+
+    /// Removes the leases of `entries` (gate, address) in batches, uncounting from the filter
+    /// those that were there. Returns how many were. Caller holds the lock and settles.
+    fn remove_many(&mut self, entries: &[(u32, IpAddr)]) -> Result<usize, StateError> {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for &(gate, addr) in entries {
+            match addr {
+                IpAddr::V4(a) => v4.push(LeaseKeyV4 { gate, addr: a.octets() }),
+                IpAddr::V6(a) => v6.push(LeaseKeyV6 { gate, addr: a.octets() }),
+            }
+        }
+        let gone4 = self.batch_v4.delete(&v4).map_err(batch_err(MAP_LEASES_V4, "delete"))?;
+        let gone6 = self.batch_v6.delete(&v6).map_err(batch_err(MAP_LEASES_V6, "delete"))?;
+        let mut gone: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
+        for (key, _) in v4.iter().zip(gone4).filter(|(_, g)| *g) {
+            gone.entry(key.gate).or_default().push(IpAddr::from(key.addr));
+        }
+        for (key, _) in v6.iter().zip(gone6).filter(|(_, g)| *g) {
+            gone.entry(key.gate).or_default().push(IpAddr::from(key.addr));
+        }
+        let mut removed = 0;
+        for (gate, addrs) in gone {
+            self.cache_stale = true;
+            removed += addrs.len();
+            self.count_in_filter(gate, &addrs, false)?;
+        }
+        Ok(removed)
     }
 
     /// The lease `gate` has for `addr` (kept as [`lease_address`] says), if any: one lookup.
@@ -668,54 +759,111 @@ impl GateState {
         }
     }
 
-    /// Every lease, IPv4 first.
+    /// Every lease, IPv4 first, in memory at once: for small maps and tests. At scale, read
+    /// [`Self::lease_chunks`].
     ///
     /// # Errors
     /// The kernel refuses to iterate.
     pub fn leases(&self) -> Result<Vec<LeaseEntry>, StateError> {
         let mut entries = Vec::new();
-        for item in self.leases_v4.iter() {
-            let (key, lease) = item.map_err(map_err(MAP_LEASES_V4, "iterate"))?;
-            entries.push(LeaseEntry { gate: key.gate, addr: IpAddr::from(key.addr), lease });
-        }
-        for item in self.leases_v6.iter() {
-            let (key, lease) = item.map_err(map_err(MAP_LEASES_V6, "iterate"))?;
-            entries.push(LeaseEntry { gate: key.gate, addr: IpAddr::from(key.addr), lease });
+        for chunk in self.lease_chunks()? {
+            entries.extend(chunk?);
         }
         Ok(entries)
     }
 
+    /// Whether any IPv6 lease exists: one call.
+    #[must_use]
+    pub fn has_v6_leases(&self) -> bool {
+        self.leases_v6.keys().next().is_some()
+    }
+
+    /// Every lease, IPv4 first, a few thousand at a time: memory stays the same at any count.
+    /// The chunks own their descriptors, so the state can be written between them.
+    ///
+    /// # Errors
+    /// A descriptor cannot be duplicated; each chunk: the kernel refuses to read.
+    pub fn lease_chunks(&self) -> Result<LeaseChunks, StateError> {
+        let v4 = self.batch_v4.reader().map_err(batch_err(MAP_LEASES_V4, "read"))?;
+        let v6 = self.batch_v6.reader().map_err(batch_err(MAP_LEASES_V6, "read"))?;
+        Ok(LeaseChunks { v4, v6 })
+    }
+
+    /// How many leases each gate and each family has, live and closed, at `now_ns`: a scan in
+    /// constant memory.
+    ///
+    /// # Errors
+    /// The kernel refuses to read.
+    pub fn lease_counts(&self, now_ns: u64) -> Result<LeaseCounts, StateError> {
+        let mut counts = LeaseCounts::default();
+        for chunk in self.lease_chunks()? {
+            for entry in chunk? {
+                if entry.addr.is_ipv4() {
+                    counts.v4 += 1;
+                } else {
+                    counts.v6 += 1;
+                }
+                let count = counts.gates.entry(entry.gate).or_default();
+                if entry.lease.state(now_ns) == LeaseState::Live {
+                    count.live += 1;
+                } else {
+                    count.closed += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Deletes leases closed for at least `grace_ns` at `now_ns`, so the maps do not fill with
-    /// the dead. Candidates are found without the lock, then re-read and deleted under it, in
-    /// batches, so grants are never blocked for long. Returns how many were deleted.
+    /// the dead. Candidates are found without the lock, then re-read and deleted under it in
+    /// batches of [`SWEEP_BATCH`], so a grant waits for one batch (well under a millisecond),
+    /// never a whole sweep. Returns how many were deleted.
     ///
     /// # Errors
     /// The kernel refuses to iterate or delete.
     pub fn sweep(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
-        const BATCH: usize = 1024;
-        let candidates: Vec<LeaseEntry> =
-            self.leases()?.into_iter().filter(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns).collect();
+        self.sweep_yielding(now_ns, grace_ns, || {})
+    }
+
+    /// As [`Self::sweep`], calling `between` after each batch, once the lock is released: a
+    /// caller that knows of writers waiting for the maps lets them go first there. `flock` is
+    /// not fair, so the sweep also pauses briefly after each batch for writers it cannot see
+    /// (another process's `gatectl`).
+    ///
+    /// # Errors
+    /// As [`Self::sweep`].
+    pub fn sweep_yielding(
+        &mut self,
+        now_ns: u64,
+        grace_ns: u64,
+        mut between: impl FnMut(),
+    ) -> Result<usize, StateError> {
+        let dead = |lease: &Lease| lease.closes_at_ns().saturating_add(grace_ns) <= now_ns;
         let mut removed = 0;
-        for batch in candidates.chunks(BATCH) {
-            let _lock = self.lock()?;
-            let result = self.sweep_batch(batch, now_ns, grace_ns);
-            removed += self.settle(result)?;
+        for chunk in self.lease_chunks()? {
+            let candidates: Vec<(u32, IpAddr)> =
+                chunk?.iter().filter(|e| dead(&e.lease)).map(|e| (e.gate, e.addr)).collect();
+            for batch in candidates.chunks(SWEEP_BATCH) {
+                let lock = self.lock()?;
+                let result = self.sweep_batch(batch, dead);
+                removed += self.settle(result)?;
+                drop(lock);
+                std::thread::sleep(SWEEP_PAUSE);
+                between();
+            }
         }
         Ok(removed)
     }
 
-    fn sweep_batch(&mut self, batch: &[LeaseEntry], now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
-        let mut removed = 0;
-        for entry in batch {
-            // Re-read: a grant may have replaced the lease since it was judged dead.
-            let still_dead = self
-                .lease(entry.gate, entry.addr)?
-                .is_some_and(|l| l.closes_at_ns().saturating_add(grace_ns) <= now_ns);
-            if still_dead && self.remove_lease(entry.gate, entry.addr)? {
-                removed += 1;
+    fn sweep_batch(&mut self, batch: &[(u32, IpAddr)], dead: impl Fn(&Lease) -> bool) -> Result<usize, StateError> {
+        // Re-read: a grant may have replaced the lease since it was judged dead.
+        let mut still_dead = Vec::with_capacity(batch.len());
+        for &(gate, addr) in batch {
+            if self.lease(gate, addr)?.is_some_and(|l| dead(&l)) {
+                still_dead.push((gate, addr));
             }
         }
-        Ok(removed)
+        self.remove_many(&still_dead)
     }
 
     /// As [`Self::sweep`], for a caller already holding the lock.
@@ -754,6 +902,100 @@ impl GateState {
         }
         Ok(table)
     }
+}
+
+/// Leases a sweep deletes under one hold of the lock: ~1,000 system calls, well under a millisecond.
+pub const SWEEP_BATCH: usize = 128;
+/// The sweep's pause between batches, for a waiting grant to take the lock.
+const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Leases one gate has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCount {
+    pub live: usize,
+    pub closed: usize,
+}
+
+/// Leases per gate and per family: [`GateState::lease_counts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseCounts {
+    pub gates: BTreeMap<u32, LeaseCount>,
+    pub v4: usize,
+    pub v6: usize,
+}
+
+impl LeaseCounts {
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.v4 + self.v6
+    }
+}
+
+/// Every lease, a chunk at a time: [`GateState::lease_chunks`].
+pub struct LeaseChunks {
+    v4: Reader<LeaseKeyV4, Lease>,
+    v6: Reader<LeaseKeyV6, Lease>,
+}
+
+impl Iterator for LeaseChunks {
+    type Item = Result<Vec<LeaseEntry>, StateError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = |gate: u32, addr: IpAddr, lease: Lease| LeaseEntry { gate, addr, lease };
+        if let Some(chunk) = self.v4.next() {
+            return Some(
+                chunk
+                    .map(|c| c.into_iter().map(|(k, l)| entry(k.gate, IpAddr::from(k.addr), l)).collect())
+                    .map_err(batch_err(MAP_LEASES_V4, "read")),
+            );
+        }
+        let chunk = self.v6.next()?;
+        Some(
+            chunk
+                .map(|c| c.into_iter().map(|(k, l)| entry(k.gate, IpAddr::from(k.addr), l)).collect())
+                .map_err(batch_err(MAP_LEASES_V6, "read")),
+        )
+    }
+}
+
+/// Leases written per batch call.
+const WRITE_BATCH: usize = 4096;
+
+/// Writes `lease` under each key of `keys` (index into the caller's addresses, key), marking each
+/// written one. On failure, how many of `keys` were written, and why the next was not.
+fn write_batches<K: Pod>(
+    map: &BatchMap<K, Lease>,
+    keys: &[(usize, K)],
+    lease: Lease,
+    written: &mut [bool],
+) -> Result<(), (usize, std::io::Error)> {
+    let values = vec![lease; WRITE_BATCH.min(keys.len())];
+    let mut done = 0;
+    for chunk in keys.chunks(WRITE_BATCH) {
+        let batch: Vec<K> = chunk.iter().map(|(_, k)| *k).collect();
+        let outcome = map.update(&batch, &values[..batch.len()], 0);
+        let count = match &outcome {
+            Ok(()) => batch.len(),
+            Err((count, _)) => *count,
+        };
+        for (index, _) in &chunk[..count] {
+            written[*index] = true;
+        }
+        done += count;
+        if let Err((_, error)) = outcome {
+            return Err((done, error));
+        }
+    }
+    Ok(())
+}
+
+/// A batch operation's system error as aya reports one.
+fn batch_error(call: &'static str, io_error: std::io::Error) -> aya::sys::SyscallError {
+    aya::sys::SyscallError { call, io_error }
+}
+
+fn batch_err(map: &'static str, operation: &'static str) -> impl Fn(std::io::Error) -> StateError {
+    move |e| StateError::Map { map, operation, source: MapError::SyscallError(batch_error("bpf_map_batch", e)) }
 }
 
 /// Zeroes `gate`'s row of counters in `map` on every CPU.

@@ -1,4 +1,4 @@
--- gate store schema, version 1. Portable SQL: the same tables can live in PostgreSQL for a cluster.
+-- gate store schema, version 2. Portable SQL: the same tables can live in PostgreSQL for a cluster.
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 
 -- The box key pair of a gate server (a cluster shares one; profiles carry its public half).
@@ -8,6 +8,8 @@ CREATE TABLE IF NOT EXISTS server_keys (
     created_at INTEGER NOT NULL
 );
 
+-- revision (version 2): raised past every other client's by each write to this client, so a
+-- reader that saw up to N reads only what changed since (WHERE revision > N).
 CREATE TABLE IF NOT EXISTS clients (
     name TEXT PRIMARY KEY,
     token BLOB NOT NULL UNIQUE,
@@ -15,7 +17,8 @@ CREATE TABLE IF NOT EXISTS clients (
     box_public BLOB NOT NULL,
     rsa_public BLOB NOT NULL,          -- SPKI DER
     created_at INTEGER NOT NULL,       -- Unix seconds
-    revoked_at INTEGER                 -- NULL while enrolled
+    revoked_at INTEGER,                -- NULL while enrolled
+    revision INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS client_gates (

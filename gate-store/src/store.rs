@@ -20,7 +20,15 @@ use crate::{StoreError, validate_client_name};
 
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/gate/gate.db";
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// What brings a store of the version before each up to that version, in order.
+const MIGRATIONS: &[(i64, &str)] =
+    &[(2, "ALTER TABLE clients ADD COLUMN revision INTEGER NOT NULL DEFAULT 0; UPDATE clients SET revision = rowid;")];
+/// Run after the schema and the migrations: objects on columns a migration may have added.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS clients_by_revision ON clients (revision);";
+/// The next client revision, inside the writing transaction (writers are serialised, so the
+/// revisions grow in commit order).
+const NEXT_REVISION: &str = "(SELECT coalesce(max(revision), 0) + 1 FROM clients)";
 const SERVER_KEY_NAME: &str = "default";
 
 /// An enrolled client as the daemon needs it.
@@ -145,6 +153,22 @@ fn check_content(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Brings an older store up to [`SCHEMA_VERSION`], one step a transaction; a process that
+/// opens it at the same moment waits, then finds it done.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    for (version, steps) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
+        if found < *version {
+            tx.execute_batch(steps)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
+            log::info!("store {}: schema upgraded from version {found} to {version}", path.display());
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the existing store at `path`, after checking that it is whole: an empty, cut short,
     /// corrupt or foreign file is refused, never replaced. Once per process: the header is read
@@ -199,7 +223,7 @@ impl Store {
         Ok((Self::open(path)?, created))
     }
 
-    fn prepare(conn: Connection, path: &Path) -> Result<Self, StoreError> {
+    fn prepare(mut conn: Connection, path: &Path) -> Result<Self, StoreError> {
         conn.busy_timeout(Duration::from_secs(5))?;
         // WAL: readers never block the writer. synchronous=NORMAL: a commit survives a crash of
         // the process (a daemon restart); only a power loss can drop the last commits.
@@ -215,8 +239,10 @@ impl Store {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::Schema { found, supported: SCHEMA_VERSION });
             }
+            Some(found) if found < SCHEMA_VERSION => migrate(&mut conn, path)?,
             Some(_) => {}
         }
+        conn.execute_batch(INDEXES)?;
         Ok(Self { conn, path: path.to_owned() })
     }
 
@@ -273,8 +299,10 @@ impl Store {
             return Err(StoreError::ClientExists(client.name.to_owned()));
         }
         tx.execute(
-            "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &format!(
+                "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at, revision) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NEXT_REVISION})"
+            ),
             params![
                 client.name,
                 client.public.token.0.as_slice(),
@@ -299,7 +327,20 @@ impl Store {
     /// # Errors
     /// SQLite failed, or a stored key is malformed.
     pub fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        self.query_clients("", [])
+        self.query_clients("ORDER BY name", []).map(|clients| clients.into_iter().map(|(client, _)| client).collect())
+    }
+
+    /// The clients written (enrolled, revoked, their gates changed) after `revision`, and the
+    /// highest revision among them (`revision` itself if none): what a view that has seen
+    /// everything up to `revision` needs to catch up. Revision 0: every client.
+    ///
+    /// # Errors
+    /// SQLite failed, or a stored key is malformed.
+    pub fn clients_since(&self, revision: i64) -> Result<(Vec<ClientRecord>, i64), StoreError> {
+        // Ordered by revision, so SQLite walks the revision index from `revision` on.
+        let changed = self.query_clients("WHERE revision > ?1 ORDER BY revision", [revision])?;
+        let latest = changed.iter().map(|(_, r)| *r).max().unwrap_or(revision);
+        Ok((changed.into_iter().map(|(client, _)| client).collect(), latest))
     }
 
     /// One client.
@@ -307,14 +348,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::NoSuchClient`], SQLite failed, or a stored key is malformed.
     pub fn client(&self, name: &str) -> Result<ClientRecord, StoreError> {
-        self.query_clients("WHERE name = ?1", [name])?.pop().ok_or_else(|| StoreError::NoSuchClient(name.to_owned()))
+        let found = self.query_clients("WHERE name = ?1", [name])?.pop().map(|(client, _)| client);
+        found.ok_or_else(|| StoreError::NoSuchClient(name.to_owned()))
     }
 
-    fn query_clients<P: rusqlite::Params>(&self, filter: &str, params: P) -> Result<Vec<ClientRecord>, StoreError> {
+    /// Clients with their revisions.
+    fn query_clients<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<(ClientRecord, i64)>, StoreError> {
         let mut gates = self.conn.prepare_cached("SELECT gate FROM client_gates WHERE client = ?1 ORDER BY gate")?;
         let mut statement = self.conn.prepare(&format!(
-            "SELECT name, token, hmac_secret, box_public, rsa_public, created_at, revoked_at FROM clients {filter} \
-             ORDER BY name"
+            "SELECT name, token, hmac_secret, box_public, rsa_public, created_at, revoked_at, revision FROM clients \
+             {filter}"
         ))?;
         let rows = statement.query_map(params, |r| {
             Ok((
@@ -325,16 +372,17 @@ impl Store {
                 r.get::<_, Vec<u8>>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, Option<i64>>(6)?,
+                r.get::<_, i64>(7)?,
             ))
         })?;
         let mut clients = Vec::new();
         for row in rows {
-            let (name, token, secret, box_key, rsa, created_at, revoked_at) = row?;
+            let (name, token, secret, box_key, rsa, created_at, revoked_at, revision) = row?;
             let token = <[u8; gate_protocol::keys::TOKEN_BYTES]>::try_from(token.as_slice())
                 .map(Token)
                 .map_err(|_| StoreError::Invalid(format!("client {name:?}: malformed token")))?;
             let client_gates = gates.query_map([&name], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-            clients.push(ClientRecord {
+            let record = ClientRecord {
                 token,
                 secret: HmacSecret::from_slice(&secret)?,
                 box_public: box_public(&box_key)?,
@@ -343,7 +391,8 @@ impl Store {
                 created_at: from_sql(created_at),
                 revoked_at: revoked_at.map(from_sql),
                 name,
-            });
+            };
+            clients.push((record, revision));
         }
         Ok(clients)
     }
@@ -355,7 +404,9 @@ impl Store {
     pub fn revoke_client(&mut self, name: &str, now: u64) -> Result<bool, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
-            "UPDATE clients SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            &format!(
+                "UPDATE clients SET revoked_at = ?2, revision = {NEXT_REVISION} WHERE name = ?1 AND revoked_at IS NULL"
+            ),
             params![name, to_sql(now)],
         )?;
         // Its VPN certificates go with it (the next CRL lists them).

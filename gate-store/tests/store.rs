@@ -208,3 +208,43 @@ fn a_sound_store_opens_with_its_clients() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_version_1_store_is_upgraded_in_place_and_reports_changes_by_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.db");
+    let mut store = new_store(&path);
+    enroll(&mut store, "alice");
+    enroll(&mut store, "bob");
+    drop(store);
+    // Back to how version 1 stored it: no revision column.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX clients_by_revision; ALTER TABLE clients DROP COLUMN revision; \
+         DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (1);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut store = Store::open(&path).unwrap();
+    let names = |clients: &[gate_store::ClientRecord]| clients.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&store.clients().unwrap()), ["alice", "bob"], "the clients came through");
+    let (all, seen) = store.clients_since(0).unwrap();
+    assert_eq!(names(&all), ["alice", "bob"]);
+    let (none, same) = store.clients_since(seen).unwrap();
+    assert!(none.is_empty() && same == seen, "nothing since");
+
+    enroll(&mut store, "carol");
+    let (changed, after_carol) = store.clients_since(seen).unwrap();
+    assert_eq!(names(&changed), ["carol"]);
+    assert!(store.revoke_client("alice", 200).unwrap());
+    let (changed, _) = store.clients_since(after_carol).unwrap();
+    assert_eq!(names(&changed), ["alice"]);
+    assert_eq!(changed[0].revoked_at, Some(200));
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}

@@ -2,7 +2,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use gate_maps::{
-    AttachMode, GateEntry, LeaseEntry, PinDir, StatsTable, clock,
+    AttachMode, GateEntry, LeaseCount, LeaseCounts, LeaseEntry, PinDir, StatsTable, clock,
     common::{LeaseState, Reason},
     netlink::XdpState,
 };
@@ -40,9 +40,8 @@ pub fn status(
     interfaces: &[InterfaceView<'_>],
     backstops: &[(u64, Option<u32>)],
     gates: &[GateEntry],
-    leases: &[LeaseEntry],
+    leases: &LeaseCounts,
     (capacity_v4, capacity_v6): (u32, u32),
-    now: u64,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pin dir: {}", pins.root().display());
@@ -72,8 +71,7 @@ pub fn status(
         by_gate.entry(gate.id).or_default().push(gate);
     }
     for (id, ports) in &by_gate {
-        let live = leases.iter().filter(|l| l.gate == *id && l.lease.state(now) == LeaseState::Live).count();
-        let closed = leases.iter().filter(|l| l.gate == *id).count() - live;
+        let LeaseCount { live, closed } = leases.gates.get(id).copied().unwrap_or_default();
         let list: Vec<_> = ports.iter().map(|p| format!("{}/{}", p.protocol, p.port)).collect();
         let _ = writeln!(
             out,
@@ -82,35 +80,52 @@ pub fn status(
             list.join(", ")
         );
     }
-    let v4 = leases.iter().filter(|l| l.addr.is_ipv4()).count();
-    let _ = writeln!(out, "lease maps: {v4} of {capacity_v4} IPv4, {} of {capacity_v6} IPv6", leases.len() - v4);
+    let _ = writeln!(out, "lease maps: {} of {capacity_v4} IPv4, {} of {capacity_v6} IPv6", leases.v4, leases.v6);
     out
 }
 
-pub fn leases_table(gates: &[GateEntry], leases: &[LeaseEntry], now: u64) -> String {
-    if leases.is_empty() {
-        return "no leases\n".to_owned();
+/// The leases as a table, a row at a time (a million leases print in constant memory): the
+/// column widths are fixed up front from what can appear in them.
+pub struct LeaseTable<'a> {
+    names: BTreeMap<u32, &'a str>,
+    widths: [usize; 5],
+}
+
+const LEASE_HEADER: [&str; 5] = ["GATE", "ADDRESS", "STATE", "EXPIRES IN", "IDLE CLOSE IN"];
+
+impl<'a> LeaseTable<'a> {
+    /// `ipv6`: whether any IPv6 lease may appear (its addresses need the wider column).
+    pub fn new(gates: &'a [GateEntry], ipv6: bool) -> Self {
+        let names = gate_names(gates);
+        let gate = names.values().map(|n| n.len()).chain([LEASE_HEADER[0].len()]).max().unwrap_or_default();
+        // "255.255.255.255", "ffff:...:ffff"; "expired"; "23h 59m 59s" (longer ones push on).
+        let address = if ipv6 { 39 } else { 15 };
+        Self { names, widths: [gate, address, 7, 11, 0] }
     }
-    let names = gate_names(gates);
-    let rows: Vec<[String; 5]> = leases
-        .iter()
-        .map(|l| {
-            let state = l.lease.state(now);
-            let idle = if l.lease.idle_timeout_ns == 0 {
-                "-".to_owned()
-            } else {
-                duration(clock::until(now, l.lease.idle_deadline_ns))
-            };
-            [
-                gate_name(&names, l.gate).to_owned(),
-                l.addr.to_string(),
-                state_name(state).to_owned(),
-                duration(clock::until(now, l.lease.expires_ns)),
-                idle,
-            ]
-        })
-        .collect();
-    table(&["GATE", "ADDRESS", "STATE", "EXPIRES IN", "IDLE CLOSE IN"], &rows)
+
+    fn line(&self, cells: [&str; 5]) -> String {
+        let padded: Vec<String> = cells.iter().zip(self.widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    }
+
+    pub fn header(&self) -> String {
+        self.line(LEASE_HEADER)
+    }
+
+    pub fn row(&self, lease: &LeaseEntry, now: u64) -> String {
+        let idle = if lease.lease.idle_timeout_ns == 0 {
+            "-".to_owned()
+        } else {
+            duration(clock::until(now, lease.lease.idle_deadline_ns))
+        };
+        self.line([
+            gate_name(&self.names, lease.gate),
+            &lease.addr.to_string(),
+            state_name(lease.lease.state(now)),
+            &duration(clock::until(now, lease.lease.expires_ns)),
+            &idle,
+        ])
+    }
 }
 
 #[derive(Serialize)]
@@ -124,21 +139,37 @@ pub struct LeaseJson<'a> {
     idle_timeout_ms: u64,
 }
 
-pub fn leases_json<'a>(gates: &'a [GateEntry], leases: &[LeaseEntry], now: u64) -> Vec<LeaseJson<'a>> {
-    let names = gate_names(gates);
+/// What `--json` prints for one lease.
+pub fn lease_json<'a>(names: &BTreeMap<u32, &'a str>, lease: &LeaseEntry, now: u64) -> LeaseJson<'a> {
     let ms = |ns: u64| ns / 1_000_000;
-    leases
-        .iter()
-        .map(|l| LeaseJson {
-            gate: gate_name(&names, l.gate),
-            gate_id: l.gate,
-            address: l.addr.to_string(),
-            state: state_name(l.lease.state(now)),
-            expires_in_ms: ms(l.lease.expires_ns.saturating_sub(now)),
-            idle_close_in_ms: ms(l.lease.idle_deadline_ns.saturating_sub(now)),
-            idle_timeout_ms: ms(l.lease.idle_timeout_ns),
-        })
-        .collect()
+    LeaseJson {
+        gate: gate_name(names, lease.gate),
+        gate_id: lease.gate,
+        address: lease.addr.to_string(),
+        state: state_name(lease.lease.state(now)),
+        expires_in_ms: ms(lease.lease.expires_ns.saturating_sub(now)),
+        idle_close_in_ms: ms(lease.lease.idle_deadline_ns.saturating_sub(now)),
+        idle_timeout_ms: ms(lease.lease.idle_timeout_ns),
+    }
+}
+
+/// A JSON array written as its items come (serde's `collect_seq`), so a long listing is never
+/// held in memory whole.
+pub struct JsonStream<I>(std::cell::RefCell<Option<I>>);
+
+impl<I> JsonStream<I> {
+    pub const fn new(items: I) -> Self {
+        Self(std::cell::RefCell::new(Some(items)))
+    }
+}
+
+impl<I: Iterator<Item = T>, T: Serialize> Serialize for JsonStream<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.borrow_mut().take() {
+            Some(items) => serializer.collect_seq(items),
+            None => Err(serde::ser::Error::custom("a stream is written once")),
+        }
+    }
 }
 
 pub fn stats_table(gates: &[GateEntry], stats: &StatsTable) -> String {
@@ -221,7 +252,10 @@ mod tests {
 
     #[test]
     fn leases_json_has_stable_field_names_and_values() {
-        let json = serde_json::to_value(leases_json(&gates(), &[lease(60 * SECOND)], NOW)).unwrap();
+        let gates = gates();
+        let names = gate_names(&gates);
+        let listed = JsonStream::new([lease(60 * SECOND)].into_iter().map(|l| lease_json(&names, &l, NOW)));
+        let json = serde_json::to_value(&listed).unwrap();
         assert_eq!(
             json,
             serde_json::json!([{
@@ -234,9 +268,9 @@ mod tests {
                 "idle_timeout_ms": 60_000,
             }])
         );
-        let expired = serde_json::to_value(leases_json(&gates(), &[lease(0)], NOW + 100 * SECOND)).unwrap();
-        assert_eq!(expired[0]["state"], "expired");
-        assert_eq!(expired[0]["expires_in_ms"], 0, "a deadline in the past is 0, never negative");
+        let expired = serde_json::to_value(lease_json(&names, &lease(0), NOW + 100 * SECOND)).unwrap();
+        assert_eq!(expired["state"], "expired");
+        assert_eq!(expired["expires_in_ms"], 0, "a deadline in the past is 0, never negative");
     }
 
     #[test]
@@ -258,10 +292,20 @@ mod tests {
 
     #[test]
     fn tables_align_their_columns() {
-        let text = leases_table(&gates(), &[lease(60 * SECOND)], NOW);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].starts_with("GATE  ADDRESS"), "{text}");
-        assert_eq!(lines[0].find("STATE"), lines[1].find("live"), "columns line up:\n{text}");
+        let gates = gates();
+        for ipv6 in [false, true] {
+            let table = LeaseTable::new(&gates, ipv6);
+            let mut v6 = lease(60 * SECOND);
+            v6.addr = "2001:db8:ffff:ffff:ffff:ffff:ffff:fff7".parse().unwrap();
+            let rows = if ipv6 { vec![lease(60 * SECOND), v6] } else { vec![lease(60 * SECOND)] };
+            let text: String = std::iter::once(table.header()).chain(rows.iter().map(|l| table.row(l, NOW))).collect();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), rows.len() + 1, "{text}");
+            assert!(lines[0].starts_with("GATE  ADDRESS"), "{text}");
+            for line in &lines[1..] {
+                assert_eq!(lines[0].find("STATE"), line.find("live"), "columns line up:\n{text}");
+                assert_eq!(lines[0].find("EXPIRES"), line.find("1m 30s"), "columns line up:\n{text}");
+            }
+        }
     }
 }

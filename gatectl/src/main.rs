@@ -5,7 +5,7 @@ mod format;
 mod notify;
 mod paths;
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -47,10 +47,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Open a gate for an address for a fixed time.
+    /// Open a gate for an address, or for every address of a list, for a fixed time.
     Allow {
         /// Source address to let through (IPv4 or IPv6).
-        addr: IpAddr,
+        #[arg(required_unless_present = "from", conflicts_with = "from")]
+        addr: Option<IpAddr>,
+        /// Open the gate for every address in FILE instead (one a line; blank lines and text
+        /// after `#` are skipped; `-` reads stdin): all or none, in one hold of the lock.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
         /// Gate name, as in the daemon's config.
         #[arg(long)]
         gate: String,
@@ -136,28 +141,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Leases { json } => {
             let state = GateState::open(pins.root())?;
             let gates = state.gates()?;
-            let leases = state.leases()?;
             let now = clock::now_ns();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
-                println!("{}", serde_json::to_string_pretty(&format::leases_json(&gates, &leases, now))?);
+                let names: std::collections::BTreeMap<u32, &str> =
+                    gates.iter().map(|g| (g.id, g.name.as_str())).collect();
+                let failed = std::cell::RefCell::new(None);
+                let leases = state
+                    .lease_chunks()?
+                    .map_while(|chunk| chunk.map_err(|e| failed.borrow_mut().replace(e)).ok())
+                    .flatten()
+                    .map(|lease| format::lease_json(&names, &lease, now));
+                serde_json::to_writer_pretty(&mut out, &format::JsonStream::new(leases))?;
+                writeln!(out)?;
+                if let Some(e) = failed.into_inner() {
+                    return Err(e.into());
+                }
             } else {
-                print!("{}", format::leases_table(&gates, &leases, now));
+                let table = format::LeaseTable::new(&gates, state.has_v6_leases());
+                let mut any = false;
+                for chunk in state.lease_chunks()? {
+                    for lease in chunk? {
+                        if !any {
+                            out.write_all(table.header().as_bytes())?;
+                            any = true;
+                        }
+                        out.write_all(table.row(&lease, now).as_bytes())?;
+                    }
+                }
+                if !any {
+                    writeln!(out, "no leases")?;
+                }
             }
+            out.flush()?;
             Ok(())
         }
-        Command::Allow { addr, gate, ttl, idle } => {
+        Command::Allow { addr: None, from: Some(list), gate, ttl, idle } => {
+            let addrs = read_allow_list(&list)?;
+            let lease = lease_for(clock::now_ns(), ttl, idle)?;
+            let mut state = GateState::open(pins.root())?;
+            let id = state.gate_id(&gate)?;
+            let replaced = state.grant_all(id, &addrs, lease)?;
+            let idle =
+                idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
+            println!(
+                "opened {gate} for {} addresses from {} for {}{idle} ({replaced} of them replaced a lease)",
+                addrs.len(),
+                list.display(),
+                format::duration(ttl)
+            );
+            Ok(())
+        }
+        Command::Allow { addr, from: _, gate, ttl, idle } => {
+            let addr = addr.context("give an address or --from FILE")?;
             refuse_unusable(addr)?;
-            if ttl.is_zero() {
-                bail!("--ttl must be longer than zero");
-            }
             let now = clock::now_ns();
-            let lease = match idle {
-                Some(idle) if idle.is_zero() => bail!("--idle must be longer than zero"),
-                Some(idle) => {
-                    LeasePolicy { connect_window: idle.min(ttl), idle_timeout: idle, max_lifetime: ttl }.lease_at(now)
-                }
-                None => ttl_lease(now, ttl),
-            };
+            let lease = lease_for(now, ttl, idle)?;
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
             let kept = gate_maps::lease_address(addr);
@@ -214,6 +253,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The lease `allow` writes at `now`: the whole `ttl`, or closing after `idle` without traffic.
+fn lease_for(now: u64, ttl: Duration, idle: Option<Duration>) -> anyhow::Result<gate_maps::common::Lease> {
+    if ttl.is_zero() {
+        bail!("--ttl must be longer than zero");
+    }
+    Ok(match idle {
+        Some(idle) if idle.is_zero() => bail!("--idle must be longer than zero"),
+        Some(idle) => {
+            LeasePolicy { connect_window: idle.min(ttl), idle_timeout: idle, max_lifetime: ttl }.lease_at(now)
+        }
+        None => ttl_lease(now, ttl),
+    })
+}
+
+/// Lines of an allow list `allow --from` reports at most, so a wrong file does not flood the
+/// terminal.
+const LIST_ERRORS_SHOWN: usize = 5;
+
+/// The addresses of an allow list (`-`: stdin), each checked as `allow` checks one. Any bad
+/// line refuses the whole list, naming the lines.
+fn read_allow_list(path: &std::path::Path) -> anyhow::Result<Vec<IpAddr>> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("read the allow list from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("read the allow list {}", path.display()))?
+    };
+    let mut addrs = Vec::new();
+    let mut errors = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or_default().trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let checked = entry
+            .parse::<IpAddr>()
+            .map_err(|_| anyhow::anyhow!("{entry:?} is not an IPv4 or IPv6 address"))
+            .and_then(|addr| refuse_unusable(addr).map(|()| addr));
+        match checked {
+            Ok(addr) => addrs.push(addr),
+            Err(e) => errors.push(format!("line {}: {e}", number + 1)),
+        }
+    }
+    if !errors.is_empty() {
+        let more = errors.len().saturating_sub(LIST_ERRORS_SHOWN);
+        let more = if more > 0 { format!("\n  ... and {more} more") } else { String::new() };
+        bail!(
+            "{}: {} bad line(s), nothing opened:\n  {}{more}",
+            path.display(),
+            errors.len(),
+            errors[..errors.len().min(LIST_ERRORS_SHOWN)].join("\n  ")
+        );
+    }
+    if addrs.is_empty() {
+        bail!("{}: no addresses in the list, nothing opened", path.display());
+    }
+    Ok(addrs)
+}
+
 /// Addresses no packet comes from, and those an approval never opens (loopback and link-local
 /// reach no gated interface from outside: a lease for them is a typo).
 fn refuse_unusable(addr: IpAddr) -> anyhow::Result<()> {
@@ -236,7 +333,7 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
     let attachments = pins.attachments().with_context(|| format!("read {}", pins.links_dir().display()))?;
     let state = GateState::open(pins.root())?;
     let gates = state.gates()?;
-    let leases = state.leases()?;
+    let leases = state.lease_counts(clock::now_ns())?;
     let mut interfaces = Vec::new();
     for attachment in &attachments {
         let state = gate_maps::netlink::xdp_state(&attachment.interface, pinned_program(&attachment.path))
@@ -249,7 +346,7 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
         .into_iter()
         .map(|(id, path)| (id, pinned_program(&path)))
         .collect();
-    print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity(), clock::now_ns()));
+    print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity()));
     Ok(interfaces.iter().filter(|i| !matches!(i.state, gate_maps::netlink::XdpState::Gated(_))).count())
 }
 

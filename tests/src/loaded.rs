@@ -14,6 +14,19 @@ pub const LOCAL: [IpAddr; 2] = [
     IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)),
 ];
 
+/// A plain lease for an hour from now.
+#[must_use]
+pub fn hour_lease() -> gate_common::Lease {
+    gate_maps::lease::ttl_lease(gate_maps::clock::now_ns(), std::time::Duration::from_secs(3600))
+}
+
+/// A lease that closed a second ago: what a sweep deletes.
+#[must_use]
+pub fn closed_lease() -> gate_common::Lease {
+    let past = gate_maps::clock::now_ns() - 1_000_000_000;
+    gate_common::Lease { expires_ns: past, idle_deadline_ns: past, idle_timeout_ns: 0 }
+}
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 

@@ -104,6 +104,28 @@ fn quick_clients_bench_prints_every_row_and_cleans_up() {
 }
 
 #[test]
+fn quick_leases_bench_prints_every_row_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-leases");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_rows(
+        &stdout,
+        &[
+            "| `gatectl allow ADDR` (one lease; median of 5) |",
+            "| `gatectl allow --from FILE` (20000 addresses) |",
+            "| read every lease: aya's iterator (before) |",
+            "| read every lease: batched reads (now) |",
+            "| `gatectl leases` (table, to /dev/null) |",
+            "| `gatectl leases --json` (to /dev/null) |",
+            "| `gatectl revoke ADDR` (median of 20) |",
+            "| sweep with nothing dead |",
+            "| mass expiry of 20000, sweep holding the approvals' lock (before) |",
+            "| mass expiry of 20000, sweep own handle, batches, yielding to approvals (now) |",
+        ],
+    );
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
 fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-netfilter");
     let stdout = String::from_utf8_lossy(&out.stdout);

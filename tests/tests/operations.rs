@@ -207,6 +207,64 @@ fn gatectl_allow_refuses_what_approvals_refuse_and_says_when_it_shortens_a_lease
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "lengthening says nothing extra");
 }
 
+#[test]
+fn gatectl_allow_from_a_list_opens_every_address_or_none() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let _daemon = Daemon::start(&bed, &config);
+    let pins = &bed.pin_dir.0;
+    let stranger = std::net::IpAddr::from(STRANGER_V4);
+    let to = |source| SocketAddr::new(TestBed::gateway_addr(source), GATED);
+    let leased = || -> Vec<String> {
+        let json: serde_json::Value = serde_json::from_str(&gatectl_ok(pins, &["leases", "--json"])).unwrap();
+        let mut addresses: Vec<String> =
+            json.as_array().unwrap().iter().map(|l| l["address"].as_str().unwrap().to_owned()).collect();
+        addresses.sort();
+        addresses
+    };
+
+    // A list with a bad line opens nothing, and says which lines are wrong.
+    let bad = bed.state_dir.join("bad.list");
+    std::fs::write(&bad, format!("{STRANGER_V4}\nnot-an-address\n127.0.0.1 # loopback\n")).unwrap();
+    let out = gatectl(pins, &["allow", "--from", bad.to_str().unwrap(), "--gate", "vpn", "--ttl", "1h"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 bad line(s), nothing opened"), "{stderr}");
+    assert!(stderr.contains("line 2: \"not-an-address\" is not an IPv4 or IPv6 address"), "{stderr}");
+    assert!(stderr.contains("line 3: 127.0.0.1 is an address approvals never open"), "{stderr}");
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence, "the good line was not opened");
+    assert!(leased().is_empty());
+
+    // Comments, blank lines, duplicates and an IPv4-mapped address (kept as its IPv4 host).
+    let list = bed.state_dir.join("office.list");
+    let text = format!(
+        "# office\n{CLIENT_V4}   # the client\n\n198.51.100.20\n2001:db8::20\n::ffff:198.51.100.21\n{CLIENT_V4}\n"
+    );
+    std::fs::write(&list, text).unwrap();
+    let out = gatectl_ok(pins, &["allow", "--from", list.to_str().unwrap(), "--gate", "vpn", "--ttl", "1h"]);
+    assert!(out.contains("opened vpn for 5 addresses from") && out.contains("(0 of them replaced a lease)"), "{out}");
+    assert_eq!(leased(), ["192.0.2.2", "198.51.100.20", "198.51.100.21", "2001:db8::20"]);
+    let client = std::net::IpAddr::from(CLIENT_V4);
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "the listed client passes");
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence, "the stranger does not");
+
+    // From stdin, as a pipeline would give it.
+    let mut child = Command::new(bin("gatectl"))
+        .args(["--pin-dir", pins.to_str().unwrap(), "allow", "--from", "-", "--gate", "vpn", "--ttl", "1h"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{STRANGER_V4}\n{CLIENT_V4}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 of them replaced a lease)"));
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Reply, "the piped list opened it");
+    let out = gatectl_ok(pins, &["revoke", &STRANGER_V4.to_string()]);
+    assert!(out.contains("closed 1 lease(s) of 192.0.2.3 on any gate"), "{out}");
+}
+
 /// `gatectl args...` with no path flags: only what `args` and the config say.
 fn gatectl_bare(args: &[&str]) -> Output {
     Command::new(bin("gatectl")).args(args).env_remove("GATE_PIN_DIR").env_remove("GATE_STORE").output().unwrap()

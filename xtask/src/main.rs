@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients.
+        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases.
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -159,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 "approval" => run(Command::new(root().join("target/release/gate-bench-approval")).args(args)),
                 "netfilter" => run(Command::new(root().join("target/release/gate-bench-netfilter")).args(args)),
                 "clients" => run(Command::new(root().join("target/release/gate-bench-clients")).args(args)),
+                "leases" => run(Command::new(root().join("target/release/gate-bench-leases")).args(args)),
                 "layers" => {
                     let started = std::time::SystemTime::now();
                     let mut bench = Command::new("cargo");
@@ -169,7 +170,9 @@ fn main() -> anyhow::Result<()> {
                     run(&mut bench)?;
                     rsa_beside_openssl(started)
                 }
-                other => bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients)"),
+                other => {
+                    bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients, leases)")
+                }
             }
         }
     }

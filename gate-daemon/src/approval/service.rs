@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gate_maps::{GateState, LeasePolicy, clock};
+use gate_maps::{LeasePolicy, clock};
 use gate_protocol::{
     approval::{self, Approval, Host, Opened},
     encoding::{hex, unhex},
@@ -24,6 +24,7 @@ use crate::approval::{
     loglimit::LogLimit,
     policy,
 };
+use crate::writers::Writers;
 
 /// A request as it arrived at the internal API.
 #[derive(Clone, Debug)]
@@ -61,7 +62,7 @@ pub struct ApprovalService {
     server_keys: ServerKeys,
     store: Mutex<Store>,
     clients: Mutex<Clients>,
-    state: Arc<Mutex<GateState>>,
+    state: Arc<Writers>,
     pub counters: Counters,
     /// Set while the `vpn` part is shut down: every approval is refused.
     vpn_disabled: std::sync::atomic::AtomicBool,
@@ -94,7 +95,7 @@ fn short(token: &impl ToString) -> String {
 impl ApprovalService {
     /// # Errors
     /// The store cannot give the server key or the clients.
-    pub fn new(settings: Settings, store: Store, state: Arc<Mutex<GateState>>) -> Result<Self, gate_store::StoreError> {
+    pub fn new(settings: Settings, store: Store, state: Arc<Writers>) -> Result<Self, gate_store::StoreError> {
         let server_keys = store.server_keys(unix_now())?;
         let mut clients = Clients::default();
         clients.refresh(&store)?;
@@ -128,7 +129,7 @@ impl ApprovalService {
     }
 
     #[must_use]
-    pub fn state(&self) -> &Arc<Mutex<GateState>> {
+    pub fn state(&self) -> &Arc<Writers> {
         &self.state
     }
 
@@ -183,15 +184,16 @@ impl ApprovalService {
 
     /// Closes every lease on every gate (a `vpn` shutdown). Returns how many.
     pub fn close_all_leases(&self) -> usize {
-        let mut state = lock(&self.state);
-        let mut closed = 0;
-        for id in self.settings().gate_ids.values() {
-            match state.revoke_gate(*id) {
-                Ok(n) => closed += n,
-                Err(e) => log::error!("vpn shutdown: close the leases of gate {id}: {e}"),
+        self.state.with(|state| {
+            let mut closed = 0;
+            for id in self.settings().gate_ids.values() {
+                match state.revoke_gate(*id) {
+                    Ok(n) => closed += n,
+                    Err(e) => log::error!("vpn shutdown: close the leases of gate {id}: {e}"),
+                }
             }
-        }
-        closed
+            closed
+        })
     }
 
     /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).
@@ -313,7 +315,7 @@ impl ApprovalService {
             return Err(Rejection::Revoked);
         }
         let lease = settings.leases.lease_at(clock::now_ns());
-        if let Err(e) = lock(&self.state).grant_all(gate_id, record.addresses, lease) {
+        if let Err(e) = self.state.with(|state| state.grant_all(gate_id, record.addresses, lease)) {
             log::error!("approval: open gate {:?} for client {:?}: {e}", record.gate, record.client);
             if let Err(e) = self.store().delete_grants(record.client, record.gate, record.addresses, host) {
                 log::error!("approval: forget grants: {e}");
@@ -322,8 +324,7 @@ impl ApprovalService {
         }
         if self.revoked_meanwhile(record.client) {
             let store = self.store();
-            let mut state = lock(&self.state);
-            if let Err(e) = gate_store::end_grants(&store, &mut state, host, now) {
+            if let Err(e) = self.state.with(|state| gate_store::end_grants(&store, state, host, now)) {
                 log::error!("approval: end grants of a client revoked meanwhile: {e}");
             }
             return Err(Rejection::Revoked);

@@ -29,13 +29,10 @@ fn once(service: &ApprovalService, purge: bool) {
     let now = unix_now();
     let host = &service.settings().host;
     let store = service.store();
-    {
-        let mut state = service.state().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match gate_store::end_grants(&store, &mut state, host, now) {
-            Ok(0) => {}
-            Ok(n) => log::info!("closed {n} leases of revoked clients"),
-            Err(e) => log::warn!("closing leases of revoked clients: {e}"),
-        }
+    match service.state().with(|state| gate_store::end_grants(&store, state, host, now)) {
+        Ok(0) => {}
+        Ok(n) => log::info!("closed {n} leases of revoked clients"),
+        Err(e) => log::warn!("closing leases of revoked clients: {e}"),
     }
     if purge {
         let purged =

@@ -1,8 +1,8 @@
 //! `cargo xtask bench clients [--clients N] [--quick]`: the daemon's view of enrolled clients at scale.
 //! Enrolls N clients (100,000 by default) in a fresh store through the store's own API, then
 //! times the daemon's client view (`approval::clients::Clients`): its first load, its memory,
-//! and its reload after the real `gatectl` (built beside this binary) revokes one client (today
-//! the view reloads whole). All clients
+//! and how long it takes to catch up after the real `gatectl` (built beside this binary) revokes
+//! one client (it reads the clients written since, by revision). All clients
 //! share one RSA key (a key is 550 bytes of DER; making 100,000 would take hours) but each has
 //! its own token, secret and box key.
 use std::time::{Duration, Instant};
