@@ -16,8 +16,8 @@ use crate::{
 fn apply(
     states: &gate_notify::Published,
     service: &Arc<ApprovalService>,
-    web: &mut Option<(tokio::task::JoinHandle<()>, http::SocketFile)>,
-    internal: &impl Fn() -> anyhow::Result<(tokio::task::JoinHandle<()>, http::SocketFile)>,
+    web: &mut Option<http::InternalApi>,
+    internal: &impl Fn() -> anyhow::Result<http::InternalApi>,
 ) -> anyhow::Result<()> {
     let vpn_off = states.vpn == gate_notify::State::Disabled;
     if service.set_vpn_disabled(vpn_off) && vpn_off {
@@ -26,10 +26,10 @@ fn apply(
     }
     match (states.web == gate_notify::State::Disabled, web.is_some()) {
         (true, true) => {
-            if let Some((task, _file)) = web.take() {
-                task.abort();
+            if let Some(api) = web.take() {
+                api.close();
             }
-            log::warn!("web disabled: the internal API stopped accepting connections");
+            log::warn!("web disabled: the internal API stopped accepting connections and closes the kept ones");
         }
         (false, false) => *web = Some(internal()?),
         _ => {}
@@ -116,16 +116,10 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let internal = || -> anyhow::Result<_> {
         let (listener, socket_file) = http::bind(&socket, front).context("open the internal socket")?;
         let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<http::Peer>());
-        let task = tokio::spawn(async move {
-            if let Err(e) = server.await {
-                log::error!("the internal API stopped: {e}");
-            }
-        });
         log::info!("approval API on {} (store {})", socket.display(), store_path.display());
-        Ok((task, socket_file))
+        Ok(http::InternalApi::serve(listener, router, socket_file))
     };
-    let mut web: Option<(tokio::task::JoinHandle<()>, http::SocketFile)> = None;
+    let mut web: Option<http::InternalApi> = None;
     apply(&watch_states.borrow_and_update(), &service, &mut web, &internal)?;
     let mut parts =
         reload::Parts { config, state, service: Arc::clone(&service), links, sweeper, notifier, states, vpn };
@@ -170,8 +164,8 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    if let Some((task, _file)) = web.take() {
-        task.abort();
+    if let Some(api) = web.take() {
+        api.close();
     }
     parts.sweeper.abort();
     upkeep.abort();

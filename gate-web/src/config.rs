@@ -18,6 +18,7 @@
 //! header_timeout = "10s"             # the whole header, from its first byte
 //! body_timeout = "10s"
 //! daemon_timeout = "10s"
+//! daemon_connections_kept = 64       # idle ones to the daemon kept for reuse (0: none; at most max_connections)
 //! approvals_per_minute = 30          # per source address, burst of the same size
 //! ```
 use std::{
@@ -50,6 +51,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub daemon_timeout: Duration,
+    /// Idle connections to the daemon's socket kept open for the next requests (0: a new
+    /// connection for every request); never more than `max_connections`.
+    pub daemon_connections_kept: usize,
     pub approvals_per_minute: u32,
 }
 
@@ -63,6 +67,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             daemon_timeout: Duration::from_secs(10),
+            daemon_connections_kept: 64,
             approvals_per_minute: 30,
         }
     }

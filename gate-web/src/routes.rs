@@ -73,7 +73,11 @@ impl Front {
         tally: Arc<crate::tally::Tally>,
     ) -> Self {
         Self {
-            daemon: Daemon { socket: config.daemon_socket.clone(), timeout: config.limits.daemon_timeout },
+            daemon: Daemon::new(
+                config.daemon_socket.clone(),
+                config.limits.daemon_timeout,
+                config.limits.daemon_connections_kept.min(config.limits.max_connections),
+            ),
             limits: config.limits.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             rate,

@@ -182,3 +182,46 @@ pub fn leased(bed: &TestBed) -> Vec<IpAddr> {
     addrs.sort();
     addrs
 }
+
+/// A kept-alive connection to the daemon's socket: requests in turn, each answer read whole (by
+/// its Content-Length) before the next is sent, as the front's pooled connections do.
+pub struct KeptAlive {
+    writer: std::os::unix::net::UnixStream,
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl KeptAlive {
+    pub fn connect(socket: &std::path::Path) -> Self {
+        let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon");
+        let writer = stream.try_clone().expect("a second handle");
+        Self { writer, reader: std::io::BufReader::new(stream) }
+    }
+
+    /// Sends `request` (made with [`keep_alive`]); the answer's status.
+    pub fn send(&mut self, request: &[u8]) -> u16 {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        self.writer.write_all(request).expect("send");
+        let (mut status, mut length, mut line) = (0, 0, String::new());
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("read the answer's head");
+            let lower = line.to_ascii_lowercase();
+            if let Some(code) = lower.strip_prefix("http/1.1 ") {
+                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            } else if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).expect("read the answer's body");
+        status
+    }
+}
+
+/// `raw` (from [`raw`]) asking to keep the connection open.
+#[must_use]
+pub fn keep_alive(raw: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(raw).replacen("Connection: close", "Connection: keep-alive", 1).into_bytes()
+}

@@ -385,6 +385,38 @@ fn killing_the_front_spares_the_gate_and_killing_the_daemon_gives_503() {
     assert_eq!(udp(&bed.client, STRANGER_V4.into(), to(STRANGER_V4.into())), Outcome::Silence, "still closed");
 }
 
+/// Connections to the daemon's socket that are open right now (accepted ones carry its path in
+/// the gateway namespace's /proc/net/unix; state 03: connected).
+fn daemon_connections(bed: &TestBed) -> usize {
+    let socket = bed.socket();
+    bed.gateway
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/unix"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(socket.to_str().unwrap()) && l.split_whitespace().nth(5) == Some("03"))
+        .count()
+}
+
+#[test]
+fn the_front_reuses_its_daemon_connections_and_survives_a_daemon_restart() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT);
+    let daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    let source = format!("{}/v1/source", url_v4());
+    for _ in 0..5 {
+        assert_eq!(curl(&bed, &[&source]).0, 200);
+    }
+    assert_eq!(daemon_connections(&bed), 1, "five requests in turn, one kept connection");
+
+    // The kept connection dies with the daemon; the next request goes on a new one.
+    daemon.stop();
+    let _daemon = Daemon::start(&bed, &config);
+    let (code, body) = curl(&bed, &[&source]);
+    assert_eq!(code, 200, "the first request after the restart: {body}");
+    assert_eq!(daemon_connections(&bed), 1);
+}
+
 #[test]
 fn only_a_trusted_proxy_may_name_the_client_address() {
     let (bed, _daemon, _web, _alice) = front_bed(&format!("trusted_proxies = [\"{CLIENT_V4}\"]\n"));

@@ -97,6 +97,28 @@ fn wait(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Asks for the counters on a kept-alive connection to the internal API (as root); the answer's
+/// status line, or `None` if the connection is closed.
+fn counters_over(stream: &mut std::os::unix::net::UnixStream) -> Option<String> {
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    stream.write_all(b"GET /internal/counters HTTP/1.1\r\nHost: gate-daemon\r\n\r\n").ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0; 8192];
+    loop {
+        let n = stream.read(&mut buf).ok().filter(|&n| n > 0)?;
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse().ok())?;
+        if body.len() >= length {
+            return head.lines().next().map(str::to_owned);
+        }
+    }
+}
+
 fn vpn_state(bed: &TestBed) -> String {
     let text = std::fs::read_to_string(bed.state_dir.join("openvpn/main/status.json")).unwrap_or_default();
     serde_json::from_str::<serde_json::Value>(&text)
@@ -134,12 +156,16 @@ fn each_state_takes_effect_on_the_real_processes_and_ok_brings_them_back() {
     }
     assert_eq!(daemon_requests(&bed), before, "nothing forwarded while www is disabled");
 
-    // web disabled: the front and the internal API refuse connections.
+    // web disabled: the front and the internal API refuse connections, and a connection kept
+    // open from before (as the front keeps its own) is closed, not served on.
+    let mut kept = std::os::unix::net::UnixStream::connect(bed.socket()).unwrap();
+    assert!(counters_over(&mut kept).is_some(), "a kept-alive connection answers");
     service.serve(Some(signed(&key, &notice(3, State::Ok, State::Disabled, State::Ok))));
     wait("web disabled", Duration::from_secs(6), || curl(&bed, &[&source]).0 == 0);
     wait("internal API closed", Duration::from_secs(3), || {
         std::os::unix::net::UnixStream::connect(bed.socket()).is_err()
     });
+    assert_eq!(counters_over(&mut kept), None, "the kept connection was closed");
 
     // vpn disabled: OpenVPN stops and stays stopped, approvals are refused, leases closed.
     service.serve(Some(signed(&key, &notice(4, State::Ok, State::Ok, State::Ok))));

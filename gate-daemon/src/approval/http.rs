@@ -162,6 +162,37 @@ pub fn router(service: Arc<ApprovalService>, front_uid: Option<u32>) -> Router {
         .with_state(app)
 }
 
+/// The internal API being served.
+pub struct InternalApi {
+    stop: tokio::sync::oneshot::Sender<()>,
+    _file: SocketFile,
+}
+
+impl InternalApi {
+    /// Serves `router` on `listener` until [`Self::close`].
+    #[must_use]
+    pub fn serve(listener: UnixListener, router: Router, file: SocketFile) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                log::error!("the internal API stopped: {e}");
+            }
+        });
+        Self { stop, _file: file }
+    }
+
+    /// Stops accepting and removes the socket file; requests in progress are answered, and
+    /// connections kept open between requests (the front's pool) are closed, so no request is
+    /// served after this on an old connection.
+    pub fn close(self) {
+        let _ = self.stop.send(());
+    }
+}
+
 /// Removes the socket file when dropped.
 pub struct SocketFile {
     path: PathBuf,

@@ -27,9 +27,9 @@ use gate_protocol::{
     wire::{BOX_NONCE_BYTES, REJECTED_STATUS},
 };
 use gate_tests::{
-    approval::{Enrolled, counters, headers, raw, send, send_raw},
+    approval::{Enrolled, KeptAlive, counters, headers, keep_alive, raw, send, send_raw},
     bed::{GATEWAY_V4, TestBed},
-    daemon::Daemon,
+    daemon::{Daemon, cpu_time},
     front,
 };
 
@@ -137,44 +137,11 @@ fn sign_requests(alice: &Enrolled, from: usize, count: usize) -> Vec<Outgoing> {
     (from..from + count).map(|i| alice.request(Some(bench_addr(i)), None)).collect()
 }
 
-/// `count` copies of `request` on one kept-alive connection to the daemon's socket, each answer
-/// read whole (by its Content-Length) before the next is sent; how many were the uniform refusal.
+/// `count` copies of `request` on one kept-alive connection to the daemon's socket; how many
+/// were the uniform refusal.
 fn kept_alive(socket: &std::path::Path, request: &[u8], count: usize) -> usize {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    let stream = std::os::unix::net::UnixStream::connect(socket).expect("connect to the daemon");
-    let mut writer = stream.try_clone().expect("a second handle");
-    let mut reader = BufReader::new(stream);
-    let mut refused = 0;
-    for _ in 0..count {
-        writer.write_all(request).expect("send");
-        let (mut status, mut length, mut line) = (0, 0, String::new());
-        loop {
-            line.clear();
-            reader.read_line(&mut line).expect("read the answer's head");
-            let lower = line.to_ascii_lowercase();
-            if let Some(code) = lower.strip_prefix("http/1.1 ") {
-                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            } else if let Some(value) = lower.strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap_or(0);
-            } else if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("read the answer's body");
-        refused += usize::from(status == REJECTED_STATUS);
-    }
-    refused
-}
-
-/// CPU time (user + system) the process `pid` has used so far.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
-    // 13th of them, in clock ticks (100 a second on Linux).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
-    Duration::from_millis(ticks * 10)
+    let mut connection = KeptAlive::connect(socket);
+    (0..count).filter(|_| connection.send(request) == REJECTED_STATUS).count()
 }
 
 fn main() {
@@ -258,13 +225,13 @@ fn main() {
 
     // The same refusals on kept-alive connections (as a pooling front sends them): the checks,
     // without a connection per request; and the daemon's own CPU for them.
-    let keep_alive = String::from_utf8_lossy(&bad).replacen("Connection: close", "Connection: keep-alive", 1);
+    let kept_request = keep_alive(&bad);
     let socket = bed.socket();
     let daemon_pid = daemon.pid().as_raw();
     let (cpu_before, start) = (cpu_time(daemon_pid), Instant::now());
     std::thread::scope(|scope| {
         for _ in 0..settings.threads {
-            let (socket, request) = (&socket, keep_alive.as_bytes());
+            let (socket, request) = (&socket, kept_request.as_slice());
             scope.spawn(move || assert_eq!(kept_alive(socket, request, per_thread), per_thread, "every one refused"));
         }
     });
@@ -331,7 +298,9 @@ fn main() {
         inside.approval_over_crypto_p50
     );
     first_packet(&settings, &bed, &alice);
-    through_the_front(&settings, &mut bed, &alice, p50);
+    // The front's connections to the daemon: a new one per request (as before), then kept.
+    through_the_front(&settings, &mut bed, &alice, p50, 0);
+    through_the_front(&settings, &mut bed, &alice, p50, 64);
     daemon.stop();
     drop(bed);
 }
@@ -368,12 +337,16 @@ fn first_packet(settings: &Settings, bed: &TestBed, alice: &Enrolled) {
     );
 }
 
-/// The same through the front (TLS, parse, rebuild, forward), from the client's namespace.
-fn through_the_front(settings: &Settings, bed: &mut TestBed, alice: &Enrolled, direct_p50: Duration) {
+/// The same through the front (TLS, parse, rebuild, forward), from the client's namespace, the
+/// front keeping `kept` idle connections to the daemon (0: a new one per request).
+fn through_the_front(settings: &Settings, bed: &mut TestBed, alice: &Enrolled, direct_p50: Duration, kept: usize) {
     // Every benchmark client comes from one address: the per-source limits are lifted.
     let _web = front::start(
         bed,
-        "[limits]\napprovals_per_minute = 100000000\nhandshakes_per_minute = 100000000\nconnections_per_source = 1024\n",
+        &format!(
+            "[limits]\napprovals_per_minute = 100000000\nhandshakes_per_minute = 100000000\n\
+             connections_per_source = 1024\ndaemon_connections_kept = {kept}\n"
+        ),
     );
     let server = Server::Https { host: GATEWAY_V4.to_string(), port: front::FRONT_PORT, at: None };
     let wire = |outgoing: &Outgoing, forged: bool| {
@@ -430,7 +403,12 @@ fn through_the_front(settings: &Settings, bed: &mut TestBed, alice: &Enrolled, d
     let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
     let p50 = percentile(&latencies, 0.5);
     println!();
-    println!("through the front (TLS 1.3, one connection per request, client in its own namespace):");
+    let daemon_side = if kept == 0 {
+        "a new connection to the daemon per request (before)".to_owned()
+    } else {
+        format!("up to {kept} connections to the daemon kept (now)")
+    };
+    println!("through the front (TLS 1.3, one client connection per request, {daemon_side}):");
     println!();
     println!("| measure | value |");
     println!("| --- | ---: |");
