@@ -2,7 +2,7 @@
 //! ([`Request`]). The server's order of checks lives in the daemon; each check here is cheap to
 //! call in any order and touches nothing but its inputs.
 use crypto_box::{
-    PublicKey, SalsaBox,
+    PublicKey, SalsaBox, SecretKey,
     aead::{Aead, generic_array::GenericArray},
 };
 use hmac::{Hmac, Mac};
@@ -70,20 +70,46 @@ pub fn build(
     box_nonce: [u8; BOX_NONCE_BYTES],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Outgoing, ProtocolError> {
+    let sender = Sender { token: keys.token, secret: &keys.secret, box_secret: &keys.box_secret };
+    build_signed_by(&sender, server, payload, box_nonce, |message| {
+        let signer = BlindedSigningKey::<Sha512>::new(keys.rsa.clone());
+        let signature =
+            signer.try_sign_with_rng(rng, message).map_err(|_| ProtocolError::BadKey("RSA signing failed"))?;
+        Ok(signature.to_vec())
+    })
+}
+
+/// A client's keys but its RSA key: what [`build_signed_by`] needs besides a signer.
+pub struct Sender<'a> {
+    pub token: Token,
+    pub secret: &'a HmacSecret,
+    pub box_secret: &'a SecretKey,
+}
+
+/// As [`build`], with the RSA-4096 PSS-SHA512 signature (salt of 64 bytes) made by `sign` over
+/// the bytes it is given: the same request from a signer of another implementation (the storm
+/// benchmark signs a hundred thousand requests with OpenSSL, ~50 times faster).
+///
+/// # Errors
+/// Sealing failed, or `sign` did.
+pub fn build_signed_by(
+    sender: &Sender<'_>,
+    server: &PublicKey,
+    payload: &Payload,
+    box_nonce: [u8; BOX_NONCE_BYTES],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, ProtocolError>,
+) -> Result<Outgoing, ProtocolError> {
     let plaintext = serde_json::to_vec(payload).map_err(|_| ProtocolError::Malformed("payload"))?;
-    let sealed = SalsaBox::new(server, &keys.box_secret)
+    let sealed = SalsaBox::new(server, sender.box_secret)
         .encrypt(GenericArray::from_slice(&box_nonce), plaintext.as_slice())
         .map_err(|_| ProtocolError::BadBox)?;
     let data = b64(&sealed);
     let nonce = b64(&box_nonce);
-    let signer = BlindedSigningKey::<Sha512>::new(keys.rsa.clone());
-    let signature = signer
-        .try_sign_with_rng(rng, canonical::rsa_input(&data, &nonce).as_bytes())
-        .map_err(|_| ProtocolError::BadKey("RSA signing failed"))?;
-    let body = SealedBody { data, nonce, signature: b64(&signature.to_vec()) };
-    let token = keys.token.to_string();
+    let signature = sign(canonical::rsa_input(&data, &nonce).as_bytes())?;
+    let body = SealedBody { data, nonce, signature: b64(&signature) };
+    let token = sender.token.to_string();
     let timestamp = payload.timestamp.to_string();
-    let tag = hmac_tag(&keys.secret, &canonical::request_hmac_input(&token, &timestamp, &payload.nonce, &body));
+    let tag = hmac_tag(sender.secret, &canonical::request_hmac_input(&token, &timestamp, &payload.nonce, &body));
     Ok(Outgoing {
         headers: RequestHeaders { token, timestamp, nonce: payload.nonce.clone(), signature: b64(&tag) },
         body,

@@ -126,6 +126,22 @@ fn quick_leases_bench_prints_every_row_and_cleans_up() {
 }
 
 #[test]
+fn quick_storm_bench_approves_every_client_in_every_storm_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-storm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_rows(
+        &stdout,
+        &[
+            "| on the socket | 4 |",
+            "| on the socket + bad-HMAC flood | 4 |",
+            "| through the front | 4 |",
+            "| through the front + bad-HMAC flood | 4 |",
+        ],
+    );
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
 fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     let (out, pid) = run_quick("gate-bench-netfilter");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases.
+        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases, storm.
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -160,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 "netfilter" => run(Command::new(root().join("target/release/gate-bench-netfilter")).args(args)),
                 "clients" => run(Command::new(root().join("target/release/gate-bench-clients")).args(args)),
                 "leases" => run(Command::new(root().join("target/release/gate-bench-leases")).args(args)),
+                "storm" => run(Command::new(root().join("target/release/gate-bench-storm")).args(args)),
                 "layers" => {
                     let started = std::time::SystemTime::now();
                     let mut bench = Command::new("cargo");
@@ -171,7 +172,9 @@ fn main() -> anyhow::Result<()> {
                     rsa_beside_openssl(started)
                 }
                 other => {
-                    bail!("unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients, leases)")
+                    bail!(
+                        "unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients, leases, storm)"
+                    )
                 }
             }
         }
