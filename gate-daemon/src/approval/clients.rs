@@ -3,11 +3,13 @@
 //! clients written since the last look are read (the store's client revisions) and replaced:
 //! enrollments and revocations take effect on the next request, at a cost that follows the
 //! change, not the number of clients. Each client's shared box key (an X25519 agreement, the
-//! costliest part of the box) and parsed RSA key are computed once, on first use, and kept
-//! while its keys stay the same.
+//! costliest part of the box) is computed once, on first use, and kept while its keys stay the
+//! same; its parsed RSA key too, but only for the [`PARSED_KEYS_KEPT`] clients that asked last
+//! (a parsed key with OpenSSL's Montgomery setup is ~3 KB: kept for 100,000 clients, they were
+//! most of the daemon's 535 MiB after a storm).
 use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
 };
 
 use gate_protocol::{
@@ -16,11 +18,35 @@ use gate_protocol::{
 };
 use gate_store::{ClientRecord, Store, StoreError};
 
+/// Clients whose parsed RSA key is kept; beyond, the one kept longest is dropped (and parsed
+/// again at that client's next request, ~30 µs).
+pub const PARSED_KEYS_KEPT: usize = 10_000;
+
 pub struct Client {
     pub record: ClientRecord,
     shared: OnceLock<Arc<SalsaBox>>,
-    /// The RSA key parsed for verification (`None`: OpenSSL refused it; every request fails).
-    verifying: OnceLock<Option<Arc<RsaVerifyingKey>>>,
+    /// The RSA key parsed for verification, while this client is among the last
+    /// [`PARSED_KEYS_KEPT`] to have used it.
+    verifying: Mutex<Option<Arc<RsaVerifyingKey>>>,
+}
+
+/// The clients holding a parsed key, oldest first, and how many may.
+pub struct ParsedKeys {
+    order: Mutex<VecDeque<Weak<Client>>>,
+    capacity: usize,
+}
+
+impl ParsedKeys {
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self { order: Mutex::default(), capacity }
+    }
+}
+
+impl Default for ParsedKeys {
+    fn default() -> Self {
+        Self::new(PARSED_KEYS_KEPT)
+    }
 }
 
 impl Client {
@@ -29,9 +55,26 @@ impl Client {
         self.shared.get_or_init(|| Arc::new(SalsaBox::new(&self.record.box_public, &server.box_secret)))
     }
 
-    /// The client's RSA key, ready to verify its signatures (made at the first request).
-    pub fn verifying_key(&self) -> Option<&RsaVerifyingKey> {
-        self.verifying.get_or_init(|| RsaVerifyingKey::new(&self.record.rsa_public).ok().map(Arc::new)).as_deref()
+    /// The client's RSA key, ready to verify its signatures: parsed at its first request and
+    /// kept while it is among the last clients to ask (`kept` says how many). `None`: OpenSSL refused the key
+    /// (every request of this client fails).
+    pub fn verifying_key(self: &Arc<Self>, kept: &ParsedKeys) -> Option<Arc<RsaVerifyingKey>> {
+        let mut slot = self.verifying.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = slot.as_ref() {
+            return Some(Arc::clone(key));
+        }
+        let key = Arc::new(RsaVerifyingKey::new(&self.record.rsa_public).ok()?);
+        *slot = Some(Arc::clone(&key));
+        drop(slot);
+        let dropped = {
+            let mut order = kept.order.lock().unwrap_or_else(PoisonError::into_inner);
+            order.push_back(Arc::downgrade(self));
+            if order.len() > kept.capacity { order.pop_front() } else { None }
+        };
+        if let Some(oldest) = dropped.and_then(|weak| weak.upgrade()) {
+            *oldest.verifying.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        Some(key)
     }
 }
 
@@ -68,16 +111,15 @@ impl Clients {
     /// client's old token stops working).
     fn replace(&mut self, record: ClientRecord) {
         let old = self.token_of.remove(&record.name).and_then(|token| self.by_token.remove(&token));
-        // What was computed for a client is kept while its keys are the same.
-        let (shared, verifying) = (OnceLock::new(), OnceLock::new());
-        if let Some(old) = old {
-            if let Some(computed) = old.shared.get().filter(|_| old.record.box_public == record.box_public) {
-                let _ = shared.set(Arc::clone(computed));
-            }
-            if let Some(parsed) = old.verifying.get().filter(|_| old.record.rsa_public == record.rsa_public) {
-                let _ = verifying.set(parsed.clone());
-            }
+        // The box key is kept while it is the same; the RSA key is parsed again at the next
+        // request (its place in the kept order went with the old entry).
+        let shared = OnceLock::new();
+        if let Some(computed) =
+            old.as_ref().filter(|o| o.record.box_public == record.box_public).and_then(|o| o.shared.get())
+        {
+            let _ = shared.set(Arc::clone(computed));
         }
+        let verifying = Mutex::new(None);
         self.token_of.insert(record.name.clone(), record.token);
         self.by_token.insert(record.token, Arc::new(Client { record, shared, verifying }));
     }
@@ -153,5 +195,25 @@ mod tests {
         assert_eq!(revoked.record.revoked_at, Some(5), "the revocation is seen");
         assert!(view.get(&bob.record.token).is_some_and(|b| b.record.revoked_at == Some(5)));
         assert!(Arc::ptr_eq(&alice, &view.by_name("alice").unwrap()), "an unchanged client was not read again");
+    }
+
+    #[test]
+    fn only_the_clients_that_asked_last_keep_their_parsed_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open_or_create(dir.path().join("gate.db")).unwrap();
+        for name in ["a", "b", "c"] {
+            enroll(&mut store, name);
+        }
+        let mut view = Clients::default();
+        view.refresh(&store).unwrap();
+        let client = |name: &str| view.by_name(name).unwrap();
+        let parsed = |name: &str| client(name).verifying.lock().unwrap().is_some();
+        let kept = ParsedKeys::new(2);
+        assert!(client("a").verifying_key(&kept).is_some() && client("b").verifying_key(&kept).is_some());
+        assert!(parsed("a") && parsed("b"));
+        assert!(client("c").verifying_key(&kept).is_some());
+        assert_eq!((parsed("a"), parsed("b"), parsed("c")), (false, true, true), "a, kept longest, went");
+        assert!(client("a").verifying_key(&kept).is_some(), "parsed again when it asks again");
+        assert_eq!((parsed("a"), parsed("b"), parsed("c")), (true, false, true));
     }
 }

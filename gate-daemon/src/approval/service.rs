@@ -20,7 +20,7 @@ use sha2::{Digest, Sha512};
 
 use crate::approval::{
     Counters, Rejection,
-    clients::{Client, Clients},
+    clients::{Client, Clients, ParsedKeys},
     loglimit::LogLimit,
     policy,
 };
@@ -62,6 +62,8 @@ pub struct ApprovalService {
     server_keys: ServerKeys,
     store: Mutex<Store>,
     clients: Mutex<Clients>,
+    /// Which clients keep their parsed RSA key (a bounded number).
+    parsed_keys: ParsedKeys,
     state: Arc<Writers>,
     pub counters: Counters,
     /// Set while the `vpn` part is shut down: every approval is refused.
@@ -105,6 +107,7 @@ impl ApprovalService {
             server_keys,
             store: Mutex::new(store),
             clients: Mutex::new(clients),
+            parsed_keys: ParsedKeys::default(),
             state,
             counters: Counters::default(),
             vpn_disabled: std::sync::atomic::AtomicBool::new(false),
@@ -235,7 +238,7 @@ impl ApprovalService {
         &self,
         settings: &Settings,
         request: &Request,
-        entry: &Client,
+        entry: &Arc<Client>,
         who: &str,
         incoming: &Incoming,
         now: u64,
@@ -257,8 +260,8 @@ impl ApprovalService {
         let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| Rejection::BadBox)?;
         // 8. RSA.
         self.counters.rsa_verification();
-        let key = entry.verifying_key().ok_or(Rejection::BadSignature)?;
-        timed(crypto, || request.verify_rsa(key)).map_err(|_| Rejection::BadSignature)?;
+        let key = entry.verifying_key(&self.parsed_keys).ok_or(Rejection::BadSignature)?;
+        timed(crypto, || request.verify_rsa(&key)).map_err(|_| Rejection::BadSignature)?;
         // 9. The inside repeats the outside.
         let payload = request.payload(&plaintext).map_err(|_| Rejection::PayloadMismatch)?;
         // 10. Policy.

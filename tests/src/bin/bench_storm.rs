@@ -1,4 +1,5 @@
-//! `cargo xtask bench storm [--clients N] [--quick]`: a reconnect storm. N enrolled clients
+//! `cargo xtask bench storm [--clients N] [--only socket|socket-flood|front|front-flood] [--quick]`:
+//! a reconnect storm. N enrolled clients
 //! (100,000 by default) all ask for approval at once, as after a gateway restart or a cluster
 //! host's failure: on the daemon's socket (kept-alive connections, as the front's pool uses) and
 //! through the front (TLS, a new connection per client, as devices connect), each alone and
@@ -65,6 +66,8 @@ struct Settings {
     /// Connections sending the bad-HMAC flood beside the storm.
     flood_connections: usize,
     cache: Option<PathBuf>,
+    /// `--only NAME`: one storm of the table (to profile it).
+    only: Option<&'static str>,
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -80,10 +83,18 @@ fn settings() -> anyhow::Result<Settings> {
         let target = std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(Path::to_path_buf));
         target.unwrap_or_else(std::env::temp_dir).join(format!("bench-cache/storm-{clients}"))
     });
+    let only = match args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(String::as_str) {
+        None => None,
+        Some("socket") => Some("on the socket"),
+        Some("socket-flood") => Some("on the socket + bad-HMAC flood"),
+        Some("front") => Some("through the front"),
+        Some("front-flood") => Some("through the front + bad-HMAC flood"),
+        Some(other) => anyhow::bail!("--only {other:?}: socket, socket-flood, front or front-flood"),
+    };
     Ok(if quick {
-        Settings { clients, socket_connections: 4, front_connections: 4, flood_connections: 1, cache }
+        Settings { clients, socket_connections: 4, front_connections: 4, flood_connections: 1, cache, only }
     } else {
-        Settings { clients, socket_connections: 64, front_connections: 128, flood_connections: 4, cache }
+        Settings { clients, socket_connections: 64, front_connections: 128, flood_connections: 4, cache, only }
     })
 }
 
@@ -404,12 +415,14 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
         "| storm | connections | all approved in | approvals/s | p50 / p99 / max | daemon peak | front peak | flood refused/s |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, through_front, flood) in [
+    let storms = [
         ("on the socket", false, 0),
         ("on the socket + bad-HMAC flood", false, settings.flood_connections),
         ("through the front", true, 0),
         ("through the front + bad-HMAC flood", true, settings.flood_connections),
-    ] {
+    ];
+    for (name, through_front, flood) in storms.into_iter().filter(|(name, ..)| settings.only.is_none_or(|o| o == *name))
+    {
         eprintln!("storm {name}...");
         let mut outcome = phase(settings, &clients, &signed, through_front, flood)?;
         anyhow::ensure!(outcome.approved == n, "{name}: {} of {n} approved", outcome.approved);
