@@ -172,7 +172,9 @@ impl ApprovalService {
     /// Why it was refused.
     pub fn approve_checked(&self, checked: Checked, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
         let Checked { request, entry, who, settings, started, mut crypto } = checked;
-        let outcome = self.open_checked(&settings, &request, &entry, &who, incoming, now, &mut crypto);
+        let outcome = self
+            .caught_up(&request, entry)
+            .and_then(|entry| self.open_checked(&settings, &request, &entry, &who, incoming, now, &mut crypto));
         match &outcome {
             Ok(_) => self.counters.approved(started.elapsed(), crypto),
             Err(reason) => self.refused(*reason, &who),
@@ -221,8 +223,11 @@ impl ApprovalService {
         if now.abs_diff(request.timestamp) > settings.window.as_secs() {
             return Err(stranger(Rejection::Skew));
         }
-        // 4. Token, in memory (reloaded if gatectl changed the store).
-        let entry = self.client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
+        // 4. Token, in the view as it is (an unknown one after a look for changes: a client
+        // enrolled a moment ago); whether gatectl changed the store is asked of SQLite (file
+        // locks: system calls) only by requests that pass the HMAC, in `approve_checked`.
+        let entry =
+            self.known_client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
         let client = &entry.record;
         let who = format!("client {:?}", client.name);
         let fail = |reason: Rejection| (reason, who.clone());
@@ -297,13 +302,33 @@ impl ApprovalService {
         Ok(sealed)
     }
 
-    fn client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
+    /// The client of `request`'s token in the view; only for a token the view lacks, the view
+    /// first catches up with the store.
+    fn known_client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
+        if let Some(entry) = lock(&self.clients).get(&request.token) {
+            return Ok(entry);
+        }
+        self.current_client(request)
+    }
+
+    /// The client of `request`'s token after the view caught up with the store.
+    fn current_client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
         let store = self.store();
         let mut clients = lock(&self.clients);
         if let Err(e) = clients.refresh(&store) {
             log::error!("approval: reload clients: {e}");
         }
         clients.get(&request.token).ok_or(Rejection::UnknownToken)
+    }
+
+    /// `checked`, the client as the cheap checks saw it, as the store has it now (revoked or
+    /// removed meanwhile, say); a changed secret is checked again.
+    fn caught_up(&self, request: &Request, checked: Arc<Client>) -> Result<Arc<Client>, Rejection> {
+        let current = self.current_client(request)?;
+        if !Arc::ptr_eq(&current, &checked) && current.record.secret.0 != checked.record.secret.0 {
+            request.verify_hmac(&current.record.secret).map_err(|_| Rejection::BadHmac)?;
+        }
+        Ok(current)
     }
 
     /// Records the approval, writes the leases, and checks the client was not revoked meanwhile
