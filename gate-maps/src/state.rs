@@ -526,6 +526,7 @@ impl GateState {
         }
         Ok(())
     }
+
     /// Where (`gate`, `addr`) counts in the filter: (word, bit shift). For tests and benchmarks
     /// that need two sources sharing a counter.
     #[must_use]
@@ -659,20 +660,10 @@ impl GateState {
     /// The kernel refuses a delete.
     pub fn revoke(&mut self, addr: IpAddr, gate: Option<u32>) -> Result<usize, StateError> {
         let addr = lease_address(addr);
+        let keys: Vec<(u32, IpAddr)> = gate.map_or(1..=MAX_GATES, |id| id..=id).map(|id| (id, addr)).collect();
         let _lock = self.lock()?;
-        let mut removed = 0;
-        let mut result = Ok(());
-        for id in gate.map_or(1..=MAX_GATES, |id| id..=id) {
-            match self.remove_lease(id, addr) {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        self.settle(result.map(|()| removed))
+        let result = self.remove_many(&keys);
+        self.settle(result)
     }
 
     /// Closes every lease of `gate`. Returns how many were removed.
@@ -699,20 +690,7 @@ impl GateState {
     /// Removes one lease (uncounting it from the filter once it is gone); `false` if it was
     /// already gone. Caller holds the lock and settles.
     fn remove_lease(&mut self, gate: u32, addr: IpAddr) -> Result<bool, StateError> {
-        let (map, result) = match addr {
-            IpAddr::V4(v4) => (MAP_LEASES_V4, self.leases_v4.remove(&LeaseKeyV4 { gate, addr: v4.octets() })),
-            IpAddr::V6(v6) => (MAP_LEASES_V6, self.leases_v6.remove(&LeaseKeyV6 { gate, addr: v6.octets() })),
-        };
-        match result {
-            Ok(()) => {
-                self.cache_stale = true;
-                self.count_in_filter(gate, &[addr], false)?;
-                Ok(true)
-            }
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) if is_errno(&e, nix::errno::Errno::ENOENT as i32) => Ok(false),
-            Err(source) => Err(StateError::Map { map, operation: "remove", source }),
-        }
+        Ok(self.remove_many(&[(gate, addr)])? == 1)
     }
 
     /// Removes the leases of `entries` (gate, address) in batches, uncounting from the filter
@@ -941,21 +919,27 @@ impl Iterator for LeaseChunks {
     type Item = Result<Vec<LeaseEntry>, StateError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = |gate: u32, addr: IpAddr, lease: Lease| LeaseEntry { gate, addr, lease };
-        if let Some(chunk) = self.v4.next() {
-            return Some(
-                chunk
-                    .map(|c| c.into_iter().map(|(k, l)| entry(k.gate, IpAddr::from(k.addr), l)).collect())
-                    .map_err(batch_err(MAP_LEASES_V4, "read")),
-            );
+        match self.v4.next() {
+            Some(chunk) => Some(entries(chunk, MAP_LEASES_V4, |k: &LeaseKeyV4| (k.gate, IpAddr::from(k.addr)))),
+            None => Some(entries(self.v6.next()?, MAP_LEASES_V6, |k: &LeaseKeyV6| (k.gate, IpAddr::from(k.addr)))),
         }
-        let chunk = self.v6.next()?;
-        Some(
-            chunk
-                .map(|c| c.into_iter().map(|(k, l)| entry(k.gate, IpAddr::from(k.addr), l)).collect())
-                .map_err(batch_err(MAP_LEASES_V6, "read")),
-        )
     }
+}
+
+/// A chunk of `map` as leases, each key read by `key` as (gate, address).
+fn entries<K>(
+    chunk: std::io::Result<Vec<(K, Lease)>>,
+    map: &'static str,
+    key: impl Fn(&K) -> (u32, IpAddr),
+) -> Result<Vec<LeaseEntry>, StateError> {
+    let chunk = chunk.map_err(batch_err(map, "read"))?;
+    Ok(chunk
+        .iter()
+        .map(|(k, lease)| {
+            let (gate, addr) = key(k);
+            LeaseEntry { gate, addr, lease: *lease }
+        })
+        .collect())
 }
 
 /// Leases written per batch call.
