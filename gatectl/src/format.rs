@@ -27,7 +27,8 @@ fn state_name(state: LeaseState) -> &'static str {
     }
 }
 
-fn gate_names(gates: &[GateEntry]) -> BTreeMap<u32, &str> {
+/// Gate names by id.
+pub fn gate_names(gates: &[GateEntry]) -> BTreeMap<u32, &str> {
     gates.iter().map(|g| (g.id, g.name.as_str())).collect()
 }
 

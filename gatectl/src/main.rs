@@ -144,8 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let now = clock::now_ns();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
-                let names: std::collections::BTreeMap<u32, &str> =
-                    gates.iter().map(|g| (g.id, g.name.as_str())).collect();
+                let names = format::gate_names(&gates);
                 let failed = std::cell::RefCell::new(None);
                 let leases = state
                     .lease_chunks()?
@@ -182,8 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
             let replaced = state.grant_all(id, &addrs, lease)?;
-            let idle =
-                idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
+            let idle = idle_note(idle);
             println!(
                 "opened {gate} for {} addresses from {} for {}{idle} ({replaced} of them replaced a lease)",
                 addrs.len(),
@@ -211,8 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     format::duration(clock::until(now, lease.closes_at_ns()))
                 );
             }
-            let idle =
-                idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default();
+            let idle = idle_note(idle);
             let mapped = if kept == addr { String::new() } else { format!(" (as the IPv4 host {kept})") };
             println!("opened {gate} for {addr}{mapped} for {}{idle}", format::duration(ttl));
             Ok(())
@@ -251,6 +248,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Notify(command) => notify::notify(command),
         Command::Teardown { force } => teardown(&pins, force),
     }
+}
+
+/// What `allow` says of `--idle`: nothing without it.
+fn idle_note(idle: Option<Duration>) -> String {
+    idle.map(|i| format!(", closing after {} without traffic", format::duration(i))).unwrap_or_default()
 }
 
 /// The lease `allow` writes at `now`: the whole `ttl`, or closing after `idle` without traffic.
