@@ -6,7 +6,7 @@
 //! costliest part of the box) is computed once, on first use, and kept while its keys stay the
 //! same; its parsed RSA key too, but only for the [`PARSED_KEYS_KEPT`] clients that asked last
 //! (a parsed key with OpenSSL's Montgomery setup is ~3 KB: kept for 100,000 clients, they were
-//! most of the daemon's 535 MiB after a storm).
+//! most of the daemon's 532 MiB after a storm).
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
@@ -56,8 +56,8 @@ impl Client {
     }
 
     /// The client's RSA key, ready to verify its signatures: parsed at its first request and
-    /// kept while it is among the last clients to ask (`kept` says how many). `None`: OpenSSL refused the key
-    /// (every request of this client fails).
+    /// kept while it is among the last clients to ask (`kept` says how many). `None`: OpenSSL
+    /// refused the key (every request of this client fails).
     pub fn verifying_key(self: &Arc<Self>, kept: &ParsedKeys) -> Option<Arc<RsaVerifyingKey>> {
         let mut slot = self.verifying.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = slot.as_ref() {
