@@ -17,6 +17,7 @@
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
 //! - [`tun`]: a tun device held by the test, to send and receive bare IP packets.
 //! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
+//! - [`measure`]: what the benchmark binaries share (arguments, medians, a scratch directory).
 pub mod approval;
 pub mod bed;
 pub mod cgroup;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod frames;
 pub mod front;
 pub mod loaded;
+pub mod measure;
 pub mod netns;
 pub mod probe;
 pub mod tun;

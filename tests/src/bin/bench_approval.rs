@@ -31,6 +31,7 @@ use gate_tests::{
     bed::{GATEWAY_V4, TestBed},
     daemon::{Daemon, cpu_time},
     front,
+    measure::{median, percentile},
 };
 
 struct Settings {
@@ -48,19 +49,6 @@ fn settings() -> Settings {
     } else {
         Settings { layer_rounds: 7, layer_iterations: 200, sequential: 300, concurrent: 600, bad: 20_000, threads: 4 }
     }
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort_unstable();
-    values[values.len() / 2]
-}
-
-fn percentile(values: &[Duration], p: f64) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
 }
 
 /// Median time of one call of `f`, over rounds of `iterations` calls.

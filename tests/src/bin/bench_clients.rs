@@ -5,7 +5,7 @@
 //! one client (it reads the clients written since, by revision). All clients
 //! share one RSA key (a key is 550 bytes of DER; making 100,000 would take hours) but each has
 //! its own token, secret and box key.
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gate_daemon::approval::clients::Clients;
 use gate_protocol::{
@@ -14,6 +14,7 @@ use gate_protocol::{
     rand::rngs::OsRng,
 };
 use gate_store::{NewClient, Store};
+use gate_tests::measure::{ScratchDir, arg, median, quick};
 
 const PEM: &str = include_str!("../../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
@@ -28,25 +29,10 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let count: usize = args
-        .iter()
-        .position(|a| a == "--clients")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(if quick { 300 } else { 100_000 }), |v| v.parse())?;
-    let dir = std::env::temp_dir().join(format!("{}{}", gate_tests::unique::PREFIX, gate_tests::unique::token()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("gate.db");
-    let result = run(&path, count);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let count: usize = arg("--clients", if quick() { 300 } else { 100_000 })?;
+    let dir = ScratchDir::new();
+    run(&dir.0.join("gate.db"), count)
 }
 
 fn run(path: &std::path::Path, count: usize) -> anyhow::Result<()> {

@@ -24,7 +24,10 @@ use aya::maps::{HashMap, Map, MapData};
 use gate_common::{Lease, LeaseKeyV4, MAP_LEASES_V4};
 use gate_daemon::writers::Writers;
 use gate_maps::{GateState, Protocol, clock};
-use gate_tests::loaded::{LoadedGate, closed_lease, hour_lease};
+use gate_tests::{
+    loaded::{LoadedGate, closed_lease, hour_lease},
+    measure::{ScratchDir, arg, median, percentile, quick},
+};
 use nix::{
     sys::resource::{UsageWho, getrusage},
     time::{ClockId, clock_gettime},
@@ -40,16 +43,6 @@ fn addr(block: u8, i: u32) -> IpAddr {
 
 fn thread_cpu() -> Duration {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-fn percentile(values: &mut [Duration], p: f64) -> Duration {
-    values.sort();
-    values.get(((values.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
 }
 
 /// Runs `program args` as this process's only child and prints its peak resident memory (KiB):
@@ -126,11 +119,11 @@ fn mass_expiry(gate: &mut LoadedGate, count: u32, shared_lock: bool) -> anyhow::
     };
     let (wall, cpu) = (started.elapsed(), thread_cpu() - cpu_before);
     stop.store(true, Ordering::Relaxed);
-    let mut waits = granter.join().expect("the grant loop")?;
+    let waits = granter.join().expect("the grant loop")?;
     anyhow::ensure!(removed == count as usize, "swept {removed} of {count}");
     gate.state.revoke_gate(vpn)?;
     let grants = waits.len();
-    let (p50, p99) = (percentile(&mut waits, 0.5), percentile(&mut waits, 0.99));
+    let (p50, p99) = (percentile(&waits, 0.5), percentile(&waits, 0.99));
     let max = waits.iter().max().copied().unwrap_or_default();
     Ok((wall, cpu, Waits { grants, p50, p99, max }))
 }
@@ -140,18 +133,10 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("--peak-rss-of") {
         return peak_rss_of(&args[2..]);
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let count: u32 = args
-        .iter()
-        .position(|a| a == "--leases")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(if quick { 20_000 } else { 1_000_000 }), |v| v.parse())?;
-    let singles = if quick { 5 } else { 50 };
-    let dir = std::env::temp_dir().join(format!("{}{}", gate_tests::unique::PREFIX, gate_tests::unique::token()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run(&dir, count, singles);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let count: u32 = arg("--leases", if quick() { 20_000 } else { 1_000_000 })?;
+    let singles = if quick() { 5 } else { 50 };
+    let dir = ScratchDir::new();
+    run(&dir.0, count, singles)
 }
 
 fn run(dir: &std::path::Path, count: u32, singles: u32) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@
 //!    the backstop's cgroup, with the backstop on and off.
 //!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
+use gate_tests::measure::median;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     process::Command,
@@ -61,11 +62,6 @@ fn settings() -> Settings {
     } else {
         Settings { round: Duration::from_secs(3), rounds: 3, opens: 300, sizes: vec![10, 10_000, 1_000_000] }
     }
-}
-
-fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
-    values[values.len() / 2]
 }
 
 /// The `i`-th filler address (198.18.0.0/15 and up, never a sender here).

@@ -15,7 +15,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Write as _},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     sync::{
         Mutex,
@@ -41,6 +41,7 @@ use gate_tests::{
     bed::{GATEWAY_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, peak_rss_mib},
     front,
+    measure::{ScratchDir, arg, percentile, quick},
 };
 use openssl::{
     hash::MessageDigest,
@@ -71,25 +72,20 @@ struct Settings {
 }
 
 fn settings() -> anyhow::Result<Settings> {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let clients: usize = args
-        .iter()
-        .position(|a| a == "--clients")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(if quick { 300 } else { 100_000 }), |v| v.parse())?;
+    let quick = quick();
+    let clients: usize = arg("--clients", if quick { 300 } else { 100_000 })?;
     anyhow::ensure!(clients > 0 && clients <= 131_072, "--clients: 1 to 131072 (the bench's address range)");
     let cache = (!quick).then(|| {
         let target = std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(Path::to_path_buf));
         target.unwrap_or_else(std::env::temp_dir).join(format!("bench-cache/storm-{clients}"))
     });
-    let only = match args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(String::as_str) {
-        None => None,
-        Some("socket") => Some("on the socket"),
-        Some("socket-flood") => Some("on the socket + bad-HMAC flood"),
-        Some("front") => Some("through the front"),
-        Some("front-flood") => Some("through the front + bad-HMAC flood"),
-        Some(other) => anyhow::bail!("--only {other:?}: socket, socket-flood, front or front-flood"),
+    let only = match arg("--only", String::new())?.as_str() {
+        "" => None,
+        "socket" => Some("on the socket"),
+        "socket-flood" => Some("on the socket + bad-HMAC flood"),
+        "front" => Some("through the front"),
+        "front-flood" => Some("through the front + bad-HMAC flood"),
+        other => anyhow::bail!("--only {other:?}: socket, socket-flood, front or front-flood"),
     };
     Ok(if quick {
         Settings { clients, socket_connections: 4, front_connections: 4, flood_connections: 1, cache, only }
@@ -248,10 +244,10 @@ fn requests(clients: &Clients, dir: &Path) -> anyhow::Result<Vec<(RequestHeaders
 }
 
 /// The request as the front receives it (the four protocol headers) or, `internal`, as the
-/// front forwards it on a kept connection.
-fn wire((h, body): &(RequestHeaders, SealedBody), internal: bool) -> Vec<u8> {
+/// front forwards it on a kept connection, with `observed` as the source it saw.
+fn wire((h, body): &(RequestHeaders, SealedBody), internal: bool, observed: Option<IpAddr>) -> Vec<u8> {
     let outgoing = request::Outgoing { headers: h.clone(), body: body.clone() };
-    let all = headers(&outgoing, None);
+    let all = headers(&outgoing, observed);
     let bytes = raw(&all[..if internal { all.len() } else { 4 }], outgoing.body_json().as_bytes());
     if internal { keep_alive(&bytes) } else { bytes }
 }
@@ -260,17 +256,7 @@ fn wire((h, body): &(RequestHeaders, SealedBody), internal: bool) -> Vec<u8> {
 fn flood_request(good: &(RequestHeaders, SealedBody), internal: bool) -> Vec<u8> {
     let (mut h, body) = good.clone();
     h.signature = b64(&[0x42; 64]);
-    let bytes = wire(&(h, body), internal);
-    if internal {
-        let text = String::from_utf8_lossy(&bytes).replacen(
-            "\r\n\r\n",
-            &format!("\r\n{}: {STRANGER_V4}\r\n\r\n", gate_protocol::wire::INTERNAL_HEADER_OBSERVED_SOURCE),
-            1,
-        );
-        text.into_bytes()
-    } else {
-        bytes
-    }
+    wire(&(h, body), internal, Some(STRANGER_V4.into()))
 }
 
 struct Outcome {
@@ -362,7 +348,7 @@ fn phase(
              connections_per_source = 4096\nmax_connections = 4096\n",
         );
         let server = Server::Https { host: GATEWAY_V4.to_string(), port: front::FRONT_PORT, at: None };
-        let requests: Vec<Vec<u8>> = signed.iter().map(|r| wire(r, false)).collect();
+        let requests: Vec<Vec<u8>> = signed.iter().map(|r| wire(r, false, None)).collect();
         let bad = flood_request(&signed[0], false);
         let client = &bed.client;
         let send =
@@ -373,7 +359,7 @@ fn phase(
             storm(requests, settings.front_connections, &send, flood, &flood_send);
         front_mib = Some(peak_rss_mib(web.pid().as_raw()));
     } else {
-        let requests: Vec<Vec<u8>> = signed.iter().map(|r| wire(r, true)).collect();
+        let requests: Vec<Vec<u8>> = signed.iter().map(|r| wire(r, true, None)).collect();
         let bad = flood_request(&signed[0], true);
         let send = |connection: &mut Option<KeptAlive>, request: &[u8]| {
             connection.get_or_insert_with(|| KeptAlive::connect(&socket)).send(request)
@@ -390,17 +376,11 @@ fn phase(
     Ok(Outcome { wall, latencies, approved, flood_refused, daemon_mib, front_mib })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
-}
-
 fn main() -> anyhow::Result<()> {
     let settings = settings()?;
-    let temporary = std::env::temp_dir().join(format!("{}{}", gate_tests::unique::PREFIX, gate_tests::unique::token()));
-    let dir = settings.cache.clone().unwrap_or_else(|| temporary.clone());
-    let result = run(&settings, &dir);
-    let _ = fs::remove_dir_all(&temporary);
-    result
+    let scratch = settings.cache.is_none().then(ScratchDir::new);
+    let dir = settings.cache.clone().or_else(|| scratch.as_ref().map(|s| s.0.clone())).expect("a directory");
+    run(&settings, &dir)
 }
 
 fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
@@ -424,9 +404,9 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
     for (name, through_front, flood) in storms.into_iter().filter(|(name, ..)| settings.only.is_none_or(|o| o == *name))
     {
         eprintln!("storm {name}...");
-        let mut outcome = phase(settings, &clients, &signed, through_front, flood)?;
+        let outcome = phase(settings, &clients, &signed, through_front, flood)?;
         anyhow::ensure!(outcome.approved == n, "{name}: {} of {n} approved", outcome.approved);
-        outcome.latencies.sort_unstable();
+        let max = outcome.latencies.iter().max().copied().unwrap_or_default();
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
         let connections = if through_front { settings.front_connections } else { settings.socket_connections };
         let flood_rate = if flood == 0 {
@@ -440,7 +420,7 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
             n as f64 / outcome.wall.as_secs_f64(),
             ms(percentile(&outcome.latencies, 0.5)),
             ms(percentile(&outcome.latencies, 0.99)),
-            ms(*outcome.latencies.last().unwrap_or(&Duration::ZERO)),
+            ms(max),
             outcome.daemon_mib,
             outcome.front_mib.map_or_else(|| "-".to_owned(), |m| format!("{m:.0} MiB")),
         );

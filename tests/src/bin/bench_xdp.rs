@@ -7,6 +7,7 @@
 //! kernel memory of the lease map, the filter and the cache. Prints a Markdown table.
 //!
 //! `--quick` (used by the tests): a few repeats and at most 10,000 leases, to prove it runs.
+use gate_tests::measure::median;
 use std::{net::IpAddr, process::Command, time::Instant};
 
 use aya::{
@@ -39,11 +40,6 @@ fn settings() -> Settings {
     } else {
         Settings { repeat: 2_000_000, rounds: 7, sizes: vec![1, 10_000, 1_000_000] }
     }
-}
-
-fn median(mut values: Vec<u128>) -> u128 {
-    values.sort_unstable();
-    values[values.len() / 2]
 }
 
 /// The `i`-th lease address in 240.0.0.0/4 (reserved, never a host: these are map keys only).

@@ -1,0 +1,79 @@
+//! What the benchmark binaries share: their numeric arguments, medians and percentiles, and a
+//! scratch directory removed when it is dropped.
+use std::{path::PathBuf, str::FromStr};
+
+use crate::unique;
+
+/// The middle value (the upper one of an even count).
+///
+/// # Panics
+/// `values` is empty, or holds values that do not compare (NaN).
+#[must_use]
+pub fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    values[values.len() / 2]
+}
+
+/// The value at fraction `p` (0 to 1) of `values` in order, nearest rank.
+///
+/// # Panics
+/// As [`median`].
+#[must_use]
+pub fn percentile<T: Copy + PartialOrd>(values: &[T], p: f64) -> T {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// The value after `flag` on this process's command line, or `default` without the flag.
+///
+/// # Errors
+/// The value does not parse.
+pub fn arg<N: FromStr>(flag: &str, default: N) -> anyhow::Result<N>
+where
+    N::Err: std::error::Error + Send + Sync + 'static,
+{
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == flag) {
+        None => Ok(default),
+        Some(i) => {
+            let value = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+            value.parse().map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e}"))
+        }
+    }
+}
+
+/// Whether this process was started with `--quick`.
+#[must_use]
+pub fn quick() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
+/// A fresh directory under the system's temporary one, named so leftovers are swept, removed
+/// on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    /// # Panics
+    /// The directory cannot be made.
+    #[must_use]
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("{}{}", unique::PREFIX, unique::token()));
+        std::fs::create_dir_all(&path).expect("make a scratch directory");
+        Self(path)
+    }
+}
+
+impl Default for ScratchDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
