@@ -22,7 +22,9 @@ pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
 pub use shutdown::{FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
-pub use store::{ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, Store};
+pub use store::{
+    ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, NonceRecord, Recorded, Store, Write,
+};
 
 /// This host's tag in shared state when none is configured: the hostname.
 #[must_use]

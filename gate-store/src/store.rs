@@ -53,15 +53,49 @@ pub struct NewClient<'a> {
     pub now: u64,
 }
 
-/// What an approval leaves in the store.
-pub struct ApprovalRecord<'a> {
-    pub client: &'a str,
-    pub gate: &'a str,
-    pub addresses: &'a [IpAddr],
+/// What an approval leaves in the store. Owned: a group commit may write it from another
+/// thread (see [`Store::commit_group`]).
+#[derive(Clone, Debug)]
+pub struct ApprovalRecord {
+    pub client: String,
+    pub gate: String,
+    pub addresses: Vec<IpAddr>,
     pub expires_at: u64,
     /// The session token's digest and expiry.
-    pub session: Option<(&'a [u8], u64)>,
-    pub host: &'a str,
+    pub session: Option<(Vec<u8>, u64)>,
+    pub host: String,
+}
+
+/// An authenticated request's nonce, kept until `expires_at`.
+#[derive(Clone, Debug)]
+pub struct NonceRecord {
+    pub token: Token,
+    pub nonce: Vec<u8>,
+    pub expires_at: u64,
+    pub host: String,
+}
+
+/// One write of an approval, committed alone or with those of other approvals.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// The nonce of a request refused after its nonce was checked: spent all the same, so the
+    /// same request cannot cost the checks again.
+    Nonce(NonceRecord),
+    /// An approval: its nonce, its grants and its session token, in one. A nonce seen before
+    /// writes nothing ([`Recorded::Replay`]); a revoked client writes only the nonce
+    /// ([`Recorded::Revoked`]), so a revocation either sees these grants or makes the write
+    /// say no.
+    Approval(NonceRecord, ApprovalRecord),
+}
+
+/// What a [`Write`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// The nonce was recorded before (by this host or another): nothing was written.
+    Replay,
+    /// The client is revoked: nothing but the nonce was written.
+    Revoked,
 }
 
 /// An address a gate was opened for on a client's behalf.
@@ -169,6 +203,55 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Inserts a nonce unless it is there: `false` if it was (one statement, so two hosts on one
+/// database cannot both take it).
+fn insert_nonce(conn: &Connection, nonce: &NonceRecord) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![nonce.token.0.as_slice(), nonce.nonce, to_sql(nonce.expires_at), nonce.host])?;
+    Ok(inserted == 1)
+}
+
+/// One write inside the caller's transaction.
+fn apply(conn: &Connection, write: &Write) -> Result<Recorded, StoreError> {
+    let (nonce, approval) = match write {
+        Write::Nonce(nonce) => (nonce, None),
+        Write::Approval(nonce, approval) => (nonce, Some(approval)),
+    };
+    if !insert_nonce(conn, nonce)? {
+        return Ok(Recorded::Replay);
+    }
+    let Some(approval) = approval else { return Ok(Recorded::Yes) };
+    let live: bool = conn
+        .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
+        .query_row([&approval.client], |r| r.get(0))?;
+    if !live {
+        return Ok(Recorded::Revoked);
+    }
+    let mut grant = conn.prepare_cached(
+        "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
+    )?;
+    for address in &approval.addresses {
+        grant.execute(params![
+            approval.client,
+            approval.gate,
+            address.to_string(),
+            to_sql(approval.expires_at),
+            approval.host
+        ])?;
+    }
+    if let Some((digest, expires_at)) = &approval.session {
+        conn.prepare_cached(
+            "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![digest, approval.client, approval.gate, to_sql(*expires_at), approval.host])?;
+    }
+    Ok(Recorded::Yes)
+}
+
 impl Store {
     /// Opens the existing store at `path`, after checking that it is whole: an empty, cut short,
     /// corrupt or foreign file is refused, never replaced. Once per process: the header is read
@@ -264,7 +347,7 @@ impl Store {
     /// # Errors
     /// SQLite failed.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?)
     }
 
     /// The server's box key pair, made on first use (by whichever process asks first).
@@ -437,19 +520,24 @@ impl Store {
         Ok(!live)
     }
 
-    /// Records an authenticated request's nonce. Returns `false` if (token, nonce) was seen
-    /// before: a replay.
+    /// Whether (token, nonce) was recorded: a read, no write. The write that decides is the
+    /// approval's own ([`Write::Approval`]).
     ///
     /// # Errors
     /// SQLite failed.
-    pub fn record_nonce(&self, token: Token, nonce: &[u8], expires_at: u64, host: &str) -> Result<bool, StoreError> {
-        let inserted = self
+    pub fn nonce_seen(&self, token: Token, nonce: &[u8]) -> Result<bool, StoreError> {
+        Ok(self
             .conn
-            .prepare_cached(
-                "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![token.0.as_slice(), nonce, to_sql(expires_at), host])?;
-        Ok(inserted == 1)
+            .prepare_cached("SELECT count(*) > 0 FROM nonces WHERE token = ?1 AND nonce = ?2")?
+            .query_row(params![token.0.as_slice(), nonce], |r| r.get(0))?)
+    }
+
+    /// Records a nonce. Returns `false` if (token, nonce) was seen before: a replay.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn record_nonce(&mut self, nonce: &NonceRecord) -> Result<bool, StoreError> {
+        Ok(self.commit_one(&Write::Nonce(nonce.clone()))? == Recorded::Yes)
     }
 
     /// Forgets nonces past their keeping time. Returns how many.
@@ -460,49 +548,41 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [to_sql(now)])?)
     }
 
-    /// Records an approval (its grants and its session token's digest) in one transaction,
-    /// unless the client is revoked: a revocation either sees these grants or makes this call
-    /// return `false`.
+    /// Records an approval (its nonce, its grants and its session token's digest) in one
+    /// transaction, as [`Write::Approval`] says.
     ///
     /// # Errors
     /// SQLite failed.
-    pub fn record_approval(&mut self, approval: &ApprovalRecord<'_>) -> Result<bool, StoreError> {
+    pub fn record_approval(&mut self, nonce: &NonceRecord, approval: &ApprovalRecord) -> Result<Recorded, StoreError> {
+        self.commit_one(&Write::Approval(nonce.clone(), approval.clone()))
+    }
+
+    /// Commits `writes` in one transaction and returns each one's answer in their order: one
+    /// commit (one WAL append, one round of file locks) for the writes of every approval that
+    /// waited meanwhile, instead of one each. If the transaction fails, each write is tried
+    /// again alone, so a write that cannot be made fails only itself.
+    pub fn commit_group(&mut self, writes: &[Write]) -> Vec<Result<Recorded, StoreError>> {
+        if let [write] = writes {
+            return vec![self.commit_one(write)];
+        }
+        match self.commit_all(writes) {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(e) => {
+                log::warn!("store: a group of {} writes failed together ({e}); each is tried alone", writes.len());
+                writes.iter().map(|write| self.commit_one(write)).collect()
+            }
+        }
+    }
+
+    fn commit_one(&mut self, write: &Write) -> Result<Recorded, StoreError> {
+        Ok(self.commit_all(std::slice::from_ref(write))?[0])
+    }
+
+    fn commit_all(&mut self, writes: &[Write]) -> Result<Vec<Recorded>, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let live: bool = tx
-            .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
-            .query_row([approval.client], |r| r.get(0))?;
-        if !live {
-            return Ok(false);
-        }
-        {
-            let mut grant = tx.prepare_cached(
-                "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
-            )?;
-            for address in approval.addresses {
-                grant.execute(params![
-                    approval.client,
-                    approval.gate,
-                    address.to_string(),
-                    to_sql(approval.expires_at),
-                    approval.host
-                ])?;
-            }
-            if let Some((digest, expires_at)) = approval.session {
-                tx.prepare_cached(
-                    "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    digest,
-                    approval.client,
-                    approval.gate,
-                    to_sql(expires_at),
-                    approval.host
-                ])?;
-            }
-        }
+        let answers = writes.iter().map(|write| apply(&tx, write)).collect::<Result<_, _>>()?;
         tx.commit()?;
-        Ok(true)
+        Ok(answers)
     }
 
     /// Removes grants (after their leases were written back out, or failed to be written).

@@ -6,7 +6,7 @@ use gate_protocol::{
     keys::{ClientPublic, HmacSecret, Token, rsa_private_from_pem},
     rand::rngs::OsRng,
 };
-use gate_store::{ApprovalRecord, NewClient, Store, StoreError};
+use gate_store::{ApprovalRecord, NewClient, NonceRecord, Recorded, Store, StoreError, Write};
 
 const PEM: &str = include_str!("../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
@@ -72,21 +72,97 @@ fn clients_round_trip_and_names_are_unique() {
     assert_eq!(store.client("alice").unwrap().revoked_at, Some(200));
 }
 
+fn nonce_record(token: Token, nonce: u8) -> NonceRecord {
+    NonceRecord { token, nonce: vec![nonce; 16], expires_at: 1000, host: "h".to_owned() }
+}
+
 #[test]
 fn a_nonce_is_accepted_once_also_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gate.db");
     let token = Token([7; 16]);
     {
-        let store = new_store(&path);
-        assert!(store.record_nonce(token, &[1; 16], 1000, "h").unwrap());
-        assert!(!store.record_nonce(token, &[1; 16], 1000, "h").unwrap());
-        assert!(store.record_nonce(Token([8; 16]), &[1; 16], 1000, "h").unwrap(), "nonces are per client");
+        let mut store = new_store(&path);
+        assert!(!store.nonce_seen(token, &[1; 16]).unwrap());
+        assert!(store.record_nonce(&nonce_record(token, 1)).unwrap());
+        assert!(store.nonce_seen(token, &[1; 16]).unwrap());
+        assert!(!store.record_nonce(&nonce_record(token, 1)).unwrap());
+        assert!(store.record_nonce(&nonce_record(Token([8; 16]), 1)).unwrap(), "nonces are per client");
     }
-    let store = Store::open(&path).unwrap();
-    assert!(!store.record_nonce(token, &[1; 16], 1000, "h").unwrap(), "a replay after a restart");
+    let mut store = Store::open(&path).unwrap();
+    assert!(store.nonce_seen(token, &[1; 16]).unwrap(), "seen after a restart");
+    assert!(!store.record_nonce(&nonce_record(token, 1)).unwrap(), "a replay after a restart");
     assert_eq!(store.purge_nonces(1000).unwrap(), 0, "kept until its expiry");
     assert_eq!(store.purge_nonces(1001).unwrap(), 2);
+}
+
+fn approval(client: &str, addresses: &[IpAddr], session: Option<&[u8]>) -> ApprovalRecord {
+    ApprovalRecord {
+        client: client.to_owned(),
+        gate: "vpn".to_owned(),
+        addresses: addresses.to_vec(),
+        expires_at: 5000,
+        session: session.map(|digest| (digest.to_vec(), 5000)),
+        host: "h".to_owned(),
+    }
+}
+
+fn nonce(token: Token, nonce: u8) -> Write {
+    Write::Nonce(nonce_record(token, nonce))
+}
+
+#[test]
+fn writes_committed_together_answer_as_if_made_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.db");
+    let mut store = new_store(&path);
+    let (alice, _) = enroll(&mut store, "alice");
+    let (bob, _) = enroll(&mut store, "bob");
+    store.revoke_client("bob", 200).unwrap();
+    let address: IpAddr = "198.51.100.7".parse().unwrap();
+    let other: IpAddr = "198.51.100.8".parse().unwrap();
+    let group = [
+        nonce(alice.token, 1),
+        nonce(alice.token, 1),
+        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[address], Some(&[1; 64]))),
+        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[3; 64]))),
+        Write::Approval(nonce_record(bob.token, 1), approval("bob", &[address], Some(&[2; 64]))),
+    ];
+    let answers: Vec<Recorded> = store.commit_group(&group).into_iter().map(Result::unwrap).collect();
+    use Recorded::{Replay, Revoked, Yes};
+    assert_eq!(answers, [Yes, Replay, Yes, Replay, Revoked], "the same nonce twice in one group is a replay");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert!(store.nonce_seen(alice.token, &[2; 16]).unwrap(), "an approval's nonce is committed with it");
+    assert!(store.nonce_seen(bob.token, &[1; 16]).unwrap(), "a revoked client's nonce is spent");
+    assert!(store.address_held_by_live_client("vpn", address, "h", 300).unwrap(), "alice's grant was committed");
+    assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "nothing written for a replay");
+    assert!(store.spend_session_token(&[1; 64], "alice", "vpn", 300).unwrap());
+    assert!(!store.spend_session_token(&[3; 64], "alice", "vpn", 300).unwrap(), "nothing written for a replay");
+    assert!(!store.spend_session_token(&[2; 64], "bob", "vpn", 300).unwrap(), "nothing written for the revoked");
+}
+
+#[test]
+fn a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = new_store(&dir.path().join("gate.db"));
+    let (alice, _) = enroll(&mut store, "alice");
+    let address: IpAddr = "198.51.100.7".parse().unwrap();
+    let other: IpAddr = "198.51.100.8".parse().unwrap();
+    store.record_approval(&nonce_record(alice.token, 9), &approval("alice", &[address], Some(&[1; 64]))).unwrap();
+    // The same session token digest again: its insert breaks the table's key.
+    let group = [
+        nonce(alice.token, 1),
+        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[1; 64]))),
+        nonce(alice.token, 3),
+    ];
+    let answers = store.commit_group(&group);
+    assert!(matches!(answers[0], Ok(Recorded::Yes)), "{:?}", answers[0]);
+    assert!(answers[1].is_err(), "{:?}", answers[1]);
+    assert!(matches!(answers[2], Ok(Recorded::Yes)), "{:?}", answers[2]);
+    assert!(store.nonce_seen(alice.token, &[1; 16]).unwrap(), "the others were committed");
+    assert!(!store.nonce_seen(alice.token, &[2; 16]).unwrap(), "the failed write left no nonce");
+    assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "and no grant");
 }
 
 #[test]
@@ -97,9 +173,11 @@ fn grants_of_revoked_clients_spare_addresses_others_hold() {
     enroll(&mut store, "bob");
     let nat: IpAddr = "198.51.100.7".parse().unwrap();
     let own: IpAddr = "198.51.100.8".parse().unwrap();
-    let grant = |store: &mut Store, client, addresses: &[IpAddr]| {
-        let record = ApprovalRecord { client, gate: "vpn", addresses, expires_at: 5000, session: None, host: "h" };
-        store.record_approval(&record).unwrap()
+    let mut serial = 0;
+    let mut grant = |store: &mut Store, client: &str, addresses: &[IpAddr]| {
+        serial += 1;
+        let nonce = nonce_record(Token([serial; 16]), 0);
+        store.record_approval(&nonce, &approval(client, addresses, None)).unwrap() == Recorded::Yes
     };
     assert!(grant(&mut store, "alice", &[nat, own]));
     assert!(grant(&mut store, "bob", &[nat]));

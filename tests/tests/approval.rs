@@ -351,6 +351,47 @@ fn a_replay_is_refused_also_after_a_restart() {
 }
 
 #[test]
+fn the_same_request_sent_at_once_is_approved_once() {
+    // The nonce is written with the approval; until then, the approvals being checked hold it.
+    let (bed, _daemon, alice, _) = approval_bed("");
+    let outgoing = alice.request(Some(CLIENT_V4), None);
+    let bytes = raw(&headers(&outgoing, None), outgoing.body_json().as_bytes());
+    let before = counters(&bed);
+    let copies = 8;
+    let start = std::sync::Barrier::new(copies);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let sends: Vec<_> = (0..copies)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    send_raw(&bed, &bytes).status
+                })
+            })
+            .collect();
+        sends.into_iter().map(|send| send.join().unwrap()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|&&status| status == 200).count(), 1, "{statuses:?}");
+    let after = counters(&bed);
+    assert_eq!(after.approved, before.approved + 1);
+    assert_eq!(after.rejected["replay"], before.rejected["replay"] + copies as u64 - 1, "{after:?}");
+    assert_eq!(after.rsa_verifications, before.rsa_verifications + 1, "a replay never reaches the signature");
+}
+
+#[test]
+fn a_request_refused_past_its_nonce_check_is_spent() {
+    // A valid HMAC and box with a foreign RSA key: refused at the signature, and the nonce is
+    // spent all the same, so sending it again costs no second RSA verification.
+    let (bed, _daemon, alice, _) = approval_bed("");
+    let outgoing = alice.build(&alice.keys(false, true), &alice.payload(0, Some(CLIENT_V4), None));
+    let bytes = raw(&headers(&outgoing, None), outgoing.body_json().as_bytes());
+    let before = counters(&bed);
+    assert_refused(&bed, "foreign RSA key", &before, &send_raw(&bed, &bytes), Some("bad_signature"));
+    let between = counters(&bed);
+    assert_refused(&bed, "sent again", &between, &send_raw(&bed, &bytes), Some("replay"));
+    assert_eq!(counters(&bed).rsa_verifications, between.rsa_verifications, "no second RSA verification");
+}
+
+#[test]
 fn the_clock_window_holds_at_both_edges() {
     // Row 5: inside the window accepted, one second outside refused, both directions.
     let (bed, _daemon, alice, _) = approval_bed("[approval]\nwindow = \"30s\"\n");

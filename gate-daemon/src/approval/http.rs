@@ -38,6 +38,12 @@ pub const COUNTERS_PATH: &str = "/internal/counters";
 /// Longer than any valid header value (the HMAC's 88 characters); longer ones are refused unread.
 const MAX_HEADER_VALUE: usize = 128;
 
+/// Approvals past the cheap checks at once, per core: more than one, so that while one waits
+/// for the store (its commit, the file's locks) the core verifies another's signature, and the
+/// store's group commit finds writes to share a commit (docs/benchmarks.md, the storm: one a
+/// core left a fifth of the CPU idle).
+const APPROVALS_PER_CORE: usize = 4;
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
@@ -54,7 +60,8 @@ struct App {
     service: Arc<ApprovalService>,
     /// The front's uid; `None`: only root may call.
     front_uid: Option<u32>,
-    /// RSA work runs on blocking threads; at most one per core at a time.
+    /// The rest of an approval (store writes, box, RSA, leases) runs on blocking threads, at
+    /// most [`APPROVALS_PER_CORE`] a core at a time.
     crypto: Semaphore,
 }
 
@@ -152,7 +159,7 @@ async fn counters(State(app): State<Arc<App>>) -> Response {
 /// The routes; anything else is 404 or 405 and never reaches the service. Serve it with
 /// `into_make_service_with_connect_info::<Peer>()`.
 pub fn router(service: Arc<ApprovalService>, front_uid: Option<u32>) -> Router {
-    let permits = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let permits = APPROVALS_PER_CORE * std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let app = Arc::new(App { service, front_uid, crypto: Semaphore::new(permits) });
     Router::new()
         .route(APPROVE_PATH, post(approve))

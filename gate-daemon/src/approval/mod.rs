@@ -6,11 +6,15 @@
 //! - [`clients`]: the in-memory view of enrolled clients, reloaded when the store changes.
 //! - [`policy`]: which addresses may be opened.
 //! - [`service`]: the checks in order, then leases, then the sealed approval.
+//! - [`group_commit`]: the store writes of concurrent approvals, committed together.
+//! - [`in_flight`]: the nonces of the approvals being checked.
 //! - [`loglimit`]: refusals logged at a bounded rate.
 //! - [`http`]: the internal HTTP API on a Unix socket (the front's way in).
 //! - [`upkeep`]: ends revoked clients' leases and forgets old nonces and grants.
 pub mod clients;
+pub mod group_commit;
 pub mod http;
+pub mod in_flight;
 pub mod loglimit;
 pub mod policy;
 pub mod reasons;

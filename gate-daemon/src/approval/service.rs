@@ -15,12 +15,14 @@ use gate_protocol::{
     request::Request,
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
-use gate_store::{ApprovalRecord, Store};
+use gate_store::{ApprovalRecord, NonceRecord, Recorded, Store, Write};
 use sha2::{Digest, Sha512};
 
 use crate::approval::{
     Counters, Rejection,
     clients::{Client, Clients, ParsedKeys},
+    group_commit::GroupCommit,
+    in_flight::InFlight,
     loglimit::LogLimit,
     policy,
 };
@@ -45,6 +47,18 @@ pub struct Checked {
     crypto: Duration,
 }
 
+/// An approval past the cheap checks, as the rest of the checks see it.
+#[derive(Clone, Copy)]
+struct Approving<'a> {
+    settings: &'a Settings,
+    request: &'a Request,
+    /// The client as the store has it now.
+    entry: &'a Arc<Client>,
+    who: &'a str,
+    incoming: &'a Incoming,
+    now: u64,
+}
+
 /// What the service needs to know from the config.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -61,6 +75,10 @@ pub struct ApprovalService {
     settings: std::sync::RwLock<Arc<Settings>>,
     server_keys: ServerKeys,
     store: Mutex<Store>,
+    /// The writes of concurrent approvals, committed together.
+    writes: GroupCommit,
+    /// The nonces of the approvals past the cheap checks.
+    in_flight: InFlight,
     clients: Mutex<Clients>,
     /// Which clients keep their parsed RSA key (a bounded number).
     parsed_keys: ParsedKeys,
@@ -106,6 +124,8 @@ impl ApprovalService {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             server_keys,
             store: Mutex::new(store),
+            writes: GroupCommit::default(),
+            in_flight: InFlight::default(),
             clients: Mutex::new(clients),
             parsed_keys: ParsedKeys::default(),
             state,
@@ -172,9 +192,11 @@ impl ApprovalService {
     /// Why it was refused.
     pub fn approve_checked(&self, checked: Checked, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
         let Checked { request, entry, who, settings, started, mut crypto } = checked;
-        let outcome = self
-            .caught_up(&request, entry)
-            .and_then(|entry| self.open_checked(&settings, &request, &entry, &who, incoming, now, &mut crypto));
+        let outcome = self.caught_up(&request, entry).and_then(|entry| {
+            let approving =
+                Approving { settings: &settings, request: &request, entry: &entry, who: &who, incoming, now };
+            self.open_checked(&approving, &mut crypto)
+        });
         match &outcome {
             Ok(_) => self.counters.approved(started.elapsed(), crypto),
             Err(reason) => self.refused(*reason, &who),
@@ -237,29 +259,50 @@ impl ApprovalService {
         Ok(Checked { request, entry, who, settings, started, crypto })
     }
 
-    /// Checks 6-10, then the leases (11); adds the time spent in crypto to `crypto`.
-    #[expect(clippy::too_many_arguments, reason = "the state of one approval, handed from the cheap checks")]
-    fn open_checked(
-        &self,
-        settings: &Settings,
-        request: &Request,
-        entry: &Arc<Client>,
-        who: &str,
-        incoming: &Incoming,
-        now: u64,
-        crypto: &mut Duration,
-    ) -> Result<SealedBody, Rejection> {
-        let client = &entry.record;
-        // 6. Nonce, persistently, for twice the window past the later of now and the timestamp.
+    /// Check 6, then the rest; adds the time spent in crypto to `crypto`.
+    fn open_checked(&self, approving: &Approving<'_>, crypto: &mut Duration) -> Result<SealedBody, Rejection> {
+        let Approving { settings, request, entry, now, .. } = *approving;
+        let token = entry.record.token;
+        // 6. Nonce: new to the store and to the approvals being checked now. It is written
+        // with the approval (one commit), or alone if the request is refused below: kept for
+        // twice the window past the later of now and the timestamp.
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| Rejection::Malformed)?;
-        let keep_until = now.max(request.timestamp) + 2 * settings.window.as_secs();
-        let fresh = self.store().record_nonce(client.token, &nonce, keep_until, &settings.host).map_err(|e| {
+        let Some(_claim) = self.in_flight.claim(token, nonce) else { return Err(Rejection::Replay) };
+        let seen = self.store().nonce_seen(token, &nonce).map_err(|e| {
             log::error!("approval: nonce store: {e}");
             Rejection::Internal
         })?;
-        if !fresh {
+        if seen {
             return Err(Rejection::Replay);
         }
+        let nonce = NonceRecord {
+            token,
+            nonce: nonce.to_vec(),
+            expires_at: now.max(request.timestamp) + 2 * settings.window.as_secs(),
+            host: settings.host.clone(),
+        };
+        let mut spent = false;
+        let outcome = self.verify_and_open(approving, crypto, &nonce, &mut spent);
+        if outcome.is_err() && !spent {
+            // Spent all the same: the same request never costs the checks again.
+            if let Err(e) = self.writes.commit(&self.store, Write::Nonce(nonce)) {
+                log::error!("approval: nonce store: {e}");
+            }
+        }
+        outcome
+    }
+
+    /// Checks 7-10, then the leases (11) with the approval's record; `spent` is set once
+    /// `nonce` is in the store.
+    fn verify_and_open(
+        &self,
+        approving: &Approving<'_>,
+        crypto: &mut Duration,
+        nonce: &NonceRecord,
+        spent: &mut bool,
+    ) -> Result<SealedBody, Rejection> {
+        let Approving { settings, request, entry, who, incoming, now } = *approving;
+        let client = &entry.record;
         // 7. Box.
         let shared = entry.shared_box(&self.server_keys);
         let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| Rejection::BadBox)?;
@@ -285,14 +328,14 @@ impl ApprovalService {
             timed(crypto, || self.seal(settings, entry, request, &payload.gate, opened, now))?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
-            client: &client.name,
-            gate: &payload.gate,
-            addresses: &addresses,
+            client: client.name.clone(),
+            gate: payload.gate.clone(),
+            addresses: addresses.clone(),
             expires_at,
-            session: Some((&session_digest, now + settings.leases.connect_window.as_secs())),
-            host: &settings.host,
+            session: Some((session_digest, now + settings.leases.connect_window.as_secs())),
+            host: settings.host.clone(),
         };
-        self.open(settings, &record, gate_id, now)?;
+        self.open(settings, nonce.clone(), record, gate_id, now, spent)?;
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,
@@ -331,26 +374,38 @@ impl ApprovalService {
         Ok(current)
     }
 
-    /// Records the approval, writes the leases, and checks the client was not revoked meanwhile
-    /// (a revocation either sees the grants and closes the leases, or is seen here).
-    fn open(&self, settings: &Settings, record: &ApprovalRecord<'_>, gate_id: u32, now: u64) -> Result<(), Rejection> {
+    /// Records the approval with its nonce (`spent` once the nonce is in), writes the leases,
+    /// and checks the client was not revoked meanwhile (a revocation either sees the grants and
+    /// closes the leases, or is seen here).
+    fn open(
+        &self,
+        settings: &Settings,
+        nonce: NonceRecord,
+        record: ApprovalRecord,
+        gate_id: u32,
+        now: u64,
+        spent: &mut bool,
+    ) -> Result<(), Rejection> {
         let host = &settings.host;
-        let recorded = self.store().record_approval(record).map_err(|e| {
+        let recorded = self.writes.commit(&self.store, Write::Approval(nonce, record.clone())).map_err(|e| {
             log::error!("approval: record: {e}");
             Rejection::Internal
         })?;
-        if !recorded {
-            return Err(Rejection::Revoked);
+        *spent = true;
+        match recorded {
+            Recorded::Yes => {}
+            Recorded::Replay => return Err(Rejection::Replay),
+            Recorded::Revoked => return Err(Rejection::Revoked),
         }
         let lease = settings.leases.lease_at(clock::now_ns());
-        if let Err(e) = self.state.with(|state| state.grant_all(gate_id, record.addresses, lease)) {
+        if let Err(e) = self.state.with(|state| state.grant_all(gate_id, &record.addresses, lease)) {
             log::error!("approval: open gate {:?} for client {:?}: {e}", record.gate, record.client);
-            if let Err(e) = self.store().delete_grants(record.client, record.gate, record.addresses, host) {
+            if let Err(e) = self.store().delete_grants(&record.client, &record.gate, &record.addresses, host) {
                 log::error!("approval: forget grants: {e}");
             }
             return Err(Rejection::LeaseFailed);
         }
-        if self.revoked_meanwhile(record.client) {
+        if self.revoked_meanwhile(&record.client) {
             let store = self.store();
             if let Err(e) = self.state.with(|state| gate_store::end_grants(&store, state, host, now)) {
                 log::error!("approval: end grants of a client revoked meanwhile: {e}");
