@@ -7,6 +7,7 @@ use gate_protocol::{
     crypto_box::{SalsaBox, SecretKey},
     keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token, rsa_private_from_pem},
     request::{self, Request},
+    shared_box::{BoxSecret, SharedBox},
     wire::Payload,
 };
 use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
@@ -34,7 +35,7 @@ fn layers(c: &mut Criterion) {
     let outgoing = request::build(&keys, &server.public(), &payload, [9; 24], &mut rng).expect("build");
     let body = outgoing.body_json();
     let parsed = Request::parse(outgoing.headers.clone(), body.as_bytes()).expect("parse");
-    let shared = SalsaBox::new(&public.box_public, &server.box_secret);
+    let shared = SharedBox::new(&public.box_public, &server.box_secret).unwrap();
 
     let mut server_side = c.benchmark_group("server");
     server_side.bench_function("parse", |b| {
@@ -42,6 +43,11 @@ fn layers(c: &mut Criterion) {
     });
     server_side.bench_function("hmac_check", |b| b.iter(|| parsed.verify_hmac(black_box(&keys.secret)).unwrap()));
     server_side.bench_function("x25519_agreement_once_per_client", |b| {
+        let ours = BoxSecret::new(&server.box_secret).unwrap();
+        b.iter(|| SharedBox::agreed(black_box(&public.box_public), &ours).unwrap());
+    });
+    // The reference it replaced: crypto_box's own agreement (curve25519-dalek).
+    server_side.bench_function("x25519_agreement_crypto_box_reference", |b| {
         b.iter(|| SalsaBox::new(black_box(&public.box_public), &server.box_secret));
     });
     server_side.bench_function("box_open", |b| b.iter(|| parsed.open_with(black_box(&shared)).unwrap()));

@@ -3,10 +3,7 @@
 //! it trusts a word.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crypto_box::{
-    PublicKey, SalsaBox,
-    aead::{Aead, generic_array::GenericArray},
-};
+use crypto_box::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -14,6 +11,7 @@ use crate::{
     encoding::{b64, unb64},
     keys::{ClientKeys, HmacSecret, ServerKeys, Token},
     request::{hmac_tag, verify_hmac},
+    shared_box::SharedBox,
     wire::{BOX_NONCE_BYTES, MAX_SEALED_BYTES, SealedBody},
 };
 
@@ -60,7 +58,7 @@ pub fn seal(
     client_box: &PublicKey,
     box_nonce: [u8; BOX_NONCE_BYTES],
 ) -> Result<SealedBody, ProtocolError> {
-    seal_with(approval, token, secret, &SalsaBox::new(client_box, &server.box_secret), box_nonce)
+    seal_with(approval, token, secret, &SharedBox::new(client_box, &server.box_secret)?, box_nonce)
 }
 
 /// As [`seal`], with the shared box key computed beforehand.
@@ -71,13 +69,11 @@ pub fn seal_with(
     approval: &Approval,
     token: Token,
     secret: &HmacSecret,
-    shared: &SalsaBox,
+    shared: &SharedBox,
     box_nonce: [u8; BOX_NONCE_BYTES],
 ) -> Result<SealedBody, ProtocolError> {
     let plaintext = serde_json::to_vec(approval).map_err(|_| ProtocolError::Malformed("approval"))?;
-    let sealed = shared
-        .encrypt(GenericArray::from_slice(&box_nonce), plaintext.as_slice())
-        .map_err(|_| ProtocolError::BadBox)?;
+    let sealed = shared.seal(&box_nonce, &plaintext)?;
     let mut body = SealedBody { data: b64(&sealed), nonce: b64(&box_nonce), signature: String::new() };
     let tag = hmac_tag(secret, &canonical::approval_hmac_input(&token.to_string(), &approval.request_nonce, &body));
     body.signature = b64(&tag);
@@ -102,9 +98,7 @@ pub fn open(
     }
     let box_nonce = <[u8; BOX_NONCE_BYTES]>::try_from(unb64(&body.nonce, "approval box nonce")?)
         .map_err(|_| ProtocolError::Malformed("approval box nonce length"))?;
-    let plaintext = SalsaBox::new(server_box, &keys.box_secret)
-        .decrypt(GenericArray::from_slice(&box_nonce), sealed.as_slice())
-        .map_err(|_| ProtocolError::BadBox)?;
+    let plaintext = SharedBox::new(server_box, &keys.box_secret)?.open(&box_nonce, &sealed)?;
     let approval: Approval = crate::wire::json_object(&plaintext).ok_or(ProtocolError::Malformed("approval"))?;
     if approval.request_nonce != request_nonce {
         return Err(ProtocolError::PayloadMismatch);

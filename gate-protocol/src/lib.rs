@@ -19,6 +19,7 @@ pub mod error;
 pub mod keys;
 pub mod profile;
 pub mod request;
+pub mod shared_box;
 pub mod wire;
 
 pub use error::ProtocolError;

@@ -1,10 +1,7 @@
 //! A request: built by the client ([`build`]), parsed and checked layer by layer by the server
 //! ([`Request`]). The server's order of checks lives in the daemon; each check here is cheap to
 //! call in any order and touches nothing but its inputs.
-use crypto_box::{
-    PublicKey, SalsaBox, SecretKey,
-    aead::{Aead, generic_array::GenericArray},
-};
+use crypto_box::{PublicKey, SecretKey};
 use hmac::{Hmac, Mac};
 use rand::{CryptoRng, RngCore};
 use rsa::{
@@ -17,6 +14,7 @@ use crate::{
     ProtocolError, canonical,
     encoding::{b64, hex, unb64, unhex},
     keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token},
+    shared_box::SharedBox,
     wire::{
         BOX_NONCE_BYTES, HMAC_BYTES, MAX_BODY_BYTES, MAX_SEALED_BYTES, MAX_TIMESTAMP_DIGITS, NONCE_BYTES, Payload,
         RSA_SIGNATURE_BYTES, RequestHeaders, SealedBody, json_object,
@@ -100,9 +98,7 @@ pub fn build_signed_by(
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, ProtocolError>,
 ) -> Result<Outgoing, ProtocolError> {
     let plaintext = serde_json::to_vec(payload).map_err(|_| ProtocolError::Malformed("payload"))?;
-    let sealed = SalsaBox::new(server, sender.box_secret)
-        .encrypt(GenericArray::from_slice(&box_nonce), plaintext.as_slice())
-        .map_err(|_| ProtocolError::BadBox)?;
+    let sealed = SharedBox::new(server, sender.box_secret)?.seal(&box_nonce, &plaintext)?;
     let data = b64(&sealed);
     let nonce = b64(&box_nonce);
     let signature = sign(canonical::rsa_input(&data, &nonce).as_bytes())?;
@@ -196,7 +192,7 @@ impl Request {
     /// # Errors
     /// [`ProtocolError::BadBox`].
     pub fn open(&self, server: &ServerKeys, client_box: &PublicKey) -> Result<Vec<u8>, ProtocolError> {
-        self.open_with(&SalsaBox::new(client_box, &server.box_secret))
+        self.open_with(&SharedBox::new(client_box, &server.box_secret)?)
     }
 
     /// Layer 2 with the shared key computed beforehand (the X25519 agreement costs more than
@@ -204,10 +200,8 @@ impl Request {
     ///
     /// # Errors
     /// [`ProtocolError::BadBox`].
-    pub fn open_with(&self, shared: &SalsaBox) -> Result<Vec<u8>, ProtocolError> {
-        shared
-            .decrypt(GenericArray::from_slice(&self.box_nonce), self.sealed.as_slice())
-            .map_err(|_| ProtocolError::BadBox)
+    pub fn open_with(&self, shared: &SharedBox) -> Result<Vec<u8>, ProtocolError> {
+        shared.open(&self.box_nonce, &self.sealed)
     }
 
     /// Layer 3: the RSA-PSS signature with the client's registered key.

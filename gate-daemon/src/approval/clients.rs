@@ -13,8 +13,8 @@ use std::{
 };
 
 use gate_protocol::{
-    crypto_box::SalsaBox,
-    keys::{RsaVerifyingKey, ServerKeys, Token},
+    keys::{RsaVerifyingKey, Token},
+    shared_box::{BoxSecret, SharedBox},
 };
 use gate_store::{ClientRecord, Store, StoreError};
 
@@ -24,7 +24,8 @@ pub const PARSED_KEYS_KEPT: usize = 10_000;
 
 pub struct Client {
     pub record: ClientRecord,
-    shared: OnceLock<Arc<SalsaBox>>,
+    /// `None`: the agreement failed (a box key of low order); every request of this client fails.
+    shared: OnceLock<Option<Arc<SharedBox>>>,
     /// The RSA key parsed for verification, while this client is among the last
     /// [`PARSED_KEYS_KEPT`] to have used it.
     verifying: Mutex<Option<Arc<RsaVerifyingKey>>>,
@@ -50,9 +51,9 @@ impl Default for ParsedKeys {
 }
 
 impl Client {
-    /// The box between this client and the server.
-    pub fn shared_box(&self, server: &ServerKeys) -> &SalsaBox {
-        self.shared.get_or_init(|| Arc::new(SalsaBox::new(&self.record.box_public, &server.box_secret)))
+    /// The box between this client and the server, agreed at its first request and kept.
+    pub fn shared_box(&self, server: &BoxSecret) -> Option<&SharedBox> {
+        self.shared.get_or_init(|| SharedBox::agreed(&self.record.box_public, server).ok().map(Arc::new)).as_deref()
     }
 
     /// The client's RSA key, ready to verify its signatures: parsed at its first request and
@@ -117,7 +118,7 @@ impl Clients {
         if let Some(computed) =
             old.as_ref().filter(|o| o.record.box_public == record.box_public).and_then(|o| o.shared.get())
         {
-            let _ = shared.set(Arc::clone(computed));
+            let _ = shared.set(computed.clone());
         }
         let verifying = Mutex::new(None);
         self.token_of.insert(record.name.clone(), record.token);

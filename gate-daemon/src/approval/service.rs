@@ -10,9 +10,9 @@ use gate_maps::{LeasePolicy, clock};
 use gate_protocol::{
     approval::{self, Approval, Host, Opened},
     encoding::{hex, unhex},
-    keys::ServerKeys,
     rand::{RngCore, rngs::OsRng},
     request::Request,
+    shared_box::BoxSecret,
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
 use gate_store::{ApprovalRecord, NonceRecord, Recorded, Store, Write};
@@ -73,7 +73,8 @@ pub struct Settings {
 pub struct ApprovalService {
     /// Replaced whole by a reload; each approval reads it once, so it sees one version.
     settings: std::sync::RwLock<Arc<Settings>>,
-    server_keys: ServerKeys,
+    /// The server's secret box key, ready for each client's first agreement.
+    box_secret: BoxSecret,
     store: Mutex<Store>,
     /// The writes of concurrent approvals, committed together.
     writes: GroupCommit,
@@ -116,13 +117,13 @@ impl ApprovalService {
     /// # Errors
     /// The store cannot give the server key or the clients.
     pub fn new(settings: Settings, store: Store, state: Arc<Writers>) -> Result<Self, gate_store::StoreError> {
-        let server_keys = store.server_keys(unix_now())?;
+        let box_secret = BoxSecret::new(&store.server_keys(unix_now())?.box_secret)?;
         let mut clients = Clients::default();
         clients.refresh(&store)?;
         log::info!("approval: {} enrolled clients", clients.len());
         Ok(Self {
             settings: std::sync::RwLock::new(Arc::new(settings)),
-            server_keys,
+            box_secret,
             store: Mutex::new(store),
             writes: GroupCommit::default(),
             in_flight: InFlight::default(),
@@ -304,7 +305,7 @@ impl ApprovalService {
         let Approving { settings, request, entry, who, incoming, now } = *approving;
         let client = &entry.record;
         // 7. Box.
-        let shared = entry.shared_box(&self.server_keys);
+        let shared = entry.shared_box(&self.box_secret).ok_or(Rejection::BadBox)?;
         let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| Rejection::BadBox)?;
         // 8. RSA.
         self.counters.rsa_verification();
@@ -460,7 +461,8 @@ impl ApprovalService {
         };
         let mut box_nonce = [0; BOX_NONCE_BYTES];
         OsRng.fill_bytes(&mut box_nonce);
-        let shared = entry.shared_box(&self.server_keys);
+        // Opened before this (check 7), so the agreement is there.
+        let shared = entry.shared_box(&self.box_secret).ok_or(Rejection::Internal)?;
         let sealed = approval::seal_with(&answer, client.token, &client.secret, shared, box_nonce).map_err(|e| {
             log::error!("approval: seal: {e}");
             Rejection::Internal

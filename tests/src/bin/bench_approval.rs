@@ -20,10 +20,10 @@ use std::{
 use gate_client::transport::Server;
 use gate_protocol::{
     approval::{self, Approval, Host},
-    crypto_box::SalsaBox,
     keys::ServerKeys,
     rand::{RngCore, rngs::OsRng},
     request::{Outgoing, Request},
+    shared_box::SharedBox,
     wire::{BOX_NONCE_BYTES, REJECTED_STATUS},
 };
 use gate_tests::{
@@ -90,9 +90,9 @@ fn layers(settings: &Settings, alice: &Enrolled) -> [(&'static str, Duration); 4
     let request = Request::parse(outgoing.headers.clone(), body.as_bytes()).expect("parse");
     let hmac = per_call(settings, || request.verify_hmac(&keys.secret).expect("hmac"));
     let agreement = per_call(settings, || {
-        std::hint::black_box(SalsaBox::new(&client_public.box_public, &server.box_secret));
+        std::hint::black_box(SharedBox::new(&client_public.box_public, &server.box_secret).expect("agreed"));
     });
-    let shared = SalsaBox::new(&client_public.box_public, &server.box_secret);
+    let shared = SharedBox::new(&client_public.box_public, &server.box_secret).expect("agreed");
     let open = per_call(settings, || {
         request.open_with(&shared).expect("open");
     });
