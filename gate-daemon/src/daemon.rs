@@ -108,6 +108,8 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let (states, mut watch_states) = tokio::sync::watch::channel(initial);
     let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
+    let checkpointer = service.store().checkpoint_elsewhere().context("open the store for its checkpoints")?;
+    let checkpoints = tokio::spawn(upkeep::checkpoints(checkpointer));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());
 
     // The socket and who may use it never change while the daemon runs (a reload refuses to).
@@ -169,6 +171,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     }
     parts.sweeper.abort();
     upkeep.abort();
+    checkpoints.abort();
     parts.notifier.abort();
     parts.vpn.stop().await;
     if outcome.is_ok() {

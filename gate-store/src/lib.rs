@@ -23,7 +23,8 @@ pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
 pub use shutdown::{FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
 pub use store::{
-    ApprovalRecord, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, NonceRecord, Recorded, Store, Write,
+    ApprovalRecord, Checkpointer, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, NonceRecord, Recorded, Store,
+    Write,
 };
 
 /// This host's tag in shared state when none is configured: the hostname.

@@ -326,3 +326,28 @@ fn a_version_1_store_is_upgraded_in_place_and_reports_changes_by_revision() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+#[test]
+fn checkpoints_elsewhere_keep_every_commit_and_change_no_data_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gate.db");
+    let mut store = new_store(&path);
+    let checkpointer = store.checkpoint_elsewhere().unwrap();
+    let (alice, _) = enroll(&mut store, "alice");
+    let before = store.data_version().unwrap();
+    for n in 0..=255 {
+        assert!(store.record_nonce(&nonce_record(alice.token, n)).unwrap());
+    }
+    let wal = || fs::metadata(dir.path().join("gate.db-wal")).unwrap().len();
+    assert!(wal() > 0);
+    assert!(checkpointer.run().unwrap() > 0, "pages copied into the database file");
+    assert_eq!(store.data_version().unwrap(), before, "a checkpoint is no one's commit");
+    // The log starts over at the next commit once everything in it was copied.
+    let copied_log = wal();
+    assert!(store.record_nonce(&nonce_record(Token([9; 16]), 0)).unwrap());
+    checkpointer.run().unwrap();
+    assert_eq!(wal(), copied_log, "the log was reused from its start, not grown");
+    drop((store, checkpointer));
+    let store = Store::open(&path).unwrap();
+    assert!((0..=255).all(|n| store.nonce_seen(alice.token, &[n; 16]).unwrap()));
+}

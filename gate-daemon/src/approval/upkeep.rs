@@ -7,11 +7,16 @@
 //! committed to the store since the last complete look: a revocation is always gatectl's
 //! commit (the daemon never revokes), and an approval recorded before it is a grant the next
 //! look sees. It was ~5% of the daemon's CPU in a storm, every approval waiting behind it.
+//!
+//! And the store's checkpoints, on a connection of their own ([`checkpoints`]).
 use std::{sync::Arc, time::Duration};
 
 use crate::approval::{ApprovalService, service::unix_now};
 
 pub const REVOCATION_TICK: Duration = Duration::from_millis(250);
+/// How often the store's write-ahead log is copied into the database file: often enough that
+/// the log stays a few MiB in a storm (~30 KiB of log an approval).
+const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
 const PURGE_EVERY: u32 = 240; // ticks: once a minute
 
 /// Runs until the task is dropped.
@@ -28,6 +33,41 @@ pub async fn run(service: Arc<ApprovalService>) {
         match tokio::task::spawn_blocking(move || once(&service, purge, looked_at)).await {
             Ok(version) => looked_at = version,
             Err(e) => log::error!("approval upkeep task died: {e}"),
+        }
+    }
+}
+
+/// Runs the store's checkpoints until the task is dropped.
+pub async fn checkpoints(mut checkpointer: gate_store::Checkpointer) {
+    let mut ticker = tokio::time::interval(CHECKPOINT_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let done = tokio::task::spawn_blocking(move || {
+            let outcome = checkpointer.run();
+            (checkpointer, outcome)
+        })
+        .await;
+        let outcome;
+        (checkpointer, outcome) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                log::error!("store checkpoints stopped: {e}");
+                return;
+            }
+        };
+        // One line when it starts failing and one when it recovers, not one a tick.
+        match outcome {
+            Err(e) if !failing => {
+                log::warn!("store checkpoint: {e} (the store checkpoints in its own commits meanwhile)");
+                failing = true;
+            }
+            Ok(_) if failing => {
+                log::info!("store checkpoints work again");
+                failing = false;
+            }
+            _ => {}
         }
     }
 }
