@@ -7,6 +7,11 @@ use gate_daemon::{
     daemon,
 };
 
+/// mimalloc, not glibc's allocator: in a reconnect storm glibc's malloc and free were ~10% of
+/// the daemon's CPU across its approval threads (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "The gate daemon: a dynamic XDP port gate for VPN servers")]
 struct Args {

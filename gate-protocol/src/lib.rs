@@ -9,6 +9,7 @@
 //! - [`wire`]: header names, limits, the request body and the sealed payload.
 //! - [`canonical`]: the exact strings the HMACs and the RSA signature cover.
 //! - [`request`]: building a request (client) and checking each of its layers (server).
+//! - [`shared_box`]: the NaCl box between two keys, its key agreement done once.
 //! - [`approval`]: sealing the answer (server) and opening it (client).
 //! - [`profile`]: the file a client holds.
 //! - [`error`]: the one error type, [`ProtocolError`].

@@ -426,5 +426,14 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
         );
         std::io::stdout().flush()?;
     }
+    if !quick() {
+        // This VM kind's speed drifts over hours (its host's load): the reference verify rate,
+        // right after the storms, tells runs apart that the drift alone would separate.
+        let speed = std::process::Command::new("openssl").args(["speed", "-seconds", "3", "rsa4096"]).output()?;
+        let text = String::from_utf8_lossy(&speed.stdout);
+        if let Some(line) = text.lines().find(|l| l.starts_with("rsa 4096 bits")) {
+            println!("\nthe host's speed after the storms (`openssl speed rsa4096`: sign/s, verify/s last): {line}");
+        }
+    }
     Ok(())
 }
