@@ -313,9 +313,20 @@ fn chain_of_eight(source: IpAddr, port: u16) -> Frame {
 /// Whether the echo of `frame` (sent raw from the client to the gateway, from STRANGER_V6)
 /// comes back to STRANGER_V6's source port within the silence window.
 fn echoed(bed: &TestBed, frame: &Frame) -> bool {
+    // The port can still be held for a moment after the last catcher closed: a process another
+    // test spawns holds a copy of every descriptor of this process until its exec.
     let socket = bed.client.run(|| {
-        std::net::UdpSocket::bind(SocketAddr::new(STRANGER_V6.into(), FRAME_SOURCE_PORT))
-            .expect("bind the echo catcher")
+        let address = SocketAddr::new(STRANGER_V6.into(), FRAME_SOURCE_PORT);
+        let mut tries = 0;
+        loop {
+            match std::net::UdpSocket::bind(address) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                bound => break bound.expect("bind the echo catcher"),
+            }
+        }
     });
     socket.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
     send_frame(&bed.client, &bed.client_if, &frame.bytes());
