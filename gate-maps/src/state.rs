@@ -882,8 +882,10 @@ impl GateState {
     }
 }
 
-/// Leases a sweep deletes under one hold of the lock: ~1,000 system calls, well under a millisecond.
-pub const SWEEP_BATCH: usize = 128;
+/// Leases a sweep deletes under one hold of the lock: ~250 system calls, ~0.1 ms. Smaller than
+/// the 128 it was: a batch now and then takes milliseconds in the kernel, and a waiting grant
+/// waited up to 7-12 ms behind one of 128, 4 ms behind one of 32 (docs/benchmarks.md).
+pub const SWEEP_BATCH: usize = 32;
 /// The sweep's pause between batches, for a waiting grant to take the lock.
 const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 
