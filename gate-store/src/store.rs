@@ -572,14 +572,6 @@ impl Store {
             .query_row(params![token.0.as_slice(), nonce], |r| r.get(0))?)
     }
 
-    /// Records a nonce. Returns `false` if (token, nonce) was seen before: a replay.
-    ///
-    /// # Errors
-    /// SQLite failed.
-    pub fn record_nonce(&mut self, nonce: &NonceRecord) -> Result<bool, StoreError> {
-        Ok(self.commit_one(&Write::Nonce(nonce.clone()))? == Recorded::Yes)
-    }
-
     /// Forgets nonces past their keeping time. Returns how many.
     ///
     /// # Errors
@@ -588,33 +580,28 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [to_sql(now)])?)
     }
 
-    /// Records an approval (its nonce, its grants and its session token's digest) in one
-    /// transaction, as [`Write::Approval`] says.
-    ///
-    /// # Errors
-    /// SQLite failed.
-    pub fn record_approval(&mut self, nonce: &NonceRecord, approval: &ApprovalRecord) -> Result<Recorded, StoreError> {
-        self.commit_one(&Write::Approval(nonce.clone(), approval.clone()))
-    }
-
     /// Commits `writes` in one transaction and returns each one's answer in their order: one
     /// commit (one WAL append, one round of file locks) for the writes of every approval that
     /// waited meanwhile, instead of one each. If the transaction fails, each write is tried
     /// again alone, so a write that cannot be made fails only itself.
     pub fn commit_group(&mut self, writes: &[Write]) -> Vec<Result<Recorded, StoreError>> {
         if let [write] = writes {
-            return vec![self.commit_one(write)];
+            return vec![self.commit(write)];
         }
         match self.commit_all(writes) {
             Ok(answers) => answers.into_iter().map(Ok).collect(),
             Err(e) => {
                 log::warn!("store: a group of {} writes failed together ({e}); each is tried alone", writes.len());
-                writes.iter().map(|write| self.commit_one(write)).collect()
+                writes.iter().map(|write| self.commit(write)).collect()
             }
         }
     }
 
-    fn commit_one(&mut self, write: &Write) -> Result<Recorded, StoreError> {
+    /// Commits one write in a transaction of its own; what it did as [`Write`] says.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn commit(&mut self, write: &Write) -> Result<Recorded, StoreError> {
         Ok(self.commit_all(std::slice::from_ref(write))?[0])
     }
 

@@ -72,6 +72,11 @@ fn clients_round_trip_and_names_are_unique() {
     assert_eq!(store.client("alice").unwrap().revoked_at, Some(200));
 }
 
+/// Commits a nonce alone: `true` if it was new.
+fn record_nonce(store: &mut Store, token: Token, nonce: u8) -> bool {
+    store.commit(&Write::Nonce(nonce_record(token, nonce))).unwrap() == Recorded::Yes
+}
+
 fn nonce_record(token: Token, nonce: u8) -> NonceRecord {
     NonceRecord { token, nonce: vec![nonce; 16], expires_at: 1000, host: "h".to_owned() }
 }
@@ -84,14 +89,14 @@ fn a_nonce_is_accepted_once_also_after_reopening() {
     {
         let mut store = new_store(&path);
         assert!(!store.nonce_seen(token, &[1; 16]).unwrap());
-        assert!(store.record_nonce(&nonce_record(token, 1)).unwrap());
+        assert!(record_nonce(&mut store, token, 1));
         assert!(store.nonce_seen(token, &[1; 16]).unwrap());
-        assert!(!store.record_nonce(&nonce_record(token, 1)).unwrap());
-        assert!(store.record_nonce(&nonce_record(Token([8; 16]), 1)).unwrap(), "nonces are per client");
+        assert!(!record_nonce(&mut store, token, 1));
+        assert!(record_nonce(&mut store, Token([8; 16]), 1), "nonces are per client");
     }
     let mut store = Store::open(&path).unwrap();
     assert!(store.nonce_seen(token, &[1; 16]).unwrap(), "seen after a restart");
-    assert!(!store.record_nonce(&nonce_record(token, 1)).unwrap(), "a replay after a restart");
+    assert!(!record_nonce(&mut store, token, 1), "a replay after a restart");
     assert_eq!(store.purge_nonces(1000).unwrap(), 0, "kept until its expiry");
     assert_eq!(store.purge_nonces(1001).unwrap(), 2);
 }
@@ -149,7 +154,9 @@ fn a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing() {
     let (alice, _) = enroll(&mut store, "alice");
     let address: IpAddr = "198.51.100.7".parse().unwrap();
     let other: IpAddr = "198.51.100.8".parse().unwrap();
-    store.record_approval(&nonce_record(alice.token, 9), &approval("alice", &[address], Some(&[1; 64]))).unwrap();
+    store
+        .commit(&Write::Approval(nonce_record(alice.token, 9), approval("alice", &[address], Some(&[1; 64]))))
+        .unwrap();
     // The same session token digest again: its insert breaks the table's key.
     let group = [
         nonce(alice.token, 1),
@@ -177,7 +184,7 @@ fn grants_of_revoked_clients_spare_addresses_others_hold() {
     let mut grant = |store: &mut Store, client: &str, addresses: &[IpAddr]| {
         serial += 1;
         let nonce = nonce_record(Token([serial; 16]), 0);
-        store.record_approval(&nonce, &approval(client, addresses, None)).unwrap() == Recorded::Yes
+        store.commit(&Write::Approval(nonce, approval(client, addresses, None))).unwrap() == Recorded::Yes
     };
     assert!(grant(&mut store, "alice", &[nat, own]));
     assert!(grant(&mut store, "bob", &[nat]));
@@ -336,7 +343,7 @@ fn checkpoints_elsewhere_keep_every_commit_and_change_no_data_version() {
     let (alice, _) = enroll(&mut store, "alice");
     let before = store.data_version().unwrap();
     for n in 0..=255 {
-        assert!(store.record_nonce(&nonce_record(alice.token, n)).unwrap());
+        assert!(record_nonce(&mut store, alice.token, n));
     }
     let wal = || fs::metadata(dir.path().join("gate.db-wal")).unwrap().len();
     assert!(wal() > 0);
@@ -344,7 +351,7 @@ fn checkpoints_elsewhere_keep_every_commit_and_change_no_data_version() {
     assert_eq!(store.data_version().unwrap(), before, "a checkpoint is no one's commit");
     // The log starts over at the next commit once everything in it was copied.
     let copied_log = wal();
-    assert!(store.record_nonce(&nonce_record(Token([9; 16]), 0)).unwrap());
+    assert!(record_nonce(&mut store, Token([9; 16]), 0));
     checkpointer.run().unwrap();
     assert_eq!(wal(), copied_log, "the log was reused from its start, not grown");
     drop((store, checkpointer));

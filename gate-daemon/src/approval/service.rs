@@ -12,7 +12,7 @@ use gate_protocol::{
     encoding::{hex, unhex},
     rand::{RngCore, rngs::OsRng},
     request::Request,
-    shared_box::BoxSecret,
+    shared_box::{BoxSecret, SharedBox},
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
 use gate_store::{ApprovalRecord, NonceRecord, Recorded, Store, Write};
@@ -265,8 +265,9 @@ impl ApprovalService {
         let Approving { settings, request, entry, now, .. } = *approving;
         let token = entry.record.token;
         // 6. Nonce: new to the store and to the approvals being checked now. It is written
-        // with the approval (one commit), or alone if the request is refused below: kept for
-        // twice the window past the later of now and the timestamp.
+        // with the approval (one commit), or alone if the request is refused below (a no-op if
+        // the approval's write had put it there): kept for twice the window past the later of
+        // now and the timestamp.
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| Rejection::Malformed)?;
         let Some(_claim) = self.in_flight.claim(token, nonce) else { return Err(Rejection::Replay) };
         let seen = self.store().nonce_seen(token, &nonce).map_err(|e| {
@@ -282,9 +283,8 @@ impl ApprovalService {
             expires_at: now.max(request.timestamp) + 2 * settings.window.as_secs(),
             host: settings.host.clone(),
         };
-        let mut spent = false;
-        let outcome = self.verify_and_open(approving, crypto, &nonce, &mut spent);
-        if outcome.is_err() && !spent {
+        let outcome = self.verify_and_open(approving, crypto, &nonce);
+        if outcome.is_err() {
             // Spent all the same: the same request never costs the checks again.
             if let Err(e) = self.writes.commit(&self.store, Write::Nonce(nonce)) {
                 log::error!("approval: nonce store: {e}");
@@ -293,14 +293,12 @@ impl ApprovalService {
         outcome
     }
 
-    /// Checks 7-10, then the leases (11) with the approval's record; `spent` is set once
-    /// `nonce` is in the store.
+    /// Checks 7-10, then the leases (11) with the approval's record and `nonce`.
     fn verify_and_open(
         &self,
         approving: &Approving<'_>,
         crypto: &mut Duration,
         nonce: &NonceRecord,
-        spent: &mut bool,
     ) -> Result<SealedBody, Rejection> {
         let Approving { settings, request, entry, who, incoming, now } = *approving;
         let client = &entry.record;
@@ -325,8 +323,7 @@ impl ApprovalService {
         // The answer is sealed first, so writing the leases is the last step that can fail.
         let expires_at = now + settings.leases.max_lifetime.as_secs();
         let opened = addresses.iter().map(|&address| Opened { address, expires_at }).collect();
-        let (sealed, session_digest) =
-            timed(crypto, || self.seal(settings, entry, request, &payload.gate, opened, now))?;
+        let (sealed, session_digest) = timed(crypto, || self.seal(approving, shared, &payload.gate, opened))?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
             client: client.name.clone(),
@@ -336,7 +333,7 @@ impl ApprovalService {
             session: Some((session_digest, now + settings.leases.connect_window.as_secs())),
             host: settings.host.clone(),
         };
-        self.open(settings, nonce.clone(), record, gate_id, now, spent)?;
+        self.open(settings, nonce.clone(), record, gate_id, now)?;
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,
@@ -375,9 +372,9 @@ impl ApprovalService {
         Ok(current)
     }
 
-    /// Records the approval with its nonce (`spent` once the nonce is in), writes the leases,
-    /// and checks the client was not revoked meanwhile (a revocation either sees the grants and
-    /// closes the leases, or is seen here).
+    /// Records the approval with its nonce, writes the leases, and checks the client was not
+    /// revoked meanwhile (a revocation either sees the grants and closes the leases, or is seen
+    /// here).
     fn open(
         &self,
         settings: &Settings,
@@ -385,14 +382,12 @@ impl ApprovalService {
         record: ApprovalRecord,
         gate_id: u32,
         now: u64,
-        spent: &mut bool,
     ) -> Result<(), Rejection> {
         let host = &settings.host;
         let recorded = self.writes.commit(&self.store, Write::Approval(nonce, record.clone())).map_err(|e| {
             log::error!("approval: record: {e}");
             Rejection::Internal
         })?;
-        *spent = true;
         match recorded {
             Recorded::Yes => {}
             Recorded::Replay => return Err(Rejection::Replay),
@@ -431,16 +426,16 @@ impl ApprovalService {
         }
     }
 
-    /// The sealed answer and the digest of the session token it carries.
+    /// The sealed answer, in the box `shared` with the client, and the digest of the session
+    /// token it carries.
     fn seal(
         &self,
-        settings: &Settings,
-        entry: &Client,
-        request: &Request,
+        approving: &Approving<'_>,
+        shared: &SharedBox,
         gate: &str,
         opened: Vec<Opened>,
-        now: u64,
     ) -> Result<(SealedBody, Vec<u8>), Rejection> {
+        let Approving { settings, request, entry, now, .. } = *approving;
         let client = &entry.record;
         let policy = settings.leases;
         let connect_by = now + policy.connect_window.as_secs();
@@ -461,8 +456,6 @@ impl ApprovalService {
         };
         let mut box_nonce = [0; BOX_NONCE_BYTES];
         OsRng.fill_bytes(&mut box_nonce);
-        // Opened before this (check 7), so the agreement is there.
-        let shared = entry.shared_box(&self.box_secret).ok_or(Rejection::Internal)?;
         let sealed = approval::seal_with(&answer, client.token, &client.secret, shared, box_nonce).map_err(|e| {
             log::error!("approval: seal: {e}");
             Rejection::Internal
