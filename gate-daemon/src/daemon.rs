@@ -109,7 +109,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
     let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service)));
     let checkpointer = service.store().checkpoint_elsewhere().context("open the store for its checkpoints")?;
-    let checkpoints = tokio::spawn(upkeep::checkpoints(checkpointer));
+    let checkpoints = checkpointer.map(|checkpointer| tokio::spawn(upkeep::checkpoints(checkpointer)));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());
 
     // The socket and who may use it never change while the daemon runs (a reload refuses to).
@@ -171,7 +171,9 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     }
     parts.sweeper.abort();
     upkeep.abort();
-    checkpoints.abort();
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.abort();
+    }
     parts.notifier.abort();
     parts.vpn.stop().await;
     if outcome.is_ok() {

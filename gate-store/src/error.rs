@@ -15,6 +15,8 @@ pub enum StoreError {
     Damaged { path: PathBuf, reason: String },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Postgres(#[from] postgres::Error),
     #[error("store: client {0:?} already exists")]
     ClientExists(String),
     #[error("store: no client named {0:?}")]

@@ -13,8 +13,10 @@
 mod error;
 mod names;
 mod pki;
+mod postgres;
 mod revocation;
 mod shutdown;
+mod sql;
 mod store;
 
 pub use error::StoreError;

@@ -3,12 +3,12 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use gate_pki::{Ca, Issued};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::{
     Store, StoreError,
+    sql::{Db, Tx, args},
     store::{from_sql, to_sql},
 };
 
@@ -33,33 +33,35 @@ impl Store {
     /// The CA, made on first use (by whichever process asks first).
     ///
     /// # Errors
-    /// SQLite or key generation failed.
+    /// The database or key generation failed.
     pub fn ca(&self, now: u64) -> Result<Ca, StoreError> {
-        let conn = self.connection();
-        let existing = |conn: &rusqlite::Connection| {
-            conn.query_row("SELECT cert_pem, key_pem FROM pki_ca WHERE name = ?1", [CA_NAME], |r| {
-                Ok(Ca { cert_pem: r.get(0)?, key_pem: Zeroizing::new(r.get(1)?) })
-            })
-            .optional()
+        let existing = |db: &Db| -> Result<Option<Ca>, StoreError> {
+            let Some(mut row) = db.query_opt("SELECT cert_pem, key_pem FROM pki_ca WHERE name = ?1", args![CA_NAME])?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Ca { cert_pem: row.text(0)?, key_pem: Zeroizing::new(row.text(1)?) }))
         };
-        if let Some(ca) = existing(conn)? {
+        if let Some(ca) = existing(self.db())? {
             return Ok(ca);
         }
         let fresh = Ca::generate("gate CA", at(now)).map_err(pki)?;
-        conn.execute(
+        self.db().execute(
             "INSERT INTO pki_ca (name, cert_pem, key_pem, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            params![CA_NAME, fresh.cert_pem, fresh.key_pem.as_str(), to_sql(now)],
+            args![CA_NAME, &fresh.cert_pem, fresh.key_pem.as_str(), to_sql(now)],
         )?;
-        existing(conn)?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
+        existing(self.db())?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
     }
 
-    fn next(tx: &rusqlite::Transaction<'_>, sequence: &str, first: u64) -> Result<u64, StoreError> {
-        tx.execute(
-            "INSERT INTO sequences (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            params![sequence, to_sql(first)],
+    /// The next number of `sequence` (`first` the first time), inside the caller's
+    /// transaction: the upsert holds the sequence's row until it commits.
+    fn next(db: &Db, sequence: &str, first: u64) -> Result<u64, StoreError> {
+        db.execute(
+            "INSERT INTO sequences (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = sequences.value + 1",
+            args![sequence, to_sql(first)],
         )?;
-        let value: i64 = tx.query_row("SELECT value FROM sequences WHERE name = ?1", [sequence], |r| r.get(0))?;
-        Ok(from_sql(value))
+        Ok(from_sql(db.query_one("SELECT value FROM sequences WHERE name = ?1", args![sequence])?.int(0)?))
     }
 
     fn issue(
@@ -70,29 +72,30 @@ impl Store {
         make: impl FnOnce(&Ca, u64) -> Result<Issued, StoreError>,
     ) -> Result<Issued, StoreError> {
         let ca = self.ca(now)?;
-        let tx = self.connection_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Serial 1 is the CA's.
-        let serial = Self::next(&tx, "certificate_serial", 2)?;
-        let issued = make(&ca, serial)?;
-        tx.execute(
-            "INSERT INTO certificates (serial, kind, name, cert_pem, key_pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                to_sql(serial),
-                kind,
-                name,
-                issued.cert_pem,
-                issued.key_pem.as_ref().map(|k| k.as_str()),
-                to_sql(now)
-            ],
-        )?;
-        tx.commit()?;
-        Ok(issued)
+        self.db().transaction(Tx::Rows, |db| {
+            // Serial 1 is the CA's.
+            let serial = Self::next(db, "certificate_serial", 2)?;
+            let issued = make(&ca, serial)?;
+            db.execute(
+                "INSERT INTO certificates (serial, kind, name, cert_pem, key_pem, issued_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                args![
+                    to_sql(serial),
+                    kind,
+                    name,
+                    &issued.cert_pem,
+                    issued.key_pem.as_ref().map(|k| k.as_str()),
+                    to_sql(now)
+                ],
+            )?;
+            Ok(issued)
+        })
     }
 
     /// A certificate for a client's own public key (SPKI DER).
     ///
     /// # Errors
-    /// SQLite failed, or the key cannot be certified.
+    /// The database failed, or the key cannot be certified.
     pub fn issue_client_certificate(&mut self, name: &str, spki_der: &[u8], now: u64) -> Result<String, StoreError> {
         self.issue("client", name, now, |ca, serial| ca.issue_client(name, spki_der, serial, at(now)).map_err(pki))
             .map(|issued| issued.cert_pem)
@@ -101,11 +104,11 @@ impl Store {
     /// Revokes the client certificates of `name` (an enrollment that failed half way).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn withdraw_client_certificates(&self, name: &str, now: u64) -> Result<(), StoreError> {
-        self.connection().execute(
+        self.db().execute(
             "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
-            params![name, to_sql(now)],
+            args![name, to_sql(now)],
         )?;
         Ok(())
     }
@@ -113,18 +116,18 @@ impl Store {
     /// The identity of the server `name`, issued on first use.
     ///
     /// # Errors
-    /// SQLite or issuing failed.
+    /// The database or issuing failed.
     pub fn server_identity(&mut self, name: &str, now: u64) -> Result<ServerIdentity, StoreError> {
         let ca = self.ca(now)?;
-        let found = self
-            .connection()
-            .query_row(
-                "SELECT cert_pem, key_pem FROM certificates WHERE kind = 'server' AND name = ?1 AND revoked_at IS NULL \
-                 ORDER BY serial DESC LIMIT 1",
-                [name],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
-            )
-            .optional()?;
+        let found = self.db().query_opt(
+            "SELECT cert_pem, key_pem FROM certificates WHERE kind = 'server' AND name = ?1 AND revoked_at IS NULL \
+             ORDER BY serial DESC LIMIT 1",
+            args![name],
+        )?;
+        let found = match found {
+            Some(mut row) => Some((row.text(0)?, row.opt_text(1)?)),
+            None => None,
+        };
         let (cert_pem, key_pem) = match found {
             Some((cert, Some(key))) => (cert, Zeroizing::new(key)),
             _ => {
@@ -139,35 +142,31 @@ impl Store {
     /// A mark that changes whenever a certificate is revoked: (how many, latest time).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn revocation_mark(&self) -> Result<(u64, u64), StoreError> {
-        Ok(self.connection().query_row(
+        let mut row = self.db().query_one(
             "SELECT count(*), coalesce(max(revoked_at), 0) FROM certificates WHERE revoked_at IS NOT NULL",
-            [],
-            |r| Ok((from_sql(r.get(0)?), from_sql(r.get(1)?))),
-        )?)
+            args![],
+        )?;
+        Ok((from_sql(row.int(0)?), from_sql(row.int(1)?)))
     }
 
     /// A fresh CRL listing every revoked certificate.
     ///
     /// # Errors
-    /// SQLite or signing failed.
+    /// The database or signing failed.
     pub fn crl(&mut self, now: u64) -> Result<String, StoreError> {
         let ca = self.ca(now)?;
-        let tx = self.connection_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let number = Self::next(&tx, "crl_number", 1)?;
-        let revoked: Vec<(u64, OffsetDateTime)> = {
-            let mut statement =
-                tx.prepare("SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL")?;
-            let rows = statement.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            let mut list = Vec::new();
-            for row in rows {
-                let (serial, when) = row?;
-                list.push((from_sql(serial), at(from_sql(when))));
+        let (number, revoked) = self.db().transaction(Tx::Rows, |db| {
+            let number = Self::next(db, "crl_number", 1)?;
+            let mut revoked: Vec<(u64, OffsetDateTime)> = Vec::new();
+            for mut row in
+                db.query("SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL", args![])?
+            {
+                revoked.push((from_sql(row.int(0)?), at(from_sql(row.int(1)?))));
             }
-            list
-        };
-        tx.commit()?;
+            Ok((number, revoked))
+        })?;
         ca.crl(&revoked, number, at(now)).map_err(pki)
     }
 }

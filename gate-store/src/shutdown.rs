@@ -1,12 +1,11 @@
 //! Shutdown states in the store, so a restart honours them: what the last accepted
 //! notification said, and what the operator set by hand (which wins while it is set).
-use gate_notify::{Notification, Part, Published, State};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
-
 use crate::{
     Store, StoreError,
+    sql::{Tx, args},
     store::{from_sql, to_sql},
 };
+use gate_notify::{Notification, Part, Published, State};
 
 pub const FROM_NOTIFICATION: &str = "notification";
 pub const FROM_OPERATOR: &str = "operator";
@@ -21,53 +20,55 @@ pub struct ShutdownRow {
     pub set_at: u64,
 }
 
+/// Sets one part's state from one source on one host.
+const UPSERT_STATE: &str = "INSERT INTO shutdown (part, source, state, message, set_at, host) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (part, source, host) DO UPDATE SET state = excluded.state, \
+     message = excluded.message, set_at = excluded.set_at";
+
 impl Store {
     /// The serial of the last notification accepted on `host` (0: none yet).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn last_notification_serial(&self, host: &str) -> Result<u64, StoreError> {
-        let serial: Option<i64> = self
-            .connection()
-            .query_row("SELECT serial FROM notifications_accepted WHERE host = ?1", [host], |r| r.get(0))
-            .optional()?;
-        Ok(serial.map_or(0, from_sql))
+        match self.db().query_opt("SELECT serial FROM notifications_accepted WHERE host = ?1", args![host])? {
+            Some(mut row) => Ok(from_sql(row.int(0)?)),
+            None => Ok(0),
+        }
     }
 
     /// Records an accepted notification: its states and its serial, at once.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn record_notification(&mut self, notification: &Notification, host: &str, now: u64) -> Result<(), StoreError> {
-        let tx = self.connection_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for part in Part::ALL {
-            tx.execute(
-                "INSERT INTO shutdown (part, source, state, message, set_at, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (part, source, host) DO UPDATE SET state = excluded.state, message = excluded.message, \
-                 set_at = excluded.set_at",
-                params![
-                    part.name(),
-                    FROM_NOTIFICATION,
-                    notification.state(part).name(),
-                    notification.message,
-                    to_sql(now),
-                    host
-                ],
+        self.db().transaction(Tx::Rows, |db| {
+            for part in Part::ALL {
+                db.execute(
+                    UPSERT_STATE,
+                    args![
+                        part.name(),
+                        FROM_NOTIFICATION,
+                        notification.state(part).name(),
+                        &notification.message,
+                        to_sql(now),
+                        host
+                    ],
+                )?;
+            }
+            db.execute(
+                "INSERT INTO notifications_accepted (host, serial, accepted_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (host) DO UPDATE SET serial = excluded.serial, accepted_at = excluded.accepted_at",
+                args![host, to_sql(notification.serial), to_sql(now)],
             )?;
-        }
-        tx.execute(
-            "INSERT INTO notifications_accepted (host, serial, accepted_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (host) DO UPDATE SET serial = excluded.serial, accepted_at = excluded.accepted_at",
-            params![host, to_sql(notification.serial), to_sql(now)],
-        )?;
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Sets (`Some`) or clears (`None`) the operator's state for `part`.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn set_operator_state(
         &self,
         part: Part,
@@ -77,15 +78,12 @@ impl Store {
         now: u64,
     ) -> Result<(), StoreError> {
         match state {
-            Some(state) => self.connection().execute(
-                "INSERT INTO shutdown (part, source, state, message, set_at, host) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (part, source, host) DO UPDATE SET state = excluded.state, message = excluded.message, \
-                 set_at = excluded.set_at",
-                params![part.name(), FROM_OPERATOR, state.name(), message, to_sql(now), host],
-            )?,
-            None => self.connection().execute(
+            Some(state) => self
+                .db()
+                .execute(UPSERT_STATE, args![part.name(), FROM_OPERATOR, state.name(), message, to_sql(now), host])?,
+            None => self.db().execute(
                 "DELETE FROM shutdown WHERE part = ?1 AND source = ?2 AND host = ?3",
-                params![part.name(), FROM_OPERATOR, host],
+                args![part.name(), FROM_OPERATOR, host],
             )?,
         };
         Ok(())
@@ -94,26 +92,23 @@ impl Store {
     /// Every stored state of `host`.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn shutdown_rows(&self, host: &str) -> Result<Vec<ShutdownRow>, StoreError> {
-        let mut statement = self.connection().prepare(
+        let rows = self.db().query(
             "SELECT part, source, state, message, set_at FROM shutdown WHERE host = ?1 ORDER BY part, source",
+            args![host],
         )?;
-        let rows = statement.query_map([host], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (part, source, state, message, set_at) = row?;
-            let Some(part) = Part::parse(&part) else { continue };
-            let state = if state == "disabled" { State::Disabled } else { State::Ok };
-            out.push(ShutdownRow { part, source, state, message, set_at: from_sql(set_at) });
+        for mut row in rows {
+            let Some(part) = Part::parse(&row.text(0)?) else { continue };
+            let state = if row.text(2)? == "disabled" { State::Disabled } else { State::Ok };
+            out.push(ShutdownRow {
+                part,
+                source: row.text(1)?,
+                state,
+                message: row.text(3)?,
+                set_at: from_sql(row.int(4)?),
+            });
         }
         Ok(out)
     }

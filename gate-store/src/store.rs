@@ -1,6 +1,8 @@
-//! [`Store`]: typed calls over the SQLite file. Times are Unix seconds, passed in by the caller.
+//! [`Store`]: typed calls over the store's database, an SQLite file or a PostgreSQL server,
+//! each written once against [`Db`]. Times are Unix seconds, passed in by the caller.
 use std::{
-    collections::BTreeSet,
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
     fs::{self, OpenOptions},
     net::IpAddr,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
@@ -14,14 +16,20 @@ use gate_protocol::{
     rand::rngs::OsRng,
     rsa::RsaPublicKey,
 };
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::Connection;
 
-use crate::{StoreError, validate_client_name};
+use crate::{
+    StoreError,
+    postgres::PgConn,
+    sql::{Db, Tx, Value, args},
+    validate_client_name,
+};
 
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/gate/gate.db";
-const SCHEMA: &str = include_str!("schema.sql");
+pub(crate) const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 2;
-/// What brings a store of the version before each up to that version, in order.
+/// What brings a store of the version before each up to that version, in order. (SQLite
+/// only so far: PostgreSQL stores begin at version 2.)
 const MIGRATIONS: &[(i64, &str)] =
     &[(2, "ALTER TABLE clients ADD COLUMN revision INTEGER NOT NULL DEFAULT 0; UPDATE clients SET revision = rowid;")];
 /// Run after the schema and the migrations: objects on columns a migration may have added.
@@ -110,8 +118,15 @@ pub struct Grant {
 
 /// The open store. Not `Sync`: share it behind a mutex.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    location: Location,
+}
+
+/// Where a store's database is.
+enum Location {
+    File(PathBuf),
+    /// A PostgreSQL server; what is kept to name it in messages (no password).
+    Postgres(String),
 }
 
 /// WAL pages after which a store whose checkpoints run on a [`Checkpointer`] checkpoints in its
@@ -213,67 +228,47 @@ fn check_content(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Brings an older store up to [`SCHEMA_VERSION`], one step a transaction; a process that
-/// opens it at the same moment waits, then finds it done.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    for (version, steps) in MIGRATIONS {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
-        if found < *version {
-            tx.execute_batch(steps)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
-            log::info!("store {}: schema upgraded from version {found} to {version}", path.display());
-        }
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 /// Inserts a nonce unless it is there: `false` if it was (one statement, so two hosts on one
 /// database cannot both take it).
-fn insert_nonce(conn: &Connection, nonce: &NonceRecord) -> Result<bool, StoreError> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![nonce.token.0.as_slice(), nonce.nonce, to_sql(nonce.expires_at), nonce.host])?;
+fn insert_nonce(db: &Db, nonce: &NonceRecord) -> Result<bool, StoreError> {
+    let inserted = db.execute(
+        "INSERT INTO nonces (token, nonce, expires_at, host) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        args![nonce.token.0.as_slice(), &nonce.nonce, to_sql(nonce.expires_at), &nonce.host],
+    )?;
     Ok(inserted == 1)
 }
 
 /// One write inside the caller's transaction.
-fn apply(conn: &Connection, write: &Write) -> Result<Recorded, StoreError> {
+fn apply(db: &Db, write: &Write) -> Result<Recorded, StoreError> {
     let (nonce, approval) = match write {
         Write::Nonce(nonce) => (nonce, None),
         Write::Approval(nonce, approval) => (nonce, Some(approval)),
     };
-    if !insert_nonce(conn, nonce)? {
+    if !insert_nonce(db, nonce)? {
         return Ok(Recorded::Replay);
     }
     let Some(approval) = approval else { return Ok(Recorded::Yes) };
-    let live: bool = conn
-        .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
-        .query_row([&approval.client], |r| r.get(0))?;
-    if !live {
+    // The client's row held until this commits: a revocation of it waits for these grants, so
+    // it either sees them or is seen here.
+    let live = db.locking(
+        "SELECT 1 FROM clients WHERE name = ?1 AND revoked_at IS NULL",
+        "SELECT 1 FROM clients WHERE name = ?1 AND revoked_at IS NULL FOR SHARE",
+    );
+    if db.query_opt(live, args![&approval.client])?.is_none() {
         return Ok(Recorded::Revoked);
     }
-    let mut grant = conn.prepare_cached(
-        "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
-    )?;
     for address in &approval.addresses {
-        grant.execute(params![
-            approval.client,
-            approval.gate,
-            address.to_string(),
-            to_sql(approval.expires_at),
-            approval.host
-        ])?;
+        db.execute(
+            "INSERT INTO grants (client, gate, address, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (client, gate, address, host) DO UPDATE SET expires_at = excluded.expires_at",
+            args![&approval.client, &approval.gate, address.to_string(), to_sql(approval.expires_at), &approval.host],
+        )?;
     }
     if let Some((digest, expires_at)) = &approval.session {
-        conn.prepare_cached(
+        db.execute(
             "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![digest, approval.client, approval.gate, to_sql(*expires_at), approval.host])?;
+            args![digest, &approval.client, &approval.gate, to_sql(*expires_at), &approval.host],
+        )?;
     }
     Ok(Recorded::Yes)
 }
@@ -313,7 +308,10 @@ impl Store {
         // meanwhile), so a crash half-way leaves no empty store to be refused at the next start.
         let io = |source| StoreError::Open { path: path.to_owned(), source };
         let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push(format!(".new-{}", std::process::id()));
+        // The pid and a count: two threads of one process may make a store at once too.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        name.push(format!(".new-{}-{made}", std::process::id()));
         let fresh = path.with_file_name(name);
         let _ = fs::remove_file(&fresh);
         create_file(&fresh)?;
@@ -332,125 +330,157 @@ impl Store {
         Ok((Self::open(path)?, created))
     }
 
-    fn prepare(mut conn: Connection, path: &Path) -> Result<Self, StoreError> {
+    /// Connects to the PostgreSQL store at `params` (a `postgres://` URL or libpq's
+    /// `key=value` pairs), making its tables if the database has none; any number of hosts may
+    /// do so at once.
+    ///
+    /// # Errors
+    /// The server cannot be reached or refused, or its store has a newer schema.
+    pub fn connect(params: &str) -> Result<Self, StoreError> {
+        let db = Db::Postgres(Box::new(RefCell::new(PgConn::connect(params)?)));
+        Self::ready(db, Location::Postgres(redacted(params)))
+    }
+
+    fn prepare(conn: Connection, path: &Path) -> Result<Self, StoreError> {
         conn.busy_timeout(Duration::from_secs(5))?;
         // WAL: readers never block the writer. synchronous=NORMAL: a commit survives a crash of
         // the process (a daemon restart); only a power loss can drop the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        let found: Option<i64> = conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
-        match found {
-            None => {
-                conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
-            }
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::Schema { found, supported: SCHEMA_VERSION });
-            }
-            Some(found) if found < SCHEMA_VERSION => migrate(&mut conn, path)?,
-            Some(_) => {}
-        }
-        conn.execute_batch(INDEXES)?;
-        Ok(Self { conn, path: path.to_owned() })
+        conn.set_prepared_statement_cache_capacity(64);
+        Self::ready(Db::Sqlite(conn), Location::File(path.to_owned()))
     }
 
+    /// Makes the tables a store lacks and brings an older schema up to [`SCHEMA_VERSION`], all
+    /// in one transaction: a process that opens the store at the same moment waits, then finds
+    /// it done.
+    fn ready(db: Db, location: Location) -> Result<Self, StoreError> {
+        db.transaction(Tx::Schema, |db| {
+            db.batch(&db.schema(SCHEMA))?;
+            let found = db.query_one("SELECT max(version) FROM schema_version", args![])?.opt_int(0)?;
+            match found {
+                None => {
+                    db.execute("INSERT INTO schema_version (version) VALUES (?1)", args![SCHEMA_VERSION])?;
+                }
+                Some(found) if found > SCHEMA_VERSION => {
+                    return Err(StoreError::Schema { found, supported: SCHEMA_VERSION });
+                }
+                Some(found) => {
+                    for (version, steps) in MIGRATIONS.iter().filter(|(version, _)| found < *version) {
+                        db.batch(steps)?;
+                        db.execute("INSERT INTO schema_version (version) VALUES (?1)", args![*version])?;
+                        log::info!("store {}: schema upgraded from version {found} to {version}", location.name());
+                    }
+                }
+            }
+            db.batch(INDEXES)
+        })?;
+        Ok(Self { db, location })
+    }
+
+    /// The store's file, if it is an SQLite store.
     #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
     }
 
     /// Hands this store's checkpoints to the returned [`Checkpointer`] (run it often: the
     /// store checkpoints in its own commits again only past [`CHECKPOINT_BACKSTOP_PAGES`]).
+    /// `None` for a PostgreSQL store, whose server does its own.
     ///
     /// # Errors
     /// SQLite failed.
-    pub fn checkpoint_elsewhere(&self) -> Result<Checkpointer, StoreError> {
+    pub fn checkpoint_elsewhere(&self) -> Result<Option<Checkpointer>, StoreError> {
+        let (Db::Sqlite(own), Location::File(path)) = (&self.db, &self.location) else { return Ok(None) };
         // SQLite's own open, not `Store::open`: a second file handle of ours, closed, would
         // drop this process's locks on the file; SQLite's handles share them.
-        let conn = Connection::open(&self.path)?;
+        let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        self.conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES)?;
-        Ok(Checkpointer { conn })
+        own.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES)?;
+        Ok(Some(Checkpointer { conn }))
     }
 
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
-    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
-    /// A number that changes whenever another connection (gatectl, another host) commits.
+    /// A number that changes whenever clients are written by another connection (gatectl,
+    /// another host): enrolled, revoked, their gates changed. SQLite: its `data_version`, which
+    /// any other connection's commit changes; PostgreSQL: the highest client revision.
     ///
     /// # Errors
-    /// SQLite failed.
-    pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?)
+    /// The database failed.
+    pub fn generation(&self) -> Result<i64, StoreError> {
+        let sql = match &self.db {
+            Db::Sqlite(_) => "PRAGMA data_version",
+            Db::Postgres(_) => "SELECT coalesce(max(revision), 0) FROM clients",
+        };
+        self.db.query_one(sql, args![])?.int(0)
     }
 
     /// The server's box key pair, made on first use (by whichever process asks first).
     ///
     /// # Errors
-    /// SQLite failed, or the stored key is malformed.
+    /// The database failed, or the stored key is malformed.
     pub fn server_keys(&self, now: u64) -> Result<ServerKeys, StoreError> {
         let fresh = ServerKeys::generate(&mut OsRng);
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO server_keys (name, box_secret, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-            params![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), to_sql(now)],
+            args![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), to_sql(now)],
         )?;
-        let bytes: Vec<u8> =
-            self.conn
-                .query_row("SELECT box_secret FROM server_keys WHERE name = ?1", [SERVER_KEY_NAME], |r| r.get(0))?;
+        let bytes =
+            self.db.query_one("SELECT box_secret FROM server_keys WHERE name = ?1", args![SERVER_KEY_NAME])?.blob(0)?;
         Ok(ServerKeys { box_secret: box_secret(&bytes)? })
     }
 
     /// Enrolls a client.
     ///
     /// # Errors
-    /// A bad name, no gate, a name or token already taken, or SQLite failed.
+    /// A bad name, no gate, a name or token already taken, or the database failed.
     pub fn add_client(&mut self, client: &NewClient<'_>) -> Result<(), StoreError> {
         validate_client_name(client.name)?;
         if client.gates.is_empty() {
             return Err(StoreError::Invalid(format!("client {:?}: name at least one gate", client.name)));
         }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: bool =
-            tx.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1", [client.name], |r| r.get(0))?;
-        if exists {
-            return Err(StoreError::ClientExists(client.name.to_owned()));
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at, revision) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NEXT_REVISION})"
-            ),
-            params![
-                client.name,
-                client.public.token.0.as_slice(),
-                client.secret.0.as_slice(),
-                client.public.box_public.as_bytes().as_slice(),
-                rsa_public_der(&client.public.rsa_public)?,
-                to_sql(client.now)
-            ],
-        )?;
-        for gate in client.gates {
-            tx.execute(
-                "INSERT OR IGNORE INTO client_gates (client, gate) VALUES (?1, ?2)",
-                params![client.name, gate],
+        self.db.transaction(Tx::Clients, |db| {
+            if db.query_opt("SELECT 1 FROM clients WHERE name = ?1", args![client.name])?.is_some() {
+                return Err(StoreError::ClientExists(client.name.to_owned()));
+            }
+            db.execute(
+                &format!(
+                    "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at, revision) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NEXT_REVISION})"
+                ),
+                args![
+                    client.name,
+                    client.public.token.0.as_slice(),
+                    client.secret.0.as_slice(),
+                    client.public.box_public.as_bytes().as_slice(),
+                    rsa_public_der(&client.public.rsa_public)?,
+                    to_sql(client.now)
+                ],
             )?;
-        }
-        tx.commit()?;
-        Ok(())
+            for gate in client.gates {
+                db.execute(
+                    "INSERT INTO client_gates (client, gate) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    args![client.name, gate],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Every client, by name.
     ///
     /// # Errors
-    /// SQLite failed, or a stored key is malformed.
+    /// The database failed, or a stored key is malformed.
     pub fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        self.query_clients("ORDER BY name", []).map(|clients| clients.into_iter().map(|(client, _)| client).collect())
+        self.query_clients("ORDER BY name", args![])
+            .map(|clients| clients.into_iter().map(|(client, _)| client).collect())
     }
 
     /// The clients written (enrolled, revoked, their gates changed) after `revision`, and the
@@ -458,10 +488,10 @@ impl Store {
     /// everything up to `revision` needs to catch up. Revision 0: every client.
     ///
     /// # Errors
-    /// SQLite failed, or a stored key is malformed.
+    /// The database failed, or a stored key is malformed.
     pub fn clients_since(&self, revision: i64) -> Result<(Vec<ClientRecord>, i64), StoreError> {
-        // Ordered by revision, so SQLite walks the revision index from `revision` on.
-        let changed = self.query_clients("WHERE revision > ?1 ORDER BY revision", [revision])?;
+        // Ordered by revision, so the database walks the revision index from `revision` on.
+        let changed = self.query_clients("WHERE revision > ?1 ORDER BY revision", args![revision])?;
         let latest = changed.iter().map(|(_, r)| *r).max().unwrap_or(revision);
         Ok((changed.into_iter().map(|(client, _)| client).collect(), latest))
     }
@@ -469,121 +499,110 @@ impl Store {
     /// One client.
     ///
     /// # Errors
-    /// [`StoreError::NoSuchClient`], SQLite failed, or a stored key is malformed.
+    /// [`StoreError::NoSuchClient`], the database failed, or a stored key is malformed.
     pub fn client(&self, name: &str) -> Result<ClientRecord, StoreError> {
-        let found = self.query_clients("WHERE name = ?1", [name])?.pop().map(|(client, _)| client);
+        let found = self.query_clients("WHERE name = ?1", args![name])?.pop().map(|(client, _)| client);
         found.ok_or_else(|| StoreError::NoSuchClient(name.to_owned()))
     }
 
-    /// Clients with their revisions.
-    fn query_clients<P: rusqlite::Params>(
-        &self,
-        filter: &str,
-        params: P,
-    ) -> Result<Vec<(ClientRecord, i64)>, StoreError> {
-        let mut gates = self.conn.prepare_cached("SELECT gate FROM client_gates WHERE client = ?1 ORDER BY gate")?;
-        let mut statement = self.conn.prepare(&format!(
-            "SELECT name, token, hmac_secret, box_public, rsa_public, created_at, revoked_at, revision FROM clients \
-             {filter}"
-        ))?;
-        let rows = statement.query_map(params, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })?;
-        let mut clients = Vec::new();
-        for row in rows {
-            let (name, token, secret, box_key, rsa, created_at, revoked_at, revision) = row?;
-            let token = <[u8; gate_protocol::keys::TOKEN_BYTES]>::try_from(token.as_slice())
-                .map(Token)
-                .map_err(|_| StoreError::Invalid(format!("client {name:?}: malformed token")))?;
-            let client_gates = gates.query_map([&name], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-            let record = ClientRecord {
-                token,
-                secret: HmacSecret::from_slice(&secret)?,
-                box_public: box_public(&box_key)?,
-                rsa_public: rsa_public_from_der(&rsa)?,
-                gates: client_gates,
-                created_at: from_sql(created_at),
-                revoked_at: revoked_at.map(from_sql),
-                name,
-            };
-            clients.push((record, revision));
-        }
-        Ok(clients)
+    /// Clients with their revisions: two queries whatever their number (a client's gates are
+    /// read with all the others', not one query a client: that is a round trip each to a
+    /// database server).
+    fn query_clients(&self, filter: &str, args: &[Value]) -> Result<Vec<(ClientRecord, i64)>, StoreError> {
+        // One transaction, so the gates read belong to the clients read.
+        self.db.transaction(Tx::Read, |db| {
+            let rows = db.query(
+                &format!(
+                    "SELECT name, token, hmac_secret, box_public, rsa_public, created_at, revoked_at, revision \
+                     FROM clients {filter}"
+                ),
+                args,
+            )?;
+            let mut gates: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for mut row in db.query(
+                &format!("SELECT client_gates.client, client_gates.gate FROM clients JOIN client_gates ON client_gates.client = clients.name {filter}"),
+                args,
+            )? {
+                gates.entry(row.text(0)?).or_default().insert(row.text(1)?);
+            }
+            let mut clients = Vec::with_capacity(rows.len());
+            for mut row in rows {
+                let name = row.text(0)?;
+                let token = <[u8; gate_protocol::keys::TOKEN_BYTES]>::try_from(row.blob(1)?.as_slice())
+                    .map(Token)
+                    .map_err(|_| StoreError::Invalid(format!("client {name:?}: malformed token")))?;
+                let record = ClientRecord {
+                    token,
+                    secret: HmacSecret::from_slice(&row.blob(2)?)?,
+                    box_public: box_public(&row.blob(3)?)?,
+                    rsa_public: rsa_public_from_der(&row.blob(4)?)?,
+                    gates: gates.remove(&name).unwrap_or_default(),
+                    created_at: from_sql(row.int(5)?),
+                    revoked_at: row.opt_int(6)?.map(from_sql),
+                    name,
+                };
+                clients.push((record, row.int(7)?));
+            }
+            Ok(clients)
+        })
     }
 
     /// Revokes a client. Returns `false` if it already was.
     ///
     /// # Errors
-    /// [`StoreError::NoSuchClient`] or SQLite failed.
+    /// [`StoreError::NoSuchClient`] or the database failed.
     pub fn revoke_client(&mut self, name: &str, now: u64) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            &format!(
-                "UPDATE clients SET revoked_at = ?2, revision = {NEXT_REVISION} WHERE name = ?1 AND revoked_at IS NULL"
-            ),
-            params![name, to_sql(now)],
-        )?;
-        // Its VPN certificates go with it (the next CRL lists them).
-        tx.execute(
-            "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
-            params![name, to_sql(now)],
-        )?;
-        tx.commit()?;
-        if changed == 0 {
-            let exists: bool =
-                self.conn.query_row("SELECT count(*) > 0 FROM clients WHERE name = ?1", [name], |r| r.get(0))?;
-            if !exists {
+        self.db.transaction(Tx::Clients, |db| {
+            let changed = db.execute(
+                &format!(
+                    "UPDATE clients SET revoked_at = ?2, revision = {NEXT_REVISION} WHERE name = ?1 AND revoked_at IS NULL"
+                ),
+                args![name, to_sql(now)],
+            )?;
+            // Its VPN certificates go with it (the next CRL lists them).
+            db.execute(
+                "UPDATE certificates SET revoked_at = ?2 WHERE kind = 'client' AND name = ?1 AND revoked_at IS NULL",
+                args![name, to_sql(now)],
+            )?;
+            if changed == 0 && db.query_opt("SELECT 1 FROM clients WHERE name = ?1", args![name])?.is_none() {
                 return Err(StoreError::NoSuchClient(name.to_owned()));
             }
-        }
-        Ok(changed > 0)
+            Ok(changed > 0)
+        })
     }
 
     /// Whether a client is revoked (a missing client counts as revoked).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn is_revoked(&self, name: &str) -> Result<bool, StoreError> {
-        let live: bool = self
-            .conn
-            .prepare_cached("SELECT count(*) > 0 FROM clients WHERE name = ?1 AND revoked_at IS NULL")?
-            .query_row([name], |r| r.get(0))?;
-        Ok(!live)
+        Ok(self.db.query_opt("SELECT 1 FROM clients WHERE name = ?1 AND revoked_at IS NULL", args![name])?.is_none())
     }
 
     /// Whether (token, nonce) was recorded: a read, no write. The write that decides is the
     /// approval's own ([`Write::Approval`]).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn nonce_seen(&self, token: Token, nonce: &[u8]) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT count(*) > 0 FROM nonces WHERE token = ?1 AND nonce = ?2")?
-            .query_row(params![token.0.as_slice(), nonce], |r| r.get(0))?)
+        let found = self
+            .db
+            .query_opt("SELECT 1 FROM nonces WHERE token = ?1 AND nonce = ?2", args![token.0.as_slice(), nonce])?;
+        Ok(found.is_some())
     }
 
     /// Forgets nonces past their keeping time. Returns how many.
     ///
     /// # Errors
-    /// SQLite failed.
-    pub fn purge_nonces(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [to_sql(now)])?)
+    /// The database failed.
+    pub fn purge_nonces(&self, now: u64) -> Result<u64, StoreError> {
+        self.db.execute("DELETE FROM nonces WHERE expires_at < ?1", args![to_sql(now)])
     }
 
     /// Commits `writes` in one transaction and returns each one's answer in their order: one
-    /// commit (one WAL append, one round of file locks) for the writes of every approval that
-    /// waited meanwhile, instead of one each. If the transaction fails, each write is tried
-    /// again alone, so a write that cannot be made fails only itself.
+    /// commit (one WAL append, one round of file locks, one round trip) for the writes of
+    /// every approval that waited meanwhile, instead of one each. If the transaction fails,
+    /// each write is tried again alone, so a write that cannot be made fails only itself.
     pub fn commit_group(&mut self, writes: &[Write]) -> Vec<Result<Recorded, StoreError>> {
         if let [write] = writes {
             return vec![self.commit(write)];
@@ -600,27 +619,24 @@ impl Store {
     /// Commits one write in a transaction of its own; what it did as [`Write`] says.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn commit(&mut self, write: &Write) -> Result<Recorded, StoreError> {
         Ok(self.commit_all(std::slice::from_ref(write))?[0])
     }
 
     fn commit_all(&mut self, writes: &[Write]) -> Result<Vec<Recorded>, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let answers = writes.iter().map(|write| apply(&tx, write)).collect::<Result<_, _>>()?;
-        tx.commit()?;
-        Ok(answers)
+        self.db.transaction(Tx::Rows, |db| writes.iter().map(|write| apply(db, write)).collect())
     }
 
     /// Removes grants (after their leases were written back out, or failed to be written).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn delete_grants(&self, client: &str, gate: &str, addresses: &[IpAddr], host: &str) -> Result<(), StoreError> {
         for address in addresses {
-            self.conn.execute(
+            self.db.execute(
                 "DELETE FROM grants WHERE client = ?1 AND gate = ?2 AND address = ?3 AND host = ?4",
-                params![client, gate, address.to_string(), host],
+                args![client, gate, address.to_string(), host],
             )?;
         }
         Ok(())
@@ -629,21 +645,33 @@ impl Store {
     /// The grants of revoked clients on `host`.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn revoked_grants(&self, host: &str) -> Result<Vec<Grant>, StoreError> {
-        let mut statement = self.conn.prepare(
+        let rows = self.db.query(
             "SELECT g.client, g.gate, g.address, g.expires_at, g.host FROM grants g JOIN clients c ON c.name = g.client \
              WHERE c.revoked_at IS NOT NULL AND g.host = ?1",
+            args![host],
         )?;
-        let rows = statement.query_map([host], grant_row)?;
-        collect_grants(rows)
+        let mut grants = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let address = row.text(2)?;
+            let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
+            grants.push(Grant {
+                client: row.text(0)?,
+                gate: row.text(1)?,
+                address,
+                expires_at: from_sql(row.int(3)?),
+                host: row.text(4)?,
+            });
+        }
+        Ok(grants)
     }
 
     /// Whether a client that is not revoked holds a grant for `address` on `gate` at `host`
     /// live at `now` (then a shared address, behind one NAT, stays open for it).
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn address_held_by_live_client(
         &self,
         gate: &str,
@@ -651,20 +679,20 @@ impl Store {
         host: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) > 0 FROM grants g JOIN clients c ON c.name = g.client \
+        let found = self.db.query_opt(
+            "SELECT 1 FROM grants g JOIN clients c ON c.name = g.client \
              WHERE g.gate = ?1 AND g.address = ?2 AND g.host = ?3 AND g.expires_at > ?4 AND c.revoked_at IS NULL",
-            params![gate, address.to_string(), host, to_sql(now)],
-            |r| r.get(0),
-        )?)
+            args![gate, address.to_string(), host, to_sql(now)],
+        )?;
+        Ok(found.is_some())
     }
 
     /// Forgets grants past their expiry. Returns how many.
     ///
     /// # Errors
-    /// SQLite failed.
-    pub fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM grants WHERE expires_at < ?1", [to_sql(now)])?)
+    /// The database failed.
+    pub fn purge_grants(&self, now: u64) -> Result<u64, StoreError> {
+        self.db.execute("DELETE FROM grants WHERE expires_at < ?1", args![to_sql(now)])
     }
 
     /// Spends a session token: it must exist, belong to `client` on `gate`, be unexpired and
@@ -672,13 +700,13 @@ impl Store {
     /// used up in the same statement, so it opens one VPN session only.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn spend_session_token(&self, digest: &[u8], client: &str, gate: &str, now: u64) -> Result<bool, StoreError> {
-        let spent = self.conn.execute(
+        let spent = self.db.execute(
             "UPDATE session_tokens SET used_at = ?4 WHERE digest = ?1 AND client = ?2 AND gate = ?3 \
              AND used_at IS NULL AND expires_at >= ?4 \
              AND EXISTS (SELECT 1 FROM clients WHERE name = ?2 AND revoked_at IS NULL)",
-            params![digest, client, gate, to_sql(now)],
+            args![digest, client, gate, to_sql(now)],
         )?;
         Ok(spent == 1)
     }
@@ -686,24 +714,35 @@ impl Store {
     /// Forgets session tokens past their expiry. Returns how many.
     ///
     /// # Errors
-    /// SQLite failed.
-    pub fn purge_session_tokens(&self, now: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute("DELETE FROM session_tokens WHERE expires_at < ?1", [to_sql(now)])?)
+    /// The database failed.
+    pub fn purge_session_tokens(&self, now: u64) -> Result<u64, StoreError> {
+        self.db.execute("DELETE FROM session_tokens WHERE expires_at < ?1", args![to_sql(now)])
     }
 }
 
-fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+impl Location {
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Postgres(name) => name.clone(),
+        }
+    }
 }
 
-fn collect_grants(
-    rows: impl Iterator<Item = rusqlite::Result<(String, String, String, i64, String)>>,
-) -> Result<Vec<Grant>, StoreError> {
-    let mut grants = Vec::new();
-    for row in rows {
-        let (client, gate, address, expires_at, host) = row?;
-        let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
-        grants.push(Grant { client, gate, address, expires_at: from_sql(expires_at), host });
+/// Connection parameters as they may be shown: a password in them replaced.
+fn redacted(params: &str) -> String {
+    match params.parse::<postgres::Config>() {
+        Ok(config) => {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .map(|host| match host {
+                    postgres::config::Host::Tcp(name) => name.clone(),
+                    postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            format!("postgres {} database {}", hosts.join(","), config.get_dbname().unwrap_or("(default)"))
+        }
+        Err(_) => "postgres (unparsed parameters)".to_owned(),
     }
-    Ok(grants)
 }

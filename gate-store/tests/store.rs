@@ -1,12 +1,25 @@
-//! The store on a real SQLite file in a temporary directory.
-use std::{fs, net::IpAddr, os::unix::fs::PermissionsExt};
+//! The store on both of its databases: an SQLite file in a temporary directory and a
+//! PostgreSQL server of the test's own (`temp-postgres`). Tests of what every store does run on
+//! each ([`Backend::all`]); tests of the SQLite file itself (its mode, its damage checks, its
+//! upgrade, its checkpoints) on SQLite only.
+use std::{
+    fs,
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    sync::{Arc, Barrier},
+    thread,
+};
 
+use gate_notify::{Notification, Part, State};
 use gate_protocol::{
     crypto_box::SecretKey,
     keys::{ClientPublic, HmacSecret, Token, rsa_private_from_pem},
     rand::rngs::OsRng,
 };
-use gate_store::{ApprovalRecord, NewClient, NonceRecord, Recorded, Store, StoreError, Write};
+use gate_store::{
+    ApprovalRecord, FROM_NOTIFICATION, FROM_OPERATOR, NewClient, NonceRecord, Recorded, Store, StoreError, Write,
+};
+use temp_postgres::TempPostgres;
 
 const PEM: &str = include_str!("../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
@@ -15,6 +28,45 @@ fn new_store(path: &std::path::Path) -> Store {
     let (store, created) = Store::open_or_create(path).unwrap();
     assert!(created, "{} existed", path.display());
     store
+}
+
+/// Where a store of a test lives.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(TempPostgres),
+}
+
+impl Backend {
+    /// A new, empty place on each database. (Each test runs its own PostgreSQL server: ~0.6 s.)
+    fn all() -> [Self; 2] {
+        [
+            Self::Sqlite(tempfile::tempdir().unwrap()),
+            Self::Postgres(TempPostgres::start().expect("a PostgreSQL server of the test's own")),
+        ]
+    }
+
+    /// A connection to the store, made on the first (any number may be open at once, as a
+    /// daemon, gatectl and other hosts have).
+    fn open(&self) -> Store {
+        match self {
+            Self::Sqlite(dir) => Store::open_or_create(dir.path().join("gate.db")).unwrap().0,
+            Self::Postgres(server) => Store::connect(&server.params("postgres")).unwrap(),
+        }
+    }
+
+    /// Runs `test` on each database, saying which (a failure's output shows the last).
+    fn each(test: impl Fn(&Self)) {
+        for backend in Self::all() {
+            println!(
+                "on {}",
+                match backend {
+                    Self::Sqlite(_) => "SQLite",
+                    Self::Postgres(_) => "PostgreSQL",
+                }
+            );
+            test(&backend);
+        }
+    }
 }
 
 fn enroll(store: &mut Store, name: &str) -> (ClientPublic, HmacSecret) {
@@ -47,29 +99,30 @@ fn files_holding_secrets_are_0600_even_if_found_looser() {
 
 #[test]
 fn clients_round_trip_and_names_are_unique() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = new_store(&dir.path().join("gate.db"));
-    let (public, secret) = enroll(&mut store, "alice");
-    let record = store.client("alice").unwrap();
-    assert_eq!(record.token, public.token);
-    assert_eq!(record.secret.0, secret.0);
-    assert_eq!(record.box_public, public.box_public);
-    assert_eq!(record.rsa_public, public.rsa_public);
-    assert_eq!(record.gates.iter().collect::<Vec<_>>(), ["vpn"]);
-    assert!(matches!(
-        store.add_client(&NewClient {
-            name: "alice",
-            gates: &["vpn".into()],
-            public: &public,
-            secret: &secret,
-            now: 1
-        }),
-        Err(StoreError::ClientExists(_))
-    ));
-    assert!(matches!(store.client("bob"), Err(StoreError::NoSuchClient(_))));
-    assert!(store.revoke_client("alice", 200).unwrap());
-    assert!(!store.revoke_client("alice", 300).unwrap(), "revoking twice changes nothing");
-    assert_eq!(store.client("alice").unwrap().revoked_at, Some(200));
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (public, secret) = enroll(&mut store, "alice");
+        let record = store.client("alice").unwrap();
+        assert_eq!(record.token, public.token);
+        assert_eq!(record.secret.0, secret.0);
+        assert_eq!(record.box_public, public.box_public);
+        assert_eq!(record.rsa_public, public.rsa_public);
+        assert_eq!(record.gates.iter().collect::<Vec<_>>(), ["vpn"]);
+        assert!(matches!(
+            store.add_client(&NewClient {
+                name: "alice",
+                gates: &["vpn".into()],
+                public: &public,
+                secret: &secret,
+                now: 1
+            }),
+            Err(StoreError::ClientExists(_))
+        ));
+        assert!(matches!(store.client("bob"), Err(StoreError::NoSuchClient(_))));
+        assert!(store.revoke_client("alice", 200).unwrap());
+        assert!(!store.revoke_client("alice", 300).unwrap(), "revoking twice changes nothing");
+        assert_eq!(store.client("alice").unwrap().revoked_at, Some(200));
+    });
 }
 
 /// Commits a nonce alone: `true` if it was new.
@@ -83,22 +136,22 @@ fn nonce_record(token: Token, nonce: u8) -> NonceRecord {
 
 #[test]
 fn a_nonce_is_accepted_once_also_after_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gate.db");
-    let token = Token([7; 16]);
-    {
-        let mut store = new_store(&path);
-        assert!(!store.nonce_seen(token, &[1; 16]).unwrap());
-        assert!(record_nonce(&mut store, token, 1));
-        assert!(store.nonce_seen(token, &[1; 16]).unwrap());
-        assert!(!record_nonce(&mut store, token, 1));
-        assert!(record_nonce(&mut store, Token([8; 16]), 1), "nonces are per client");
-    }
-    let mut store = Store::open(&path).unwrap();
-    assert!(store.nonce_seen(token, &[1; 16]).unwrap(), "seen after a restart");
-    assert!(!record_nonce(&mut store, token, 1), "a replay after a restart");
-    assert_eq!(store.purge_nonces(1000).unwrap(), 0, "kept until its expiry");
-    assert_eq!(store.purge_nonces(1001).unwrap(), 2);
+    Backend::each(|backend| {
+        let token = Token([7; 16]);
+        {
+            let mut store = backend.open();
+            assert!(!store.nonce_seen(token, &[1; 16]).unwrap());
+            assert!(record_nonce(&mut store, token, 1));
+            assert!(store.nonce_seen(token, &[1; 16]).unwrap());
+            assert!(!record_nonce(&mut store, token, 1));
+            assert!(record_nonce(&mut store, Token([8; 16]), 1), "nonces are per client");
+        }
+        let mut store = backend.open();
+        assert!(store.nonce_seen(token, &[1; 16]).unwrap(), "seen after a restart");
+        assert!(!record_nonce(&mut store, token, 1), "a replay after a restart");
+        assert_eq!(store.purge_nonces(1000).unwrap(), 0, "kept until its expiry");
+        assert_eq!(store.purge_nonces(1001).unwrap(), 2);
+    });
 }
 
 fn approval(client: &str, addresses: &[IpAddr], session: Option<&[u8]>) -> ApprovalRecord {
@@ -118,92 +171,250 @@ fn nonce(token: Token, nonce: u8) -> Write {
 
 #[test]
 fn writes_committed_together_answer_as_if_made_one_by_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gate.db");
-    let mut store = new_store(&path);
-    let (alice, _) = enroll(&mut store, "alice");
-    let (bob, _) = enroll(&mut store, "bob");
-    store.revoke_client("bob", 200).unwrap();
-    let address: IpAddr = "198.51.100.7".parse().unwrap();
-    let other: IpAddr = "198.51.100.8".parse().unwrap();
-    let group = [
-        nonce(alice.token, 1),
-        nonce(alice.token, 1),
-        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[address], Some(&[1; 64]))),
-        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[3; 64]))),
-        Write::Approval(nonce_record(bob.token, 1), approval("bob", &[address], Some(&[2; 64]))),
-    ];
-    let answers: Vec<Recorded> = store.commit_group(&group).into_iter().map(Result::unwrap).collect();
-    use Recorded::{Replay, Revoked, Yes};
-    assert_eq!(answers, [Yes, Replay, Yes, Replay, Revoked], "the same nonce twice in one group is a replay");
-    drop(store);
-    let store = Store::open(&path).unwrap();
-    assert!(store.nonce_seen(alice.token, &[2; 16]).unwrap(), "an approval's nonce is committed with it");
-    assert!(store.nonce_seen(bob.token, &[1; 16]).unwrap(), "a revoked client's nonce is spent");
-    assert!(store.address_held_by_live_client("vpn", address, "h", 300).unwrap(), "alice's grant was committed");
-    assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "nothing written for a replay");
-    assert!(store.spend_session_token(&[1; 64], "alice", "vpn", 300).unwrap());
-    assert!(!store.spend_session_token(&[3; 64], "alice", "vpn", 300).unwrap(), "nothing written for a replay");
-    assert!(!store.spend_session_token(&[2; 64], "bob", "vpn", 300).unwrap(), "nothing written for the revoked");
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (alice, _) = enroll(&mut store, "alice");
+        let (bob, _) = enroll(&mut store, "bob");
+        store.revoke_client("bob", 200).unwrap();
+        let address: IpAddr = "198.51.100.7".parse().unwrap();
+        let other: IpAddr = "198.51.100.8".parse().unwrap();
+        let group = [
+            nonce(alice.token, 1),
+            nonce(alice.token, 1),
+            Write::Approval(nonce_record(alice.token, 2), approval("alice", &[address], Some(&[1; 64]))),
+            Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[3; 64]))),
+            Write::Approval(nonce_record(bob.token, 1), approval("bob", &[address], Some(&[2; 64]))),
+        ];
+        let answers: Vec<Recorded> = store.commit_group(&group).into_iter().map(Result::unwrap).collect();
+        use Recorded::{Replay, Revoked, Yes};
+        assert_eq!(answers, [Yes, Replay, Yes, Replay, Revoked], "the same nonce twice in one group is a replay");
+        drop(store);
+        let store = backend.open();
+        assert!(store.nonce_seen(alice.token, &[2; 16]).unwrap(), "an approval's nonce is committed with it");
+        assert!(store.nonce_seen(bob.token, &[1; 16]).unwrap(), "a revoked client's nonce is spent");
+        assert!(store.address_held_by_live_client("vpn", address, "h", 300).unwrap(), "alice's grant was committed");
+        assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "nothing written for a replay");
+        assert!(store.spend_session_token(&[1; 64], "alice", "vpn", 300).unwrap());
+        assert!(!store.spend_session_token(&[3; 64], "alice", "vpn", 300).unwrap(), "nothing written for a replay");
+        assert!(!store.spend_session_token(&[2; 64], "bob", "vpn", 300).unwrap(), "nothing written for the revoked");
+    });
 }
 
 #[test]
 fn a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = new_store(&dir.path().join("gate.db"));
-    let (alice, _) = enroll(&mut store, "alice");
-    let address: IpAddr = "198.51.100.7".parse().unwrap();
-    let other: IpAddr = "198.51.100.8".parse().unwrap();
-    store
-        .commit(&Write::Approval(nonce_record(alice.token, 9), approval("alice", &[address], Some(&[1; 64]))))
-        .unwrap();
-    // The same session token digest again: its insert breaks the table's key.
-    let group = [
-        nonce(alice.token, 1),
-        Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[1; 64]))),
-        nonce(alice.token, 3),
-    ];
-    let answers = store.commit_group(&group);
-    assert!(matches!(answers[0], Ok(Recorded::Yes)), "{:?}", answers[0]);
-    assert!(answers[1].is_err(), "{:?}", answers[1]);
-    assert!(matches!(answers[2], Ok(Recorded::Yes)), "{:?}", answers[2]);
-    assert!(store.nonce_seen(alice.token, &[1; 16]).unwrap(), "the others were committed");
-    assert!(!store.nonce_seen(alice.token, &[2; 16]).unwrap(), "the failed write left no nonce");
-    assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "and no grant");
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (alice, _) = enroll(&mut store, "alice");
+        let address: IpAddr = "198.51.100.7".parse().unwrap();
+        let other: IpAddr = "198.51.100.8".parse().unwrap();
+        store
+            .commit(&Write::Approval(nonce_record(alice.token, 9), approval("alice", &[address], Some(&[1; 64]))))
+            .unwrap();
+        // The same session token digest again: its insert breaks the table's key.
+        let group = [
+            nonce(alice.token, 1),
+            Write::Approval(nonce_record(alice.token, 2), approval("alice", &[other], Some(&[1; 64]))),
+            nonce(alice.token, 3),
+        ];
+        let answers = store.commit_group(&group);
+        assert!(matches!(answers[0], Ok(Recorded::Yes)), "{:?}", answers[0]);
+        assert!(answers[1].is_err(), "{:?}", answers[1]);
+        assert!(matches!(answers[2], Ok(Recorded::Yes)), "{:?}", answers[2]);
+        assert!(store.nonce_seen(alice.token, &[1; 16]).unwrap(), "the others were committed");
+        assert!(!store.nonce_seen(alice.token, &[2; 16]).unwrap(), "the failed write left no nonce");
+        assert!(!store.address_held_by_live_client("vpn", other, "h", 300).unwrap(), "and no grant");
+    });
 }
 
 #[test]
 fn grants_of_revoked_clients_spare_addresses_others_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = new_store(&dir.path().join("gate.db"));
-    enroll(&mut store, "alice");
-    enroll(&mut store, "bob");
-    let nat: IpAddr = "198.51.100.7".parse().unwrap();
-    let own: IpAddr = "198.51.100.8".parse().unwrap();
-    let mut serial = 0;
-    let mut grant = |store: &mut Store, client: &str, addresses: &[IpAddr]| {
-        serial += 1;
-        let nonce = nonce_record(Token([serial; 16]), 0);
-        store.commit(&Write::Approval(nonce, approval(client, addresses, None))).unwrap() == Recorded::Yes
-    };
-    assert!(grant(&mut store, "alice", &[nat, own]));
-    assert!(grant(&mut store, "bob", &[nat]));
-    store.revoke_client("alice", 200).unwrap();
-    assert!(!grant(&mut store, "alice", &[own]), "no grant once revoked");
-    let revoked = store.revoked_grants("h").unwrap();
-    assert_eq!(revoked.len(), 2);
-    assert!(store.address_held_by_live_client("vpn", nat, "h", 300).unwrap());
-    assert!(!store.address_held_by_live_client("vpn", own, "h", 300).unwrap());
-    assert!(!store.address_held_by_live_client("vpn", nat, "h", 5000).unwrap(), "bob's grant has expired");
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        enroll(&mut store, "alice");
+        enroll(&mut store, "bob");
+        let nat: IpAddr = "198.51.100.7".parse().unwrap();
+        let own: IpAddr = "198.51.100.8".parse().unwrap();
+        let mut serial = 0;
+        let mut grant = |store: &mut Store, client: &str, addresses: &[IpAddr]| {
+            serial += 1;
+            let nonce = nonce_record(Token([serial; 16]), 0);
+            store.commit(&Write::Approval(nonce, approval(client, addresses, None))).unwrap() == Recorded::Yes
+        };
+        assert!(grant(&mut store, "alice", &[nat, own]));
+        assert!(grant(&mut store, "bob", &[nat]));
+        store.revoke_client("alice", 200).unwrap();
+        assert!(!grant(&mut store, "alice", &[own]), "no grant once revoked");
+        let revoked = store.revoked_grants("h").unwrap();
+        assert_eq!(revoked.len(), 2);
+        assert!(store.address_held_by_live_client("vpn", nat, "h", 300).unwrap());
+        assert!(!store.address_held_by_live_client("vpn", own, "h", 300).unwrap());
+        assert!(!store.address_held_by_live_client("vpn", nat, "h", 5000).unwrap(), "bob's grant has expired");
+        for grant in revoked {
+            store.delete_grants(&grant.client, &grant.gate, &[grant.address], &grant.host).unwrap();
+        }
+        assert!(store.revoked_grants("h").unwrap().is_empty(), "deleted");
+        assert_eq!(store.purge_grants(5001).unwrap(), 1, "bob's, expired");
+    });
 }
 
 #[test]
 fn the_server_key_is_made_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gate.db");
-    let first = new_store(&path).server_keys(1).unwrap().public();
-    let again = Store::open(&path).unwrap().server_keys(2).unwrap().public();
-    assert_eq!(first, again);
+    Backend::each(|backend| {
+        let first = backend.open().server_keys(1).unwrap().public();
+        let again = backend.open().server_keys(2).unwrap().public();
+        assert_eq!(first, again);
+    });
+}
+
+#[test]
+fn the_same_approval_raced_from_many_connections_is_recorded_once() {
+    Backend::each(|backend| {
+        let (alice, _) = enroll(&mut backend.open(), "alice");
+        for round in 0..20_u8 {
+            let racers = 6;
+            let start = Arc::new(Barrier::new(racers));
+            let answers: Vec<Recorded> = thread::scope(|scope| {
+                let handles: Vec<_> = (0..racers)
+                    .map(|_| {
+                        let mut store = backend.open();
+                        let start = Arc::clone(&start);
+                        scope.spawn(move || {
+                            let address: IpAddr = "198.51.100.7".parse().unwrap();
+                            let write =
+                                Write::Approval(nonce_record(alice.token, round), approval("alice", &[address], None));
+                            start.wait();
+                            store.commit(&write).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let approved = answers.iter().filter(|a| **a == Recorded::Yes).count();
+            assert_eq!(approved, 1, "round {round}: {answers:?}");
+            assert!(answers.iter().all(|a| matches!(a, Recorded::Yes | Recorded::Replay)), "{answers:?}");
+        }
+    });
+}
+
+#[test]
+fn an_approval_racing_a_revocation_is_refused_or_seen_by_it() {
+    Backend::each(|backend| {
+        let mut admin = backend.open();
+        let mut approver = backend.open();
+        let address: IpAddr = "198.51.100.7".parse().unwrap();
+        for round in 0..40_u8 {
+            let name = format!("client-{round}");
+            let (public, _) = enroll(&mut admin, &name);
+            let start = Barrier::new(2);
+            let (recorded, grants) = thread::scope(|scope| {
+                let approving = scope.spawn(|| {
+                    let write = Write::Approval(nonce_record(public.token, round), approval(&name, &[address], None));
+                    start.wait();
+                    approver.commit(&write).unwrap()
+                });
+                start.wait();
+                admin.revoke_client(&name, 200).unwrap();
+                // What the upkeep reads after a revocation to close its leases.
+                let grants = admin.revoked_grants("h").unwrap();
+                (approving.join().unwrap(), grants)
+            });
+            let seen = grants.iter().any(|g| g.client == name);
+            match recorded {
+                Recorded::Yes => assert!(seen, "round {round}: approved, and the revocation missed its grant"),
+                Recorded::Revoked => assert!(!seen, "round {round}: refused, yet a grant was written"),
+                Recorded::Replay => panic!("round {round}: a fresh nonce taken for a replay"),
+            }
+            for grant in grants {
+                admin.delete_grants(&grant.client, &grant.gate, &[grant.address], &grant.host).unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn stores_opened_at_once_on_an_empty_database_all_work_and_share_one_server_key() {
+    Backend::each(|backend| {
+        let start = Barrier::new(4);
+        let keys: Vec<_> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        backend.open().server_keys(1).unwrap().public()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|pair| pair[0] == pair[1]), "one server key");
+    });
+}
+
+#[test]
+fn the_generation_moves_when_another_connection_writes_a_client() {
+    Backend::each(|backend| {
+        let daemon = backend.open();
+        let mut gatectl = backend.open();
+        let mut seen = daemon.generation().unwrap();
+        assert_eq!(daemon.generation().unwrap(), seen, "nothing happened");
+        enroll(&mut gatectl, "alice");
+        let after_enroll = daemon.generation().unwrap();
+        assert_ne!(after_enroll, seen, "an enrollment");
+        seen = after_enroll;
+        gatectl.revoke_client("alice", 200).unwrap();
+        assert_ne!(daemon.generation().unwrap(), seen, "a revocation");
+    });
+}
+
+#[test]
+fn certificates_take_increasing_serials_and_a_revoked_clients_are_marked() {
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (public, _) = enroll(&mut store, "alice");
+        let spki = gate_protocol::keys::rsa_public_der(&public.rsa_public).unwrap();
+        let first = store.issue_client_certificate("alice", &spki, 100).unwrap();
+        let second = store.issue_client_certificate("alice", &spki, 100).unwrap();
+        assert_ne!(first, second);
+        let server = store.server_identity("vpn", 100).unwrap();
+        assert_eq!(server.cert_pem, backend.open().server_identity("vpn", 100).unwrap().cert_pem, "issued once");
+        assert_eq!(store.revocation_mark().unwrap(), (0, 0));
+        store.revoke_client("alice", 200).unwrap();
+        assert_eq!(store.revocation_mark().unwrap(), (2, 200), "both of alice's certificates");
+        let crl = store.crl(300).unwrap();
+        assert!(crl.contains("BEGIN X509 CRL"), "{crl}");
+        assert_ne!(store.crl(300).unwrap(), crl, "each CRL has its own number");
+    });
+}
+
+#[test]
+fn shutdown_states_keep_the_operators_over_the_notifications() {
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        assert_eq!(store.last_notification_serial("h").unwrap(), 0);
+        let notification = Notification {
+            product: "gate".into(),
+            version: "0".into(),
+            serial: 7,
+            issued_at: 100,
+            message: "maintenance".into(),
+            www: State::Disabled,
+            web: State::Ok,
+            vpn: State::Ok,
+        };
+        store.record_notification(&notification, "h", 100).unwrap();
+        store.set_operator_state(Part::Vpn, Some(State::Disabled), "by hand", "h", 110).unwrap();
+        store.set_operator_state(Part::Www, Some(State::Ok), "", "h", 110).unwrap();
+        assert_eq!(store.last_notification_serial("h").unwrap(), 7);
+        assert_eq!(store.last_notification_serial("other").unwrap(), 0, "per host");
+        let rows = store.shutdown_rows("h").unwrap();
+        assert_eq!(rows.iter().filter(|r| r.source == FROM_NOTIFICATION).count(), 3);
+        assert_eq!(rows.iter().filter(|r| r.source == FROM_OPERATOR).count(), 2);
+        let effective = store.effective_shutdown("h").unwrap();
+        assert_eq!((effective.www, effective.web, effective.vpn), (State::Ok, State::Ok, State::Disabled));
+        assert_eq!(effective.message, "by hand");
+        store.set_operator_state(Part::Www, None, "", "h", 120).unwrap();
+        assert_eq!(backend.open().effective_shutdown("h").unwrap().www, State::Disabled, "the notification's again");
+    });
 }
 
 /// A store with clients, closed again (its WAL checkpointed into the file).
@@ -335,20 +546,20 @@ fn a_version_1_store_is_upgraded_in_place_and_reports_changes_by_revision() {
 }
 
 #[test]
-fn checkpoints_elsewhere_keep_every_commit_and_change_no_data_version() {
+fn checkpoints_elsewhere_keep_every_commit_and_change_no_generation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gate.db");
     let mut store = new_store(&path);
-    let checkpointer = store.checkpoint_elsewhere().unwrap();
+    let checkpointer = store.checkpoint_elsewhere().unwrap().expect("an SQLite store checkpoints");
     let (alice, _) = enroll(&mut store, "alice");
-    let before = store.data_version().unwrap();
+    let before = store.generation().unwrap();
     for n in 0..=255 {
         assert!(record_nonce(&mut store, alice.token, n));
     }
     let wal = || fs::metadata(dir.path().join("gate.db-wal")).unwrap().len();
     assert!(wal() > 0);
     assert!(checkpointer.run().unwrap() > 0, "pages copied into the database file");
-    assert_eq!(store.data_version().unwrap(), before, "a checkpoint is no one's commit");
+    assert_eq!(store.generation().unwrap(), before, "a checkpoint is no one's commit");
     // The log starts over at the next commit once everything in it was copied.
     let copied_log = wal();
     assert!(record_nonce(&mut store, Token([9; 16]), 0));

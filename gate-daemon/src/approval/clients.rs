@@ -1,5 +1,5 @@
 //! Enrolled clients in memory, by token, so an unknown token costs a hash lookup and nothing
-//! more. When the store's `data_version` says another process (gatectl) has committed, only the
+//! more. When the store's generation says another process (gatectl) has committed, only the
 //! clients written since the last look are read (the store's client revisions) and replaced:
 //! enrollments and revocations take effect on the next request, at a cost that follows the
 //! change, not the number of clients. Each client's shared box key (an X25519 agreement, the
@@ -95,7 +95,7 @@ impl Clients {
     /// # Errors
     /// The store could not be read; the previous view is kept whole.
     pub fn refresh(&mut self, store: &Store) -> Result<bool, StoreError> {
-        let version = store.data_version()?;
+        let version = store.generation()?;
         if self.version == Some(version) {
             return Ok(false);
         }

@@ -72,7 +72,7 @@ pub async fn checkpoints(mut checkpointer: gate_store::Checkpointer) {
     }
 }
 
-/// One tick. `looked_at`: the store's `data_version` at the last complete look for revoked
+/// One tick. `looked_at`: the store's generation at the last complete look for revoked
 /// clients' grants; returns the one to remember (`None`: look again next time).
 fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Option<i64> {
     let now = unix_now();
@@ -80,7 +80,7 @@ fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Optio
     let store = service.store();
     // Read before the look: a commit landing during it changes the version, so the next tick
     // looks again.
-    let mut version = store.data_version().map_err(|e| log::warn!("reading the store's version: {e}")).ok();
+    let mut version = store.generation().map_err(|e| log::warn!("reading the store's version: {e}")).ok();
     if version.is_none() || version != looked_at {
         match service.state().with(|state| gate_store::end_grants(&store, state, host, now)) {
             Ok(0) => {}
