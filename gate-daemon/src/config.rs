@@ -33,7 +33,9 @@
 //!
 //! [approval]
 //! socket = "/run/gate/daemon.sock" # the internal approval API (the front's way in)
-//! store = "/var/lib/gate/gate.db"  # clients, keys, nonces (0600)
+//! store = "/var/lib/gate/gate.db"  # clients, keys, nonces (0600); or a cluster's shared
+//!                                  # "postgres://gate@db.example.net/gate"
+//! store_password_file = "/etc/gate/store-password"  # PostgreSQL: the password, mode 0600
 //! window = "120s"                  # accepted clock difference, either way
 //! host = "gate-1"                  # this host's name in shared state (default: hostname)
 //! public_ipv4 = "203.0.113.10"     # told to approved clients: connect here
@@ -63,6 +65,7 @@ use std::{
 use gate_common::{DEFAULT_LEASE_CAPACITY, GATE_NAME_MAX, MAX_GATED_PORTS, MAX_GATES, MAX_LEASE_CAPACITY};
 use gate_config::duration;
 use gate_maps::{GateSpec, LeasePolicy, Protocol, pins::DEFAULT_PIN_DIR};
+use gate_store::StoreLocation;
 use serde::Deserialize;
 
 /// Where the daemon looks for its config by default.
@@ -181,7 +184,10 @@ impl LeaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     pub socket: PathBuf,
-    pub store: PathBuf,
+    #[serde(deserialize_with = "store_location")]
+    pub store: StoreLocation,
+    /// The PostgreSQL store's password (never in the URL).
+    pub store_password_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
     /// Tags this host's rows in a shared store; the hostname when empty.
@@ -198,7 +204,8 @@ impl Default for ApprovalConfig {
     fn default() -> Self {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET_PATH),
-            store: PathBuf::from(gate_store::DEFAULT_STORE_PATH),
+            store: StoreLocation::File(PathBuf::from(gate_store::DEFAULT_STORE_PATH)),
+            store_password_file: None,
             window: Duration::from_secs(120),
             host: String::new(),
             public_ipv4: None,
@@ -310,6 +317,11 @@ pub struct OpenVpnConfig {
     pub user: Option<String>,
     #[serde(default)]
     pub group: Option<String>,
+}
+
+fn store_location<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<StoreLocation, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    StoreLocation::parse(&text).map_err(serde::de::Error::custom)
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -450,7 +462,16 @@ impl Config {
             ));
         }
         let approval = &self.approval;
-        for (key, path) in [("approval.socket", &approval.socket), ("approval.store", &approval.store)] {
+        let store_file = match &approval.store {
+            StoreLocation::File(path) => Some(path),
+            StoreLocation::Postgres(_) => None,
+        };
+        let paths = [
+            ("approval.socket", Some(&approval.socket)),
+            ("approval.store", store_file),
+            ("approval.store_password_file", approval.store_password_file.as_ref()),
+        ];
+        for (key, path) in paths.into_iter().filter_map(|(key, path)| Some((key, path?))) {
             if !path.is_absolute() {
                 return Err(invalid(key.into(), format!("{} is not an absolute path", path.display())));
             }
@@ -586,8 +607,11 @@ impl Config {
     /// # Errors
     /// The store is damaged or cannot be opened.
     pub fn check_store(&self, file: &Path) -> Result<(), ConfigError> {
-        if self.approval.store.exists() {
-            gate_store::Store::open(&self.approval.store).map_err(|e| ConfigError::Invalid {
+        // A database is not asked: `--check` says whether the config holds, offline.
+        if let StoreLocation::File(path) = &self.approval.store
+            && path.exists()
+        {
+            gate_store::Store::open(path).map_err(|e| ConfigError::Invalid {
                 file: file.to_owned(),
                 key: "approval.store".into(),
                 reason: e.to_string(),

@@ -66,9 +66,11 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     }
     // Before anything is touched: a damaged store stops the start here, with the gate as it was.
     let approval = &config.approval;
-    let (store, created) = gate_store::Store::open_or_create(&approval.store).context("open the store")?;
+    let (store, created) =
+        tokio::task::block_in_place(|| approval.store.open_or_create(approval.store_password_file.as_deref()))
+            .with_context(|| format!("open the store {}", approval.store))?;
     if created {
-        log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store.display());
+        log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store);
     }
     let front = front_user(&approval.front_user)?;
     let installed = tokio::task::block_in_place(|| install::install(&config)).context("put the gate in place")?;
@@ -118,7 +120,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let internal = || -> anyhow::Result<_> {
         let (listener, socket_file) = http::bind(&socket, front).context("open the internal socket")?;
         let router = http::router(Arc::clone(&service), front.map(|(uid, _)| uid));
-        log::info!("approval API on {} (store {})", socket.display(), store_path.display());
+        log::info!("approval API on {} (store {})", socket.display(), store_path);
         Ok(http::InternalApi::serve(listener, router, socket_file))
     };
     let mut web: Option<http::InternalApi> = None;

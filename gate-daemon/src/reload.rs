@@ -37,6 +37,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("leases.capacity", old.leases.capacity != new.leases.capacity),
         ("approval.socket", old.approval.socket != new.approval.socket),
         ("approval.store", old.approval.store != new.approval.store),
+        ("approval.store_password_file", old.approval.store_password_file != new.approval.store_password_file),
         ("approval.front_user", old.approval.front_user != new.approval.front_user),
         ("vpn.run_dir", old.vpn.run_dir != new.vpn.run_dir),
         // The servers run in the backstop's cgroup, and the backstop guards them there.

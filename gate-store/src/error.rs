@@ -17,6 +17,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("store: the database cannot be reached: {0}")]
+    Unreachable(String),
     #[error("store: client {0:?} already exists")]
     ClientExists(String),
     #[error("store: no client named {0:?}")]

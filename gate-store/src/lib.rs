@@ -11,6 +11,7 @@
 //! grants, session tokens) with the host that wrote them, so one shared database can later serve
 //! a cluster of gate hosts (a nonce seen by any host is then a replay on every host).
 mod error;
+mod location;
 mod names;
 mod pki;
 mod postgres;
@@ -20,6 +21,7 @@ mod sql;
 mod store;
 
 pub use error::StoreError;
+pub use location::StoreLocation;
 pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};

@@ -2,7 +2,11 @@
 //! `?N` parameters written as PostgreSQL's `$N`, values converted to the column types the
 //! server expects, and the schema spelt in PostgreSQL's types. Synchronous (the `postgres`
 //! crate): the store's callers already run its work on blocking threads.
-use std::{collections::HashMap, error::Error};
+use std::{
+    collections::HashMap,
+    error::Error,
+    time::{Duration, Instant},
+};
 
 use bytes::BytesMut;
 use postgres::{
@@ -20,24 +24,73 @@ use crate::{
 const CLIENTS_LOCK: i64 = 0x6761_7465_636c_6e74; // "gateclnt"
 const SCHEMA_LOCK: i64 = 0x6761_7465_7363_686d; // "gateschm"
 
+/// How long a connection attempt may take, and how long sent data may go unacknowledged before
+/// the kernel gives the connection up (a database host that vanished, a partition): the store's
+/// callers hold its lock meanwhile, so a lost database must fail fast, not after TCP's minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A lost connection is made again at most this often (between attempts, calls fail at once).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
 pub(crate) struct PgConn {
-    client: Client,
-    /// Prepared statements by their text as the store writes it (a fixed set).
+    config: postgres::Config,
+    /// `None` once the connection was lost, until it is made again.
+    client: Option<Client>,
+    /// Prepared statements by their text as the store writes it (a fixed set), of this
+    /// connection (a new one prepares them again).
     statements: HashMap<String, Statement>,
+    /// Between BEGIN and COMMIT or ROLLBACK: a connection lost here is not made again until
+    /// the transaction is over (its statements must not go on outside it).
+    in_transaction: bool,
+    last_attempt: Instant,
 }
 
 impl PgConn {
-    /// Connects with `params` (a `postgres://` URL or `key=value` pairs, as libpq takes them).
-    pub(crate) fn connect(params: &str) -> Result<Self, StoreError> {
-        let client = Client::connect(params, NoTls)?;
-        Ok(Self { client, statements: HashMap::new() })
+    /// Connects with `params` (a `postgres://` URL or `key=value` pairs, as libpq takes them)
+    /// and `password`, if given apart from them.
+    pub(crate) fn connect(params: &str, password: Option<&str>) -> Result<Self, StoreError> {
+        let mut config: postgres::Config = params.parse()?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT);
+        let client = config.connect(NoTls)?;
+        Ok(Self {
+            config,
+            client: Some(client),
+            statements: HashMap::new(),
+            in_transaction: false,
+            last_attempt: Instant::now(),
+        })
+    }
+
+    /// The connection, made again if it was lost (outside a transaction, at most every
+    /// [`RECONNECT_EVERY`]).
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+            self.statements.clear();
+        }
+        if self.client.is_none() {
+            if self.in_transaction {
+                return Err(StoreError::Unreachable("the connection was lost inside a transaction".into()));
+            }
+            if self.last_attempt.elapsed() < RECONNECT_EVERY {
+                return Err(StoreError::Unreachable("the connection is lost; trying again within a second".into()));
+            }
+            self.last_attempt = Instant::now();
+            let client = self.config.connect(NoTls).map_err(|e| StoreError::Unreachable(e.to_string()))?;
+            log::info!("store: connected to the database again");
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or_else(|| StoreError::Unreachable("no connection".into()))
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(&numbered(sql))?;
+        let statement = self.client()?.prepare(&numbered(sql))?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
@@ -45,29 +98,38 @@ impl PgConn {
     pub(crate) fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.execute(&statement, &params)?)
+        Ok(self.client()?.execute(&statement, &params)?)
     }
 
     pub(crate) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.client.query(&statement, &params)?.iter().map(row).collect()
+        self.client()?.query(&statement, &params)?.iter().map(row).collect()
     }
 
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.client.batch_execute(sql)?)
+        let ends = sql == "COMMIT" || sql == "ROLLBACK";
+        let result = self.client().and_then(|client| Ok(client.batch_execute(sql)?));
+        if ends {
+            // Over whether it worked or not: a failed COMMIT rolls back, a lost connection ends
+            // the transaction with it.
+            self.in_transaction = false;
+        }
+        result
     }
 
     /// Opens a transaction (READ COMMITTED, PostgreSQL's default) holding what `kind` needs
     /// until it ends.
     pub(crate) fn begin(&mut self, kind: Tx) -> Result<(), StoreError> {
-        let lock = match kind {
-            Tx::Read => return self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-            Tx::Rows => return self.batch("BEGIN"),
-            Tx::Clients => CLIENTS_LOCK,
-            Tx::Schema => SCHEMA_LOCK,
+        let begin = match kind {
+            Tx::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned(),
+            Tx::Rows => "BEGIN".to_owned(),
+            Tx::Clients => format!("BEGIN; SELECT pg_advisory_xact_lock({CLIENTS_LOCK})"),
+            Tx::Schema => format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"),
         };
-        self.batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock})"))
+        self.batch(&begin)?;
+        self.in_transaction = true;
+        Ok(())
     }
 }
 

@@ -337,7 +337,16 @@ impl Store {
     /// # Errors
     /// The server cannot be reached or refused, or its store has a newer schema.
     pub fn connect(params: &str) -> Result<Self, StoreError> {
-        let db = Db::Postgres(Box::new(RefCell::new(PgConn::connect(params)?)));
+        Self::connect_with(params, None).map(|(store, _)| store)
+    }
+
+    /// As [`Self::connect`], with the password apart from the parameters; `true` if the
+    /// store's tables were made now.
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub fn connect_with(params: &str, password: Option<&str>) -> Result<(Self, bool), StoreError> {
+        let db = Db::Postgres(Box::new(RefCell::new(PgConn::connect(params, password)?)));
         Self::ready(db, Location::Postgres(redacted(params)))
     }
 
@@ -349,19 +358,22 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
-        Self::ready(Db::Sqlite(conn), Location::File(path.to_owned()))
+        Self::ready(Db::Sqlite(conn), Location::File(path.to_owned())).map(|(store, _)| store)
     }
 
     /// Makes the tables a store lacks and brings an older schema up to [`SCHEMA_VERSION`], all
     /// in one transaction: a process that opens the store at the same moment waits, then finds
     /// it done.
-    fn ready(db: Db, location: Location) -> Result<Self, StoreError> {
-        db.transaction(Tx::Schema, |db| {
+    /// `true` if the store had no schema yet.
+    fn ready(db: Db, location: Location) -> Result<(Self, bool), StoreError> {
+        let made = db.transaction(Tx::Schema, |db| {
             db.batch(&db.schema(SCHEMA))?;
             let found = db.query_one("SELECT max(version) FROM schema_version", args![])?.opt_int(0)?;
             match found {
                 None => {
                     db.execute("INSERT INTO schema_version (version) VALUES (?1)", args![SCHEMA_VERSION])?;
+                    db.batch(INDEXES)?;
+                    return Ok(true);
                 }
                 Some(found) if found > SCHEMA_VERSION => {
                     return Err(StoreError::Schema { found, supported: SCHEMA_VERSION });
@@ -374,9 +386,10 @@ impl Store {
                     }
                 }
             }
-            db.batch(INDEXES)
+            db.batch(INDEXES)?;
+            Ok(false)
         })?;
-        Ok(Self { db, location })
+        Ok((Self { db, location }, made))
     }
 
     /// The store's file, if it is an SQLite store.

@@ -21,10 +21,15 @@ struct Cli {
     /// The gate's bpffs pin directory [default: the config's `pin_dir`].
     #[arg(long, global = true, env = "GATE_PIN_DIR")]
     pin_dir: Option<PathBuf>,
-    /// The store of enrolled clients [default: the config's `approval.store`]. Only `client
-    /// add` makes a store, and only on the path the config names.
-    #[arg(long, global = true, env = "GATE_STORE")]
-    store: Option<PathBuf>,
+    /// The store of enrolled clients: an SQLite file, or a cluster's `postgres://` URL
+    /// [default: the config's `approval.store`]. Only `client add` makes an SQLite store, and
+    /// only on the path the config names.
+    #[arg(long, global = true, env = "GATE_STORE", value_parser = parse_store)]
+    store: Option<gate_store::StoreLocation>,
+    /// The PostgreSQL store's password, in a file only its owner may read [default: the
+    /// config's `approval.store_password_file`].
+    #[arg(long, global = true, env = "GATE_STORE_PASSWORD_FILE")]
+    store_password_file: Option<PathBuf>,
     /// Where the daemon keeps its OpenVPN servers' state [default: the config's `vpn.run_dir`].
     #[arg(long, global = true, env = "GATE_VPN_RUN_DIR")]
     vpn_run_dir: Option<PathBuf>,
@@ -109,11 +114,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_store(text: &str) -> Result<gate_store::StoreLocation, String> {
+    gate_store::StoreLocation::parse(text).map_err(|e| e.to_string())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = paths::Paths::resolve(paths::Flags {
         config: cli.config,
         pin_dir: cli.pin_dir,
         store: cli.store,
+        store_password_file: cli.store_password_file,
         vpn_run_dir: cli.vpn_run_dir,
         host: cli.host,
     })?;
@@ -127,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let not_gated = status(&pins)?;
             print!("{}", vpn_status(&paths.vpn_run_dir));
-            if paths.store.path.exists() {
+            if paths.store.location.exists() {
                 match paths.store.open() {
                     Ok(store) => print!("\n{}", notify::describe(&store, &paths.host)?),
                     Err(e) => print!("\nstore: {e:#}\n"),

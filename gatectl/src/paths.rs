@@ -1,18 +1,21 @@
 //! Where gatectl finds the gate: the daemon's own config is the one source of truth for the pin
-//! dir, the store, the OpenVPN run dir and the host name; a flag overrides one value. A store is
-//! opened, never made, except by `client add` on the path the config names, so a mistyped path
-//! fails instead of starting a second store with its own server key.
+//! dir, the store, the OpenVPN run dir and the host name; a flag overrides one value. An SQLite
+//! store is opened, never made, except by `client add` on the path the config names, so a
+//! mistyped path fails instead of starting a second store with its own server key. (A
+//! PostgreSQL store's tables are made where they are missing, as the daemon does; its database
+//! must exist, so a mistyped name fails too.)
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use gate_daemon::config::{Config, DEFAULT_CONFIG_PATH};
-use gate_store::Store;
+use gate_store::{Store, StoreLocation};
 
 /// What the command line says (each `None` defers to the config).
 pub struct Flags {
     pub config: Option<PathBuf>,
     pub pin_dir: Option<PathBuf>,
-    pub store: Option<PathBuf>,
+    pub store: Option<StoreLocation>,
+    pub store_password_file: Option<PathBuf>,
     pub vpn_run_dir: Option<PathBuf>,
     pub host: Option<String>,
 }
@@ -27,9 +30,10 @@ pub struct Paths {
     pub config: Option<Config>,
 }
 
-/// The store's path, and why this one.
+/// The store's location, and why this one.
 pub struct StorePath {
-    pub path: PathBuf,
+    pub location: StoreLocation,
+    password_file: Option<PathBuf>,
     origin: Origin,
 }
 
@@ -66,7 +70,11 @@ impl Paths {
         let host = flags.host.unwrap_or_else(|| defaults.host_name());
         Ok(Self {
             pin_dir: flags.pin_dir.unwrap_or(defaults.pin_dir),
-            store: StorePath { path: flags.store.unwrap_or(defaults.approval.store), origin },
+            store: StorePath {
+                location: flags.store.unwrap_or(defaults.approval.store),
+                password_file: flags.store_password_file.or(defaults.approval.store_password_file),
+                origin,
+            },
             vpn_run_dir: flags.vpn_run_dir.unwrap_or(defaults.vpn.run_dir),
             host,
             config,
@@ -88,7 +96,9 @@ impl StorePath {
     /// # Errors
     /// There is none, it is damaged, or SQLite failed; the message says where the path came from.
     pub fn open(&self) -> anyhow::Result<Store> {
-        Store::open(&self.path).with_context(|| format!("open the store {} ({})", self.path.display(), self.source()))
+        self.location
+            .open(self.password_file.as_deref())
+            .with_context(|| format!("open the store {} ({})", self.location, self.source()))
     }
 
     /// Opens the store, making it if none exists and the daemon's config names this path.
@@ -96,22 +106,24 @@ impl StorePath {
     /// # Errors
     /// As [`Self::open`]; or no store exists and the path is not the config's.
     pub fn open_or_create(&self, config: Option<&Config>) -> anyhow::Result<Store> {
-        if self.path.exists() {
+        let StoreLocation::File(path) = &self.location else { return self.open() };
+        if path.exists() {
             return self.open();
         }
-        let named = config.is_some_and(|c| same_path(&c.approval.store, &self.path));
+        let named =
+            config.is_some_and(|c| matches!(&c.approval.store, StoreLocation::File(named) if same_path(named, path)));
         if !named {
             bail!(
                 "no store at {} ({}); a new store is made only where the daemon's config names it \
                  (check the path, or give --config)",
-                self.path.display(),
+                path.display(),
                 self.source()
             );
         }
-        let (store, created) = Store::open_or_create(&self.path)
-            .with_context(|| format!("make the store {} ({})", self.path.display(), self.source()))?;
+        let (store, created) = Store::open_or_create(path)
+            .with_context(|| format!("make the store {} ({})", path.display(), self.source()))?;
         if created {
-            eprintln!("gatectl: made a new store at {} ({})", self.path.display(), self.source());
+            eprintln!("gatectl: made a new store at {} ({})", path.display(), self.source());
         }
         Ok(store)
     }

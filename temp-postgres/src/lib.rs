@@ -52,6 +52,12 @@ impl TempPostgres {
         format!("host={} port=5432 user={USER} dbname={database}", self.dir.display())
     }
 
+    /// The URL of `database` (`postgres://`, the socket directory as its host, no password).
+    #[must_use]
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{USER}@{}/{database}", self.socket_dir().replace('/', "%2F"))
+    }
+
     /// Runs SQL through `psql` on `database`; returns its output.
     ///
     /// # Errors
@@ -77,6 +83,21 @@ impl TempPostgres {
             ],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What the server logged so far.
+    #[must_use]
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Has the server log every statement it runs from now on (`log_statement = all`).
+    ///
+    /// # Errors
+    /// As [`Self::psql`].
+    pub fn log_statements(&self) -> io::Result<()> {
+        self.psql("postgres", "ALTER SYSTEM SET log_statement = 'all'")?;
+        self.psql("postgres", "SELECT pg_reload_conf()").map(drop)
     }
 
     /// Makes an empty database.

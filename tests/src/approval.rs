@@ -41,10 +41,10 @@ pub fn align_to_second() {
     std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()) + 5_000_000));
 }
 
-/// Runs `gatectl --store <bed store> args...`, panicking with stderr unless it succeeds.
+/// Runs `gatectl --store <bed's store> args...`, panicking with stderr unless it succeeds.
 pub fn gatectl_store(bed: &TestBed, args: &[&str]) -> String {
-    let store = bed.store();
-    let mut all = vec!["--store", store.to_str().expect("utf-8 path")];
+    let store = bed.store_location();
+    let mut all = vec!["--store", store.as_str()];
     all.extend_from_slice(args);
     let out = gatectl(&bed.pin_dir.0, &all);
     assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -36,6 +36,8 @@ pub struct TestBed {
     /// The daemon's internal socket and store live here (removed with the bed).
     pub state_dir: PathBuf,
     config_files: Vec<PathBuf>,
+    /// A store elsewhere than the bed's file (a shared PostgreSQL database).
+    shared_store: Option<String>,
 }
 
 /// Removes a pin directory (detaching its links) on drop.
@@ -79,6 +81,7 @@ impl TestBed {
             client_if,
             state_dir,
             config_files: Vec::new(),
+            shared_store: None,
         }
     }
 
@@ -92,9 +95,19 @@ impl TestBed {
         self.state_dir.join("shutdown.json")
     }
 
-    /// The daemon's store.
+    /// The daemon's store file.
     pub fn store(&self) -> PathBuf {
         self.state_dir.join("gate.db")
+    }
+
+    /// Where the bed's daemon and gatectl find the store: the bed's file, or the shared one.
+    pub fn store_location(&self) -> String {
+        self.shared_store.clone().unwrap_or_else(|| self.store().display().to_string())
+    }
+
+    /// Uses the store at `location` (a `postgres://` URL) in configs and gatectl from now on.
+    pub fn share_store(&mut self, location: &str) {
+        self.shared_store = Some(location.to_owned());
     }
 
     /// A daemon config for this bed gating `gates` (name, protocol, port), plus `extra` TOML
@@ -110,7 +123,7 @@ impl TestBed {
         let mine = [
             (
                 "[approval]\n",
-                format!("socket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store().display()),
+                format!("socket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store_location()),
             ),
             ("[notifications]\n", format!("publish = \"{}\"\n", self.shutdown_file().display())),
             ("[backstop]\n", format!("cgroup = \"{}\"\n", self.cgroup.path().display())),

@@ -19,6 +19,7 @@ pub mod loglimit;
 pub mod policy;
 pub mod reasons;
 pub mod service;
+pub mod store_trouble;
 pub mod upkeep;
 
 pub use reasons::{Counters, Rejection};

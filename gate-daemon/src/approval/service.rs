@@ -16,6 +16,8 @@ use gate_protocol::{
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
 use gate_store::{ApprovalRecord, NonceRecord, Recorded, Store, Write};
+
+use crate::approval::store_trouble::StoreTrouble;
 use sha2::{Digest, Sha512};
 
 use crate::approval::{
@@ -81,6 +83,8 @@ pub struct ApprovalService {
     /// The nonces of the approvals past the cheap checks.
     in_flight: InFlight,
     clients: Mutex<Clients>,
+    /// When an unknown token last made the view look at the store; held during such a look.
+    unknown_look: Mutex<Option<Instant>>,
     /// Which clients keep their parsed RSA key (a bounded number).
     parsed_keys: ParsedKeys,
     state: Arc<Writers>,
@@ -88,11 +92,16 @@ pub struct ApprovalService {
     /// Set while the `vpn` part is shut down: every approval is refused.
     vpn_disabled: std::sync::atomic::AtomicBool,
     log_limit: LogLimit,
+    /// Store failures, logged as a state (a lost database fails every approval).
+    pub trouble: StoreTrouble,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// How often at most a token the view lacks makes it look at the store.
+const UNKNOWN_TOKEN_LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// Unix seconds now.
 #[must_use]
@@ -128,11 +137,13 @@ impl ApprovalService {
             writes: GroupCommit::default(),
             in_flight: InFlight::default(),
             clients: Mutex::new(clients),
+            unknown_look: Mutex::new(None),
             parsed_keys: ParsedKeys::default(),
             state,
             counters: Counters::default(),
             vpn_disabled: std::sync::atomic::AtomicBool::new(false),
             log_limit: LogLimit::default(),
+            trouble: StoreTrouble::default(),
         })
     }
 
@@ -145,6 +156,13 @@ impl ApprovalService {
     /// New settings for every approval from now on (a reload).
     pub fn set_settings(&self, settings: Settings) {
         *self.settings.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+    }
+
+    /// The store from async code: the worker hands its other tasks to another thread while
+    /// `work` runs (a PostgreSQL store's client must not block a runtime's worker; an SQLite
+    /// store's file locks would block it too).
+    pub fn with_store<T>(&self, work: impl FnOnce(&mut Store) -> T) -> T {
+        tokio::task::block_in_place(|| work(&mut self.store()))
     }
 
     /// The store, for upkeep.
@@ -271,7 +289,7 @@ impl ApprovalService {
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| Rejection::Malformed)?;
         let Some(_claim) = self.in_flight.claim(token, nonce) else { return Err(Rejection::Replay) };
         let seen = self.store().nonce_seen(token, &nonce).map_err(|e| {
-            log::error!("approval: nonce store: {e}");
+            self.trouble.failed("check a nonce", &e);
             Rejection::Internal
         })?;
         if seen {
@@ -287,7 +305,7 @@ impl ApprovalService {
         if outcome.is_err() {
             // Spent all the same: the same request never costs the checks again.
             if let Err(e) = self.writes.commit(&self.store, Write::Nonce(nonce)) {
-                log::error!("approval: nonce store: {e}");
+                self.trouble.failed("spend a nonce", &e);
             }
         }
         outcome
@@ -344,12 +362,25 @@ impl ApprovalService {
     }
 
     /// The client of `request`'s token in the view; only for a token the view lacks, the view
-    /// first catches up with the store.
+    /// first catches up with the store, at most once every [`UNKNOWN_TOKEN_LOOK_EVERY`]: a
+    /// flood of made-up tokens costs the store (a database server other hosts share, perhaps)
+    /// a few reads a second, not one each. (A client enrolled in the last moment may be told
+    /// its token is unknown once during such a flood; its next try finds it.)
     fn known_client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
         if let Some(entry) = lock(&self.clients).get(&request.token) {
             return Ok(entry);
         }
-        self.current_client(request)
+        // One such look at a time: a request that waited for another's asks the view again
+        // first (the same new client's requests at once all find it after the first look).
+        let mut last_look = lock(&self.unknown_look);
+        if let Some(entry) = lock(&self.clients).get(&request.token) {
+            return Ok(entry);
+        }
+        if last_look.is_some_and(|at| at.elapsed() < UNKNOWN_TOKEN_LOOK_EVERY) {
+            return Err(Rejection::UnknownToken);
+        }
+        *last_look = Some(Instant::now());
+        tokio::task::block_in_place(|| self.current_client(request))
     }
 
     /// The client of `request`'s token after the view caught up with the store.
@@ -357,7 +388,7 @@ impl ApprovalService {
         let store = self.store();
         let mut clients = lock(&self.clients);
         if let Err(e) = clients.refresh(&store) {
-            log::error!("approval: reload clients: {e}");
+            self.trouble.failed("read the clients", &e);
         }
         clients.get(&request.token).ok_or(Rejection::UnknownToken)
     }
@@ -385,9 +416,10 @@ impl ApprovalService {
     ) -> Result<(), Rejection> {
         let host = &settings.host;
         let recorded = self.writes.commit(&self.store, Write::Approval(nonce, record.clone())).map_err(|e| {
-            log::error!("approval: record: {e}");
+            self.trouble.failed("record an approval", &e);
             Rejection::Internal
         })?;
+        self.trouble.answered();
         match recorded {
             Recorded::Yes => {}
             Recorded::Replay => return Err(Rejection::Replay),
@@ -397,7 +429,7 @@ impl ApprovalService {
         if let Err(e) = self.state.with(|state| state.grant_all(gate_id, &record.addresses, lease)) {
             log::error!("approval: open gate {:?} for client {:?}: {e}", record.gate, record.client);
             if let Err(e) = self.store().delete_grants(&record.client, &record.gate, &record.addresses, host) {
-                log::error!("approval: forget grants: {e}");
+                self.trouble.failed("forget grants", &e);
             }
             return Err(Rejection::LeaseFailed);
         }
@@ -420,7 +452,7 @@ impl ApprovalService {
             Ok(false) => false,
             Ok(true) => clients.by_name(client).is_none_or(|c| c.record.revoked_at.is_some()),
             Err(e) => {
-                log::error!("approval: reload clients: {e}");
+                self.trouble.failed("read the clients", &e);
                 true
             }
         }

@@ -80,13 +80,22 @@ fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Optio
     let store = service.store();
     // Read before the look: a commit landing during it changes the version, so the next tick
     // looks again.
-    let mut version = store.generation().map_err(|e| log::warn!("reading the store's version: {e}")).ok();
+    let mut version = match store.generation() {
+        Ok(version) => {
+            service.trouble.answered();
+            Some(version)
+        }
+        Err(e) => {
+            service.trouble.failed("read the store's generation", &e);
+            None
+        }
+    };
     if version.is_none() || version != looked_at {
         match service.state().with(|state| gate_store::end_grants(&store, state, host, now)) {
             Ok(0) => {}
             Ok(n) => log::info!("closed {n} leases of revoked clients"),
             Err(e) => {
-                log::warn!("closing leases of revoked clients: {e}");
+                service.trouble.failed("close the leases of revoked clients", &e);
                 version = None;
             }
         }
@@ -97,7 +106,7 @@ fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Optio
         match purged {
             Ok(0) => {}
             Ok(n) => log::debug!("forgot {n} old nonces, grants and session tokens"),
-            Err(e) => log::warn!("purging the store: {e}"),
+            Err(e) => service.trouble.failed("purge the store", &e),
         }
     }
     version

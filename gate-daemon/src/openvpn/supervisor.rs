@@ -212,7 +212,8 @@ impl Authorizer for SessionTokens {
             return Err("the username is not the certificate's name".into());
         }
         let digest = Sha512::digest(password.as_bytes());
-        let spent = self.service.store().spend_session_token(&digest, common_name, &self.gate, unix_now());
+        let spent =
+            self.service.with_store(|store| store.spend_session_token(&digest, common_name, &self.gate, unix_now()));
         match spent {
             Ok(true) => Ok(()),
             Ok(false) => Err("no valid session token (unknown, used, expired, another client's, or revoked)".into()),
@@ -221,7 +222,7 @@ impl Authorizer for SessionTokens {
     }
 
     fn reauth(&self, common_name: &str) -> Result<(), String> {
-        match self.service.store().is_revoked(common_name) {
+        match self.service.with_store(|store| store.is_revoked(common_name)) {
             Ok(false) => Ok(()),
             Ok(true) => Err("revoked".into()),
             Err(e) => Err(format!("store: {e}")),
@@ -345,7 +346,7 @@ impl Supervisor {
         let names: Vec<String> =
             sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
         for name in names {
-            if self.service.store().is_revoked(&name).unwrap_or(false) {
+            if self.service.with_store(|store| store.is_revoked(&name)).unwrap_or(false) {
                 log::warn!("openvpn {}: ending the session of revoked client {name:?}", self.name());
                 let _ = commands.send(format!("kill {name}"));
             }
@@ -353,7 +354,7 @@ impl Supervisor {
     }
 
     fn refresh_crl(&self, drop: Option<&Drop>) {
-        let crl = self.service.store().crl(unix_now());
+        let crl = self.service.with_store(|store| store.crl(unix_now()));
         match crl.map_err(|e| e.to_string()).and_then(|crl| write_file(&self.dir.join("crl.pem"), &crl, drop)) {
             Ok(()) => {}
             Err(e) => log::warn!("openvpn {}: CRL refresh: {e}", self.name()),
@@ -531,7 +532,8 @@ impl Supervisor {
             crl_ticker.tick().await;
             // An adopted server may carry sessions of clients revoked while no daemon ran: its
             // first round reissues the CRL and ends them.
-            let mut crl_mark = if adopted.is_some() { None } else { self.service.store().revocation_mark().ok() };
+            let mut crl_mark =
+                if adopted.is_some() { None } else { self.service.with_store(|store| store.revocation_mark()).ok() };
             let mut crl_issued = Instant::now();
             let how = loop {
                 tokio::select! {
@@ -545,7 +547,7 @@ impl Supervisor {
                     }
                     () = &mut manager => {}
                     _ = crl_ticker.tick() => {
-                        let mark = self.service.store().revocation_mark().ok();
+                        let mark = self.service.with_store(|store| store.revocation_mark()).ok();
                         if mark != crl_mark || crl_issued.elapsed() > CRL_REISSUE {
                             self.refresh_crl(drop.as_ref());
                             if mark != crl_mark {

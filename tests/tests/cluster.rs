@@ -1,0 +1,177 @@
+//! Two gate hosts on one PostgreSQL store (issue 14): each a real daemon on its own gateway
+//! namespace and pin dir, both configured with the same `postgres://` store, on a PostgreSQL
+//! server of the test's own. A client enrolled once is approved by either; a nonce spent on one
+//! is a replay on the other; a revocation made on one closes the leases the other opened.
+use std::{
+    net::IpAddr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use gate_protocol::wire::REJECTED_STATUS;
+use gate_protocol::{keys::Token, rand::rngs::OsRng};
+use gate_tests::{
+    approval::{Enrolled, KeptAlive, counters, gatectl_store, headers, keep_alive, leased, raw, send, send_raw},
+    bed::{CLIENT_V4, STRANGER_V4, TestBed},
+    daemon::Daemon,
+};
+use temp_postgres::TempPostgres;
+
+const GATED: u16 = 1194;
+
+/// A gate host: its namespaces and pin dir, and its daemon on the shared store.
+struct Host {
+    // The daemon goes before its bed.
+    daemon: Daemon,
+    bed: TestBed,
+}
+
+impl Host {
+    fn start(store: &str, name: &str) -> Self {
+        let mut bed = TestBed::new();
+        bed.share_store(store);
+        let config = bed.config(&[("vpn", "udp", GATED)], &format!("[approval]\nhost = \"{name}\"\n"));
+        let daemon = Daemon::start(&bed, &config);
+        Self { daemon, bed }
+    }
+}
+
+/// The database server, then two hosts on it (dropped hosts first: their daemons stop before
+/// the database does).
+fn cluster() -> ([Host; 2], TempPostgres) {
+    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
+    database.create_database("gate").expect("the cluster's database");
+    let url = database.url("gate");
+    ([Host::start(&url, "gate-a"), Host::start(&url, "gate-b")], database)
+}
+
+fn refusals(host: &Host, reason: &str) -> u64 {
+    counters(&host.bed).rejected.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_client_enrolled_once_is_approved_by_every_host_and_a_nonce_spent_on_one_is_a_replay_on_the_other() {
+    let ([a, b], _database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+
+    let first = alice.request(Some(CLIENT_V4), None);
+    let bytes = raw(&headers(&first, None), first.body_json().as_bytes());
+    assert_eq!(send_raw(&a.bed, &bytes).status, 200, "host A approves");
+    assert_eq!(leased(&a.bed), [IpAddr::from(CLIENT_V4)]);
+    assert_eq!(send_raw(&b.bed, &bytes).status, REJECTED_STATUS, "the same request on host B");
+    assert_eq!(refusals(&b, "replay"), 1, "refused as a replay: {:?}", counters(&b.bed));
+    assert!(leased(&b.bed).is_empty(), "host B opened nothing");
+
+    let second = alice.request(Some(STRANGER_V4), None);
+    assert_eq!(send(&b.bed, &second, None).status, 200, "host B approves a fresh request of the same client");
+    assert_eq!(leased(&b.bed), [IpAddr::from(STRANGER_V4)]);
+    assert_eq!(leased(&a.bed), [IpAddr::from(CLIENT_V4)], "each host opens its own gate only");
+    drop(a.daemon);
+    drop(b.daemon);
+}
+
+#[test]
+fn the_same_request_raced_to_both_hosts_is_approved_once() {
+    let ([a, b], _database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    for round in 0..50 {
+        let request = alice.request(Some(CLIENT_V4), None);
+        let bytes = raw(&headers(&request, None), request.body_json().as_bytes());
+        let (to_a, to_b) = thread::scope(|scope| {
+            let on_a = scope.spawn(|| send_raw(&a.bed, &bytes).status);
+            let on_b = scope.spawn(|| send_raw(&b.bed, &bytes).status);
+            (on_a.join().unwrap(), on_b.join().unwrap())
+        });
+        let approved = [to_a, to_b].iter().filter(|status| **status == 200).count();
+        assert_eq!(approved, 1, "round {round}: host A answered {to_a}, host B {to_b}");
+    }
+    assert_eq!(refusals(&a, "replay") + refusals(&b, "replay"), 50, "every loser a replay");
+}
+
+#[test]
+fn a_revocation_on_one_host_closes_the_leases_the_other_opened_within_a_second() {
+    let ([a, b], _database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    let bob = Enrolled::new(&b.bed, "bob", &["vpn"], "foreign");
+    assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+    assert_eq!(send(&b.bed, &bob.request(Some(STRANGER_V4), None), None).status, 200);
+    assert_eq!(leased(&b.bed), [IpAddr::from(CLIENT_V4), IpAddr::from(STRANGER_V4)]);
+
+    // Revoked through host A: its gatectl closes A's leases (none) and commits the revocation;
+    // host B's daemon sees it in the shared store and closes the lease it opened.
+    let out = gatectl_store(&a.bed, &["client", "revoke", "alice"]);
+    assert!(out.contains("revoked alice"), "{out}");
+    let start = Instant::now();
+    while leased(&b.bed).contains(&CLIENT_V4.into()) {
+        assert!(start.elapsed() < Duration::from_secs(1), "alice's lease on host B still open after a second");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(leased(&b.bed), [IpAddr::from(STRANGER_V4)], "bob's stays open");
+    let before = refusals(&b, "revoked");
+    assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS);
+    assert_eq!(refusals(&b, "revoked"), before + 1, "refused on host B as revoked");
+    let _ = (&a.daemon, &b.daemon);
+}
+
+/// Statements the database has logged.
+fn statements(database: &TempPostgres) -> usize {
+    database.server_log().lines().filter(|l| l.contains("LOG:  statement:") || l.contains("LOG:  execute")).count()
+}
+
+#[test]
+fn a_flood_of_made_up_tokens_costs_the_shared_database_a_few_queries_a_second() {
+    let ([a, _b], database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    database.log_statements().unwrap();
+    let request = alice.request(Some(CLIENT_V4), None);
+    let mut connection = KeptAlive::connect(&a.bed.socket());
+    thread::sleep(Duration::from_millis(500));
+    let (before, start) = (statements(&database), Instant::now());
+    let strangers = 1000;
+    for _ in 0..strangers {
+        let mut made_up = headers(&request, None);
+        made_up[0].1 = Token::random(&mut OsRng).to_string();
+        let bytes = keep_alive(&raw(&made_up, request.body_json().as_bytes()));
+        assert_eq!(connection.send(&bytes), REJECTED_STATUS);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_millis(300));
+    let queries = statements(&database) - before;
+    assert_eq!(refusals(&a, "unknown_token"), strangers, "{:?}", counters(&a.bed));
+    // Both hosts' upkeep looks 4 times a second; the made-up tokens at most 20 times a second.
+    let allowed = ((4.0 * 2.0 + 20.0) * 2.0 * (seconds + 0.3)).ceil() as usize + 10;
+    println!("{queries} statements for {strangers} made-up tokens in {seconds:.1} s (allowed {allowed})");
+    assert!(queries <= allowed, "{queries} statements for {strangers} made-up tokens in {seconds:.1} s");
+    // And the limit does not hide a client enrolled meanwhile for long.
+    let bob = Enrolled::new(&a.bed, "bob", &["vpn"], "foreign");
+    thread::sleep(Duration::from_millis(60));
+    assert_eq!(send(&a.bed, &bob.request(Some(STRANGER_V4), None), None).status, 200, "bob, enrolled during the lull");
+}
+
+#[test]
+fn with_the_database_down_approvals_are_refused_leases_run_on_and_approvals_resume_when_it_returns() {
+    let ([a, _b], database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&a.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+
+    database.stop().expect("stop the database");
+    let before = refusals(&a, "internal");
+    let requests = 50;
+    for _ in 0..requests {
+        let response = send(&a.bed, &alice.request(Some(STRANGER_V4), None), None);
+        assert_eq!(response.status, REJECTED_STATUS, "the uniform refusal while the store is away");
+    }
+    assert_eq!(refusals(&a, "internal"), before + requests, "{:?}", counters(&a.bed));
+    assert_eq!(leased(&a.bed), [IpAddr::from(CLIENT_V4)], "the lease opened before runs on; nothing new opened");
+    let store_lines = |log: &str| log.lines().filter(|l| l.contains("store: ")).count();
+    let lines = store_lines(&a.daemon.log());
+    assert!((1..=4).contains(&lines), "{lines} store lines for {requests} failed approvals:\n{}", a.daemon.log());
+
+    database.start_again().expect("start the database again");
+    let start = Instant::now();
+    while send(&a.bed, &alice.request(Some(STRANGER_V4), None), None).status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no approval 5 s after the database returned");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.daemon.log().contains("store: answering again"), "{}", a.daemon.log());
+}
