@@ -39,7 +39,7 @@ pub enum ConnectError {
 pub struct Ask {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
-    /// Overrides the profile's server.
+    /// Overrides the profile's servers.
     pub server: Option<String>,
     /// Where to learn this client's public addresses (`GET /v1/source` on every address each
     /// resolves to); empty: the server itself.
@@ -84,12 +84,45 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Asks for approval and returns the verified answer.
+/// A verified approval, and the server that gave it.
+#[derive(Debug)]
+pub struct Approved {
+    pub approval: Approval,
+    /// As the profile (or `--server`) writes it.
+    pub server: String,
+}
+
+/// Asks for approval and returns the verified answer: the profile's server first, then a
+/// cluster's other hosts in the profile's order, each with a request of its own (a fresh nonce),
+/// until one approves. Each failure but the last is reported on stderr as the next is tried.
 ///
 /// # Errors
-/// Unreachable server, refusal, or an answer that fails verification.
-pub fn connect(profile: &Profile, ask: &Ask) -> Result<Approval, ConnectError> {
-    let server = Server::parse(ask.server.as_deref().unwrap_or(&profile.server))?;
+/// The last server's: unreachable, refused, or an answer that fails verification.
+pub fn connect(profile: &Profile, ask: &Ask) -> Result<Approved, ConnectError> {
+    let servers: Vec<&str> = match &ask.server {
+        Some(server) => vec![server.as_str()],
+        None => std::iter::once(profile.server.as_str())
+            .chain(profile.fallback_servers.iter().map(String::as_str))
+            .collect(),
+    };
+    let mut failed = Err(ConnectError::Refused);
+    for (i, server) in servers.iter().enumerate() {
+        match connect_to(profile, ask, server) {
+            Ok(approval) => return Ok(Approved { approval, server: (*server).to_owned() }),
+            Err(e) => {
+                if let Some(next) = servers.get(i + 1) {
+                    eprintln!("gate-client: {server}: {e}; trying {next}");
+                }
+                failed = Err(e);
+            }
+        }
+    }
+    failed
+}
+
+/// One server's round trip.
+fn connect_to(profile: &Profile, ask: &Ask, server: &str) -> Result<Approval, ConnectError> {
+    let server = Server::parse(server)?;
     let (mut ipv4, mut ipv6) = (ask.ipv4, ask.ipv6);
     let https = matches!(server, Server::Https { .. });
     if !ask.no_discover && (ipv4.is_none() || ipv6.is_none()) && (https || !ask.discover_via.is_empty()) {

@@ -59,7 +59,31 @@ fn one_line(error: &toml::de::Error, text: &str) -> String {
     let start = span.start.min(text.len());
     let line_number = text[..start].matches('\n').count() + 1;
     let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
-    format!("line {line_number}: `{line}`: {message}")
+    format!("line {line_number}: `{}`: {message}", without_url_passwords(line))
+}
+
+/// `line` with the password of any `scheme://user:password@host` in it replaced: an error
+/// quoting a line must not print a secret someone put there (the store's URL refuses one).
+fn without_url_passwords(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after.find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace());
+        let authority = &after[..authority_end.unwrap_or(after.len())];
+        match authority.rsplit_once('@').and_then(|(user, _)| user.split_once(':').map(|(name, _)| (name, user.len())))
+        {
+            Some((name, user_len)) => {
+                out.push_str(name);
+                out.push_str(":***");
+                rest = &after[user_len..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A duration written like `"90s"`, `"5m"` or `"1h 30m"`.
@@ -175,6 +199,11 @@ mod tests {
         assert!(e.starts_with("config /etc/x.toml: line 2: `wiat = 1`: unknown field `wiat`"), "{e}");
         let e = parse::<Sample>(file, "wait = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("line 1: `wait = \"soon\"`: \"soon\" is not a duration like \"90s\""), "{e}");
+        assert_eq!(
+            without_url_passwords("store = \"postgres://gate:hunter2@db/gate\" # or https://a:b@c"),
+            "store = \"postgres://gate:***@db/gate\" # or https://a:***@c"
+        );
+        assert_eq!(without_url_passwords("url = \"https://example.net/x\""), "url = \"https://example.net/x\"");
         assert_eq!(parse::<Sample>(file, "wait = \"1m 30s\"\n").unwrap().wait, Duration::from_secs(90));
         let e = load::<Sample>(Path::new("/nonexistent/gate.toml")).unwrap_err().to_string();
         assert!(e.starts_with("config /nonexistent/gate.toml: cannot read:"), "{e}");

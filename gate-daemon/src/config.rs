@@ -36,6 +36,11 @@
 //! store = "/var/lib/gate/gate.db"  # clients, keys, nonces (0600); or a cluster's shared
 //!                                  # "postgres://gate@db.example.net/gate"
 //! store_password_file = "/etc/gate/store-password"  # PostgreSQL: the password, mode 0600
+//! store_ca_file = "/etc/gate/store-ca.pem"  # PostgreSQL over TLS (sslmode=require in the URL):
+//!                                  # the CA of the database's certificate (default: system roots)
+//! store_key_file = "/etc/gate/store.key"  # seals the store's secrets (required for PostgreSQL:
+//!                                  # the cluster's one key; `gatectl store new-key FILE`)
+//! store_previous_key_file = "/etc/gate/store.key.old"  # while rotating: still opens
 //! window = "120s"                  # accepted clock difference, either way
 //! host = "gate-1"                  # this host's name in shared state (default: hostname)
 //! public_ipv4 = "203.0.113.10"     # told to approved clients: connect here
@@ -188,6 +193,12 @@ pub struct ApprovalConfig {
     pub store: StoreLocation,
     /// The PostgreSQL store's password (never in the URL).
     pub store_password_file: Option<PathBuf>,
+    /// The CA that signed the PostgreSQL server's certificate.
+    pub store_ca_file: Option<PathBuf>,
+    /// The store key the secrets in the store are sealed with.
+    pub store_key_file: Option<PathBuf>,
+    /// A store key being rotated out.
+    pub store_previous_key_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     pub window: Duration,
     /// Tags this host's rows in a shared store; the hostname when empty.
@@ -198,6 +209,19 @@ pub struct ApprovalConfig {
     pub front_user: String,
 }
 
+impl ApprovalConfig {
+    /// What reaching a PostgreSQL store takes besides its URL.
+    #[must_use]
+    pub fn store_access(&self) -> gate_store::StoreAccess {
+        gate_store::StoreAccess {
+            password_file: self.store_password_file.clone(),
+            ca_file: self.store_ca_file.clone(),
+            key_file: self.store_key_file.clone(),
+            previous_key_file: self.store_previous_key_file.clone(),
+        }
+    }
+}
+
 pub const DEFAULT_SOCKET_PATH: &str = "/run/gate/daemon.sock";
 
 impl Default for ApprovalConfig {
@@ -206,6 +230,9 @@ impl Default for ApprovalConfig {
             socket: PathBuf::from(DEFAULT_SOCKET_PATH),
             store: StoreLocation::File(PathBuf::from(gate_store::DEFAULT_STORE_PATH)),
             store_password_file: None,
+            store_ca_file: None,
+            store_key_file: None,
+            store_previous_key_file: None,
             window: Duration::from_secs(120),
             host: String::new(),
             public_ipv4: None,
@@ -470,6 +497,9 @@ impl Config {
             ("approval.socket", Some(&approval.socket)),
             ("approval.store", store_file),
             ("approval.store_password_file", approval.store_password_file.as_ref()),
+            ("approval.store_ca_file", approval.store_ca_file.as_ref()),
+            ("approval.store_key_file", approval.store_key_file.as_ref()),
+            ("approval.store_previous_key_file", approval.store_previous_key_file.as_ref()),
         ];
         for (key, path) in paths.into_iter().filter_map(|(key, path)| Some((key, path?))) {
             if !path.is_absolute() {
@@ -749,12 +779,33 @@ idle_timeout = "2m"
             ),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nwindow = \"0s\"", "approval.window"),
             ("idle_timeout = \"2m\"", "idle_timeout = \"2m\"\n[approval]\nstore = \"gate.db\"", "approval.store"),
+            (
+                "idle_timeout = \"2m\"",
+                "idle_timeout = \"2m\"\n[approval]\nstore = \"postgres://db/gate\"\nstore_ca_file = \"ca.pem\"",
+                "approval.store_ca_file",
+            ),
         ] {
             let text = GOOD.replace(from, to);
             assert_ne!(text, GOOD, "replacement {from:?} did not apply");
             let e = error(&text);
             assert!(e.contains(&format!(": {key}: ")), "expected key {key} in {e}");
         }
+    }
+
+    #[test]
+    fn a_shared_store_is_a_url_with_its_password_and_ca_in_files() {
+        let text = GOOD.replace(
+            "idle_timeout = \"2m\"",
+            "idle_timeout = \"2m\"\n[approval]\nstore = \"postgres://gate@db.example.net/gate?sslmode=require\"\n\
+             store_password_file = \"/etc/gate/store-password\"\nstore_ca_file = \"/etc/gate/store-ca.pem\"",
+        );
+        let config = parse(&text).expect("valid config");
+        assert!(matches!(config.approval.store, StoreLocation::Postgres(_)));
+        let access = config.approval.store_access();
+        assert_eq!(access.password_file.as_deref(), Some(Path::new("/etc/gate/store-password")));
+        assert_eq!(access.ca_file.as_deref(), Some(Path::new("/etc/gate/store-ca.pem")));
+        let e = error(&text.replace("gate@db", "gate:hunter2@db"));
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

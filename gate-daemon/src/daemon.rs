@@ -66,9 +66,8 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     }
     // Before anything is touched: a damaged store stops the start here, with the gate as it was.
     let approval = &config.approval;
-    let (store, created) =
-        tokio::task::block_in_place(|| approval.store.open_or_create(approval.store_password_file.as_deref()))
-            .with_context(|| format!("open the store {}", approval.store))?;
+    let (store, created) = tokio::task::block_in_place(|| approval.store.open_or_create(&approval.store_access()))
+        .with_context(|| format!("open the store {}", approval.store))?;
     if created {
         log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store);
     }

@@ -38,6 +38,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("approval.socket", old.approval.socket != new.approval.socket),
         ("approval.store", old.approval.store != new.approval.store),
         ("approval.store_password_file", old.approval.store_password_file != new.approval.store_password_file),
+        ("approval.store_ca_file", old.approval.store_ca_file != new.approval.store_ca_file),
+        ("approval.store_key_file", old.approval.store_key_file != new.approval.store_key_file),
+        (
+            "approval.store_previous_key_file",
+            old.approval.store_previous_key_file != new.approval.store_previous_key_file,
+        ),
         ("approval.front_user", old.approval.front_user != new.approval.front_user),
         ("vpn.run_dir", old.vpn.run_dir != new.vpn.run_dir),
         // The servers run in the backstop's cgroup, and the backstop guards them there.

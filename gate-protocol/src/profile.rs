@@ -25,6 +25,10 @@ pub struct ProfileFile {
     pub gate: String,
     /// Where to send requests: `unix:/path` (the daemon's socket) or `https://host:port`.
     pub server: String,
+    /// A cluster's other hosts, tried in order when the ones before do not approve (absent for
+    /// one host, so such a profile stays readable by clients that predate clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_servers: Vec<String>,
     /// The server's box public key, b64.
     pub server_box_public: String,
     pub token: String,
@@ -57,6 +61,7 @@ impl fmt::Debug for ProfileFile {
             .field("name", &self.name)
             .field("gate", &self.gate)
             .field("server", &self.server)
+            .field("fallback_servers", &self.fallback_servers)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +71,8 @@ pub struct Profile {
     pub name: String,
     pub gate: String,
     pub server: String,
+    /// The cluster's other hosts, in the order they are tried.
+    pub fallback_servers: Vec<String>,
     pub server_box_public: PublicKey,
     pub keys: ClientKeys,
     pub vpn: Option<VpnProfile>,
@@ -88,6 +95,7 @@ impl Profile {
             name: self.name.clone(),
             gate: self.gate.clone(),
             server: self.server.clone(),
+            fallback_servers: self.fallback_servers.clone(),
             server_box_public: b64(self.server_box_public.as_bytes()),
             token: self.keys.token.to_string(),
             secret: b64(&self.keys.secret.0),
@@ -121,6 +129,7 @@ impl Profile {
             name: file.name,
             gate: file.gate,
             server: file.server,
+            fallback_servers: file.fallback_servers,
             vpn: file.vpn,
         })
     }

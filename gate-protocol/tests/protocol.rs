@@ -432,3 +432,24 @@ fn worked_example_matches_the_doc() {
     assert_eq!(server_checks(&outgoing, &client.secret, &server, &client).unwrap(), example_payload());
     assert_eq!(b64(&[0]), "AA==");
 }
+
+#[test]
+fn a_profile_lists_a_clusters_hosts_and_a_one_host_profile_stays_as_it_was() {
+    use gate_protocol::profile::Profile;
+    let profile = |fallback_servers: Vec<String>| Profile {
+        name: "alice".into(),
+        gate: "vpn".into(),
+        server: "https://gate-1.example.net".into(),
+        fallback_servers,
+        server_box_public: example_server().public(),
+        keys: example_client(),
+        vpn: None,
+    };
+    let one_host = profile(vec![]).to_json().unwrap();
+    assert!(!one_host.contains("fallback_servers"), "readable by clients from before clusters: {}", *one_host);
+    let cluster = profile(vec!["https://gate-2.example.net".into(), "https://gate-3.example.net".into()]);
+    let read = Profile::from_json(&cluster.to_json().unwrap()).unwrap();
+    assert_eq!(read.server, "https://gate-1.example.net");
+    assert_eq!(read.fallback_servers, ["https://gate-2.example.net", "https://gate-3.example.net"]);
+    assert!(Profile::from_json(&one_host).unwrap().fallback_servers.is_empty());
+}

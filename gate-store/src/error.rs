@@ -15,8 +15,10 @@ pub enum StoreError {
     Damaged { path: PathBuf, reason: String },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("store: {0}")]
+    #[error("store: {}", with_causes(.0))]
     Postgres(#[from] postgres::Error),
+    #[error("store: {0}")]
+    Sealed(String),
     #[error("store: the database cannot be reached: {0}")]
     Unreachable(String),
     #[error("store: client {0:?} already exists")]
@@ -29,4 +31,17 @@ pub enum StoreError {
     Key(#[from] gate_protocol::ProtocolError),
     #[error("store: schema version {found} is newer than this build's {supported}")]
     Schema { found: i64, supported: i64 },
+}
+
+/// An error with its causes, as PostgreSQL's client keeps the cause of "error performing TLS
+/// handshake" (the certificate that failed) apart from its own message.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

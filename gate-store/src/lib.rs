@@ -16,15 +16,17 @@ mod names;
 mod pki;
 mod postgres;
 mod revocation;
+mod sealing;
 mod shutdown;
 mod sql;
 mod store;
 
 pub use error::StoreError;
-pub use location::StoreLocation;
+pub use location::{StoreAccess, StoreLocation};
 pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
+pub use sealing::{Sealing, StoreKey};
 pub use shutdown::{FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
 pub use store::{
     ApprovalRecord, Checkpointer, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, NonceRecord, Recorded, Store,

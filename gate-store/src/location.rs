@@ -8,7 +8,40 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{Store, StoreError};
+use crate::{Sealing, Store, StoreError, StoreKey};
+
+/// What opening a store takes besides its location: for PostgreSQL, its password and the CA of
+/// its certificate; for either, the store key its secrets are sealed with (required for
+/// PostgreSQL: a database the hosts share, and its dumps and backups, must open nothing alone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreAccess {
+    /// The password, alone in a file only its owner may read.
+    pub password_file: Option<PathBuf>,
+    /// The CA that signed the database server's certificate (PEM); else the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The store key new secrets are sealed with (`gatectl store new-key FILE`).
+    pub key_file: Option<PathBuf>,
+    /// A store key being rotated out: secrets sealed with it still open.
+    pub previous_key_file: Option<PathBuf>,
+}
+
+impl StoreAccess {
+    /// The keys of `key_file` and `previous_key_file`.
+    ///
+    /// # Errors
+    /// A key file is unreadable, readable by others, or not a key; a previous key without a
+    /// current one.
+    pub fn sealing(&self) -> Result<Sealing, StoreError> {
+        match (&self.key_file, &self.previous_key_file) {
+            (None, None) => Ok(Sealing::default()),
+            (None, Some(_)) => Err(StoreError::Invalid("a previous store key is given without a current one".into())),
+            (Some(current), previous) => {
+                let previous = previous.as_deref().map(StoreKey::read).transpose()?;
+                Ok(Sealing::new(StoreKey::read(current)?, previous.into_iter().collect()))
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -47,21 +80,39 @@ impl StoreLocation {
     /// # Errors
     /// As [`Store::open_or_create`] or [`Store::connect`]; the password file is unreadable,
     /// or others than its owner may read it.
-    pub fn open_or_create(&self, password_file: Option<&Path>) -> Result<(Store, bool), StoreError> {
-        match self {
-            Self::File(path) => Store::open_or_create(path),
-            Self::Postgres(url) => Store::connect_with(url, read_password(password_file)?.as_deref()),
-        }
+    pub fn open_or_create(&self, access: &StoreAccess) -> Result<(Store, bool), StoreError> {
+        let sealing = access.sealing()?;
+        let (mut store, made) = match self {
+            Self::File(path) => Store::open_or_create(path)?,
+            Self::Postgres(url) => {
+                if !sealing.is_on() {
+                    return Err(StoreError::Invalid(format!(
+                        "{}: a shared store's secrets are sealed with the cluster's store key: set \
+                         approval.store_key_file (`gatectl store new-key FILE` makes one; every host needs the same)",
+                        redact(url)
+                    )));
+                }
+                let password = read_password(access.password_file.as_deref())?;
+                Store::connect_with(url, password.as_deref(), access.ca_file.as_deref())?
+            }
+        };
+        store.set_sealing(sealing);
+        Ok((store, made))
     }
 
     /// Opens the existing store (SQLite: never makes one).
     ///
     /// # Errors
     /// As [`Self::open_or_create`], and [`StoreError::Missing`] for a missing file.
-    pub fn open(&self, password_file: Option<&Path>) -> Result<Store, StoreError> {
+    pub fn open(&self, access: &StoreAccess) -> Result<Store, StoreError> {
         match self {
-            Self::File(path) => Store::open(path),
-            Self::Postgres(_) => self.open_or_create(password_file).map(|(store, _)| store),
+            Self::File(path) => {
+                let sealing = access.sealing()?;
+                let mut store = Store::open(path)?;
+                store.set_sealing(sealing);
+                Ok(store)
+            }
+            Self::Postgres(_) => self.open_or_create(access).map(|(store, _)| store),
         }
     }
 

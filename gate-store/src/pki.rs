@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Store, StoreError,
+    sealing::Secret,
     sql::{Db, Tx, args},
     store::{from_sql, to_sql},
 };
@@ -40,15 +41,17 @@ impl Store {
             else {
                 return Ok(None);
             };
-            Ok(Some(Ca { cert_pem: row.text(0)?, key_pem: Zeroizing::new(row.text(1)?) }))
+            let key_pem = self.sealing().open_text(Secret::CaKey(CA_NAME), &row.text(1)?)?;
+            Ok(Some(Ca { cert_pem: row.text(0)?, key_pem }))
         };
         if let Some(ca) = existing(self.db())? {
             return Ok(ca);
         }
         let fresh = Ca::generate("gate CA", at(now)).map_err(pki)?;
+        let sealed = self.sealing().seal_text(Secret::CaKey(CA_NAME), &fresh.key_pem)?;
         self.db().execute(
             "INSERT INTO pki_ca (name, cert_pem, key_pem, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            args![CA_NAME, &fresh.cert_pem, fresh.key_pem.as_str(), to_sql(now)],
+            args![CA_NAME, &fresh.cert_pem, sealed, to_sql(now)],
         )?;
         existing(self.db())?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
     }
@@ -72,21 +75,19 @@ impl Store {
         make: impl FnOnce(&Ca, u64) -> Result<Issued, StoreError>,
     ) -> Result<Issued, StoreError> {
         let ca = self.ca(now)?;
+        let sealing = self.sealing();
         self.db().transaction(Tx::Rows, |db| {
             // Serial 1 is the CA's.
             let serial = Self::next(db, "certificate_serial", 2)?;
             let issued = make(&ca, serial)?;
+            let key_pem = match &issued.key_pem {
+                Some(key) => Some(sealing.seal_text(Secret::CertificateKey(to_sql(serial)), key)?),
+                None => None,
+            };
             db.execute(
                 "INSERT INTO certificates (serial, kind, name, cert_pem, key_pem, issued_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                args![
-                    to_sql(serial),
-                    kind,
-                    name,
-                    &issued.cert_pem,
-                    issued.key_pem.as_ref().map(|k| k.as_str()),
-                    to_sql(now)
-                ],
+                args![to_sql(serial), kind, name, &issued.cert_pem, key_pem, to_sql(now)],
             )?;
             Ok(issued)
         })
@@ -120,16 +121,16 @@ impl Store {
     pub fn server_identity(&mut self, name: &str, now: u64) -> Result<ServerIdentity, StoreError> {
         let ca = self.ca(now)?;
         let found = self.db().query_opt(
-            "SELECT cert_pem, key_pem FROM certificates WHERE kind = 'server' AND name = ?1 AND revoked_at IS NULL \
-             ORDER BY serial DESC LIMIT 1",
+            "SELECT cert_pem, key_pem, serial FROM certificates WHERE kind = 'server' AND name = ?1 \
+             AND revoked_at IS NULL ORDER BY serial DESC LIMIT 1",
             args![name],
         )?;
         let found = match found {
-            Some(mut row) => Some((row.text(0)?, row.opt_text(1)?)),
+            Some(mut row) => Some((row.text(0)?, row.opt_text(1)?, row.int(2)?)),
             None => None,
         };
         let (cert_pem, key_pem) = match found {
-            Some((cert, Some(key))) => (cert, Zeroizing::new(key)),
+            Some((cert, Some(key), serial)) => (cert, self.sealing().open_text(Secret::CertificateKey(serial), &key)?),
             _ => {
                 let issued =
                     self.issue("server", name, now, |ca, serial| ca.issue_server(name, serial, at(now)).map_err(pki))?;

@@ -5,14 +5,18 @@
 use std::{
     collections::HashMap,
     error::Error,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
+use openssl::ssl::{SslConnector, SslMethod};
 use postgres::{
-    Client, NoTls, Statement,
+    Client, Statement,
+    config::SslMode,
     types::{IsNull, ToSql, Type, to_sql_checked},
 };
+use postgres_openssl::MakeTlsConnector;
 
 use crate::{
     StoreError,
@@ -34,6 +38,7 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct PgConn {
     config: postgres::Config,
+    tls: MakeTlsConnector,
     /// `None` once the connection was lost, until it is made again.
     client: Option<Client>,
     /// Prepared statements by their text as the store writes it (a fixed set), of this
@@ -47,16 +52,27 @@ pub(crate) struct PgConn {
 
 impl PgConn {
     /// Connects with `params` (a `postgres://` URL or `key=value` pairs, as libpq takes them)
-    /// and `password`, if given apart from them.
-    pub(crate) fn connect(params: &str, password: Option<&str>) -> Result<Self, StoreError> {
+    /// and `password`, if given apart from them. TLS (over TCP, as `sslmode` asks) always
+    /// verifies the server's certificate and name: against `ca_file` if given (then `sslmode`
+    /// must be `require`: with `prefer`, whoever sits between could simply decline TLS), else
+    /// against the system's roots.
+    pub(crate) fn connect(params: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<Self, StoreError> {
         let mut config: postgres::Config = params.parse()?;
         if let Some(password) = password {
             config.password(password);
         }
+        if ca_file.is_some() && config.get_ssl_mode() != SslMode::Require {
+            return Err(StoreError::Invalid(
+                "a CA for the database's certificate is given, but the URL does not require TLS: add                  sslmode=require to it"
+                    .into(),
+            ));
+        }
         config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT);
-        let client = config.connect(NoTls)?;
+        let tls = tls(ca_file)?;
+        let client = config.connect(tls.clone())?;
         Ok(Self {
             config,
+            tls,
             client: Some(client),
             statements: HashMap::new(),
             in_transaction: false,
@@ -79,7 +95,10 @@ impl PgConn {
                 return Err(StoreError::Unreachable("the connection is lost; trying again within a second".into()));
             }
             self.last_attempt = Instant::now();
-            let client = self.config.connect(NoTls).map_err(|e| StoreError::Unreachable(e.to_string()))?;
+            let client = self
+                .config
+                .connect(self.tls.clone())
+                .map_err(|e| StoreError::Unreachable(crate::error::with_causes(&e)))?;
             log::info!("store: connected to the database again");
             self.client = Some(client);
         }
@@ -131,6 +150,20 @@ impl PgConn {
         self.in_transaction = true;
         Ok(())
     }
+}
+
+/// OpenSSL's client side of TLS, verifying the server (OpenSSL's defaults: the peer's
+/// certificate chain, and the host name the URL names).
+fn tls(ca_file: Option<&Path>) -> Result<MakeTlsConnector, StoreError> {
+    let tls_error = |e: openssl::error::ErrorStack| StoreError::Invalid(format!("TLS for the database: {e}"));
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_error)?;
+    match ca_file {
+        Some(file) => builder
+            .set_ca_file(file)
+            .map_err(|e| StoreError::Invalid(format!("{}: not a CA certificate file (PEM): {e}", file.display())))?,
+        None => builder.set_default_verify_paths().map_err(tls_error)?,
+    }
+    Ok(MakeTlsConnector::new(builder.build()))
 }
 
 /// `?N` parameters as PostgreSQL writes them (`$N`). The store's SQL has no `?` elsewhere.

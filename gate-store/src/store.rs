@@ -21,6 +21,7 @@ use rusqlite::Connection;
 use crate::{
     StoreError,
     postgres::PgConn,
+    sealing::{Sealing, Secret},
     sql::{Db, Tx, Value, args},
     validate_client_name,
 };
@@ -38,6 +39,8 @@ const INDEXES: &str = "CREATE INDEX IF NOT EXISTS clients_by_revision ON clients
 /// revisions grow in commit order).
 const NEXT_REVISION: &str = "(SELECT coalesce(max(revision), 0) + 1 FROM clients)";
 const SERVER_KEY_NAME: &str = "default";
+/// An X25519 secret key's length, as stored unsealed.
+const BOX_SECRET_BYTES: usize = 32;
 
 /// An enrolled client as the daemon needs it.
 #[derive(Clone, Debug)]
@@ -120,6 +123,8 @@ pub struct Grant {
 pub struct Store {
     db: Db,
     location: Location,
+    /// The store key(s) its secrets are sealed with (none: written as they are).
+    sealing: Sealing,
 }
 
 /// Where a store's database is.
@@ -337,16 +342,21 @@ impl Store {
     /// # Errors
     /// The server cannot be reached or refused, or its store has a newer schema.
     pub fn connect(params: &str) -> Result<Self, StoreError> {
-        Self::connect_with(params, None).map(|(store, _)| store)
+        Self::connect_with(params, None, None).map(|(store, _)| store)
     }
 
-    /// As [`Self::connect`], with the password apart from the parameters; `true` if the
-    /// store's tables were made now.
+    /// As [`Self::connect`], with the password apart from the parameters and the CA that
+    /// signed the database's certificate (TLS); `true` if the store's tables were made now.
     ///
     /// # Errors
-    /// As [`Self::connect`].
-    pub fn connect_with(params: &str, password: Option<&str>) -> Result<(Self, bool), StoreError> {
-        let db = Db::Postgres(Box::new(RefCell::new(PgConn::connect(params, password)?)));
+    /// As [`Self::connect`]; a CA file that is not one, or given with a URL that does not
+    /// require TLS.
+    pub fn connect_with(
+        params: &str,
+        password: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<(Self, bool), StoreError> {
+        let db = Db::Postgres(Box::new(RefCell::new(PgConn::connect(params, password, ca_file)?)));
         Self::ready(db, Location::Postgres(redacted(params)))
     }
 
@@ -389,7 +399,7 @@ impl Store {
             db.batch(INDEXES)?;
             Ok(false)
         })?;
-        Ok((Self { db, location }, made))
+        Ok((Self { db, location, sealing: Sealing::default() }, made))
     }
 
     /// The store's file, if it is an SQLite store.
@@ -421,6 +431,82 @@ impl Store {
         &self.db
     }
 
+    pub(crate) fn sealing(&self) -> &Sealing {
+        &self.sealing
+    }
+
+    /// Seals the secrets written from now on with `sealing`'s current key, and opens those
+    /// sealed with any of its keys.
+    pub fn set_sealing(&mut self, sealing: Sealing) {
+        self.sealing = sealing;
+    }
+
+    /// Seals every secret in the store with the current key: those written before the store
+    /// had a key and those sealed with a previous one (a key being rotated), in one
+    /// transaction. Returns how many were sealed anew.
+    ///
+    /// # Errors
+    /// No key is set, a secret does not open with the keys given, or the database failed.
+    pub fn reseal(&mut self) -> Result<usize, StoreError> {
+        if !self.sealing.is_on() {
+            return Err(StoreError::Invalid("no store key to seal with (approval.store_key_file)".into()));
+        }
+        let sealing = &self.sealing;
+        self.db
+            .transaction(Tx::Clients, |db| {
+                let mut resealed = 0;
+                for mut row in db.query("SELECT name, hmac_secret FROM clients", args![])? {
+                    let (name, stored) = (row.text(0)?, row.blob(1)?);
+                    if !sealing.sealed_with_current(&stored) {
+                        let what = Secret::ClientHmac(&name);
+                        let sealed =
+                            sealing.seal(what, &sealing.open(what, &stored, gate_protocol::keys::SECRET_BYTES)?)?;
+                        db.execute("UPDATE clients SET hmac_secret = ?2 WHERE name = ?1", args![&name, sealed])?;
+                        resealed += 1;
+                    }
+                }
+                for mut row in db.query("SELECT name, box_secret FROM server_keys", args![])? {
+                    let (name, stored) = (row.text(0)?, row.blob(1)?);
+                    if !sealing.sealed_with_current(&stored) {
+                        let what = Secret::ServerBox(&name);
+                        let sealed = sealing.seal(what, &sealing.open(what, &stored, BOX_SECRET_BYTES)?)?;
+                        db.execute("UPDATE server_keys SET box_secret = ?2 WHERE name = ?1", args![&name, sealed])?;
+                        resealed += 1;
+                    }
+                }
+                for mut row in db.query("SELECT name, key_pem FROM pki_ca", args![])? {
+                    let (name, stored) = (row.text(0)?, row.text(1)?);
+                    if !sealing.sealed_with_current(stored.as_bytes()) {
+                        let what = Secret::CaKey(&name);
+                        let sealed = sealing.seal_text(what, &sealing.open_text(what, &stored)?)?;
+                        db.execute("UPDATE pki_ca SET key_pem = ?2 WHERE name = ?1", args![&name, sealed])?;
+                        resealed += 1;
+                    }
+                }
+                for mut row in
+                    db.query("SELECT serial, key_pem FROM certificates WHERE key_pem IS NOT NULL", args![])?
+                {
+                    let (serial, stored) = (row.int(0)?, row.text(1)?);
+                    if !sealing.sealed_with_current(stored.as_bytes()) {
+                        let what = Secret::CertificateKey(serial);
+                        let sealed = sealing.seal_text(what, &sealing.open_text(what, &stored)?)?;
+                        db.execute("UPDATE certificates SET key_pem = ?2 WHERE serial = ?1", args![serial, sealed])?;
+                        resealed += 1;
+                    }
+                }
+                Ok(resealed)
+            })
+            .and_then(|resealed| {
+                // SQLite keeps what an update replaced in free pages and in its log until they are
+                // reused: rebuilt and truncated, the file holds only what is sealed now.
+                if resealed > 0 && matches!(self.db, Db::Sqlite(_)) {
+                    self.db.batch("VACUUM")?;
+                    self.db.query_one("PRAGMA wal_checkpoint(TRUNCATE)", args![])?;
+                }
+                Ok(resealed)
+            })
+    }
+
     /// A number that changes whenever clients are written by another connection (gatectl,
     /// another host): enrolled, revoked, their gates changed. SQLite: its `data_version`, which
     /// any other connection's commit changes; PostgreSQL: the highest client revision.
@@ -441,13 +527,15 @@ impl Store {
     /// The database failed, or the stored key is malformed.
     pub fn server_keys(&self, now: u64) -> Result<ServerKeys, StoreError> {
         let fresh = ServerKeys::generate(&mut OsRng);
+        let what = Secret::ServerBox(SERVER_KEY_NAME);
+        let sealed = self.sealing.seal(what, fresh.box_secret.to_bytes().as_slice())?;
         self.db.execute(
             "INSERT INTO server_keys (name, box_secret, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-            args![SERVER_KEY_NAME, fresh.box_secret.to_bytes().as_slice(), to_sql(now)],
+            args![SERVER_KEY_NAME, sealed, to_sql(now)],
         )?;
         let bytes =
             self.db.query_one("SELECT box_secret FROM server_keys WHERE name = ?1", args![SERVER_KEY_NAME])?.blob(0)?;
-        Ok(ServerKeys { box_secret: box_secret(&bytes)? })
+        Ok(ServerKeys { box_secret: box_secret(&self.sealing.open(what, &bytes, BOX_SECRET_BYTES)?)? })
     }
 
     /// Enrolls a client.
@@ -459,6 +547,7 @@ impl Store {
         if client.gates.is_empty() {
             return Err(StoreError::Invalid(format!("client {:?}: name at least one gate", client.name)));
         }
+        let secret = self.sealing.seal(Secret::ClientHmac(client.name), client.secret.0.as_slice())?;
         self.db.transaction(Tx::Clients, |db| {
             if db.query_opt("SELECT 1 FROM clients WHERE name = ?1", args![client.name])?.is_some() {
                 return Err(StoreError::ClientExists(client.name.to_owned()));
@@ -471,7 +560,7 @@ impl Store {
                 args![
                     client.name,
                     client.public.token.0.as_slice(),
-                    client.secret.0.as_slice(),
+                    secret,
                     client.public.box_public.as_bytes().as_slice(),
                     rsa_public_der(&client.public.rsa_public)?,
                     to_sql(client.now)
@@ -523,6 +612,7 @@ impl Store {
     /// database server).
     fn query_clients(&self, filter: &str, args: &[Value]) -> Result<Vec<(ClientRecord, i64)>, StoreError> {
         // One transaction, so the gates read belong to the clients read.
+        let sealing = &self.sealing;
         self.db.transaction(Tx::Read, |db| {
             let rows = db.query(
                 &format!(
@@ -546,7 +636,11 @@ impl Store {
                     .map_err(|_| StoreError::Invalid(format!("client {name:?}: malformed token")))?;
                 let record = ClientRecord {
                     token,
-                    secret: HmacSecret::from_slice(&row.blob(2)?)?,
+                    secret: HmacSecret::from_slice(&sealing.open(
+                        Secret::ClientHmac(&name),
+                        &row.blob(2)?,
+                        gate_protocol::keys::SECRET_BYTES,
+                    )?)?,
                     box_public: box_public(&row.blob(3)?)?,
                     rsa_public: rsa_public_from_der(&row.blob(4)?)?,
                     gates: gates.remove(&name).unwrap_or_default(),

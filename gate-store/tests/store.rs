@@ -17,7 +17,8 @@ use gate_protocol::{
     rand::rngs::OsRng,
 };
 use gate_store::{
-    ApprovalRecord, FROM_NOTIFICATION, FROM_OPERATOR, NewClient, NonceRecord, Recorded, Store, StoreError, Write,
+    ApprovalRecord, FROM_NOTIFICATION, FROM_OPERATOR, NewClient, NonceRecord, Recorded, Store, StoreAccess, StoreError,
+    StoreKey, StoreLocation, Write,
 };
 use temp_postgres::TempPostgres;
 
@@ -51,6 +52,27 @@ impl Backend {
         match self {
             Self::Sqlite(dir) => Store::open_or_create(dir.path().join("gate.db")).unwrap().0,
             Self::Postgres(server) => Store::connect(&server.params("postgres")).unwrap(),
+        }
+    }
+
+    /// A connection as the daemon makes it from its config: with `access`'s files.
+    fn open_with(&self, access: &StoreAccess) -> Store {
+        let location = match self {
+            Self::Sqlite(dir) => StoreLocation::File(dir.path().join("gate.db")),
+            Self::Postgres(server) => StoreLocation::parse(&server.url("postgres")).unwrap(),
+        };
+        location.open_or_create(access).unwrap().0
+    }
+
+    /// Everything the database holds, as a backup would: the SQLite file and its log, or
+    /// `pg_dump`'s output (bytes in it as hex).
+    fn dump(&self) -> Vec<u8> {
+        match self {
+            Self::Sqlite(dir) => ["gate.db", "gate.db-wal"]
+                .iter()
+                .flat_map(|f| fs::read(dir.path().join(f)).unwrap_or_default())
+                .collect(),
+            Self::Postgres(server) => server.dump("postgres").unwrap().into_bytes(),
         }
     }
 
@@ -568,4 +590,123 @@ fn checkpoints_elsewhere_keep_every_commit_and_change_no_generation() {
     drop((store, checkpointer));
     let store = Store::open(&path).unwrap();
     assert!((0..=255).all(|n| store.nonce_seen(alice.token, &[n; 16]).unwrap()));
+}
+
+#[test]
+fn over_tls_the_store_checks_the_databases_certificate() {
+    let server = TempPostgres::start_with_tls().expect("a PostgreSQL server with TLS");
+    let url = server.tls_url("postgres").unwrap();
+    let location = StoreLocation::parse(&url).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key = with_key(keys.path(), "store.key", None);
+    let with_ca = |ca_file: Option<std::path::PathBuf>| StoreAccess { ca_file, ..key.clone() };
+
+    let store = location.open(&with_ca(Some(server.ca_file()))).expect("verified against its CA");
+    store.server_keys(1).unwrap();
+    let encrypted = server.psql("postgres", "SELECT count(*) FROM pg_stat_ssl WHERE ssl").unwrap();
+    assert_eq!(encrypted.trim(), "1", "the store's connection is the one with TLS");
+
+    let impostor = TempPostgres::start_with_tls().unwrap();
+    let error = location.open(&with_ca(Some(impostor.ca_file()))).err().expect("another CA's word is not enough");
+    assert!(error.to_string().contains("certificate verify failed"), "{error}");
+    let error = location.open(&with_ca(None)).err().expect("the system's roots do not know a private CA");
+    assert!(error.to_string().contains("certificate verify failed"), "{error}");
+
+    let prefer = StoreLocation::parse(&url.replace("sslmode=require", "sslmode=prefer")).unwrap();
+    let error = prefer.open(&with_ca(Some(server.ca_file()))).err().expect("a CA with TLS optional");
+    assert!(error.to_string().contains("sslmode=require"), "{error}");
+    let plain = StoreLocation::parse(&url.replace("sslmode=require", "sslmode=disable")).unwrap();
+    assert!(plain.open(&with_ca(None)).is_err(), "the server takes TLS only");
+}
+
+/// A new store key in a file of `dir`, and what opening a store with it (and `previous`) takes.
+fn with_key(dir: &std::path::Path, name: &str, previous: Option<&str>) -> StoreAccess {
+    let file = dir.join(name);
+    if !file.exists() {
+        StoreKey::generate().unwrap().write_new(&file).unwrap();
+    }
+    StoreAccess { key_file: Some(file), previous_key_file: previous.map(|p| dir.join(p)), ..StoreAccess::default() }
+}
+
+/// Whether `dump` holds `secret` as bytes or as hex (as `pg_dump` writes bytes).
+fn holds(dump: &[u8], secret: &[u8]) -> bool {
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    dump.windows(secret.len()).any(|w| w == secret) || dump.windows(hex.len()).any(|w| w == hex.as_bytes())
+}
+
+/// A line of a PEM key's body: present in a dump if the key is.
+fn pem_line(pem: &str) -> Vec<u8> {
+    pem.lines().nth(1).expect("a PEM body").as_bytes().to_vec()
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_and_open_only_with_the_store_key() {
+    Backend::each(|backend| {
+        let keys = tempfile::tempdir().unwrap();
+        let access = with_key(keys.path(), "store.key", None);
+        let mut store = backend.open_with(&access);
+        let (_, secret) = enroll(&mut store, "alice");
+        let box_secret = store.server_keys(1).unwrap().box_secret.to_bytes();
+        let ca_key = store.ca(1).unwrap().key_pem;
+        let server_key = store.server_identity("vpn", 1).unwrap().key_pem;
+        drop(store);
+
+        let dump = backend.dump();
+        assert!(holds(&dump, b"alice"), "the dump is readable: the test looks in the right place");
+        assert!(!holds(&dump, &secret.0), "a client's HMAC secret in the clear");
+        assert!(!holds(&dump, &box_secret), "the server's box secret in the clear");
+        assert!(!holds(&dump, &pem_line(&ca_key)), "the CA's key in the clear");
+        assert!(!holds(&dump, &pem_line(&server_key)), "a server's key in the clear");
+
+        let store = backend.open_with(&access);
+        assert_eq!(store.client("alice").unwrap().secret.0, secret.0);
+        assert_eq!(store.server_keys(2).unwrap().box_secret.to_bytes(), box_secret);
+        assert_eq!(*store.ca(2).unwrap().key_pem, *ca_key);
+        let error = backend.open().client("alice").expect_err("no key, no secret");
+        assert!(matches!(error, StoreError::Sealed(_)), "{error}");
+        let other = with_key(keys.path(), "other.key", None);
+        let error = backend.open_with(&other).client("alice").expect_err("another key");
+        assert!(error.to_string().contains("store key"), "{error}");
+    });
+}
+
+#[test]
+fn secrets_from_before_a_key_and_under_an_old_key_are_sealed_anew_by_reseal() {
+    Backend::each(|backend| {
+        let keys = tempfile::tempdir().unwrap();
+        let mut plain = backend.open();
+        let (_, early) = enroll(&mut plain, "early");
+        plain.server_keys(1).unwrap();
+        drop(plain);
+        assert!(holds(&backend.dump(), &early.0), "written without a key: in the clear (the dump check sees it)");
+
+        let first = with_key(keys.path(), "first.key", None);
+        let mut store = backend.open_with(&first);
+        assert_eq!(store.client("early").unwrap().secret.0, early.0, "written before the key: read as it is");
+        assert_eq!(store.reseal().unwrap(), 2, "early's secret and the server's box secret");
+        assert_eq!(store.reseal().unwrap(), 0, "all sealed");
+        let (_, alice) = enroll(&mut store, "alice");
+        drop(store);
+        assert!(backend.open().client("early").is_err(), "sealed now");
+        assert!(!holds(&backend.dump(), &early.0), "resealed: no longer in the clear, not even in free pages");
+
+        let rotating = with_key(keys.path(), "second.key", Some("first.key"));
+        let mut store = backend.open_with(&rotating);
+        assert_eq!(store.client("alice").unwrap().secret.0, alice.0, "the previous key still opens");
+        assert_eq!(store.reseal().unwrap(), 3);
+        drop(store);
+        let second = with_key(keys.path(), "second.key", None);
+        let store = backend.open_with(&second);
+        assert_eq!(store.client("early").unwrap().secret.0, early.0);
+        assert_eq!(store.client("alice").unwrap().secret.0, alice.0);
+        assert!(backend.open_with(&first).client("alice").is_err(), "the old key opens nothing now");
+    });
+}
+
+#[test]
+fn a_shared_store_needs_a_store_key() {
+    let server = TempPostgres::start().unwrap();
+    let location = StoreLocation::parse(&server.url("postgres")).unwrap();
+    let error = location.open_or_create(&StoreAccess::default()).err().expect("no key");
+    assert!(error.to_string().contains("approval.store_key_file"), "{error}");
 }

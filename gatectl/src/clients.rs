@@ -38,9 +38,10 @@ pub enum ClientCommand {
         /// Where to write the profile; an existing file is never overwritten.
         #[arg(long)]
         out: PathBuf,
-        /// Where the client sends requests: `unix:/path` or `https://host:port`.
-        #[arg(long, default_value = DEFAULT_SERVER)]
-        server: String,
+        /// Where the client sends requests: `unix:/path` or `https://host:port`. Repeat it for
+        /// the hosts of a cluster: the client tries them in this order until one approves.
+        #[arg(long = "server", default_value = DEFAULT_SERVER)]
+        servers: Vec<String>,
         /// Use this RSA-4096 private key (PEM) instead of making one, e.g. the key of an
         /// existing VPN certificate.
         #[arg(long)]
@@ -68,8 +69,8 @@ pub fn unix_now() -> u64 {
 
 pub fn run(command: ClientCommand, paths: &Paths, pins: &PinDir) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Add { name, gates, out, server, rsa_key } => {
-            add(paths, pins, &name, &gates, &out, &server, rsa_key)
+        ClientCommand::Add { name, gates, out, servers, rsa_key } => {
+            add(paths, pins, &name, &gates, &out, &servers, rsa_key)
         }
         ClientCommand::List { json } => {
             let clients = paths.store.open()?.clients()?;
@@ -100,13 +101,16 @@ fn add(
     name: &str,
     gates: &[String],
     out: &Path,
-    server: &str,
+    servers: &[String],
     rsa_key: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     gate_store::validate_client_name(name)?;
-    if !(server.starts_with("unix:/") || server.starts_with("https://")) {
-        bail!("--server {server:?}: give unix:/path/to/socket or https://host[:port]");
+    for server in servers {
+        if !(server.starts_with("unix:/") || server.starts_with("https://")) {
+            bail!("--server {server:?}: give unix:/path/to/socket or https://host[:port]");
+        }
     }
+    let Some((server, fallback_servers)) = servers.split_first() else { bail!("give a --server") };
     if out.exists() {
         bail!("{} exists; not overwriting a profile (remove it or choose another --out)", out.display());
     }
@@ -145,7 +149,8 @@ fn add(
     let profile = Profile {
         name: name.to_owned(),
         gate: gates[0].clone(),
-        server: server.to_owned(),
+        server: server.clone(),
+        fallback_servers: fallback_servers.to_vec(),
         server_box_public,
         keys,
         vpn,

@@ -4,6 +4,7 @@ mod clients;
 mod format;
 mod notify;
 mod paths;
+mod store;
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -30,6 +31,16 @@ struct Cli {
     /// config's `approval.store_password_file`].
     #[arg(long, global = true, env = "GATE_STORE_PASSWORD_FILE")]
     store_password_file: Option<PathBuf>,
+    /// The CA that signed the PostgreSQL server's certificate (TLS) [default: the config's
+    /// `approval.store_ca_file`, else the system's roots].
+    #[arg(long, global = true, env = "GATE_STORE_CA_FILE")]
+    store_ca_file: Option<PathBuf>,
+    /// The store key its secrets are sealed with [default: the config's `approval.store_key_file`].
+    #[arg(long, global = true, env = "GATE_STORE_KEY_FILE")]
+    store_key_file: Option<PathBuf>,
+    /// A store key being rotated out [default: the config's `approval.store_previous_key_file`].
+    #[arg(long, global = true, env = "GATE_STORE_PREVIOUS_KEY_FILE")]
+    store_previous_key_file: Option<PathBuf>,
     /// Where the daemon keeps its OpenVPN servers' state [default: the config's `vpn.run_dir`].
     #[arg(long, global = true, env = "GATE_VPN_RUN_DIR")]
     vpn_run_dir: Option<PathBuf>,
@@ -87,6 +98,9 @@ enum Command {
     /// Enrolled clients: add, list, show, revoke.
     #[command(subcommand)]
     Client(clients::ClientCommand),
+    /// The store's keys: make a store key, seal every secret with the current one.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Self-shutdown states: show, set by hand, clear.
     #[command(subcommand)]
     Shutdown(notify::ShutdownCommand),
@@ -124,6 +138,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         pin_dir: cli.pin_dir,
         store: cli.store,
         store_password_file: cli.store_password_file,
+        store_ca_file: cli.store_ca_file,
+        store_key_file: cli.store_key_file,
+        store_previous_key_file: cli.store_previous_key_file,
         vpn_run_dir: cli.vpn_run_dir,
         host: cli.host,
     })?;
@@ -254,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client(command) => clients::run(command, &paths, &pins),
+        Command::Store(command) => store::run(command, &paths),
         Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host),
         Command::Notify(command) => notify::notify(command),
         Command::Teardown { force } => teardown(&pins, force),

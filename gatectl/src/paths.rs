@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use gate_daemon::config::{Config, DEFAULT_CONFIG_PATH};
-use gate_store::{Store, StoreLocation};
+use gate_store::{Store, StoreAccess, StoreLocation};
 
 /// What the command line says (each `None` defers to the config).
 pub struct Flags {
@@ -16,6 +16,9 @@ pub struct Flags {
     pub pin_dir: Option<PathBuf>,
     pub store: Option<StoreLocation>,
     pub store_password_file: Option<PathBuf>,
+    pub store_ca_file: Option<PathBuf>,
+    pub store_key_file: Option<PathBuf>,
+    pub store_previous_key_file: Option<PathBuf>,
     pub vpn_run_dir: Option<PathBuf>,
     pub host: Option<String>,
 }
@@ -33,7 +36,7 @@ pub struct Paths {
 /// The store's location, and why this one.
 pub struct StorePath {
     pub location: StoreLocation,
-    password_file: Option<PathBuf>,
+    access: StoreAccess,
     origin: Origin,
 }
 
@@ -72,7 +75,12 @@ impl Paths {
             pin_dir: flags.pin_dir.unwrap_or(defaults.pin_dir),
             store: StorePath {
                 location: flags.store.unwrap_or(defaults.approval.store),
-                password_file: flags.store_password_file.or(defaults.approval.store_password_file),
+                access: StoreAccess {
+                    password_file: flags.store_password_file.or(defaults.approval.store_password_file),
+                    ca_file: flags.store_ca_file.or(defaults.approval.store_ca_file),
+                    key_file: flags.store_key_file.or(defaults.approval.store_key_file),
+                    previous_key_file: flags.store_previous_key_file.or(defaults.approval.store_previous_key_file),
+                },
                 origin,
             },
             vpn_run_dir: flags.vpn_run_dir.unwrap_or(defaults.vpn.run_dir),
@@ -97,7 +105,7 @@ impl StorePath {
     /// There is none, it is damaged, or SQLite failed; the message says where the path came from.
     pub fn open(&self) -> anyhow::Result<Store> {
         self.location
-            .open(self.password_file.as_deref())
+            .open(&self.access)
             .with_context(|| format!("open the store {} ({})", self.location, self.source()))
     }
 
@@ -120,7 +128,9 @@ impl StorePath {
                 self.source()
             );
         }
-        let (store, created) = Store::open_or_create(path)
+        let (store, created) = self
+            .location
+            .open_or_create(&self.access)
             .with_context(|| format!("make the store {} ({})", path.display(), self.source()))?;
         if created {
             eprintln!("gatectl: made a new store at {} ({})", path.display(), self.source());

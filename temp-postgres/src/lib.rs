@@ -8,6 +8,7 @@
 //! runs as the `postgres` user when the test runs as root (PostgreSQL refuses to run as root).
 use std::{
     fs, io,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::{
@@ -23,6 +24,8 @@ pub const USER: &str = "gate";
 pub struct TempPostgres {
     dir: PathBuf,
     bin: PathBuf,
+    /// With TLS: the loopback port it also listens on (TLS only there).
+    tls_port: Option<u16>,
 }
 
 impl TempPostgres {
@@ -32,6 +35,20 @@ impl TempPostgres {
     /// PostgreSQL is not installed, or `initdb` or the server failed (their output is in the
     /// error).
     pub fn start() -> io::Result<Self> {
+        Self::make(false)
+    }
+
+    /// As [`Self::start`], and also listening on 127.0.0.1 (a free port) for TLS connections
+    /// only, its certificate (for 127.0.0.1 and localhost) signed by a CA of its own
+    /// ([`Self::ca_file`]).
+    ///
+    /// # Errors
+    /// As [`Self::start`]; or `openssl` failed to make the certificates.
+    pub fn start_with_tls() -> io::Result<Self> {
+        Self::make(true)
+    }
+
+    fn make(with_tls: bool) -> io::Result<Self> {
         sweep_leftovers();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bin = binaries()?;
@@ -39,9 +56,18 @@ impl TempPostgres {
         let dir = std::env::temp_dir().join(name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir)?;
-        let server = Self { dir, bin };
+        let mut server = Self { dir, bin, tls_port: None };
         server.own_dir()?;
         server.run("initdb", &["-D", &server.data(), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"])?;
+        if with_tls {
+            server.make_certificates()?;
+            // TCP with TLS only; the socket as before.
+            fs::write(
+                server.dir.join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )?;
+            server.tls_port = Some(free_port()?);
+        }
         server.start_again()?;
         Ok(server)
     }
@@ -49,13 +75,90 @@ impl TempPostgres {
     /// Connection parameters for `database` (libpq's `key=value` form).
     #[must_use]
     pub fn params(&self, database: &str) -> String {
-        format!("host={} port=5432 user={USER} dbname={database}", self.dir.display())
+        format!("host={} port={} user={USER} dbname={database}", self.dir.display(), self.port())
+    }
+
+    /// The port: the socket's name carries it.
+    fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(5432)
+    }
+
+    /// The server's own temporary directory (removed with it): a place for a test's files.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The URL of `database` (`postgres://`, the socket directory as its host, no password).
     #[must_use]
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{USER}@{}/{database}", self.socket_dir().replace('/', "%2F"))
+        format!("postgres://{USER}@{}:{}/{database}", self.socket_dir().replace('/', "%2F"), self.port())
+    }
+
+    /// The URL of `database` over TCP with TLS required (a server from
+    /// [`Self::start_with_tls`]).
+    #[must_use]
+    pub fn tls_url(&self, database: &str) -> Option<String> {
+        self.tls_port.map(|port| format!("postgres://{USER}@127.0.0.1:{port}/{database}?sslmode=require"))
+    }
+
+    /// The CA that signed the server's certificate (PEM).
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A CA and a server certificate signed by it, made with the `openssl` command.
+    fn make_certificates(&self) -> io::Result<()> {
+        let at = |name: &str| self.dir.join(name).display().to_string();
+        let openssl = |args: &[&str]| -> io::Result<()> {
+            let out = Command::new("openssl").args(args).stdin(Stdio::null()).output()?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))))
+            }
+        };
+        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=temp-postgres CA"];
+        ca.extend(key);
+        let (ca_key, ca_pem) = (at("ca.key"), at("ca.pem"));
+        ca.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+        openssl(&ca)?;
+        let (server_key, server_csr, server_pem, ext) =
+            (at("server.key"), at("server.csr"), at("server.pem"), at("san.ext"));
+        let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+        request.extend(key);
+        request.extend(["-keyout", &server_key, "-out", &server_csr]);
+        openssl(&request)?;
+        fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &server_csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &server_pem,
+            "-extfile",
+            &ext,
+        ])?;
+        // The server reads its key only if no one else may (and runs as `postgres` under root).
+        fs::set_permissions(&server_key, fs::Permissions::from_mode(0o600))?;
+        if nix::unistd::geteuid().is_root()
+            && let Some(user) = nix::unistd::User::from_name("postgres").map_err(io::Error::other)?
+        {
+            for file in [&server_key, &server_pem] {
+                nix::unistd::chown(Path::new(file), Some(user.uid), Some(user.gid)).map_err(io::Error::other)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs SQL through `psql` on `database`; returns its output.
@@ -74,6 +177,8 @@ impl TempPostgres {
                 "ON_ERROR_STOP=1",
                 "-h",
                 &self.socket_dir(),
+                "-p",
+                &self.port().to_string(),
                 "-U",
                 USER,
                 "-d",
@@ -82,6 +187,16 @@ impl TempPostgres {
                 sql,
             ],
         )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `pg_dump` of `database`: what a backup of it holds.
+    ///
+    /// # Errors
+    /// `pg_dump` failed.
+    pub fn dump(&self, database: &str) -> io::Result<String> {
+        let out =
+            self.run("pg_dump", &["-h", &self.socket_dir(), "-p", &self.port().to_string(), "-U", USER, database])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -121,7 +236,15 @@ impl TempPostgres {
     /// # Errors
     /// `pg_ctl` failed.
     pub fn start_again(&self) -> io::Result<()> {
-        let options = format!("-k {} -c listen_addresses= -c fsync=off -c max_connections=200", self.socket_dir());
+        let mut options = format!("-k {} -c fsync=off -c max_connections=200", self.socket_dir());
+        match self.tls_port {
+            None => options.push_str(" -c listen_addresses="),
+            Some(port) => options.push_str(&format!(
+                " -c listen_addresses=127.0.0.1 -c port={port} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.dir.join("server.pem").display(),
+                self.dir.join("server.key").display()
+            )),
+        }
         let log = self.dir.join("server.log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"]).map(drop)
     }
@@ -155,6 +278,11 @@ impl Drop for TempPostgres {
         let _ = self.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A loopback port nothing listens on now (the kernel's pick; free again once closed).
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Runs a PostgreSQL program (as `postgres` when root); an error unless it succeeds.
@@ -236,5 +364,13 @@ mod tests {
         drop(server);
         assert!(!dir.exists(), "{} left behind", dir.display());
         assert!(!runs(pid), "the server (pid {pid}) still runs");
+    }
+
+    #[test]
+    fn a_tls_server_answers_on_its_port_and_its_socket() {
+        let server = TempPostgres::start_with_tls().unwrap();
+        assert!(server.tls_url("postgres").unwrap().contains("sslmode=require"));
+        assert!(server.ca_file().exists());
+        assert_eq!(server.psql("postgres", "SHOW ssl").unwrap().trim(), "on");
     }
 }

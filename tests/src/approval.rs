@@ -43,8 +43,8 @@ pub fn align_to_second() {
 
 /// Runs `gatectl --store <bed's store> args...`, panicking with stderr unless it succeeds.
 pub fn gatectl_store(bed: &TestBed, args: &[&str]) -> String {
-    let store = bed.store_location();
-    let mut all = vec!["--store", store.as_str()];
+    let flags = bed.store_flags();
+    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
     let out = gatectl(&bed.pin_dir.0, &all);
     assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

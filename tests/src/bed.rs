@@ -36,8 +36,8 @@ pub struct TestBed {
     /// The daemon's internal socket and store live here (removed with the bed).
     pub state_dir: PathBuf,
     config_files: Vec<PathBuf>,
-    /// A store elsewhere than the bed's file (a shared PostgreSQL database).
-    shared_store: Option<String>,
+    /// A store elsewhere than the bed's file (a shared PostgreSQL database), and its store key.
+    shared_store: Option<(String, PathBuf)>,
 }
 
 /// Removes a pin directory (detaching its links) on drop.
@@ -102,12 +102,22 @@ impl TestBed {
 
     /// Where the bed's daemon and gatectl find the store: the bed's file, or the shared one.
     pub fn store_location(&self) -> String {
-        self.shared_store.clone().unwrap_or_else(|| self.store().display().to_string())
+        self.shared_store.as_ref().map_or_else(|| self.store().display().to_string(), |(location, _)| location.clone())
     }
 
-    /// Uses the store at `location` (a `postgres://` URL) in configs and gatectl from now on.
-    pub fn share_store(&mut self, location: &str) {
-        self.shared_store = Some(location.to_owned());
+    /// The flags that give gatectl the bed's store.
+    pub fn store_flags(&self) -> Vec<String> {
+        let mut flags = vec!["--store".to_owned(), self.store_location()];
+        if let Some((_, key)) = &self.shared_store {
+            flags.extend(["--store-key-file".to_owned(), key.display().to_string()]);
+        }
+        flags
+    }
+
+    /// Uses the store at `location` (a `postgres://` URL), its secrets sealed with the store
+    /// key in `key_file`, in configs and gatectl from now on.
+    pub fn share_store(&mut self, location: &str, key_file: &std::path::Path) {
+        self.shared_store = Some((location.to_owned(), key_file.to_owned()));
     }
 
     /// A daemon config for this bed gating `gates` (name, protocol, port), plus `extra` TOML
@@ -123,7 +133,15 @@ impl TestBed {
         let mine = [
             (
                 "[approval]\n",
-                format!("socket = \"{}\"\nstore = \"{}\"\n", self.socket().display(), self.store_location()),
+                format!(
+                    "socket = \"{}\"\nstore = \"{}\"\n{}",
+                    self.socket().display(),
+                    self.store_location(),
+                    self.shared_store
+                        .as_ref()
+                        .map(|(_, key)| format!("store_key_file = \"{}\"\n", key.display()))
+                        .unwrap_or_default()
+                ),
             ),
             ("[notifications]\n", format!("publish = \"{}\"\n", self.shutdown_file().display())),
             ("[backstop]\n", format!("cgroup = \"{}\"\n", self.cgroup.path().display())),

@@ -4,6 +4,7 @@
 //! is a replay on the other; a revocation made on one closes the leases the other opened.
 use std::{
     net::IpAddr,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -11,13 +12,17 @@ use std::{
 use gate_protocol::wire::REJECTED_STATUS;
 use gate_protocol::{keys::Token, rand::rngs::OsRng};
 use gate_tests::{
-    approval::{Enrolled, KeptAlive, counters, gatectl_store, headers, keep_alive, leased, raw, send, send_raw},
+    approval::{
+        Enrolled, KeptAlive, counters, gatectl_store, headers, keep_alive, leased, raw, send, send_raw, vector_key,
+    },
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
-    daemon::Daemon,
+    daemon::{Daemon, bin},
 };
 use temp_postgres::TempPostgres;
 
 const GATED: u16 = 1194;
+const HOST_A_PUBLIC: &str = "203.0.113.1";
+const HOST_B_PUBLIC: &str = "203.0.113.2";
 
 /// A gate host: its namespaces and pin dir, and its daemon on the shared store.
 struct Host {
@@ -27,22 +32,27 @@ struct Host {
 }
 
 impl Host {
-    fn start(store: &str, name: &str) -> Self {
+    /// Host `name`, telling approved clients to connect to `public` (so an approval names it).
+    fn start(store: &str, key_file: &std::path::Path, name: &str, public: &str) -> Self {
         let mut bed = TestBed::new();
-        bed.share_store(store);
-        let config = bed.config(&[("vpn", "udp", GATED)], &format!("[approval]\nhost = \"{name}\"\n"));
+        bed.share_store(store, key_file);
+        let approval = format!("[approval]\nhost = \"{name}\"\npublic_ipv4 = \"{public}\"\n");
+        let config = bed.config(&[("vpn", "udp", GATED)], &approval);
         let daemon = Daemon::start(&bed, &config);
         Self { daemon, bed }
     }
 }
 
-/// The database server, then two hosts on it (dropped hosts first: their daemons stop before
-/// the database does).
+/// The database server, then two hosts on it sharing one store key, made by `gatectl store
+/// new-key` (dropped hosts first: their daemons stop before the database does).
 fn cluster() -> ([Host; 2], TempPostgres) {
     let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
     database.create_database("gate").expect("the cluster's database");
     let url = database.url("gate");
-    ([Host::start(&url, "gate-a"), Host::start(&url, "gate-b")], database)
+    let key = database.dir().join("store.key");
+    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().expect("run gatectl");
+    assert!(made.status.success(), "gatectl store new-key: {}", String::from_utf8_lossy(&made.stderr));
+    ([Host::start(&url, &key, "gate-a", HOST_A_PUBLIC), Host::start(&url, &key, "gate-b", HOST_B_PUBLIC)], database)
 }
 
 fn refusals(host: &Host, reason: &str) -> u64 {
@@ -174,4 +184,46 @@ fn with_the_database_down_approvals_are_refused_leases_run_on_and_approvals_resu
         thread::sleep(Duration::from_millis(100));
     }
     assert!(a.daemon.log().contains("store: answering again"), "{}", a.daemon.log());
+}
+
+#[test]
+fn a_dump_of_the_clusters_database_holds_no_secret_in_the_clear() {
+    let ([a, _b], database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&a.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+    let dump = database.dump("gate").expect("pg_dump");
+    assert!(dump.contains("alice"), "the dump holds the clients");
+    let secret: String = alice.profile.keys.secret.0.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!dump.contains(&secret), "alice's HMAC secret in the clear");
+    assert!(!dump.contains("PRIVATE KEY"), "a private key in the clear");
+}
+
+#[test]
+fn a_client_whose_first_host_is_down_is_approved_by_the_next_which_names_itself() {
+    let ([a, b], _database) = cluster();
+    let profile = a.bed.state_dir.join("carol.profile");
+    let key = vector_key("client");
+    let (on_a, on_b) = (format!("unix:{}", a.bed.socket().display()), format!("unix:{}", b.bed.socket().display()));
+    let args = ["client", "add", "carol", "--gate", "vpn", "--out", profile.to_str().unwrap()];
+    let servers = ["--server", &on_a, "--server", &on_b, "--rsa-key", key.to_str().unwrap()];
+    gatectl_store(&a.bed, &[&args[..], &servers[..]].concat());
+    let gate_client = || {
+        let out = Command::new(bin("gate-client"))
+            .args(["connect", "--json", "--ipv4", &CLIENT_V4.to_string(), "--profile"])
+            .arg(&profile)
+            .output()
+            .expect("run gate-client");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.success(), answer["host"]["ipv4"].as_str().unwrap_or_default().to_owned(), out.stderr)
+    };
+    let (approved, host, _) = gate_client();
+    assert!(approved && host == HOST_A_PUBLIC, "the first host answers while it is up: {host:?}");
+
+    drop(a.daemon);
+    let (approved, host, stderr) = gate_client();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(approved, "host B approves when host A does not answer: {stderr}");
+    assert_eq!(host, HOST_B_PUBLIC, "the approval names host B");
+    assert!(stderr.contains(&format!("trying {on_b}")), "{stderr}");
+    assert_eq!(leased(&b.bed), [IpAddr::from(CLIENT_V4)], "host B opened its gate");
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use gate_client::connect::{Ask, ConnectError, connect};
+use gate_client::connect::{Approved, Ask, ConnectError, connect};
 use gate_protocol::{approval::Approval, profile::Profile};
 
 #[derive(Parser)]
@@ -96,11 +96,11 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, &format!("{}: not a usable profile: {e}", profile_path_hint(&profile))),
     };
-    let server_host = server.clone().unwrap_or_else(|| profile.server.clone());
     match connect(&profile, &Ask { ipv4, ipv6, server, discover_via, no_discover }) {
-        Ok(approval) => {
+        Ok(Approved { approval, server: approving }) => {
             if up {
-                let host = match gate_client::transport::Server::parse(&server_host) {
+                // The VPN server of the host that approved: its lease is there.
+                let host = match gate_client::transport::Server::parse(&approving) {
                     Ok(gate_client::transport::Server::Https { host, .. }) => host,
                     _ => String::new(),
                 };
