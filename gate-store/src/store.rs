@@ -29,6 +29,22 @@ use crate::{
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/gate/gate.db";
 pub(crate) const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 2;
+/// Every table of the store but `schema_version`, with its columns, in an order that keeps
+/// references whole (a client before its gates): what [`Store::copy_into`] copies.
+const COPIED_TABLES: &[(&str, &[&str])] = &[
+    ("server_keys", &["name", "box_secret", "created_at"]),
+    ("clients", &["name", "token", "hmac_secret", "box_public", "rsa_public", "created_at", "revoked_at", "revision"]),
+    ("client_gates", &["client", "gate"]),
+    ("nonces", &["token", "nonce", "expires_at", "host"]),
+    ("grants", &["client", "gate", "address", "expires_at", "host"]),
+    ("session_tokens", &["digest", "client", "gate", "expires_at", "used_at", "host"]),
+    ("pki_ca", &["name", "cert_pem", "key_pem", "created_at"]),
+    ("certificates", &["serial", "kind", "name", "cert_pem", "key_pem", "issued_at", "revoked_at"]),
+    ("sequences", &["name", "value"]),
+    ("shutdown", &["part", "source", "state", "message", "set_at", "host"]),
+    ("notifications_accepted", &["host", "serial", "accepted_at"]),
+];
+
 /// What brings a store of the version before each up to that version, in order. (SQLite
 /// only so far: PostgreSQL stores begin at version 2.)
 const MIGRATIONS: &[(i64, &str)] =
@@ -441,6 +457,43 @@ impl Store {
         self.sealing = sealing;
     }
 
+    /// Copies everything this store holds into `target`, an empty store (SQLite or
+    /// PostgreSQL: moving one host's store to a cluster's database), in one transaction of
+    /// `target`'s; then seals the copied secrets with `target`'s key, if it has one (give it
+    /// this store's key as its previous one if this store's secrets are sealed). Returns the
+    /// rows copied.
+    ///
+    /// # Errors
+    /// `target` already holds clients or a server key; either database failed; a secret does
+    /// not open with `target`'s keys.
+    pub fn copy_into(&self, target: &mut Self) -> Result<usize, StoreError> {
+        let copied = target.db.transaction(Tx::Clients, |into| {
+            let used =
+                into.query_one("SELECT (SELECT count(*) FROM clients) + (SELECT count(*) FROM server_keys)", args![])?;
+            if used.0.first() != Some(&Value::Int(0)) {
+                return Err(StoreError::Invalid(format!(
+                    "{} already holds clients or a server key: a store is copied only into an empty one",
+                    target.location.name()
+                )));
+            }
+            let mut copied = 0;
+            for (table, columns) in COPIED_TABLES {
+                let list = columns.join(", ");
+                let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                let insert = format!("INSERT INTO {table} ({list}) VALUES ({})", marks.join(", "));
+                for row in self.db.query(&format!("SELECT {list} FROM {table}"), args![])? {
+                    into.execute(&insert, &row.0)?;
+                    copied += 1;
+                }
+            }
+            Ok(copied)
+        })?;
+        if target.sealing.is_on() {
+            target.reseal()?;
+        }
+        Ok(copied)
+    }
+
     /// Seals every secret in the store with the current key: those written before the store
     /// had a key and those sealed with a previous one (a key being rotated), in one
     /// transaction. Returns how many were sealed anew.
@@ -851,5 +904,40 @@ fn redacted(params: &str) -> String {
             format!("postgres {} database {}", hosts.join(","), config.get_dbname().unwrap_or("(default)"))
         }
         Err(_) => "postgres (unparsed parameters)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_knows_every_table_and_column_of_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open_or_create(dir.path().join("gate.db")).unwrap();
+        let tables = store
+            .db
+            .query(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name != 'schema_version' ORDER BY name",
+                args![],
+            )
+            .unwrap();
+        let mut copied: Vec<&str> = COPIED_TABLES.iter().map(|(table, _)| *table).collect();
+        copied.sort_unstable();
+        let mut found = Vec::new();
+        for mut row in tables {
+            let table = row.text(0).unwrap();
+            let columns: Vec<String> = store
+                .db
+                .query(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"), args![])
+                .unwrap()
+                .into_iter()
+                .map(|mut c| c.text(0).unwrap())
+                .collect();
+            let listed = COPIED_TABLES.iter().find(|(t, _)| *t == table).map(|(_, c)| c.to_vec()).unwrap_or_default();
+            assert_eq!(columns, listed, "table {table}: a column the copy would lose");
+            found.push(table);
+        }
+        assert_eq!(found, copied);
     }
 }

@@ -710,3 +710,48 @@ fn a_shared_store_needs_a_store_key() {
     let error = location.open_or_create(&StoreAccess::default()).err().expect("no key");
     assert!(error.to_string().contains("approval.store_key_file"), "{error}");
 }
+
+#[test]
+fn a_hosts_store_is_copied_whole_into_a_clusters_database_and_sealed_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = new_store(&dir.path().join("gate.db"));
+    let (alice, alice_secret) = enroll(&mut single, "alice");
+    enroll(&mut single, "bob");
+    single.revoke_client("bob", 200).unwrap();
+    let server_key = single.server_keys(1).unwrap().public();
+    let spki = gate_protocol::keys::rsa_public_der(&alice.rsa_public).unwrap();
+    single.issue_client_certificate("alice", &spki, 100).unwrap();
+    let vpn = single.server_identity("vpn", 100).unwrap();
+    let address: IpAddr = "198.51.100.7".parse().unwrap();
+    let approved = Write::Approval(nonce_record(alice.token, 1), approval("alice", &[address], Some(&[1; 64])));
+    assert_eq!(single.commit(&approved).unwrap(), Recorded::Yes);
+    single.set_operator_state(Part::Web, Some(State::Disabled), "moving", "h", 300).unwrap();
+
+    let server = TempPostgres::start().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let access = with_key(keys.path(), "cluster.key", None);
+    let location = StoreLocation::parse(&server.url("postgres")).unwrap();
+    let mut cluster = location.open_or_create(&access).unwrap().0;
+    assert!(single.copy_into(&mut cluster).unwrap() > 10);
+
+    assert_eq!(cluster.server_keys(2).unwrap().public(), server_key, "profiles made before still work");
+    assert_eq!(cluster.client("alice").unwrap().secret.0, alice_secret.0);
+    assert!(cluster.is_revoked("bob").unwrap());
+    assert!(cluster.nonce_seen(alice.token, &[1; 16]).unwrap(), "a request approved before is still a replay");
+    assert!(cluster.address_held_by_live_client("vpn", address, "h", 300).unwrap(), "the grant came along");
+    assert!(!cluster.spend_session_token(&[9; 64], "alice", "vpn", 300).unwrap());
+    assert!(cluster.spend_session_token(&[1; 64], "alice", "vpn", 300).unwrap(), "the session token came along");
+    assert_eq!(cluster.server_identity("vpn", 300).unwrap().cert_pem, vpn.cert_pem, "the same VPN identity");
+    assert_eq!(cluster.revocation_mark().unwrap(), single.revocation_mark().unwrap());
+    assert_eq!(cluster.effective_shutdown("h").unwrap().web, State::Disabled);
+    let fresh = cluster.issue_client_certificate("alice", &spki, 400).unwrap();
+    assert!(!fresh.is_empty(), "serials go on from where the host's were");
+    let (_, revision) = cluster.clients_since(0).unwrap();
+    assert_eq!(revision, single.clients_since(0).unwrap().1, "revisions came along");
+
+    let dump = server.dump("postgres").unwrap().into_bytes();
+    assert!(!holds(&dump, &alice_secret.0), "sealed with the cluster's key on the way");
+    assert!(!holds(&dump, &pem_line(&vpn.key_pem)));
+    let error = single.copy_into(&mut cluster).unwrap_err().to_string();
+    assert!(error.contains("only into an empty one"), "{error}");
+}

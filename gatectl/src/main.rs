@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_store(text: &str) -> Result<gate_store::StoreLocation, String> {
+pub(crate) fn parse_store(text: &str) -> Result<gate_store::StoreLocation, String> {
     gate_store::StoreLocation::parse(text).map_err(|e| e.to_string())
 }
 

@@ -36,7 +36,7 @@ pub struct Paths {
 /// The store's location, and why this one.
 pub struct StorePath {
     pub location: StoreLocation,
-    access: StoreAccess,
+    pub access: StoreAccess,
     origin: Origin,
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use gate_store::StoreKey;
+use gate_store::{StoreAccess, StoreKey, StoreLocation};
 
 use crate::paths::Paths;
 
@@ -17,6 +17,23 @@ pub enum StoreCommand {
     /// or --store-key-file): those written before the store had a key, and those sealed with
     /// the previous key (`approval.store_previous_key_file`) of a rotation.
     Reseal,
+    /// Copy the whole store (clients, keys, nonces, grants, PKI, states) into an empty one:
+    /// a host's SQLite store into a cluster's PostgreSQL database, say. Its secrets are sealed
+    /// there with --to-key-file (required for PostgreSQL).
+    Copy {
+        /// The store to fill: a file path or a `postgres://` URL.
+        #[arg(long, value_parser = crate::parse_store)]
+        to: StoreLocation,
+        /// Its password (PostgreSQL), in a file only its owner may read.
+        #[arg(long)]
+        to_password_file: Option<PathBuf>,
+        /// The CA of its certificate (PostgreSQL over TLS).
+        #[arg(long)]
+        to_ca_file: Option<PathBuf>,
+        /// The store key to seal the secrets with there.
+        #[arg(long)]
+        to_key_file: Option<PathBuf>,
+    },
 }
 
 /// # Errors
@@ -31,6 +48,19 @@ pub fn run(command: StoreCommand, paths: &Paths) -> anyhow::Result<()> {
                 key.id(),
                 file.display()
             );
+        }
+        StoreCommand::Copy { to, to_password_file, to_ca_file, to_key_file } => {
+            let from = paths.store.open()?;
+            // The secrets copied open with this store's key, and are sealed anew with the target's.
+            let access = StoreAccess {
+                password_file: to_password_file,
+                ca_file: to_ca_file,
+                previous_key_file: to_key_file.as_ref().and(paths.store.access.key_file.clone()),
+                key_file: to_key_file,
+            };
+            let (mut into, _) = to.open_or_create(&access).with_context(|| format!("open the store {to}"))?;
+            let rows = from.copy_into(&mut into).with_context(|| format!("copy into {to}"))?;
+            println!("copied {rows} row(s) into {to}; point every host's approval.store at it");
         }
         StoreCommand::Reseal => {
             let mut store = paths.store.open()?;

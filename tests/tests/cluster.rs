@@ -227,3 +227,35 @@ fn a_client_whose_first_host_is_down_is_approved_by_the_next_which_names_itself(
     assert!(stderr.contains(&format!("trying {on_b}")), "{stderr}");
     assert_eq!(leased(&b.bed), [IpAddr::from(CLIENT_V4)], "host B opened its gate");
 }
+
+#[test]
+fn a_single_hosts_store_moves_into_the_clusters_database_and_its_clients_keep_their_profiles() {
+    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
+    database.create_database("gate").unwrap();
+    let url = database.url("gate");
+    let key = database.dir().join("store.key");
+    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    // One host on its own SQLite store, a client approved there.
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let first = alice.request(Some(CLIENT_V4), None);
+    let bytes = raw(&headers(&first, None), first.body_json().as_bytes());
+    assert_eq!(send_raw(&bed, &bytes).status, 200);
+    daemon.stop();
+
+    let out = gatectl_store(&bed, &["store", "copy", "--to", &url, "--to-key-file", key.to_str().unwrap()]);
+    assert!(out.contains("copied"), "{out}");
+    bed.share_store(&url, &key);
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let host = Host { daemon: Daemon::start(&bed, &config), bed };
+    let before = refusals(&host, "replay");
+    assert_eq!(send_raw(&host.bed, &bytes).status, REJECTED_STATUS, "approved before the move: a replay after it");
+    assert_eq!(refusals(&host, "replay"), before + 1);
+    let after = alice.request(Some(STRANGER_V4), None);
+    assert_eq!(send(&host.bed, &after, None).status, 200, "the profile made before the move works");
+    assert!(!database.dump("gate").unwrap().contains("PRIVATE KEY"), "sealed on the way in");
+}
