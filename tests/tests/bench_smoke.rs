@@ -136,6 +136,7 @@ fn quick_storm_bench_approves_every_client_in_every_storm_and_cleans_up() {
             "| on the socket + bad-HMAC flood | 4 |",
             "| through the front | 4 |",
             "| through the front + bad-HMAC flood | 4 |",
+            "| on the socket, store in PostgreSQL | 4 |",
         ],
     );
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
@@ -198,5 +199,13 @@ fn quick_backstop_and_unparseable_floods_print_both_rows_and_clean_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(cell(&stdout, "| drop |", 3) > 0.0, "XDP dropped the unparseable flood");
     assert!(cell(&stdout, "| pass |", 4) > 0.0, "passed on, the backstop dropped it");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+#[test]
+fn quick_cluster_bench_measures_every_revocation_and_cleans_up() {
+    let (out, pid) = run_quick("gate-bench-cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_rows(&stdout, &["| to its commit | 5 |", "| to host B's lease closed | 5 |"]);
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }

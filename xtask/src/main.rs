@@ -31,7 +31,7 @@ enum Task {
     Demo,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
-        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases, storm.
+        /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases, storm, cluster.
         #[arg(default_value = "xdp")]
         which: String,
         /// Extra arguments for the benchmark binary.
@@ -161,6 +161,7 @@ fn main() -> anyhow::Result<()> {
                 "clients" => run(Command::new(root().join("target/release/gate-bench-clients")).args(args)),
                 "leases" => run(Command::new(root().join("target/release/gate-bench-leases")).args(args)),
                 "storm" => run(Command::new(root().join("target/release/gate-bench-storm")).args(args)),
+                "cluster" => run(Command::new(root().join("target/release/gate-bench-cluster")).args(args)),
                 "layers" => {
                     let started = std::time::SystemTime::now();
                     let mut bench = Command::new("cargo");
@@ -173,7 +174,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 other => {
                     bail!(
-                        "unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients, leases, storm)"
+                        "unknown benchmark {other:?} (known: xdp, approval, netfilter, layers, clients, leases, storm, cluster)"
                     )
                 }
             }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench storm [--clients N] [--only socket|socket-flood|front|front-flood] [--quick]`:
+//! `cargo xtask bench storm [--clients N] [--only socket|socket-flood|front|front-flood|socket-postgres] [--quick]`:
 //! a reconnect storm. N enrolled clients
 //! (100,000 by default) all ask for approval at once, as after a gateway restart or a cluster
 //! host's failure: on the daemon's socket (kept-alive connections, as the front's pool uses) and
@@ -11,6 +11,11 @@
 //! the client's cost, not the gateway's) and re-used while younger than the daemon's window
 //! allows. Every phase runs on a fresh copy of the cached store (no nonce seen yet), a fresh
 //! daemon and a fresh gate. `--quick` (the tests): a few hundred clients, nothing cached.
+//!
+//! The last storm runs on the socket again with the store in PostgreSQL (a server of the
+//! bench's own on the same machine, reached on its Unix socket, the cached store copied into
+//! it with `Store::copy_into`; commits not waiting for the disk, as SQLite's `synchronous =
+//! NORMAL` does not): the store a cluster's hosts share, against SQLite in the same run.
 use std::{
     fmt::Write as _,
     fs,
@@ -35,7 +40,7 @@ use gate_protocol::{
     request::{self, Sender},
     wire::{BOX_NONCE_BYTES, Payload, REJECTED_STATUS, RequestHeaders, SealedBody},
 };
-use gate_store::{NewClient, Store};
+use gate_store::{NewClient, Store, StoreAccess, StoreKey, StoreLocation};
 use gate_tests::{
     approval::{KeptAlive, headers, keep_alive, raw},
     bed::{GATEWAY_V4, STRANGER_V4, TestBed},
@@ -49,6 +54,7 @@ use openssl::{
     rsa::{Padding, Rsa},
     sign::{RsaPssSaltlen, Signer},
 };
+use temp_postgres::TempPostgres;
 
 /// RSA keys the clients share (a key is the client's; what matters to the gateway is that each
 /// client's key is parsed and checked on its own, which sharing does not change).
@@ -57,6 +63,7 @@ const KEYS: usize = 16;
 /// at most (`approval.window`), and the bench sets that.
 const MAX_REQUEST_AGE: Duration = Duration::from_secs(50 * 60);
 const CACHE_FORMAT: u32 = 1;
+const ON_POSTGRES: &str = "on the socket, store in PostgreSQL";
 
 struct Settings {
     clients: usize,
@@ -85,7 +92,8 @@ fn settings() -> anyhow::Result<Settings> {
         "socket-flood" => Some("on the socket + bad-HMAC flood"),
         "front" => Some("through the front"),
         "front-flood" => Some("through the front + bad-HMAC flood"),
-        other => anyhow::bail!("--only {other:?}: socket, socket-flood, front or front-flood"),
+        "socket-postgres" => Some(ON_POSTGRES),
+        other => anyhow::bail!("--only {other:?}: socket, socket-flood, front, front-flood or socket-postgres"),
     };
     Ok(if quick {
         Settings { clients, socket_connections: 4, front_connections: 4, flood_connections: 1, cache, only }
@@ -328,9 +336,30 @@ fn phase(
     signed: &[(RequestHeaders, SealedBody)],
     through_front: bool,
     flood: usize,
+    postgres: bool,
 ) -> anyhow::Result<Outcome> {
     let mut bed = TestBed::new();
-    fs::copy(&clients.store, bed.store())?;
+    // Kept until the daemon has stopped (dropped after it).
+    let mut database = None;
+    if postgres {
+        let server = TempPostgres::start()?;
+        server.psql("postgres", "ALTER SYSTEM SET fsync = on")?;
+        server.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off")?;
+        server.psql("postgres", "SELECT pg_reload_conf()")?;
+        server.create_database("gate")?;
+        let key = server.dir().join("store.key");
+        StoreKey::generate()?.write_new(&key)?;
+        let access = StoreAccess { key_file: Some(key.clone()), ..StoreAccess::default() };
+        let url = server.url("gate");
+        let (mut into, _) = StoreLocation::parse(&url)?.open_or_create(&access)?;
+        let started = Instant::now();
+        let rows = Store::open(&clients.store)?.copy_into(&mut into)?;
+        eprintln!("copied {rows} rows into PostgreSQL in {:.1} s", started.elapsed().as_secs_f64());
+        bed.share_store(&url, &key);
+        database = Some(server);
+    } else {
+        fs::copy(&clients.store, bed.store())?;
+    }
     let config = bed.config(
         &[("vpn", "udp", 1194)],
         &format!(
@@ -373,6 +402,7 @@ fn phase(
     }
     let daemon_mib = peak_rss_mib(daemon.pid().as_raw());
     daemon.stop();
+    drop(database);
     Ok(Outcome { wall, latencies, approved, flood_refused, daemon_mib, front_mib })
 }
 
@@ -400,11 +430,12 @@ fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
         ("on the socket + bad-HMAC flood", false, settings.flood_connections),
         ("through the front", true, 0),
         ("through the front + bad-HMAC flood", true, settings.flood_connections),
+        (ON_POSTGRES, false, 0),
     ];
     for (name, through_front, flood) in storms.into_iter().filter(|(name, ..)| settings.only.is_none_or(|o| o == *name))
     {
         eprintln!("storm {name}...");
-        let outcome = phase(settings, &clients, &signed, through_front, flood)?;
+        let outcome = phase(settings, &clients, &signed, through_front, flood, name == ON_POSTGRES)?;
         anyhow::ensure!(outcome.approved == n, "{name}: {} of {n} approved", outcome.approved);
         let max = outcome.latencies.iter().max().copied().unwrap_or_default();
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
