@@ -509,7 +509,10 @@ impl Config {
         if approval.window.is_zero() || approval.window > Duration::from_secs(3600) {
             return Err(invalid("approval.window".into(), "must be between 1s and 1h".into()));
         }
-        if approval.host.len() > 255 || approval.host.contains(char::is_whitespace) {
+        if approval.host.len() > 255
+            || approval.host.contains(char::is_whitespace)
+            || approval.host == gate_store::ALL_HOSTS
+        {
             return Err(invalid("approval.host".into(), format!("{:?} is not a host name", approval.host)));
         }
         let notifications = &self.notifications;

@@ -27,7 +27,7 @@ pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use revocation::{EndGrantsError, end_grants};
 pub use sealing::{Sealing, StoreKey};
-pub use shutdown::{FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
+pub use shutdown::{ALL_HOSTS, FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
 pub use store::{
     ApprovalRecord, Checkpointer, ClientRecord, DEFAULT_STORE_PATH, Grant, NewClient, NonceRecord, Recorded, Store,
     Write,

@@ -9,6 +9,9 @@ use gate_notify::{Notification, Part, Published, State};
 
 pub const FROM_NOTIFICATION: &str = "notification";
 pub const FROM_OPERATOR: &str = "operator";
+/// The host of an operator's state that applies to every host of a cluster (one host's own
+/// operator state wins over it).
+pub const ALL_HOSTS: &str = "*";
 
 /// One part's state from one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +21,8 @@ pub struct ShutdownRow {
     pub state: State,
     pub message: String,
     pub set_at: u64,
+    /// The host it was set for, or [`ALL_HOSTS`].
+    pub host: String,
 }
 
 /// Sets one part's state from one source on one host.
@@ -89,14 +94,15 @@ impl Store {
         Ok(())
     }
 
-    /// Every stored state of `host`.
+    /// Every stored state of `host`, and the operator's for every host.
     ///
     /// # Errors
     /// The database failed.
     pub fn shutdown_rows(&self, host: &str) -> Result<Vec<ShutdownRow>, StoreError> {
         let rows = self.db().query(
-            "SELECT part, source, state, message, set_at FROM shutdown WHERE host = ?1 ORDER BY part, source",
-            args![host],
+            "SELECT part, source, state, message, set_at, host FROM shutdown \
+             WHERE host = ?1 OR (host = ?2 AND source = ?3) ORDER BY part, source, host",
+            args![host, ALL_HOSTS, FROM_OPERATOR],
         )?;
         let mut out = Vec::new();
         for mut row in rows {
@@ -108,21 +114,26 @@ impl Store {
                 state,
                 message: row.text(3)?,
                 set_at: from_sql(row.int(4)?),
+                host: row.text(5)?,
             });
         }
         Ok(out)
     }
 
-    /// The states in force: the operator's where set, else the last notification's, else ok.
-    /// The message is the operator's if it disabled anything, else the notification's.
+    /// The states in force: the operator's for this host where set, else the operator's for
+    /// every host, else the last notification's, else ok. The message is the operator's if it
+    /// disabled anything, else the notification's.
     ///
     /// # Errors
-    /// SQLite failed.
+    /// The database failed.
     pub fn effective_shutdown(&self, host: &str) -> Result<Published, StoreError> {
         let rows = self.shutdown_rows(host)?;
         let pick = |part: Part| {
-            rows.iter()
-                .find(|r| r.part == part && r.source == FROM_OPERATOR)
+            let operator = |for_host: &str| {
+                rows.iter().find(|r| r.part == part && r.source == FROM_OPERATOR && r.host == for_host)
+            };
+            operator(host)
+                .or_else(|| operator(ALL_HOSTS))
                 .or_else(|| rows.iter().find(|r| r.part == part && r.source == FROM_NOTIFICATION))
         };
         let mut published = Published::default();

@@ -755,3 +755,23 @@ fn a_hosts_store_is_copied_whole_into_a_clusters_database_and_sealed_there() {
     let error = single.copy_into(&mut cluster).unwrap_err().to_string();
     assert!(error.contains("only into an empty one"), "{error}");
 }
+
+#[test]
+fn an_operators_state_for_all_hosts_applies_to_each_unless_the_host_has_its_own() {
+    Backend::each(|backend| {
+        let store = backend.open();
+        store
+            .set_operator_state(Part::Vpn, Some(State::Disabled), "cluster maintenance", gate_store::ALL_HOSTS, 10)
+            .unwrap();
+        for host in ["gate-a", "gate-b"] {
+            let effective = store.effective_shutdown(host).unwrap();
+            assert_eq!(effective.vpn, State::Disabled, "{host}");
+            assert_eq!(effective.message, "cluster maintenance");
+        }
+        store.set_operator_state(Part::Vpn, Some(State::Ok), "", "gate-b", 20).unwrap();
+        assert_eq!(store.effective_shutdown("gate-b").unwrap().vpn, State::Ok, "gate-b's own setting wins");
+        assert_eq!(store.effective_shutdown("gate-a").unwrap().vpn, State::Disabled);
+        store.set_operator_state(Part::Vpn, None, "", gate_store::ALL_HOSTS, 30).unwrap();
+        assert_eq!(store.effective_shutdown("gate-a").unwrap().vpn, State::Ok, "cleared for all");
+    });
+}

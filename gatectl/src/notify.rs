@@ -22,9 +22,17 @@ pub enum ShutdownCommand {
         /// Shown to web users while www is disabled.
         #[arg(long, default_value = "")]
         message: String,
+        /// For every host of the cluster that shares the store (a host's own setting wins).
+        #[arg(long)]
+        all_hosts: bool,
     },
     /// Remove the operator's setting for a part (or `all`): notifications decide again.
-    Clear { part: String },
+    Clear {
+        part: String,
+        /// The setting made for every host, not this host's own.
+        #[arg(long)]
+        all_hosts: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,10 +88,15 @@ pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
             Part::Web => effective.web,
             Part::Vpn => effective.vpn,
         };
-        let from = rows
-            .iter()
-            .find(|r| r.part == part && r.source == gate_store::FROM_OPERATOR)
+        let operator = |for_host: &str| {
+            rows.iter().find(|r| r.part == part && r.source == gate_store::FROM_OPERATOR && r.host == for_host)
+        };
+        let from = operator(host)
             .map(|r| format!("set by the operator ({})", r.state.name()))
+            .or_else(|| {
+                operator(gate_store::ALL_HOSTS)
+                    .map(|r| format!("set by the operator for all hosts ({})", r.state.name()))
+            })
             .or_else(|| {
                 rows.iter()
                     .find(|r| r.part == part && r.source == gate_store::FROM_NOTIFICATION)
@@ -105,15 +118,18 @@ pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
 pub fn shutdown(command: ShutdownCommand, store: &Store, host: &str) -> anyhow::Result<()> {
     match command {
         ShutdownCommand::Show => {}
-        ShutdownCommand::Set { part: p, state: s, message } => {
+        ShutdownCommand::Set { part: p, state: s, message, all_hosts } => {
             let (p, s) = (part(&p)?, state(&s)?);
-            store.set_operator_state(p, Some(s), &message, host, unix_now())?;
-            println!("{} {} (set by the operator; the daemon applies it within a second)", p.name(), s.name());
+            let target = if all_hosts { gate_store::ALL_HOSTS } else { host };
+            store.set_operator_state(p, Some(s), &message, target, unix_now())?;
+            let whom = if all_hosts { "every host's daemon applies" } else { "the daemon applies" };
+            println!("{} {} (set by the operator; {whom} it within a second)", p.name(), s.name());
         }
-        ShutdownCommand::Clear { part: p } => {
+        ShutdownCommand::Clear { part: p, all_hosts } => {
             let parts = if p == "all" { Part::ALL.to_vec() } else { vec![part(&p)?] };
+            let target = if all_hosts { gate_store::ALL_HOSTS } else { host };
             for p in parts {
-                store.set_operator_state(p, None, "", host, unix_now())?;
+                store.set_operator_state(p, None, "", target, unix_now())?;
                 println!("{}: operator setting cleared", p.name());
             }
         }

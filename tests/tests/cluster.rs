@@ -259,3 +259,28 @@ fn a_single_hosts_store_moves_into_the_clusters_database_and_its_clients_keep_th
     assert_eq!(send(&host.bed, &after, None).status, 200, "the profile made before the move works");
     assert!(!database.dump("gate").unwrap().contains("PRIVATE KEY"), "sealed on the way in");
 }
+
+#[test]
+fn an_operators_shutdown_for_all_hosts_stops_approvals_on_each_and_a_hosts_own_setting_wins() {
+    let ([a, b], _database) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    let approves = |host: &Host| send(&host.bed, &alice.request(Some(CLIENT_V4), None), None).status == 200;
+    let within = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(3), "{what} after 3 s");
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    gatectl_store(&a.bed, &["shutdown", "set", "vpn", "disabled", "--all-hosts"]);
+    within("host A still approving", &|| !approves(&a));
+    within("host B still approving", &|| !approves(&b));
+    assert!(refusals(&b, "vpn_disabled") > 0, "{:?}", counters(&b.bed));
+
+    gatectl_store(&a.bed, &["--host", "gate-b", "shutdown", "set", "vpn", "ok"]);
+    within("host B's own setting not winning", &|| approves(&b));
+    assert!(!approves(&a), "host A keeps the setting for all hosts");
+
+    gatectl_store(&a.bed, &["shutdown", "clear", "vpn", "--all-hosts"]);
+    within("host A not approving after the clear", &|| approves(&a));
+}
