@@ -25,6 +25,7 @@ pub use error::StoreError;
 pub use location::{StoreAccess, StoreLocation};
 pub use names::validate_client_name;
 pub use pki::ServerIdentity;
+pub use postgres::ChangeListener;
 pub use revocation::{EndGrantsError, end_grants};
 pub use sealing::{Sealing, StoreKey};
 pub use shutdown::{ALL_HOSTS, FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};

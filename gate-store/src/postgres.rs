@@ -80,6 +80,16 @@ impl PgConn {
         })
     }
 
+    /// A second connection, listening for client writes.
+    pub(crate) fn listener(&self) -> Result<ChangeListener, StoreError> {
+        let mut client = self
+            .config
+            .connect(self.tls.clone())
+            .map_err(|e| StoreError::Unreachable(crate::error::with_causes(&e)))?;
+        client.batch_execute(&format!("LISTEN {CLIENTS_CHANNEL}"))?;
+        Ok(ChangeListener { client })
+    }
+
     /// The connection, made again if it was lost (outside a transaction, at most every
     /// [`RECONNECT_EVERY`]).
     fn client(&mut self) -> Result<&mut Client, StoreError> {
@@ -149,6 +159,36 @@ impl PgConn {
         self.batch(&begin)?;
         self.in_transaction = true;
         Ok(())
+    }
+}
+
+/// The channel a client write is announced on (`NOTIFY`, sent when its transaction commits).
+pub(crate) const CLIENTS_CHANNEL: &str = "gate_clients";
+
+/// A connection of its own that waits for the announcements of client writes (enrollments,
+/// revocations) by any host: PostgreSQL's LISTEN.
+pub struct ChangeListener {
+    client: Client,
+}
+
+impl ChangeListener {
+    /// Waits up to `timeout` for an announcement; `true` if one (or several) came.
+    ///
+    /// # Errors
+    /// The connection was lost (make a new listener).
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let heard = {
+            let mut notifications = self.client.notifications();
+            let heard = notifications.timeout_iter(timeout).next()?.is_some();
+            // Everything else already waiting is the same news.
+            while notifications.iter().next()?.is_some() {}
+            heard
+        };
+        if self.client.is_closed() {
+            return Err(StoreError::Unreachable("the listening connection was lost".into()));
+        }
+        Ok(heard)
     }
 }
 

@@ -224,6 +224,16 @@ impl Db {
         }
     }
 
+    /// Announces, when the current transaction commits, that clients were written (PostgreSQL's
+    /// NOTIFY, heard by every host's [`crate::ChangeListener`]); nothing on SQLite, whose one
+    /// host sees the change at its next look.
+    pub(crate) fn announce_client_change(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(conn) => conn.borrow_mut().batch(&format!("NOTIFY {}", crate::postgres::CLIENTS_CHANNEL)),
+        }
+    }
+
     /// Runs `work` in one transaction: committed if it returns `Ok`, rolled back if it returns
     /// an error, panics, or the commit fails.
     pub(crate) fn transaction<T>(

@@ -443,6 +443,18 @@ impl Store {
         Ok(Some(Checkpointer { conn }))
     }
 
+    /// A connection of its own that hears every host's client writes as they commit (a
+    /// revocation, say), so the daemon need not wait for its next look; `None` for SQLite.
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub fn listen_for_changes(&self) -> Result<Option<crate::ChangeListener>, StoreError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(conn) => conn.borrow().listener().map(Some),
+        }
+    }
+
     pub(crate) fn db(&self) -> &Db {
         &self.db
     }
@@ -625,7 +637,7 @@ impl Store {
                     args![client.name, gate],
                 )?;
             }
-            Ok(())
+            db.announce_client_change()
         })
     }
 
@@ -726,6 +738,9 @@ impl Store {
             )?;
             if changed == 0 && db.query_opt("SELECT 1 FROM clients WHERE name = ?1", args![name])?.is_none() {
                 return Err(StoreError::NoSuchClient(name.to_owned()));
+            }
+            if changed > 0 {
+                db.announce_client_change()?;
             }
             Ok(changed > 0)
         })

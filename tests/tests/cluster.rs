@@ -284,3 +284,28 @@ fn an_operators_shutdown_for_all_hosts_stops_approvals_on_each_and_a_hosts_own_s
     gatectl_store(&a.bed, &["shutdown", "clear", "vpn", "--all-hosts"]);
     within("host A not approving after the clear", &|| approves(&a));
 }
+
+#[test]
+fn a_revocation_on_one_host_is_pushed_to_the_other_at_once() {
+    let ([a, b], _database) = cluster();
+    // The looks come every 250 ms: each of 5 revocations arriving within 100 ms of its commit
+    // (a chance of 0.4^5 = 1% by looks alone) says it was heard, not looked for.
+    for round in 0..5_u8 {
+        let name = format!("pushed-{round}");
+        let client = Enrolled::new(&a.bed, &name, &["vpn"], "client");
+        let address = std::net::Ipv4Addr::new(198, 18, 0, round + 1);
+        assert_eq!(send(&b.bed, &client.request(Some(address), None), None).status, 200);
+        assert_eq!(leased(&b.bed), [IpAddr::from(address)]);
+        thread::sleep(Duration::from_millis(u64::from(round) * 47));
+        // gatectl on host A without its maps: the revocation reaches host B through the store.
+        let mut admin = a.bed.store_flags();
+        admin.extend(["--pin-dir".into(), "/nonexistent".into(), "client".into(), "revoke".into(), name.clone()]);
+        let out = Command::new(bin("gatectl")).args(&admin).output().expect("run gatectl");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let revoked = Instant::now();
+        while leased(&b.bed).contains(&IpAddr::from(address)) {
+            assert!(revoked.elapsed() < Duration::from_millis(100), "round {round}: host B's lease open 100 ms on");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

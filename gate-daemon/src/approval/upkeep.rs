@@ -19,14 +19,18 @@ pub const REVOCATION_TICK: Duration = Duration::from_millis(250);
 const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
 const PURGE_EVERY: u32 = 240; // ticks: once a minute
 
-/// Runs until the task is dropped.
-pub async fn run(service: Arc<ApprovalService>) {
+/// Runs until the task is dropped: a look every [`REVOCATION_TICK`], and one at once when
+/// `changed` is notified (another host's client write, heard by [`listen`]).
+pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>) {
     let mut ticker = tokio::time::interval(REVOCATION_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick: u32 = 0;
     let mut looked_at = None;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = changed.notified() => {}
+        }
         tick = tick.wrapping_add(1);
         let purge = tick.is_multiple_of(PURGE_EVERY);
         let service = Arc::clone(&service);
@@ -34,6 +38,41 @@ pub async fn run(service: Arc<ApprovalService>) {
             Ok(version) => looked_at = version,
             Err(e) => log::error!("approval upkeep task died: {e}"),
         }
+    }
+}
+
+/// For a PostgreSQL store: a thread with a connection of its own that hears every host's
+/// client writes as they commit (LISTEN/NOTIFY) and wakes the upkeep through `changed`, so a
+/// revocation made on another host closes this host's leases at once rather than at the next
+/// look. The looks go on beside it: a notification lost while the connection was down costs at
+/// most one [`REVOCATION_TICK`]. Nothing for SQLite (one host: its own look suffices).
+pub fn listen(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>) {
+    // An SQLite store is a file (and this runs on the runtime: no connection made here).
+    if service.store().path().is_some() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("store-listener".into()).spawn(move || {
+        loop {
+            let listener = service.store().listen_for_changes();
+            match listener {
+                Ok(None) => return,
+                Ok(Some(mut listener)) => loop {
+                    match listener.wait(Duration::from_secs(5)) {
+                        Ok(true) => changed.notify_one(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            service.trouble.failed("hear other hosts' client changes", &e);
+                            break;
+                        }
+                    }
+                },
+                Err(e) => service.trouble.failed("listen for other hosts' client changes", &e),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("store listener: {e} (revocations from other hosts arrive at the next look)");
     }
 }
 
