@@ -309,3 +309,34 @@ fn a_revocation_on_one_host_is_pushed_to_the_other_at_once() {
         }
     }
 }
+
+#[test]
+fn a_host_that_was_down_applies_the_revocations_it_missed_before_it_approves_again() {
+    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
+    database.create_database("gate").unwrap();
+    let url = database.url("gate");
+    let key = database.dir().join("store.key");
+    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let a = Host::start(&url, &key, "gate-a", HOST_A_PUBLIC);
+    let mut bed = TestBed::new();
+    bed.share_store(&url, &key);
+    let config = bed.config(&[("vpn", "udp", GATED)], "[approval]\nhost = \"gate-b\"\n");
+    let b = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+
+    // Host B dies; alice is revoked meanwhile. Its lease lives on in B's pinned maps.
+    b.kill9();
+    gatectl_store(&a.bed, &["client", "revoke", "alice"]);
+    assert_eq!(leased(&bed), [IpAddr::from(CLIENT_V4)], "the lease outlived the daemon");
+
+    let _b = Daemon::start(&bed, &config);
+    let start = Instant::now();
+    while leased(&bed).contains(&IpAddr::from(CLIENT_V4)) {
+        assert!(start.elapsed() < Duration::from_secs(1), "the missed revocation not applied a second after the start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS);
+    assert_eq!(counters(&bed).rejected.get("revoked").copied(), Some(1), "refused as revoked");
+}
