@@ -17,10 +17,12 @@
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
 //! - [`tun`]: a tun device held by the test, to send and receive bare IP packets.
 //! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
+//! - [`cluster`]: a PostgreSQL store shared by gate hosts, and the hosts on it.
 //! - [`measure`]: what the benchmark binaries share (arguments, medians, a scratch directory).
 pub mod approval;
 pub mod bed;
 pub mod cgroup;
+pub mod cluster;
 pub mod daemon;
 pub mod frames;
 pub mod front;

@@ -16,43 +16,23 @@ use gate_tests::{
         Enrolled, KeptAlive, counters, gatectl_store, headers, keep_alive, leased, raw, send, send_raw, vector_key,
     },
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
+    cluster::{GATED, Host, SharedStore},
     daemon::{Daemon, bin},
 };
-use temp_postgres::TempPostgres;
 
-const GATED: u16 = 1194;
 const HOST_A_PUBLIC: &str = "203.0.113.1";
 const HOST_B_PUBLIC: &str = "203.0.113.2";
 
-/// A gate host: its namespaces and pin dir, and its daemon on the shared store.
-struct Host {
-    // The daemon goes before its bed.
-    daemon: Daemon,
-    bed: TestBed,
+/// A host telling approved clients to connect to `public` (so an approval names it).
+fn host(store: &SharedStore, name: &str, public: &str) -> Host {
+    Host::start(store, name, &format!("public_ipv4 = \"{public}\"\n"))
 }
 
-impl Host {
-    /// Host `name`, telling approved clients to connect to `public` (so an approval names it).
-    fn start(store: &str, key_file: &std::path::Path, name: &str, public: &str) -> Self {
-        let mut bed = TestBed::new();
-        bed.share_store(store, key_file);
-        let approval = format!("[approval]\nhost = \"{name}\"\npublic_ipv4 = \"{public}\"\n");
-        let config = bed.config(&[("vpn", "udp", GATED)], &approval);
-        let daemon = Daemon::start(&bed, &config);
-        Self { daemon, bed }
-    }
-}
-
-/// The database server, then two hosts on it sharing one store key, made by `gatectl store
-/// new-key` (dropped hosts first: their daemons stop before the database does).
-fn cluster() -> ([Host; 2], TempPostgres) {
-    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
-    database.create_database("gate").expect("the cluster's database");
-    let url = database.url("gate");
-    let key = database.dir().join("store.key");
-    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().expect("run gatectl");
-    assert!(made.status.success(), "gatectl store new-key: {}", String::from_utf8_lossy(&made.stderr));
-    ([Host::start(&url, &key, "gate-a", HOST_A_PUBLIC), Host::start(&url, &key, "gate-b", HOST_B_PUBLIC)], database)
+/// The shared store, then two hosts on it (dropped hosts first: their daemons stop before the
+/// database does).
+fn cluster() -> ([Host; 2], SharedStore) {
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    ([host(&store, "gate-a", HOST_A_PUBLIC), host(&store, "gate-b", HOST_B_PUBLIC)], store)
 }
 
 fn refusals(host: &Host, reason: &str) -> u64 {
@@ -61,7 +41,7 @@ fn refusals(host: &Host, reason: &str) -> u64 {
 
 #[test]
 fn a_client_enrolled_once_is_approved_by_every_host_and_a_nonce_spent_on_one_is_a_replay_on_the_other() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
 
     let first = alice.request(Some(CLIENT_V4), None);
@@ -82,7 +62,7 @@ fn a_client_enrolled_once_is_approved_by_every_host_and_a_nonce_spent_on_one_is_
 
 #[test]
 fn the_same_request_raced_to_both_hosts_is_approved_once() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     for round in 0..50 {
         let request = alice.request(Some(CLIENT_V4), None);
@@ -100,7 +80,7 @@ fn the_same_request_raced_to_both_hosts_is_approved_once() {
 
 #[test]
 fn a_revocation_on_one_host_closes_the_leases_the_other_opened_within_a_second() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     let bob = Enrolled::new(&b.bed, "bob", &["vpn"], "foreign");
     assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
@@ -124,19 +104,20 @@ fn a_revocation_on_one_host_closes_the_leases_the_other_opened_within_a_second()
 }
 
 /// Statements the database has logged.
-fn statements(database: &TempPostgres) -> usize {
+fn statements(database: &temp_postgres::TempPostgres) -> usize {
     database.server_log().lines().filter(|l| l.contains("LOG:  statement:") || l.contains("LOG:  execute")).count()
 }
 
 #[test]
 fn a_flood_of_made_up_tokens_costs_the_shared_database_a_few_queries_a_second() {
-    let ([a, _b], database) = cluster();
+    let ([a, _b], store) = cluster();
+    let database = &store.database;
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     database.log_statements().unwrap();
     let request = alice.request(Some(CLIENT_V4), None);
     let mut connection = KeptAlive::connect(&a.bed.socket());
     thread::sleep(Duration::from_millis(500));
-    let (before, start) = (statements(&database), Instant::now());
+    let (before, start) = (statements(database), Instant::now());
     let strangers = 1000;
     for _ in 0..strangers {
         let mut made_up = headers(&request, None);
@@ -146,7 +127,7 @@ fn a_flood_of_made_up_tokens_costs_the_shared_database_a_few_queries_a_second() 
     }
     let seconds = start.elapsed().as_secs_f64();
     thread::sleep(Duration::from_millis(300));
-    let queries = statements(&database) - before;
+    let queries = statements(database) - before;
     assert_eq!(refusals(&a, "unknown_token"), strangers, "{:?}", counters(&a.bed));
     // Both hosts' upkeep looks 4 times a second; the made-up tokens at most 20 times a second.
     let allowed = ((4.0 * 2.0 + 20.0) * 2.0 * (seconds + 0.3)).ceil() as usize + 10;
@@ -160,7 +141,8 @@ fn a_flood_of_made_up_tokens_costs_the_shared_database_a_few_queries_a_second() 
 
 #[test]
 fn with_the_database_down_approvals_are_refused_leases_run_on_and_approvals_resume_when_it_returns() {
-    let ([a, _b], database) = cluster();
+    let ([a, _b], store) = cluster();
+    let database = &store.database;
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     assert_eq!(send(&a.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
 
@@ -188,10 +170,10 @@ fn with_the_database_down_approvals_are_refused_leases_run_on_and_approvals_resu
 
 #[test]
 fn a_dump_of_the_clusters_database_holds_no_secret_in_the_clear() {
-    let ([a, _b], database) = cluster();
+    let ([a, _b], store) = cluster();
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     assert_eq!(send(&a.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
-    let dump = database.dump("gate").expect("pg_dump");
+    let dump = store.database.dump("gate").expect("pg_dump");
     assert!(dump.contains("alice"), "the dump holds the clients");
     let secret: String = alice.profile.keys.secret.0.iter().map(|b| format!("{b:02x}")).collect();
     assert!(!dump.contains(&secret), "alice's HMAC secret in the clear");
@@ -200,7 +182,7 @@ fn a_dump_of_the_clusters_database_holds_no_secret_in_the_clear() {
 
 #[test]
 fn a_client_whose_first_host_is_down_is_approved_by_the_next_which_names_itself() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     let profile = a.bed.state_dir.join("carol.profile");
     let key = vector_key("client");
     let (on_a, on_b) = (format!("unix:{}", a.bed.socket().display()), format!("unix:{}", b.bed.socket().display()));
@@ -230,12 +212,7 @@ fn a_client_whose_first_host_is_down_is_approved_by_the_next_which_names_itself(
 
 #[test]
 fn a_single_hosts_store_moves_into_the_clusters_database_and_its_clients_keep_their_profiles() {
-    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
-    database.create_database("gate").unwrap();
-    let url = database.url("gate");
-    let key = database.dir().join("store.key");
-    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
 
     // One host on its own SQLite store, a client approved there.
     let mut bed = TestBed::new();
@@ -247,9 +224,9 @@ fn a_single_hosts_store_moves_into_the_clusters_database_and_its_clients_keep_th
     assert_eq!(send_raw(&bed, &bytes).status, 200);
     daemon.stop();
 
-    let out = gatectl_store(&bed, &["store", "copy", "--to", &url, "--to-key-file", key.to_str().unwrap()]);
+    let out = gatectl_store(&bed, &["store", "copy", "--to", &store.url, "--to-key-file", store.key.to_str().unwrap()]);
     assert!(out.contains("copied"), "{out}");
-    bed.share_store(&url, &key);
+    bed.share_store(&store.url, &store.key);
     let config = bed.config(&[("vpn", "udp", GATED)], "");
     let host = Host { daemon: Daemon::start(&bed, &config), bed };
     let before = refusals(&host, "replay");
@@ -257,12 +234,12 @@ fn a_single_hosts_store_moves_into_the_clusters_database_and_its_clients_keep_th
     assert_eq!(refusals(&host, "replay"), before + 1);
     let after = alice.request(Some(STRANGER_V4), None);
     assert_eq!(send(&host.bed, &after, None).status, 200, "the profile made before the move works");
-    assert!(!database.dump("gate").unwrap().contains("PRIVATE KEY"), "sealed on the way in");
+    assert!(!store.database.dump("gate").unwrap().contains("PRIVATE KEY"), "sealed on the way in");
 }
 
 #[test]
 fn an_operators_shutdown_for_all_hosts_stops_approvals_on_each_and_a_hosts_own_setting_wins() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
     let approves = |host: &Host| send(&host.bed, &alice.request(Some(CLIENT_V4), None), None).status == 200;
     let within = |what: &str, done: &dyn Fn() -> bool| {
@@ -287,7 +264,7 @@ fn an_operators_shutdown_for_all_hosts_stops_approvals_on_each_and_a_hosts_own_s
 
 #[test]
 fn a_revocation_on_one_host_is_pushed_to_the_other_at_once() {
-    let ([a, b], _database) = cluster();
+    let ([a, b], _store) = cluster();
     // The looks come every 250 ms: each of 5 revocations arriving within 100 ms of its commit
     // (a chance of 0.4^5 = 1% by looks alone) says it was heard, not looked for.
     for round in 0..5_u8 {
@@ -312,15 +289,10 @@ fn a_revocation_on_one_host_is_pushed_to_the_other_at_once() {
 
 #[test]
 fn a_host_that_was_down_applies_the_revocations_it_missed_before_it_approves_again() {
-    let database = TempPostgres::start().expect("a PostgreSQL server of the test's own");
-    database.create_database("gate").unwrap();
-    let url = database.url("gate");
-    let key = database.dir().join("store.key");
-    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let a = Host::start(&url, &key, "gate-a", HOST_A_PUBLIC);
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    let a = host(&store, "gate-a", HOST_A_PUBLIC);
     let mut bed = TestBed::new();
-    bed.share_store(&url, &key);
+    bed.share_store(&store.url, &store.key);
     let config = bed.config(&[("vpn", "udp", GATED)], "[approval]\nhost = \"gate-b\"\n");
     let b = Daemon::start(&bed, &config);
     let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");

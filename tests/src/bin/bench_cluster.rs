@@ -6,7 +6,6 @@
 //! revocation takes to reach another host. `--quick` (the tests): 5 rounds.
 use std::{
     net::{IpAddr, Ipv4Addr},
-    process::Command,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -16,11 +15,9 @@ use gate_maps::GateState;
 use gate_store::{StoreAccess, StoreLocation};
 use gate_tests::{
     approval::{Enrolled, send},
-    bed::TestBed,
-    daemon::{Daemon, bin},
+    cluster::{Host, SharedStore},
     measure::{arg, percentile, quick},
 };
-use temp_postgres::TempPostgres;
 
 /// How long a revocation may take to arrive before the bench gives up on it.
 const GIVE_UP: Duration = Duration::from_secs(10);
@@ -28,32 +25,20 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 fn main() -> anyhow::Result<()> {
     let rounds: usize = arg("--rounds", if quick() { 5 } else { 100 })?;
     anyhow::ensure!((1..=10_000).contains(&rounds), "--rounds: 1 to 10000");
-    let database = TempPostgres::start()?;
-    database.create_database("gate")?;
-    let url = database.url("gate");
-    let key = database.dir().join("store.key");
-    let made = Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output()?;
-    anyhow::ensure!(made.status.success(), "gatectl store new-key: {}", String::from_utf8_lossy(&made.stderr));
-    let host = |name: &str| {
-        let mut bed = TestBed::new();
-        bed.share_store(&url, &key);
-        let config = bed.config(&[("vpn", "udp", 1194)], &format!("[approval]\nhost = \"{name}\"\n"));
-        let daemon = Daemon::start(&bed, &config);
-        (daemon, bed)
-    };
-    let ((daemon_a, a), (daemon_b, b)) = (host("gate-a"), host("gate-b"));
+    let store = SharedStore::start()?;
+    let (a, b) = (Host::start(&store, "gate-a", ""), Host::start(&store, "gate-b", ""));
     // What `gatectl client revoke` on host A does to the store, timed from its commit.
-    let access = StoreAccess { key_file: Some(key.clone()), ..StoreAccess::default() };
-    let mut admin = StoreLocation::parse(&url)?.open(&access)?;
-    let maps_b = GateState::open(&b.pin_dir.0).context("host B's maps")?;
+    let access = StoreAccess { key_file: Some(store.key.clone()), ..StoreAccess::default() };
+    let mut admin = StoreLocation::parse(&store.url)?.open(&access)?;
+    let maps_b = GateState::open(&b.bed.pin_dir.0).context("host B's maps")?;
     let gate = maps_b.gate_id("vpn")?;
 
     let (mut arrived, mut commits) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for round in 0..rounds {
         let name = format!("cluster-{round}");
-        let client = Enrolled::new(&a, &name, &["vpn"], "client");
+        let client = Enrolled::new(&a.bed, &name, &["vpn"], "client");
         let address = Ipv4Addr::from(0xc612_0000 | u32::try_from(round)?);
-        let status = send(&b, &client.request(Some(address), None), None).status;
+        let status = send(&b.bed, &client.request(Some(address), None), None).status;
         anyhow::ensure!(status == 200, "round {round}: host B answered {status}");
         anyhow::ensure!(maps_b.lease(gate, IpAddr::V4(address))?.is_some(), "round {round}: no lease on host B");
         // Revocations land anywhere in host B's 250 ms look, not at one phase of it.
@@ -83,8 +68,8 @@ fn main() -> anyhow::Result<()> {
     println!("| --- | ---: | ---: |");
     row("to its commit", &commits);
     row("to host B's lease closed", &arrived);
-    daemon_a.stop();
-    daemon_b.stop();
-    drop((a, b, database));
+    a.daemon.stop();
+    b.daemon.stop();
+    drop((a.bed, b.bed, store));
     Ok(())
 }

@@ -40,10 +40,11 @@ use gate_protocol::{
     request::{self, Sender},
     wire::{BOX_NONCE_BYTES, Payload, REJECTED_STATUS, RequestHeaders, SealedBody},
 };
-use gate_store::{NewClient, Store, StoreAccess, StoreKey, StoreLocation};
+use gate_store::{NewClient, Store, StoreAccess, StoreLocation};
 use gate_tests::{
     approval::{KeptAlive, headers, keep_alive, raw},
     bed::{GATEWAY_V4, STRANGER_V4, TestBed},
+    cluster::SharedStore,
     daemon::{Daemon, peak_rss_mib},
     front,
     measure::{ScratchDir, arg, percentile, quick},
@@ -54,7 +55,6 @@ use openssl::{
     rsa::{Padding, Rsa},
     sign::{RsaPssSaltlen, Signer},
 };
-use temp_postgres::TempPostgres;
 
 /// RSA keys the clients share (a key is the client's; what matters to the gateway is that each
 /// client's key is parsed and checked on its own, which sharing does not change).
@@ -342,21 +342,18 @@ fn phase(
     // Kept until the daemon has stopped (dropped after it).
     let mut database = None;
     if postgres {
-        let server = TempPostgres::start()?;
+        let shared = SharedStore::start()?;
+        let server = &shared.database;
         server.psql("postgres", "ALTER SYSTEM SET fsync = on")?;
         server.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off")?;
         server.psql("postgres", "SELECT pg_reload_conf()")?;
-        server.create_database("gate")?;
-        let key = server.dir().join("store.key");
-        StoreKey::generate()?.write_new(&key)?;
-        let access = StoreAccess { key_file: Some(key.clone()), ..StoreAccess::default() };
-        let url = server.url("gate");
-        let (mut into, _) = StoreLocation::parse(&url)?.open_or_create(&access)?;
+        let access = StoreAccess { key_file: Some(shared.key.clone()), ..StoreAccess::default() };
+        let (mut into, _) = StoreLocation::parse(&shared.url)?.open_or_create(&access)?;
         let started = Instant::now();
         let rows = Store::open(&clients.store)?.copy_into(&mut into)?;
         eprintln!("copied {rows} rows into PostgreSQL in {:.1} s", started.elapsed().as_secs_f64());
-        bed.share_store(&url, &key);
-        database = Some(server);
+        bed.share_store(&shared.url, &shared.key);
+        database = Some(shared);
     } else {
         fs::copy(&clients.store, bed.store())?;
     }
