@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::{
-    approval::{ApprovalService, http, upkeep},
+    approval::{ApprovalService, heartbeat, http, upkeep},
     config::Config,
     install, links, openvpn, reload, shutdown, sweeper,
     writers::Writers,
@@ -110,7 +110,8 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
     let changed = Arc::new(tokio::sync::Notify::new());
     upkeep::listen(Arc::clone(&service), Arc::clone(&changed));
-    let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service), changed));
+    let presence = Arc::new(heartbeat::Presence::default());
+    let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service), changed, Arc::clone(&presence)));
     let checkpointer = service.store().checkpoint_elsewhere().context("open the store for its checkpoints")?;
     let checkpoints = checkpointer.map(|checkpointer| tokio::spawn(upkeep::checkpoints(checkpointer)));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());
@@ -179,6 +180,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     }
     parts.notifier.abort();
     parts.vpn.stop().await;
+    tokio::task::block_in_place(|| presence.stopped(&service));
     if outcome.is_ok() {
         log::info!("stopped; the gate stays attached and closed (remove it with `gatectl teardown`)");
     }

@@ -23,7 +23,8 @@ use crate::writers::Writers;
 const YIELD_AT_MOST: Duration = Duration::from_millis(50);
 
 /// One sweep of the maps pinned at `pin_dir` (leases closed `grace_ns` before `now_ns`) on a
-/// handle of its own, letting `writers` go first between batches. Returns how many it deleted.
+/// handle of its own, letting `writers` go first between batches, and leaving them the count of
+/// live leases it read. Returns how many it deleted.
 ///
 /// # Errors
 /// The maps cannot be opened, read or written.
@@ -34,7 +35,9 @@ pub fn sweep(pin_dir: &Path, writers: &Writers, now_ns: u64, grace_ns: u64) -> R
             std::thread::sleep(Duration::from_micros(50));
         }
     };
-    GateState::open(pin_dir)?.sweep_yielding(now_ns, grace_ns, yield_to_writers)
+    let swept = GateState::open(pin_dir)?.sweep_yielding(now_ns, grace_ns, yield_to_writers)?;
+    writers.swept(swept.live);
+    Ok(swept.removed)
 }
 
 /// Sweeps the maps pinned at `pin_dir` every `interval` until the task is dropped, yielding to

@@ -22,6 +22,6 @@ pub use gate_common as common;
 pub use lease::LeasePolicy;
 pub use pins::{AttachMode, Attachment, DaemonLock, LockError, PinDir};
 pub use state::{
-    GateEntry, GateSpec, GateState, LeaseChunks, LeaseCount, LeaseCounts, LeaseEntry, Protocol, StatsTable,
+    GateEntry, GateSpec, GateState, LeaseChunks, LeaseCount, LeaseCounts, LeaseEntry, Protocol, StatsTable, Swept,
     lease_address,
 };

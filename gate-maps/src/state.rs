@@ -800,13 +800,14 @@ impl GateState {
     /// # Errors
     /// The kernel refuses to iterate or delete.
     pub fn sweep(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
-        self.sweep_yielding(now_ns, grace_ns, || {})
+        Ok(self.sweep_yielding(now_ns, grace_ns, || {})?.removed)
     }
 
     /// As [`Self::sweep`], calling `between` after each batch, once the lock is released: a
     /// caller that knows of writers waiting for the maps lets them go first there. `flock` is
     /// not fair, so the sweep also pauses briefly after each batch for writers it cannot see
-    /// (another process's `gatectl`).
+    /// (another process's `gatectl`). Also counts the live leases it reads on the way, so a
+    /// caller learns the count without a second pass over maps of a million.
     ///
     /// # Errors
     /// As [`Self::sweep`].
@@ -815,12 +816,14 @@ impl GateState {
         now_ns: u64,
         grace_ns: u64,
         mut between: impl FnMut(),
-    ) -> Result<usize, StateError> {
+    ) -> Result<Swept, StateError> {
         let dead = |lease: &Lease| lease.closes_at_ns().saturating_add(grace_ns) <= now_ns;
-        let mut removed = 0;
+        let (mut removed, mut live) = (0, 0);
         for chunk in self.lease_chunks()? {
+            let chunk = chunk?;
+            live += chunk.iter().filter(|e| e.lease.state(now_ns) == LeaseState::Live).count();
             let candidates: Vec<(u32, IpAddr)> =
-                chunk?.iter().filter(|e| dead(&e.lease)).map(|e| (e.gate, e.addr)).collect();
+                chunk.iter().filter(|e| dead(&e.lease)).map(|e| (e.gate, e.addr)).collect();
             for batch in candidates.chunks(SWEEP_BATCH) {
                 let lock = self.lock()?;
                 let result = self.sweep_batch(batch, dead);
@@ -830,7 +833,7 @@ impl GateState {
                 between();
             }
         }
-        Ok(removed)
+        Ok(Swept { removed, live })
     }
 
     fn sweep_batch(&mut self, batch: &[(u32, IpAddr)], dead: impl Fn(&Lease) -> bool) -> Result<usize, StateError> {
@@ -894,6 +897,15 @@ const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 pub struct LeaseCount {
     pub live: usize,
     pub closed: usize,
+}
+
+/// What a sweep did and saw: [`GateState::sweep_yielding`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Closed leases deleted.
+    pub removed: usize,
+    /// Live leases read on the way (a lease opened during the sweep may be missed).
+    pub live: usize,
 }
 
 /// Leases per gate and per family: [`GateState::lease_counts`].

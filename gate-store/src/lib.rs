@@ -11,6 +11,7 @@
 //! grants, session tokens) with the host that wrote them, so one shared database can later serve
 //! a cluster of gate hosts (a nonce seen by any host is then a replay on every host).
 mod error;
+mod hosts;
 mod location;
 mod names;
 mod pki;
@@ -22,6 +23,7 @@ mod sql;
 mod store;
 
 pub use error::StoreError;
+pub use hosts::{DatabaseInfo, Heartbeat, HostRow};
 pub use location::{StoreAccess, StoreLocation};
 pub use names::validate_client_name;
 pub use pki::ServerIdentity;

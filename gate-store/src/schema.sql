@@ -101,3 +101,18 @@ CREATE TABLE IF NOT EXISTS notifications_accepted (
     serial INTEGER NOT NULL,
     accepted_at INTEGER NOT NULL
 );
+
+-- Each daemon's heartbeat, written every few seconds while it runs, for `gatectl cluster
+-- status`. A table no other reads or refers to, added without a schema version of its own: a
+-- build that lacks it ignores it, so hosts can be upgraded one at a time.
+CREATE TABLE IF NOT EXISTS hosts (
+    host TEXT PRIMARY KEY,
+    instance INTEGER NOT NULL,        -- random at each start: two daemons under one name differ
+    version TEXT NOT NULL,            -- the daemon's
+    started_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL,         -- its last heartbeat, by its own clock
+    stopped_at INTEGER,               -- set by a clean stop, NULL while it runs
+    leases INTEGER,                   -- live leases its last sweep counted (NULL: none yet)
+    approvals INTEGER NOT NULL,       -- since started_at
+    refusals INTEGER NOT NULL
+);

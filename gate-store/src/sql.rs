@@ -156,6 +156,16 @@ impl Db {
         }
     }
 
+    /// The database's name and its server's (or library's) version.
+    pub(crate) fn product(&self) -> Result<(&'static str, String), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(("SQLite", self.query_one("SELECT sqlite_version()", &[])?.text(0)?)),
+            Self::Postgres(_) => {
+                Ok(("PostgreSQL", self.query_one("SELECT current_setting('server_version')", &[])?.text(0)?))
+            }
+        }
+    }
+
     /// `sql` (a SELECT of rows, not of an aggregate) holding the rows it reads until the
     /// transaction ends, so a concurrent writer of them waits (PostgreSQL's FOR SHARE; an SQLite
     /// writer already excludes every other).

@@ -418,6 +418,11 @@ impl Store {
         Ok((Self { db, location, sealing: Sealing::default() }, made))
     }
 
+    /// Where the store is, as it may be shown (no password).
+    pub(crate) fn location_name(&self) -> String {
+        self.location.name()
+    }
+
     /// The store's file, if it is an SQLite store.
     #[must_use]
     pub fn path(&self) -> Option<&Path> {
@@ -926,6 +931,10 @@ fn redacted(params: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Tables [`Store::copy_into`] leaves behind: `hosts`, the heartbeats of the daemons on the
+    /// store copied from, which say nothing of the hosts of the one copied into.
+    const NOT_COPIED: &[&str] = &["hosts"];
+
     #[test]
     fn the_copy_knows_every_table_and_column_of_the_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -942,6 +951,9 @@ mod tests {
         let mut found = Vec::new();
         for mut row in tables {
             let table = row.text(0).unwrap();
+            if NOT_COPIED.contains(&table.as_str()) {
+                continue;
+            }
             let columns: Vec<String> = store
                 .db
                 .query(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"), args![])

@@ -17,8 +17,8 @@ use gate_protocol::{
     rand::rngs::OsRng,
 };
 use gate_store::{
-    ApprovalRecord, FROM_NOTIFICATION, FROM_OPERATOR, NewClient, NonceRecord, Recorded, Store, StoreAccess, StoreError,
-    StoreKey, StoreLocation, Write,
+    ApprovalRecord, FROM_NOTIFICATION, FROM_OPERATOR, Heartbeat, HostRow, NewClient, NonceRecord, Recorded, Store,
+    StoreAccess, StoreError, StoreKey, StoreLocation, Write,
 };
 use temp_postgres::TempPostgres;
 
@@ -385,6 +385,55 @@ fn the_generation_moves_when_another_connection_writes_a_client() {
         seen = after_enroll;
         gatectl.revoke_client("alice", 200).unwrap();
         assert_ne!(daemon.generation().unwrap(), seen, "a revocation");
+    });
+}
+
+#[test]
+fn heartbeats_show_each_host_and_a_second_daemon_under_one_name_is_noticed() {
+    Backend::each(|backend| {
+        let store = backend.open();
+        let beat = |host, instance, leases, approvals, now| {
+            let beat =
+                Heartbeat { host, instance, version: "1.2.3", started_at: 1_000, leases, approvals, refusals: 2 };
+            store.heartbeat(&beat, now).unwrap()
+        };
+        assert!(!beat("gate-a", 7, None, 0, 1_000), "a first heartbeat");
+        assert!(!beat("gate-a", 7, Some(40), 5, 1_005), "the same daemon again");
+        assert!(!beat("gate-b", 9, Some(3), 1, 1_006));
+        let hosts = store.hosts().unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(
+            hosts[0],
+            HostRow {
+                host: "gate-a".into(),
+                version: "1.2.3".into(),
+                started_at: 1_000,
+                seen_at: 1_005,
+                stopped_at: None,
+                leases: Some(40),
+                approvals: 5,
+                refusals: 2
+            }
+        );
+        assert!(beat("gate-a", 8, None, 0, 1_007), "another daemon wrote gate-a's row last");
+
+        store.host_stopped("gate-b", 1, 1_010).unwrap();
+        assert_eq!(store.hosts().unwrap()[1].stopped_at, None, "another instance's stop changes nothing");
+        store.host_stopped("gate-b", 9, 1_010).unwrap();
+        assert_eq!(store.hosts().unwrap()[1].stopped_at, Some(1_010));
+        beat("gate-b", 10, None, 0, 1_020);
+        assert_eq!(store.hosts().unwrap()[1].stopped_at, None, "running again");
+        assert!(store.forget_host("gate-b").unwrap());
+        assert!(!store.forget_host("gate-b").unwrap());
+        assert_eq!(store.hosts().unwrap().len(), 1);
+
+        let mut gatectl = backend.open();
+        enroll(&mut gatectl, "alice");
+        enroll(&mut gatectl, "bob");
+        gatectl.revoke_client("bob", 200).unwrap();
+        let database = store.database().unwrap();
+        assert_eq!((database.clients, database.revoked, database.schema_version), (2, 1, 2));
+        assert!(!database.version.is_empty() && !database.location.is_empty(), "{database:?}");
     });
 }
 

@@ -208,7 +208,7 @@ pub fn stats_json(gates: &[GateEntry], stats: &StatsTable) -> serde_json::Value 
 }
 
 /// Left-aligned columns two spaces apart.
-fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
+pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row.as_ref()) {

@@ -1,6 +1,7 @@
 //! `gatectl`: the operator's view of the gate, read from and written to the pinned maps directly,
 //! so it works with the daemon stopped or dead.
 mod clients;
+mod cluster;
 mod format;
 mod notify;
 mod paths;
@@ -101,6 +102,9 @@ enum Command {
     /// The store's keys: make a store key, seal every secret with the current one.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// The hosts sharing the store and the database: status, forget.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Self-shutdown states: show, set by hand, clear.
     #[command(subcommand)]
     Shutdown(notify::ShutdownCommand),
@@ -272,6 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Client(command) => clients::run(command, &paths, &pins),
         Command::Store(command) => store::run(command, &paths),
+        Command::Cluster(command) => cluster::run(command, &paths.store.open()?),
         Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host),
         Command::Notify(command) => notify::notify(command),
         Command::Teardown { force } => teardown(&pins, force),

@@ -46,9 +46,16 @@ impl Host {
     /// `[approval]` table.
     #[must_use]
     pub fn start(store: &SharedStore, name: &str, approval: &str) -> Self {
+        Self::start_with(store, name, "", approval)
+    }
+
+    /// As [`Self::start`], with `tables` (whole TOML tables, `[leases]` say) in the config too.
+    #[must_use]
+    pub fn start_with(store: &SharedStore, name: &str, tables: &str, approval: &str) -> Self {
         let mut bed = TestBed::new();
         bed.share_store(&store.url, &store.key);
-        let config = bed.config(&[("vpn", "udp", GATED)], &format!("[approval]\nhost = \"{name}\"\n{approval}"));
+        let extra = format!("{tables}[approval]\nhost = \"{name}\"\n{approval}");
+        let config = bed.config(&[("vpn", "udp", GATED)], &extra);
         let daemon = Daemon::start(&bed, &config);
         Self { daemon, bed }
     }

@@ -312,3 +312,82 @@ fn a_host_that_was_down_applies_the_revocations_it_missed_before_it_approves_aga
     assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS);
     assert_eq!(counters(&bed).rejected.get("revoked").copied(), Some(1), "refused as revoked");
 }
+
+/// `gatectl cluster status --json` through host `on`'s store flags: (exited well, the JSON).
+fn cluster_status(on: &TestBed) -> (bool, serde_json::Value) {
+    let mut args = on.store_flags();
+    args.extend(["cluster".into(), "status".into(), "--json".into()]);
+    let out = Command::new(bin("gatectl")).args(&args).output().expect("run gatectl");
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or_default())
+}
+
+/// Waits up to `within` for `check` to hold of the status; returns it.
+fn status_where(on: &TestBed, within: Duration, check: impl Fn(bool, &serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let (ok, status) = cluster_status(on);
+        if check(ok, &status) {
+            return status;
+        }
+        assert!(start.elapsed() < within, "cluster status never matched: {status:#}");
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn host_in<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["hosts"].as_array().and_then(|h| h.iter().find(|h| h["host"] == name)).unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn cluster_status_shows_each_hosts_leases_and_approvals_and_which_stopped_or_went_silent() {
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    let sweep_often = "[leases]\nsweep_interval = \"1s\"\n";
+    let a = Host::start_with(&store, "gate-a", sweep_often, "");
+    let b = Host::start_with(&store, "gate-b", sweep_often, "");
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&a.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+    assert_eq!(send(&a.bed, &alice.request(Some(STRANGER_V4), None), None).status, 200);
+    let approved = alice.request(Some(CLIENT_V4), None);
+    let bytes = raw(&headers(&approved, None), approved.body_json().as_bytes());
+    assert_eq!(send_raw(&b.bed, &bytes).status, 200);
+    assert_eq!(send_raw(&b.bed, &bytes).status, REJECTED_STATUS, "a replay");
+
+    // Heartbeats come every 5 s; the leases are counted by each host's sweep.
+    let status = status_where(&a.bed, Duration::from_secs(12), |ok, s| {
+        ok && host_in(s, "gate-a")["leases"] == 2 && host_in(s, "gate-b")["leases"] == 1
+    });
+    let (host_a, host_b) = (host_in(&status, "gate-a"), host_in(&status, "gate-b"));
+    assert_eq!((host_a["state"].as_str(), host_b["state"].as_str()), (Some("up"), Some("up")), "{status:#}");
+    assert_eq!((host_a["approvals"].as_u64(), host_b["approvals"].as_u64()), (Some(2), Some(1)), "{status:#}");
+    assert_eq!(host_b["refusals"], 1, "{status:#}");
+    assert_eq!(host_a["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["database"]["product"], "PostgreSQL");
+    assert_eq!(status["database"]["clients"], 1);
+    let mut args = a.bed.store_flags();
+    args.extend(["cluster".into(), "status".into()]);
+    let text = Command::new(bin("gatectl")).args(&args).output().expect("run gatectl");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("database: PostgreSQL") && text.lines().any(|l| l.starts_with("gate-b  up")), "{text}");
+
+    // A second daemon configured with gate-a's name is noticed in the log.
+    let twin = Host::start(&store, "gate-a", "");
+    let start = Instant::now();
+    let said = "another daemon writes heartbeats as host \"gate-a\"";
+    while !a.daemon.log().contains(said) && !twin.daemon.log().contains(said) {
+        assert!(start.elapsed() < Duration::from_secs(12), "two daemons named gate-a, nothing logged");
+        thread::sleep(Duration::from_millis(200));
+    }
+    twin.daemon.stop();
+
+    // Host B stops cleanly: stopped at once. Host A dies: silent once 15 s pass without a
+    // heartbeat, and the status exits non-zero.
+    let Host { daemon, bed: _bed_b } = b;
+    daemon.stop();
+    let status = status_where(&a.bed, Duration::from_secs(2), |_, s| host_in(s, "gate-b")["state"] == "stopped");
+    assert!(host_in(&status, "gate-b")["stopped_at"].is_u64());
+    a.daemon.kill9();
+    status_where(&a.bed, Duration::from_secs(25), |ok, s| !ok && host_in(s, "gate-a")["state"] == "silent");
+    let out = gatectl_store(&a.bed, &["cluster", "forget", "gate-b"]);
+    assert!(out.contains("forgot host gate-b"), "{out}");
+    assert_eq!(host_in(&cluster_status(&a.bed).1, "gate-b"), &serde_json::Value::Null);
+}

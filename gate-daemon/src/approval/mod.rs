@@ -11,8 +11,11 @@
 //! - [`loglimit`]: refusals logged at a bounded rate.
 //! - [`http`]: the internal HTTP API on a Unix socket (the front's way in).
 //! - [`upkeep`]: ends revoked clients' leases and forgets old nonces and grants.
+//! - [`heartbeat`]: this host's heartbeat in the store (`gatectl cluster status`).
+//! - [`store_trouble`]: store failures logged as a state.
 pub mod clients;
 pub mod group_commit;
+pub mod heartbeat;
 pub mod http;
 pub mod in_flight;
 pub mod loglimit;

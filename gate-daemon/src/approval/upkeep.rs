@@ -8,10 +8,15 @@
 //! commit (the daemon never revokes), and an approval recorded before it is a grant the next
 //! look sees. It was ~5% of the daemon's CPU in a storm, every approval waiting behind it.
 //!
-//! And the store's checkpoints, on a connection of their own ([`checkpoints`]).
+//! And this host's heartbeat ([`heartbeat`](crate::approval::heartbeat)), and the store's
+//! checkpoints, on a connection of their own ([`checkpoints`]).
 use std::{sync::Arc, time::Duration};
 
-use crate::approval::{ApprovalService, service::unix_now};
+use crate::approval::{
+    ApprovalService,
+    heartbeat::{HEARTBEAT_EVERY, Presence},
+    service::unix_now,
+};
 
 pub const REVOCATION_TICK: Duration = Duration::from_millis(250);
 /// How often the store's write-ahead log is copied into the database file: often enough that
@@ -20,8 +25,10 @@ const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
 const PURGE_EVERY: u32 = 240; // ticks: once a minute
 
 /// Runs until the task is dropped: a look every [`REVOCATION_TICK`], and one at once when
-/// `changed` is notified (another host's client write, heard by [`listen`]).
-pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>) {
+/// `changed` is notified (another host's client write, heard by [`listen`]); a heartbeat at
+/// the first tick and every [`HEARTBEAT_EVERY`].
+pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>, presence: Arc<Presence>) {
+    let beat_every = u32::try_from(HEARTBEAT_EVERY.as_millis() / REVOCATION_TICK.as_millis()).unwrap_or(1);
     let mut ticker = tokio::time::interval(REVOCATION_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick: u32 = 0;
@@ -33,8 +40,15 @@ pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify
         }
         tick = tick.wrapping_add(1);
         let purge = tick.is_multiple_of(PURGE_EVERY);
-        let service = Arc::clone(&service);
-        match tokio::task::spawn_blocking(move || once(&service, purge, looked_at)).await {
+        let beat = tick % beat_every == 1;
+        let (service, presence) = (Arc::clone(&service), Arc::clone(&presence));
+        let work = move || {
+            if beat {
+                presence.beat(&service);
+            }
+            once(&service, purge, looked_at)
+        };
+        match tokio::task::spawn_blocking(work).await {
             Ok(version) => looked_at = version,
             Err(e) => log::error!("approval upkeep task died: {e}"),
         }
