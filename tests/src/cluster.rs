@@ -60,3 +60,92 @@ impl Host {
         Self { daemon, bed }
     }
 }
+
+/// A host's way to the database that the test can cut, as a network partition would: a proxy
+/// on a Unix socket of its own in front of the server's. Cut, it ends every connection through
+/// it and ends each new one at once (the database unreachable from this host alone); healed,
+/// it passes them again. (A silent partition, where packets vanish instead, fails the same way
+/// over TCP after the store's timeouts: 3 s to connect, 5 s unacknowledged.)
+pub struct DatabaseLink {
+    dir: PathBuf,
+    shared: std::sync::Arc<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    cut: std::sync::atomic::AtomicBool,
+    closing: std::sync::atomic::AtomicBool,
+    /// Both ends of every connection passed, to end them when cut.
+    open: std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>,
+}
+
+impl DatabaseLink {
+    /// # Errors
+    /// The socket cannot be made.
+    pub fn start(database: &TempPostgres) -> anyhow::Result<Self> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = std::env::temp_dir().join(format!("{}{}", crate::unique::PREFIX, crate::unique::token()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = ".s.PGSQL.5432";
+        let listener = UnixListener::bind(dir.join(socket))?;
+        let upstream = database.dir().join(socket);
+        let shared = std::sync::Arc::new(LinkState::default());
+        let state = std::sync::Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if state.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if state.cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = UnixStream::connect(&upstream) else { continue };
+                let pipe = |from: &UnixStream, to: &UnixStream| -> std::io::Result<()> {
+                    let (mut from, mut to) = (from.try_clone()?, to.try_clone()?);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                    Ok(())
+                };
+                if pipe(&client, &server).and_then(|()| pipe(&server, &client)).is_ok() {
+                    state.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend([client, server]);
+                }
+            }
+        });
+        Ok(Self { dir, shared })
+    }
+
+    /// The URL of `database` through this link.
+    #[must_use]
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{}@{}:5432/{database}",
+            temp_postgres::USER,
+            self.dir.display().to_string().replace('/', "%2F")
+        )
+    }
+
+    /// Ends every connection through the link, and every new one until [`Self::heal`].
+    pub fn cut(&self) {
+        self.shared.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.shared.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.shared.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DatabaseLink {
+    fn drop(&mut self) {
+        self.cut();
+        self.shared.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which then returns.
+        let _ = std::os::unix::net::UnixStream::connect(self.dir.join(".s.PGSQL.5432"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

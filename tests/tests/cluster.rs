@@ -16,7 +16,7 @@ use gate_tests::{
         Enrolled, KeptAlive, counters, gatectl_store, headers, keep_alive, leased, raw, send, send_raw, vector_key,
     },
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
-    cluster::{GATED, Host, SharedStore},
+    cluster::{DatabaseLink, GATED, Host, SharedStore},
     daemon::{Daemon, bin},
 };
 
@@ -390,4 +390,47 @@ fn cluster_status_shows_each_hosts_leases_and_approvals_and_which_stopped_or_wen
     let out = gatectl_store(&a.bed, &["cluster", "forget", "gate-b"]);
     assert!(out.contains("forgot host gate-b"), "{out}");
     assert_eq!(host_in(&cluster_status(&a.bed).1, "gate-b"), &serde_json::Value::Null);
+}
+
+#[test]
+fn a_host_cut_off_from_the_database_refuses_approvals_and_applies_the_revocations_it_missed_first() {
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    let link = DatabaseLink::start(&store.database).expect("a link to cut");
+    // Host A reaches the database through the link; host B directly.
+    let mut bed = TestBed::new();
+    bed.share_store(&link.url("gate"), &store.key);
+    let config = bed.config(&[("vpn", "udp", GATED)], "[approval]\nhost = \"gate-a\"\n");
+    let a = Daemon::start(&bed, &config);
+    let b = host(&store, "gate-b", HOST_B_PUBLIC);
+    let alice = Enrolled::new(&b.bed, "alice", &["vpn"], "client");
+    let bob = Enrolled::new(&b.bed, "bob", &["vpn"], "foreign");
+    assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+
+    link.cut();
+    // Host B goes on; host A refuses with the uniform answer (no approval without the shared
+    // replay store) and keeps the lease it opened: it cannot learn of the revocation.
+    assert_eq!(send(&b.bed, &bob.request(Some(STRANGER_V4), None), None).status, 200, "host B approves");
+    assert_eq!(send(&bed, &bob.request(Some(STRANGER_V4), None), None).status, REJECTED_STATUS, "host A, cut off");
+    gatectl_store(&b.bed, &["client", "revoke", "alice"]);
+    thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(leased(&bed), [IpAddr::from(CLIENT_V4)], "host A keeps its lease while cut off");
+    assert!(leased(&bed).iter().all(|a| *a != IpAddr::from(STRANGER_V4)), "and opened nothing for bob");
+
+    // Healed: host A never approves alice again, closes her lease, and approves bob.
+    link.heal();
+    let healed = Instant::now();
+    while counters(&bed).rejected.get("revoked").copied().unwrap_or(0) == 0 {
+        assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS);
+        assert!(healed.elapsed() < Duration::from_secs(5), "alice not refused as revoked 5 s after the heal");
+        thread::sleep(Duration::from_millis(100));
+    }
+    while leased(&bed).contains(&IpAddr::from(CLIENT_V4)) {
+        assert!(healed.elapsed() < Duration::from_secs(5), "alice's lease on host A open 5 s after the heal");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(send(&bed, &bob.request(Some(STRANGER_V4), None), None).status, 200, "host A approves again");
+    let log = a.stop();
+    assert!(log.contains("approvals are refused until the store answers"), "{log}");
+    assert!(log.contains("store: answering again after"), "{log}");
+    drop(b);
 }
