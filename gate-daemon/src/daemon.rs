@@ -108,10 +108,9 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let initial = tokio::task::block_in_place(|| shutdown::current(&service)).context("read the shutdown states")?;
     let (states, mut watch_states) = tokio::sync::watch::channel(initial);
     let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
-    let changed = Arc::new(tokio::sync::Notify::new());
-    upkeep::listen(Arc::clone(&service), Arc::clone(&changed));
+    upkeep::listen(Arc::clone(&service));
     let presence = Arc::new(heartbeat::Presence::default());
-    let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service), changed, Arc::clone(&presence)));
+    let upkeep = tokio::spawn(upkeep::run(Arc::clone(&service), Arc::clone(&presence)));
     let checkpointer = service.store().checkpoint_elsewhere().context("open the store for its checkpoints")?;
     let checkpoints = checkpointer.map(|checkpointer| tokio::spawn(upkeep::checkpoints(checkpointer)));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());

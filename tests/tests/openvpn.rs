@@ -8,8 +8,9 @@ use std::{
 
 use gate_daemon::openvpn::supervisor::ServerStatus;
 use gate_tests::{
-    approval::{Enrolled, gatectl_store},
+    approval::{Enrolled, gatectl_store, leased},
     bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
+    cluster::{Host, SharedStore},
     daemon::{Daemon, bin},
     front::{self, uid_of, uids, url_v4},
 };
@@ -50,8 +51,19 @@ const GATES: &[(&str, &str, u16)] = &[("vpn", "udp", VPN_PORT), ("vpn2", "udp", 
 /// admitted, servers dropping to the default user (gate-vpn), and the `[[openvpn]]` tables in
 /// `servers`.
 fn vpn_config(bed: &mut TestBed, gates: &[(&str, &str, u16)], leases: &str, servers: &str) -> PathBuf {
+    vpn_config_with(bed, gates, leases, "", servers)
+}
+
+/// As [`vpn_config`], with `approval` (lines) added to the `[approval]` table.
+fn vpn_config_with(
+    bed: &mut TestBed,
+    gates: &[(&str, &str, u16)],
+    leases: &str,
+    approval: &str,
+    servers: &str,
+) -> PathBuf {
     let extra = format!(
-        "{leases}[approval]\nfront_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\n{servers}",
+        "{leases}[approval]\n{approval}front_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\n{servers}",
         bed.state_dir.join("openvpn").display()
     );
     bed.config(gates, &extra)
@@ -480,4 +492,34 @@ fn a_tcp_server_behind_the_gate_and_a_revoked_certificate_in_its_crl() {
     assert!(!log.contains("Initialization Sequence Completed"), "a revoked client:\n{log}");
     let server_log = std::fs::read_to_string(bed.state_dir.join("openvpn/tcp/openvpn.log")).unwrap_or_default();
     assert!(server_log.contains("certificate revoked"), "refused by the CRL:\n{server_log}");
+}
+
+#[test]
+fn a_revocation_made_on_another_host_of_the_cluster_ends_the_vpn_session_here_within_a_second() {
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    let other = Host::start(&store, "gate-a", "");
+    let mut bed = TestBed::new();
+    bed.share_store(&store.url, &store.key);
+    let config = vpn_config_with(&mut bed, GATES, "", "host = \"gate-b\"\n", MAIN_SERVER);
+    let _daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, "");
+    wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running");
+
+    // Enrolled on the other host; approved here, with a certificate of the cluster's one CA.
+    let alice = Enrolled::new(&other.bed, "alice", &["vpn"], "client");
+    let state: PathBuf = bed.state_dir.join("alice-vpn");
+    let out = connect_up(&bed, &alice, &state);
+    assert!(out.status.success(), "gate-client --up: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(ping(&bed, SERVER_TUNNEL), "ping through the tunnel");
+    wait_status(&bed, "main", Duration::from_secs(5), |s| s.clients == ["alice"]);
+
+    gatectl_store(&other.bed, &["client", "revoke", "alice"]);
+    let revoked = Instant::now();
+    wait_status(&bed, "main", Duration::from_secs(1), |s| s.clients.is_empty());
+    let ended = revoked.elapsed();
+    assert!(leased(&bed).is_empty(), "the lease here is closed too");
+    assert!(!ping(&bed, SERVER_TUNNEL), "the tunnel is gone ({ended:?} after the revocation)");
+    down(&bed, &alice, &state);
+    let out = connect_up(&bed, &alice, &state);
+    assert!(!out.status.success(), "approved here after a revocation on the other host");
 }

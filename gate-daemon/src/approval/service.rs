@@ -94,6 +94,9 @@ pub struct ApprovalService {
     log_limit: LogLimit,
     /// Store failures, logged as a state (a lost database fails every approval).
     pub trouble: StoreTrouble,
+    /// Counts the client writes of other hosts heard as they commit (LISTEN/NOTIFY), so those
+    /// who act on revocations (the upkeep, the OpenVPN supervisors) act at once.
+    client_changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,7 +147,19 @@ impl ApprovalService {
             vpn_disabled: std::sync::atomic::AtomicBool::new(false),
             log_limit: LogLimit::default(),
             trouble: StoreTrouble::default(),
+            client_changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Another process's client write was heard (an enrollment, a revocation).
+    pub fn heard_client_change(&self) {
+        self.client_changes.send_modify(|heard| *heard = heard.wrapping_add(1));
+    }
+
+    /// Changes as [`Self::heard_client_change`] hears them.
+    #[must_use]
+    pub fn client_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.client_changes.subscribe()
     }
 
     /// The settings in force.

@@ -25,9 +25,10 @@ const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
 const PURGE_EVERY: u32 = 240; // ticks: once a minute
 
 /// Runs until the task is dropped: a look every [`REVOCATION_TICK`], and one at once when
-/// `changed` is notified (another host's client write, heard by [`listen`]); a heartbeat at
-/// the first tick and every [`HEARTBEAT_EVERY`].
-pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>, presence: Arc<Presence>) {
+/// another host's client write is heard ([`listen`]); a heartbeat at the first tick and every
+/// [`HEARTBEAT_EVERY`].
+pub async fn run(service: Arc<ApprovalService>, presence: Arc<Presence>) {
+    let mut heard = service.client_changes();
     let beat_every = u32::try_from(HEARTBEAT_EVERY.as_millis() / REVOCATION_TICK.as_millis()).unwrap_or(1);
     let mut ticker = tokio::time::interval(REVOCATION_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,7 +37,7 @@ pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = changed.notified() => {}
+            Ok(()) = heard.changed() => {}
         }
         tick = tick.wrapping_add(1);
         let purge = tick.is_multiple_of(PURGE_EVERY);
@@ -56,11 +57,12 @@ pub async fn run(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify
 }
 
 /// For a PostgreSQL store: a thread with a connection of its own that hears every host's
-/// client writes as they commit (LISTEN/NOTIFY) and wakes the upkeep through `changed`, so a
+/// client writes as they commit (LISTEN/NOTIFY) and wakes the upkeep and the OpenVPN
+/// supervisors ([`ApprovalService::heard_client_change`]), so a
 /// revocation made on another host closes this host's leases at once rather than at the next
 /// look. The looks go on beside it: a notification lost while the connection was down costs at
 /// most one [`REVOCATION_TICK`]. Nothing for SQLite (one host: its own look suffices).
-pub fn listen(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>) {
+pub fn listen(service: Arc<ApprovalService>) {
     // An SQLite store is a file (and this runs on the runtime: no connection made here).
     if service.store().path().is_some() {
         return;
@@ -72,7 +74,7 @@ pub fn listen(service: Arc<ApprovalService>, changed: Arc<tokio::sync::Notify>) 
                 Ok(None) => return,
                 Ok(Some(mut listener)) => loop {
                     match listener.wait(Duration::from_secs(5)) {
-                        Ok(true) => changed.notify_one(),
+                        Ok(true) => service.heard_client_change(),
                         Ok(false) => {}
                         Err(e) => {
                             service.trouble.failed("hear other hosts' client changes", &e);

@@ -30,7 +30,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A server that ran this long before dying restarts at the shortest backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How often the revocations are looked at: a revoked client's certificate is in the server's
-/// CRL within this. The CRL is also reissued daily, long before it expires.
+/// CRL within this (at once, with its sessions ended, when another host's revocation is heard
+/// on a cluster's store). The CRL is also reissued daily, long before it expires.
 const CRL_CHECK: Duration = Duration::from_secs(1);
 /// How long a starting server may take to say it is initialised before it counts as running.
 const INIT_WAIT: Duration = Duration::from_secs(10);
@@ -535,6 +536,7 @@ impl Supervisor {
             let mut crl_mark =
                 if adopted.is_some() { None } else { self.service.with_store(|store| store.revocation_mark()).ok() };
             let mut crl_issued = Instant::now();
+            let mut heard = self.service.client_changes();
             let how = loop {
                 tokio::select! {
                     how = child.wait() => break how,
@@ -546,7 +548,13 @@ impl Supervisor {
                         }
                     }
                     () = &mut manager => {}
-                    _ = crl_ticker.tick() => {
+                    // Every second, and at once when another host's revocation is heard.
+                    () = async {
+                        tokio::select! {
+                            _ = crl_ticker.tick() => {}
+                            Ok(()) = heard.changed() => {}
+                        }
+                    } => {
                         let mark = self.service.with_store(|store| store.revocation_mark()).ok();
                         if mark != crl_mark || crl_issued.elapsed() > CRL_REISSUE {
                             self.refresh_crl(drop.as_ref());
