@@ -633,14 +633,21 @@ impl Config {
         Ok(())
     }
 
-    /// That the store, if one exists, opens whole (a start makes one only where none exists).
+    /// That the store, if one exists, opens whole (a start makes one only where none exists),
+    /// and that the files reaching it takes are in order.
     /// For `--check` only, never inside a running daemon: opening the file apart from SQLite
     /// would drop that process's own SQLite locks on it.
     ///
     /// # Errors
     /// The store is damaged or cannot be opened.
     pub fn check_store(&self, file: &Path) -> Result<(), ConfigError> {
-        // A database is not asked: `--check` says whether the config holds, offline.
+        // A database is not asked: `--check` says whether the config holds, offline. What
+        // reaching it takes (keys, password file, TLS settings) is checked.
+        self.approval.store.check_offline(&self.approval.store_access()).map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: "approval.store".into(),
+            reason: e.to_string(),
+        })?;
         if let StoreLocation::File(path) = &self.approval.store
             && path.exists()
         {

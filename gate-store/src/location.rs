@@ -85,13 +85,7 @@ impl StoreLocation {
         let (mut store, made) = match self {
             Self::File(path) => Store::open_or_create(path)?,
             Self::Postgres(url) => {
-                if !sealing.is_on() {
-                    return Err(StoreError::Invalid(format!(
-                        "{}: a shared store's secrets are sealed with the cluster's store key: set \
-                         approval.store_key_file (`gatectl store new-key FILE` makes one; every host needs the same)",
-                        redact(url)
-                    )));
-                }
+                require_key(url, &sealing)?;
                 let password = read_password(access.password_file.as_deref())?;
                 Store::connect_with(url, password.as_deref(), access.ca_file.as_deref())?
             }
@@ -114,6 +108,22 @@ impl StoreLocation {
             }
             Self::Postgres(_) => self.open_or_create(access).map(|(store, _)| store),
         }
+    }
+
+    /// Checks what opening the store needs without opening it (for `--check`, offline): the
+    /// store keys; for PostgreSQL also that a key is given, the password file (readable, by
+    /// its owner alone) and the TLS settings (a CA file that is one, with `sslmode=require`).
+    ///
+    /// # Errors
+    /// The first of those that fails, as opening would report it.
+    pub fn check_offline(&self, access: &StoreAccess) -> Result<(), StoreError> {
+        let sealing = access.sealing()?;
+        if let Self::Postgres(url) = self {
+            require_key(url, &sealing)?;
+            read_password(access.password_file.as_deref())?;
+            crate::postgres::settings(url, access.ca_file.as_deref())?;
+        }
+        Ok(())
     }
 
     /// Whether this is a file that exists, or a database (which always may be asked).
@@ -146,6 +156,18 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A shared store's secrets are sealed: refuses `url` without a store key.
+fn require_key(url: &str, sealing: &Sealing) -> Result<(), StoreError> {
+    if sealing.is_on() {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(format!(
+        "{}: a shared store's secrets are sealed with the cluster's store key: set approval.store_key_file \
+         (`gatectl store new-key FILE` makes one; every host needs the same)",
+        redact(url)
+    )))
 }
 
 /// The database password from its file (its first line), after checking that no one but its

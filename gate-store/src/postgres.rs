@@ -57,18 +57,10 @@ impl PgConn {
     /// must be `require`: with `prefer`, whoever sits between could simply decline TLS), else
     /// against the system's roots.
     pub(crate) fn connect(params: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = params.parse()?;
+        let (mut config, tls) = settings(params, ca_file)?;
         if let Some(password) = password {
             config.password(password);
         }
-        if ca_file.is_some() && config.get_ssl_mode() != SslMode::Require {
-            return Err(StoreError::Invalid(
-                "a CA for the database's certificate is given, but the URL does not require TLS: add                  sslmode=require to it"
-                    .into(),
-            ));
-        }
-        config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT);
-        let tls = tls(ca_file)?;
         let client = config.connect(tls.clone())?;
         Ok(Self {
             config,
@@ -190,6 +182,23 @@ impl ChangeListener {
         }
         Ok(heard)
     }
+}
+
+/// The client's settings for `params` and `ca_file`, checked without asking the server: the
+/// URL parses, a CA comes with `sslmode=require`, the CA file is a certificate file.
+pub(crate) fn settings(
+    params: &str,
+    ca_file: Option<&Path>,
+) -> Result<(postgres::Config, MakeTlsConnector), StoreError> {
+    let mut config: postgres::Config = params.parse()?;
+    if ca_file.is_some() && config.get_ssl_mode() != SslMode::Require {
+        return Err(StoreError::Invalid(
+            "a CA for the database's certificate is given, but the URL does not require TLS: add sslmode=require to it"
+                .into(),
+        ));
+    }
+    config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT);
+    Ok((config, tls(ca_file)?))
 }
 
 /// OpenSSL's client side of TLS, verifying the server (OpenSSL's defaults: the peer's

@@ -383,6 +383,42 @@ fn a_damaged_store_stops_the_start_before_the_gate_is_touched() {
     assert!(!ok && stderr.contains("is damaged"), "{stderr}");
 }
 
+#[test]
+fn check_finds_what_a_shared_store_lacks_without_asking_the_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bed = TestBed::new();
+    // No such database anywhere: --check must decide from the files alone.
+    let url = "postgres://gate@db.invalid/gate";
+    let check = |bed: &mut TestBed, approval: &str| {
+        let config = bed.config(&[("vpn", "udp", GATED)], &format!("[approval]\n{approval}"));
+        let own = format!("store = \"{}\"", bed.store().display());
+        let text = std::fs::read_to_string(&config).unwrap().replace(&own, &format!("store = \"{url}\""));
+        let config = bed.write_config(&text);
+        let out = bed.gateway.command(bin("gate-daemon")).arg("--config").arg(&config).arg("--check").output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = check(&mut bed, "");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("approval.store") && stderr.contains("store_key_file"), "no store key: {stderr}");
+
+    let key = bed.state_dir.join("store.key");
+    gatectl_ok(&bed.pin_dir.0, &["store", "new-key", key.to_str().unwrap()]);
+    let password = bed.state_dir.join("store-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let files = format!("store_key_file = \"{}\"\nstore_password_file = \"{}\"\n", key.display(), password.display());
+    let (code, stderr) = check(&mut bed, &files);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("chmod 600") && !stderr.contains("s3cret"), "a password file others may read: {stderr}");
+
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_ca = format!("{files}store_ca_file = \"{}\"\n", password.display());
+    let (code, stderr) = check(&mut bed, &with_ca);
+    assert!(code == Some(2) && stderr.contains("sslmode=require"), "a CA without sslmode=require: {stderr}");
+    let (code, stderr) = check(&mut bed, &files);
+    assert_eq!(code, Some(0), "all in order (the database is not asked): {stderr}");
+}
+
 /// A copy of the workspace binary `name` that any user may run (the checkout's own directory
 /// may be root's alone), removed with the returned guard.
 fn runnable_by_anyone(bed: &TestBed, name: &str) -> std::path::PathBuf {
