@@ -33,6 +33,12 @@ const SCHEMA_LOCK: i64 = 0x6761_7465_7363_686d; // "gateschm"
 /// callers hold its lock meanwhile, so a lost database must fail fast, not after TCP's minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Ended by the server: a session of ours idle inside a transaction this long (its process
+/// frozen, or cut off mid-transaction), so the locks it holds (the clients' advisory lock, a
+/// client's row) do not hold up every host's revocations until TCP notices; and a statement
+/// running or waiting this long. The store's transactions take milliseconds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+const STATEMENT_TIMEOUT: &str = "10s";
 /// A lost connection is made again at most this often (between attempts, calls fail at once).
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -198,6 +204,11 @@ pub(crate) fn settings(
         ));
     }
     config.connect_timeout(CONNECT_TIMEOUT).tcp_user_timeout(TCP_USER_TIMEOUT);
+    let ours = format!(
+        "-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
+    );
+    let options = config.get_options().map_or(ours.clone(), |theirs| format!("{theirs} {ours}"));
+    config.options(&options);
     Ok((config, tls(ca_file)?))
 }
 

@@ -936,6 +936,29 @@ mod tests {
     const NOT_COPIED: &[&str] = &["hosts"];
 
     #[test]
+    fn a_connection_frozen_inside_a_transaction_is_ended_and_stops_holding_up_revocations() {
+        let server = temp_postgres::TempPostgres::start().unwrap();
+        let frozen = Store::connect(&server.params("postgres")).unwrap();
+        let mut revoker = Store::connect(&server.params("postgres")).unwrap();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let stuck = std::thread::spawn(move || {
+            // Holds the clients' lock, then goes silent as a frozen process would.
+            frozen.db.transaction(Tx::Clients, |_| {
+                locked.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(7));
+                Ok(())
+            })
+        });
+        is_locked.recv().unwrap();
+        let start = std::time::Instant::now();
+        let revoked = revoker.revoke_client("nobody", 1);
+        assert!(matches!(revoked, Err(StoreError::NoSuchClient(_))), "the revocation ran: {revoked:?}");
+        let waited = start.elapsed();
+        assert!(waited < std::time::Duration::from_millis(6_500), "held up {waited:?} by a frozen session");
+        assert!(stuck.join().unwrap().is_err(), "the frozen session's transaction was ended, not committed");
+    }
+
+    #[test]
     fn the_copy_knows_every_table_and_column_of_the_schema() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open_or_create(dir.path().join("gate.db")).unwrap();
