@@ -26,6 +26,8 @@ pub struct TempPostgres {
     bin: PathBuf,
     /// With TLS: the loopback port it also listens on (TLS only there).
     tls_port: Option<u16>,
+    /// Syncs its writes to the disk as a production server does (`fsync`); tests do without.
+    durable: bool,
 }
 
 impl TempPostgres {
@@ -35,7 +37,16 @@ impl TempPostgres {
     /// PostgreSQL is not installed, or `initdb` or the server failed (their output is in the
     /// error).
     pub fn start() -> io::Result<Self> {
-        Self::make(false)
+        Self::make(false, false)
+    }
+
+    /// As [`Self::start`], syncing its writes to the disk (`fsync` on, as PostgreSQL ships):
+    /// for benchmarks, where the tests' shortcut would flatter the database.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn start_durable() -> io::Result<Self> {
+        Self::make(false, true)
     }
 
     /// As [`Self::start`], and also listening on 127.0.0.1 (a free port) for TLS connections
@@ -45,10 +56,11 @@ impl TempPostgres {
     /// # Errors
     /// As [`Self::start`]; or `openssl` failed to make the certificates.
     pub fn start_with_tls() -> io::Result<Self> {
-        Self::make(true)
+        Self::make(true, false)
     }
 
-    fn make(with_tls: bool) -> io::Result<Self> {
+    /// A new directory of its own for a server, not started.
+    fn place() -> io::Result<Self> {
         sweep_leftovers();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bin = binaries()?;
@@ -56,8 +68,41 @@ impl TempPostgres {
         let dir = std::env::temp_dir().join(name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir)?;
-        let mut server = Self { dir, bin, tls_port: None };
+        let server = Self { dir, bin, tls_port: None, durable: false };
         server.own_dir()?;
+        Ok(server)
+    }
+
+    /// A streaming replica of this server (`pg_basebackup`), running on a socket of its own,
+    /// and this server waiting for it at every commit (synchronous replication: a commit the
+    /// client saw is on both), as a highly available database for gate would be set up.
+    ///
+    /// # Errors
+    /// `pg_basebackup`, the replica's start or the setting failed.
+    pub fn start_standby(&self) -> io::Result<Self> {
+        let standby = Self::place()?;
+        let port = self.port().to_string();
+        standby.run(
+            "pg_basebackup",
+            &["-h", &self.socket_dir(), "-p", &port, "-U", USER, "-D", &standby.data(), "-R", "-c", "fast"],
+        )?;
+        standby.start_again()?;
+        self.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(standby)
+    }
+
+    /// Makes a replica ([`Self::start_standby`]) the primary, as a failover does.
+    ///
+    /// # Errors
+    /// `pg_ctl promote` failed.
+    pub fn promote(&self) -> io::Result<()> {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"]).map(drop)
+    }
+
+    fn make(with_tls: bool, durable: bool) -> io::Result<Self> {
+        let mut server = Self::place()?;
+        server.durable = durable;
         server.run("initdb", &["-D", &server.data(), "-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync"])?;
         if with_tls {
             server.make_certificates()?;
@@ -236,7 +281,10 @@ impl TempPostgres {
     /// # Errors
     /// `pg_ctl` failed.
     pub fn start_again(&self) -> io::Result<()> {
-        let mut options = format!("-k {} -c fsync=off -c max_connections=200", self.socket_dir());
+        let mut options = format!("-k {} -c max_connections=200", self.socket_dir());
+        if !self.durable {
+            options.push_str(" -c fsync=off");
+        }
         match self.tls_port {
             None => options.push_str(" -c listen_addresses="),
             Some(port) => options.push_str(&format!(

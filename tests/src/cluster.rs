@@ -25,7 +25,14 @@ impl SharedStore {
     /// # Errors
     /// PostgreSQL or `gatectl` failed.
     pub fn start() -> anyhow::Result<Self> {
-        let database = TempPostgres::start()?;
+        Self::start_on(TempPostgres::start()?)
+    }
+
+    /// As [`Self::start`], on `database` (one started durable, for a benchmark, say).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn start_on(database: TempPostgres) -> anyhow::Result<Self> {
         database.create_database("gate")?;
         let key = database.dir().join("store.key");
         let made = std::process::Command::new(bin("gatectl")).args(["store", "new-key"]).arg(&key).output()?;

@@ -434,3 +434,43 @@ fn a_host_cut_off_from_the_database_refuses_approvals_and_applies_the_revocation
     assert!(log.contains("store: answering again after"), "{log}");
     drop(b);
 }
+
+#[test]
+fn a_host_follows_its_database_to_the_replica_promoted_in_a_failover_and_forgets_no_nonce() {
+    let store = SharedStore::start().expect("a PostgreSQL store of the test's own");
+    let standby = store.database.start_standby().expect("a streaming replica, synchronous");
+    // Both servers in one URL, the one that takes writes chosen: libpq's way to follow a failover.
+    let socket = |server: &temp_postgres::TempPostgres| format!("{}:5432", server.dir().display()).replace('/', "%2F");
+    let url = format!(
+        "postgres://{}@{},{}/gate?target_session_attrs=read-write",
+        temp_postgres::USER,
+        socket(&store.database),
+        socket(&standby)
+    );
+    let mut bed = TestBed::new();
+    bed.share_store(&url, &store.key);
+    let config = bed.config(&[("vpn", "udp", GATED)], "[approval]\nhost = \"gate-a\"\n");
+    let _daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let before = alice.request(Some(CLIENT_V4), None);
+    let bytes = raw(&headers(&before, None), before.body_json().as_bytes());
+    assert_eq!(send_raw(&bed, &bytes).status, 200);
+
+    // The primary dies; the replica is promoted. Approvals resume there by themselves.
+    store.database.stop().expect("stop the primary");
+    standby.promote().expect("promote the replica");
+    let failed_over = Instant::now();
+    while send(&bed, &alice.request(Some(STRANGER_V4), None), None).status != 200 {
+        assert!(failed_over.elapsed() < Duration::from_secs(10), "no approval 10 s after the failover");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let before_replays = refusals_on(&bed, "replay");
+    assert_eq!(send_raw(&bed, &bytes).status, REJECTED_STATUS, "approved before the failover: a replay after it");
+    assert_eq!(refusals_on(&bed, "replay"), before_replays + 1, "refused as a replay: {:?}", counters(&bed));
+    gatectl_store(&bed, &["client", "revoke", "alice"]);
+    assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS, "revoked");
+}
+
+fn refusals_on(bed: &TestBed, reason: &str) -> u64 {
+    counters(bed).rejected.get(reason).copied().unwrap_or(0)
+}

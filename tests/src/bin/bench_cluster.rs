@@ -25,7 +25,8 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 fn main() -> anyhow::Result<()> {
     let rounds: usize = arg("--rounds", if quick() { 5 } else { 100 })?;
     anyhow::ensure!((1..=10_000).contains(&rounds), "--rounds: 1 to 10000");
-    let store = SharedStore::start()?;
+    // fsync on, as a production database: the revocation's commit waits for the disk.
+    let store = SharedStore::start_on(temp_postgres::TempPostgres::start_durable()?)?;
     let (a, b) = (Host::start(&store, "gate-a", ""), Host::start(&store, "gate-b", ""));
     // What `gatectl client revoke` on host A does to the store, timed from its commit.
     let access = StoreAccess { key_file: Some(store.key.clone()), ..StoreAccess::default() };

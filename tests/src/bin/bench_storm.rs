@@ -342,11 +342,13 @@ fn phase(
     // Kept until the daemon has stopped (dropped after it).
     let mut database = None;
     if postgres {
-        let shared = SharedStore::start()?;
+        // fsync on (a command-line setting, which ALTER SYSTEM cannot override); commits do
+        // not wait for the disk, as SQLite's in WAL mode with synchronous = NORMAL do not.
+        let shared = SharedStore::start_on(temp_postgres::TempPostgres::start_durable()?)?;
         let server = &shared.database;
-        server.psql("postgres", "ALTER SYSTEM SET fsync = on")?;
         server.psql("postgres", "ALTER SYSTEM SET synchronous_commit = off")?;
         server.psql("postgres", "SELECT pg_reload_conf()")?;
+        anyhow::ensure!(server.psql("postgres", "SHOW fsync")?.trim() == "on", "the bench's database must fsync");
         let access = StoreAccess { key_file: Some(shared.key.clone()), ..StoreAccess::default() };
         let (mut into, _) = StoreLocation::parse(&shared.url)?.open_or_create(&access)?;
         let started = Instant::now();
