@@ -80,12 +80,25 @@ impl PgConn {
 
     /// A second connection, listening for client writes.
     pub(crate) fn listener(&self) -> Result<ChangeListener, StoreError> {
-        let mut client = self
-            .config
-            .connect(self.tls.clone())
-            .map_err(|e| StoreError::Unreachable(crate::error::with_causes(&e)))?;
+        let mut client = self.new_client()?;
         client.batch_execute(&format!("LISTEN {CLIENTS_CHANNEL}"))?;
         Ok(ChangeListener { client })
+    }
+
+    /// Another connection with the same settings.
+    pub(crate) fn another(&self) -> Result<Self, StoreError> {
+        Ok(Self {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            client: Some(self.new_client()?),
+            statements: HashMap::new(),
+            in_transaction: false,
+            last_attempt: Instant::now(),
+        })
+    }
+
+    fn new_client(&self) -> Result<Client, StoreError> {
+        self.config.connect(self.tls.clone()).map_err(|e| StoreError::Unreachable(crate::error::with_causes(&e)))
     }
 
     /// The connection, made again if it was lost (outside a transaction, at most every
@@ -103,10 +116,7 @@ impl PgConn {
                 return Err(StoreError::Unreachable("the connection is lost; trying again within a second".into()));
             }
             self.last_attempt = Instant::now();
-            let client = self
-                .config
-                .connect(self.tls.clone())
-                .map_err(|e| StoreError::Unreachable(crate::error::with_causes(&e)))?;
+            let client = self.new_client()?;
             log::info!("store: connected to the database again");
             self.client = Some(client);
         }

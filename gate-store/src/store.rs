@@ -144,6 +144,7 @@ pub struct Store {
 }
 
 /// Where a store's database is.
+#[derive(Clone)]
 enum Location {
     File(PathBuf),
     /// A PostgreSQL server; what is kept to name it in messages (no password).
@@ -457,6 +458,24 @@ impl Store {
         match &self.db {
             Db::Sqlite(_) => Ok(None),
             Db::Postgres(conn) => conn.borrow().listener().map(Some),
+        }
+    }
+
+    /// Another connection to the same PostgreSQL store, with the same keys: a reader beside the
+    /// connection that writes, so a read need not wait for a commit's round trips. `None` for
+    /// SQLite, whose one connection reads in-process (and whose change counter,
+    /// `data_version`, would count every commit of this process's other connection).
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub fn another_connection(&self) -> Result<Option<Self>, StoreError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(conn) => Ok(Some(Self {
+                db: Db::Postgres(Box::new(RefCell::new(conn.borrow().another()?))),
+                location: self.location.clone(),
+                sealing: self.sealing.clone(),
+            })),
         }
     }
 

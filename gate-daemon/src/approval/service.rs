@@ -78,6 +78,11 @@ pub struct ApprovalService {
     /// The server's secret box key, ready for each client's first agreement.
     box_secret: BoxSecret,
     store: Mutex<Store>,
+    /// Connections that read beside `store`, which writes (PostgreSQL only): a nonce's check
+    /// and the view's catching up do not wait behind a group's commit, whose round trips to
+    /// the database would otherwise hold every approval in turn. Empty for SQLite.
+    readers: Vec<Mutex<Store>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     /// The writes of concurrent approvals, committed together.
     writes: GroupCommit,
     /// The nonces of the approvals past the cheap checks.
@@ -102,6 +107,9 @@ pub struct ApprovalService {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Reading connections beside the writing one, on a PostgreSQL store.
+const READERS: usize = 4;
 
 /// How often at most a token the view lacks makes it look at the store.
 const UNKNOWN_TOKEN_LOOK_EVERY: Duration = Duration::from_millis(50);
@@ -133,10 +141,17 @@ impl ApprovalService {
         let mut clients = Clients::default();
         clients.refresh(&store)?;
         log::info!("approval: {} enrolled clients", clients.len());
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let Some(reader) = store.another_connection()? else { break };
+            readers.push(Mutex::new(reader));
+        }
         Ok(Self {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             box_secret,
             store: Mutex::new(store),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             writes: GroupCommit::default(),
             in_flight: InFlight::default(),
             clients: Mutex::new(clients),
@@ -183,6 +198,24 @@ impl ApprovalService {
     /// The store, for upkeep.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    /// A connection to read from: a free reader if there is one (else the next in turn), or
+    /// the one store connection (SQLite).
+    fn reader(&self) -> MutexGuard<'_, Store> {
+        let count = self.readers.len();
+        if count == 0 {
+            return self.store();
+        }
+        let first = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..count {
+            match self.readers[(first + i) % count].try_lock() {
+                Ok(reader) => return reader,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        lock(&self.readers[first % count])
     }
 
     #[must_use]
@@ -303,7 +336,7 @@ impl ApprovalService {
         // now and the timestamp.
         let nonce = unhex::<NONCE_BYTES>(&request.headers.nonce, "nonce").map_err(|_| Rejection::Malformed)?;
         let Some(_claim) = self.in_flight.claim(token, nonce) else { return Err(Rejection::Replay) };
-        let seen = self.store().nonce_seen(token, &nonce).map_err(|e| {
+        let seen = self.reader().nonce_seen(token, &nonce).map_err(|e| {
             self.trouble.failed("check a nonce", &e);
             Rejection::Internal
         })?;
@@ -400,7 +433,7 @@ impl ApprovalService {
 
     /// The client of `request`'s token after the view caught up with the store.
     fn current_client(&self, request: &Request) -> Result<Arc<Client>, Rejection> {
-        let store = self.store();
+        let store = self.reader();
         let mut clients = lock(&self.clients);
         if let Err(e) = clients.refresh(&store) {
             self.trouble.failed("read the clients", &e);
@@ -461,7 +494,7 @@ impl ApprovalService {
     /// Whether `client` was revoked since its request was checked: the in-memory view reloads
     /// only if another process committed (one cheap pragma), so the common case costs no query.
     fn revoked_meanwhile(&self, client: &str) -> bool {
-        let store = self.store();
+        let store = self.reader();
         let mut clients = lock(&self.clients);
         match clients.refresh(&store) {
             Ok(false) => false,
