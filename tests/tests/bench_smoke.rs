@@ -176,7 +176,13 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     assert_eq!(tables.len(), 4, "a table per sender:\n{stdout}");
     for (table, own_cores) in tables.iter().zip([false, false, true, true]) {
         for size in ["10", "10000"] {
-            for mechanism in ["gate (XDP)", "iptables + ipset", "nftables set"] {
+            for mechanism in [
+                "gate (XDP)",
+                "iptables + ipset",
+                "iptables raw PREROUTING + ipset",
+                "nftables set",
+                "nftables netdev ingress set",
+            ] {
                 let line = table
                     .lines()
                     .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))

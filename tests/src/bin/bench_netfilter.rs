@@ -101,8 +101,15 @@ fn busy_jiffies() -> u64 {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
     Xdp,
+    /// iptables' `filter` INPUT chain with an ipset, after routing and conntrack: Pritunl's.
     Ipset,
+    /// iptables' `raw` PREROUTING chain with an ipset: before conntrack and routing.
+    IpsetRaw,
+    /// nftables' `inet` family on the input hook, with a set.
     Nft,
+    /// nftables' `netdev` family on the interface's ingress hook, with a set: the earliest
+    /// netfilter sees a packet, before the IP stack.
+    NftIngress,
     Nothing,
     /// The gateway's end of the veth down: every frame is discarded by the sending veth, so
     /// this row is the sender's own cost, taken off the others to get the receiver's.
@@ -114,7 +121,9 @@ impl Mechanism {
         match self {
             Self::Xdp => "gate (XDP)",
             Self::Ipset => "iptables + ipset (Pritunl's shape)",
+            Self::IpsetRaw => "iptables raw PREROUTING + ipset",
             Self::Nft => "nftables set",
+            Self::NftIngress => "nftables netdev ingress set",
             Self::Nothing => "nothing filtered",
             Self::SenderOnly => "(receiver down: the sender's own cost)",
         }
@@ -335,7 +344,7 @@ impl Flood {
                     state.grant(vpn, filler(i).into(), lease).expect("grant");
                 }
             }
-            Mechanism::Ipset => {
+            Mechanism::Ipset | Mechanism::IpsetRaw => {
                 let mut lines =
                     format!("create {} hash:net maxelem {}\nadd {} {CLIENT_V4}\n", self.set, approved + 16, self.set);
                 for i in 1..approved {
@@ -343,12 +352,15 @@ impl Flood {
                 }
                 batch(gw, "ipset", &["restore"], &lines);
                 let port = PORT.to_string();
+                let (table, chain) = iptables_chain(mechanism);
                 run_in(
                     gw,
                     "iptables",
                     &[
+                        "-t",
+                        table,
                         "-A",
-                        "INPUT",
+                        chain,
                         "-p",
                         "udp",
                         "--dport",
@@ -362,7 +374,7 @@ impl Flood {
                         "ACCEPT",
                     ],
                 );
-                run_in(gw, "iptables", &["-A", "INPUT", "-p", "udp", "--dport", &port, "-j", "DROP"]);
+                run_in(gw, "iptables", &["-t", table, "-A", chain, "-p", "udp", "--dport", &port, "-j", "DROP"]);
             }
             Mechanism::Nft => {
                 let mut elements = vec![CLIENT_V4.to_string()];
@@ -373,6 +385,19 @@ impl Flood {
                 );
                 for chunk in elements.chunks(10_000) {
                     script.push_str(&format!("add element inet gtbench allowed {{ {} }}\n", chunk.join(", ")));
+                }
+                batch(gw, "nft", &["-f", "-"], &script);
+            }
+            Mechanism::NftIngress => {
+                let mut elements = vec![CLIENT_V4.to_string()];
+                elements.extend((1..approved).map(|i| filler(i).to_string()));
+                let mut script = format!(
+                    "table netdev gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
+                    approved + 16,
+                    self.bed.gateway_if
+                );
+                for chunk in elements.chunks(10_000) {
+                    script.push_str(&format!("add element netdev gtbench allowed {{ {} }}\n", chunk.join(", ")));
                 }
                 batch(gw, "nft", &["-f", "-"], &script);
             }
@@ -397,12 +422,16 @@ impl Flood {
                     .expect("gatectl");
                 assert!(out.status.success(), "teardown: {}", String::from_utf8_lossy(&out.stderr));
             }
-            Mechanism::Ipset => {
-                run_in(gw, "iptables", &["-F", "INPUT"]);
+            Mechanism::Ipset | Mechanism::IpsetRaw => {
+                let (table, chain) = iptables_chain(mechanism);
+                run_in(gw, "iptables", &["-t", table, "-F", chain]);
                 run_in(gw, "ipset", &["destroy", &self.set]);
             }
             Mechanism::Nft => {
                 run_in(gw, "nft", &["delete", "table", "inet", "gtbench"]);
+            }
+            Mechanism::NftIngress => {
+                run_in(gw, "nft", &["delete", "table", "netdev", "gtbench"]);
             }
             Mechanism::Nothing => {}
             Mechanism::SenderOnly => {
@@ -421,16 +450,19 @@ impl Flood {
                 let vpn = state.gate_id("vpn").expect("gate");
                 stats.get(&vpn).map_or(0, |counts| counts.iter().skip(2).take(4).sum())
             }
-            Mechanism::Ipset => {
-                let out = run_in(gw, "iptables", &["-nvxL", "INPUT"]);
+            Mechanism::Ipset | Mechanism::IpsetRaw => {
+                let (table, chain) = iptables_chain(mechanism);
+                let out = run_in(gw, "iptables", &["-t", table, "-nvxL", chain]);
                 String::from_utf8_lossy(&out.stdout)
                     .lines()
                     .find(|l| l.contains("DROP"))
                     .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
                     .unwrap_or(0)
             }
-            Mechanism::Nft => {
-                let out = run_in(gw, "nft", &["list", "chain", "inet", "gtbench", "input"]);
+            Mechanism::Nft | Mechanism::NftIngress => {
+                let (family, chain) =
+                    if mechanism == Mechanism::Nft { ("inet", "input") } else { ("netdev", "ingress") };
+                let out = run_in(gw, "nft", &["list", "chain", family, "gtbench", chain]);
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.split("counter packets ")
                     .nth(1)
@@ -587,9 +619,24 @@ fn flood(settings: &Settings, sender: Sender) {
     let own_cores = matches!(sender, Sender::LiveFramesOwnCores | Sender::PacedOwnCores);
     let mechanisms: &[Mechanism] = if own_cores {
         // The receiver's CPU is read from its own thread: no sender-only row to subtract.
-        &[Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing]
+        &[
+            Mechanism::Xdp,
+            Mechanism::Ipset,
+            Mechanism::IpsetRaw,
+            Mechanism::Nft,
+            Mechanism::NftIngress,
+            Mechanism::Nothing,
+        ]
     } else {
-        &[Mechanism::SenderOnly, Mechanism::Xdp, Mechanism::Ipset, Mechanism::Nft, Mechanism::Nothing]
+        &[
+            Mechanism::SenderOnly,
+            Mechanism::Xdp,
+            Mechanism::Ipset,
+            Mechanism::IpsetRaw,
+            Mechanism::Nft,
+            Mechanism::NftIngress,
+            Mechanism::Nothing,
+        ]
     };
     println!("## Flood: {} in the client namespace, over veth", sender.name());
     println!();
@@ -611,7 +658,7 @@ fn flood(settings: &Settings, sender: Sender) {
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut sender_cost = 0.0;
     let ticks = 100.0; // USER_HZ
-    let mut xdp_vs_ipset = Vec::new();
+    let mut gate_over = Vec::new();
     for &size in &settings.sizes {
         let mut per = Vec::new();
         for &mechanism in mechanisms {
@@ -666,19 +713,28 @@ fn flood(settings: &Settings, sender: Sender) {
             );
             per.push((mechanism, dropped, receiver));
         }
-        let find = |m| per.iter().find(|(x, _, _)| *x == m).copied();
-        if let (Some((_, xd, xc)), Some((_, id, ic))) = (find(Mechanism::Xdp), find(Mechanism::Ipset)) {
-            xdp_vs_ipset.push((size, xd / id.max(1.0), ic / xc.max(1.0)));
+        if let Some(&(_, gate_drops, gate_cpu)) = per.iter().find(|(m, _, _)| *m == Mechanism::Xdp) {
+            for &(mechanism, drops, cpu) in per.iter().filter(|(m, _, _)| NETFILTER.contains(m)) {
+                gate_over.push((size, mechanism, gate_drops / drops.max(1.0), cpu / gate_cpu.max(1.0)));
+            }
         }
     }
     println!();
     println!(
-        "| approved addresses | drop rate, gate over Pritunl's shape | receiver CPU per packet, Pritunl's shape over gate |"
+        "| approved addresses | netfilter setup | drop rate, gate over it | receiver CPU per packet, it over gate |"
     );
-    println!("| ---: | ---: | ---: |");
-    for (size, drops, cpu) in xdp_vs_ipset {
-        println!("| {size} | {drops:.2}x | {cpu:.2}x |");
+    println!("| ---: | --- | ---: | ---: |");
+    for (size, mechanism, drops, cpu) in gate_over {
+        println!("| {size} | {} | {drops:.2}x | {cpu:.2}x |", mechanism.name());
     }
+}
+
+/// The netfilter setups the gate is compared with.
+const NETFILTER: [Mechanism; 4] = [Mechanism::Ipset, Mechanism::IpsetRaw, Mechanism::Nft, Mechanism::NftIngress];
+
+/// The iptables table and chain of an ipset mechanism.
+fn iptables_chain(mechanism: Mechanism) -> (&'static str, &'static str) {
+    if mechanism == Mechanism::IpsetRaw { ("raw", "PREROUTING") } else { ("filter", "INPUT") }
 }
 
 /// Opening a port for one address: the gate's library call against the tools.
