@@ -36,7 +36,7 @@ fn cluster() -> ([Host; 2], SharedStore) {
 }
 
 fn refusals(host: &Host, reason: &str) -> u64 {
-    counters(&host.bed).rejected.get(reason).copied().unwrap_or(0)
+    refusals_on(&host.bed, reason)
 }
 
 #[test]

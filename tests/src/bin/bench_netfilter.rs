@@ -617,27 +617,18 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
 
 fn flood(settings: &Settings, sender: Sender) {
     let own_cores = matches!(sender, Sender::LiveFramesOwnCores | Sender::PacedOwnCores);
-    let mechanisms: &[Mechanism] = if own_cores {
-        // The receiver's CPU is read from its own thread: no sender-only row to subtract.
-        &[
-            Mechanism::Xdp,
-            Mechanism::Ipset,
-            Mechanism::IpsetRaw,
-            Mechanism::Nft,
-            Mechanism::NftIngress,
-            Mechanism::Nothing,
-        ]
-    } else {
-        &[
-            Mechanism::SenderOnly,
-            Mechanism::Xdp,
-            Mechanism::Ipset,
-            Mechanism::IpsetRaw,
-            Mechanism::Nft,
-            Mechanism::NftIngress,
-            Mechanism::Nothing,
-        ]
-    };
+    let all = [
+        Mechanism::SenderOnly,
+        Mechanism::Xdp,
+        Mechanism::Ipset,
+        Mechanism::IpsetRaw,
+        Mechanism::Nft,
+        Mechanism::NftIngress,
+        Mechanism::Nothing,
+    ];
+    // With the receiver on a core of its own its CPU is read from its own thread: no
+    // sender-only row to subtract.
+    let mechanisms: &[Mechanism] = if own_cores { &all[1..] } else { &all };
     println!("## Flood: {} in the client namespace, over veth", sender.name());
     println!();
     if own_cores {
