@@ -4,7 +4,7 @@ use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
@@ -242,10 +242,6 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
     })
 }
 
-fn ago(now: u64, then: u64) -> String {
-    format!("{} ago", format::duration(Duration::from_secs(now.saturating_sub(then))))
-}
-
 fn list_table(clients: &[ClientRecord], now: u64) -> String {
     if clients.is_empty() {
         return "no clients\n".to_owned();
@@ -254,19 +250,19 @@ fn list_table(clients: &[ClientRecord], now: u64) -> String {
     let mut out = format!("{:width$}  {:20}  {:14}  status\n", "name", "gates", "enrolled");
     for c in clients {
         let gates = c.gates.iter().cloned().collect::<Vec<_>>().join(",");
-        let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", ago(now, at)));
-        out.push_str(&format!("{:width$}  {gates:20}  {:14}  {status}\n", c.name, ago(now, c.created_at)));
+        let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", format::ago(now, at)));
+        out.push_str(&format!("{:width$}  {gates:20}  {:14}  {status}\n", c.name, format::ago(now, c.created_at)));
     }
     out
 }
 
 fn show_text(c: &ClientRecord, now: u64) -> String {
-    let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", ago(now, at)));
+    let status = c.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {}", format::ago(now, at)));
     format!(
         "client: {}\n  status: {status}\n  gates: {}\n  enrolled: {}\n  token: {}\n  box key: {}\n  rsa key: {}\n",
         c.name,
         c.gates.iter().cloned().collect::<Vec<_>>().join(", "),
-        ago(now, c.created_at),
+        format::ago(now, c.created_at),
         c.token,
         b64(c.box_public.as_bytes()),
         rsa_fingerprint(c),

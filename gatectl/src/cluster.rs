@@ -63,13 +63,6 @@ fn state(host: &HostRow, now: u64) -> &'static str {
     }
 }
 
-fn ago(now: u64, then: u64) -> String {
-    match now.saturating_sub(then) {
-        0 => "now".to_owned(),
-        seconds => format!("{} ago", format::duration(Duration::from_secs(seconds))),
-    }
-}
-
 fn status_text(database: &DatabaseInfo, hosts: &[HostRow], now: u64) -> String {
     let mut out = format!(
         "database: {} {}, {} (schema version {})\nclients: {} enrolled, {} of them revoked\n\n",
@@ -90,9 +83,9 @@ fn status_text(database: &DatabaseInfo, hosts: &[HostRow], now: u64) -> String {
             vec![
                 h.host.clone(),
                 state(h, now).to_owned(),
-                ago(now, h.seen_at),
+                format::ago(now, h.seen_at),
                 h.version.clone(),
-                ago(now, h.started_at),
+                format::ago(now, h.started_at),
                 h.leases.map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 h.approvals.to_string(),
                 h.refusals.to_string(),

@@ -19,6 +19,11 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// How long before `now` (Unix seconds) `then` was, as "4m 12s ago".
+pub fn ago(now: u64, then: u64) -> String {
+    format!("{} ago", duration(Duration::from_secs(now.saturating_sub(then))))
+}
+
 fn state_name(state: LeaseState) -> &'static str {
     match state {
         LeaseState::Live => "live",

@@ -376,28 +376,21 @@ impl Flood {
                 );
                 run_in(gw, "iptables", &["-t", table, "-A", chain, "-p", "udp", "--dport", &port, "-j", "DROP"]);
             }
-            Mechanism::Nft => {
+            Mechanism::Nft | Mechanism::NftIngress => {
+                let (family, chain) = nft_chain(mechanism);
+                let hook = if mechanism == Mechanism::Nft {
+                    "input".to_owned()
+                } else {
+                    format!("ingress device \"{}\"", self.bed.gateway_if)
+                };
                 let mut elements = vec![CLIENT_V4.to_string()];
                 elements.extend((1..approved).map(|i| filler(i).to_string()));
                 let mut script = format!(
-                    "table inet gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
+                    "table {family} gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain {chain} {{\n  type filter hook {hook} priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
                     approved + 16
                 );
                 for chunk in elements.chunks(10_000) {
-                    script.push_str(&format!("add element inet gtbench allowed {{ {} }}\n", chunk.join(", ")));
-                }
-                batch(gw, "nft", &["-f", "-"], &script);
-            }
-            Mechanism::NftIngress => {
-                let mut elements = vec![CLIENT_V4.to_string()];
-                elements.extend((1..approved).map(|i| filler(i).to_string()));
-                let mut script = format!(
-                    "table netdev gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
-                    approved + 16,
-                    self.bed.gateway_if
-                );
-                for chunk in elements.chunks(10_000) {
-                    script.push_str(&format!("add element netdev gtbench allowed {{ {} }}\n", chunk.join(", ")));
+                    script.push_str(&format!("add element {family} gtbench allowed {{ {} }}\n", chunk.join(", ")));
                 }
                 batch(gw, "nft", &["-f", "-"], &script);
             }
@@ -427,11 +420,8 @@ impl Flood {
                 run_in(gw, "iptables", &["-t", table, "-F", chain]);
                 run_in(gw, "ipset", &["destroy", &self.set]);
             }
-            Mechanism::Nft => {
-                run_in(gw, "nft", &["delete", "table", "inet", "gtbench"]);
-            }
-            Mechanism::NftIngress => {
-                run_in(gw, "nft", &["delete", "table", "netdev", "gtbench"]);
+            Mechanism::Nft | Mechanism::NftIngress => {
+                run_in(gw, "nft", &["delete", "table", nft_chain(mechanism).0, "gtbench"]);
             }
             Mechanism::Nothing => {}
             Mechanism::SenderOnly => {
@@ -460,8 +450,7 @@ impl Flood {
                     .unwrap_or(0)
             }
             Mechanism::Nft | Mechanism::NftIngress => {
-                let (family, chain) =
-                    if mechanism == Mechanism::Nft { ("inet", "input") } else { ("netdev", "ingress") };
+                let (family, chain) = nft_chain(mechanism);
                 let out = run_in(gw, "nft", &["list", "chain", family, "gtbench", chain]);
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.split("counter packets ")
@@ -737,6 +726,11 @@ fn flood(settings: &Settings, sender: Sender) {
 
 /// The netfilter setups the gate is compared with.
 const NETFILTER: [Mechanism; 4] = [Mechanism::Ipset, Mechanism::IpsetRaw, Mechanism::Nft, Mechanism::NftIngress];
+
+/// The nftables family and chain of an nftables mechanism.
+fn nft_chain(mechanism: Mechanism) -> (&'static str, &'static str) {
+    if mechanism == Mechanism::NftIngress { ("netdev", "ingress") } else { ("inet", "input") }
+}
 
 /// The iptables table and chain of an ipset mechanism.
 fn iptables_chain(mechanism: Mechanism) -> (&'static str, &'static str) {
