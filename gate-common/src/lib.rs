@@ -31,6 +31,12 @@ pub const MAP_STATS: &str = "STATS";
 /// any gate) whose [`lease_hash`] lands in its slot. A zero counter proves a source has no lease,
 /// without the hash lookup. Written only by user space, under the pin directory's lock.
 pub const MAP_LEASE_FILTER: &str = "LEASE_FILTER";
+/// Name of the filter as the programs read it: one bit per `LEASE_FILTER` counter, set while the
+/// counter is not zero (see [`filter_bit`], [`nonzero_counters`]). An eighth of the counters'
+/// memory, so that the filter of a million leases stays in the CPU's caches when a flood from
+/// random sources reads it at random places. Written only by user space, under the pin
+/// directory's lock, together with the counters.
+pub const MAP_LEASE_BITS: &str = "LEASE_BITS";
 /// Name of the per-CPU cache of sources that recently passed, [`CACHE_SLOTS`] [`CachedLease`]s
 /// per CPU, indexed by [`cache_slot`]. Written only by the program, each CPU its own copy.
 pub const MAP_LEASE_CACHE: &str = "LEASE_CACHE";
@@ -255,6 +261,36 @@ pub const fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
 pub const fn filter_slot(hash: u64, slot_mask: u32) -> (u32, u32) {
     let slot = (hash >> 32) as u32 & slot_mask;
     (slot / FILTER_SLOTS_PER_WORD, (slot % FILTER_SLOTS_PER_WORD) * 8)
+}
+
+/// Where the filter slot of `hash` under `slot_mask` is in `LEASE_BITS`: (word index, bit index).
+/// Counter word `w` of `LEASE_FILTER` has its eight bits in byte `w % 8` of bits word `w / 8`.
+#[inline(always)]
+#[must_use]
+pub const fn filter_bit(hash: u64, slot_mask: u32) -> (u32, u32) {
+    let slot = (hash >> 32) as u32 & slot_mask;
+    (slot / 64, slot % 64)
+}
+
+/// Words of the `LEASE_BITS` beside a `LEASE_FILTER` of `filter_words` words.
+#[must_use]
+pub const fn bits_words(filter_words: u32) -> u32 {
+    let words = filter_words / 8;
+    if words == 0 { 1 } else { words }
+}
+
+/// The `LEASE_BITS` byte of a `LEASE_FILTER` word: bit `i` set while counter `i` is not zero.
+#[must_use]
+pub const fn nonzero_counters(word: u64) -> u8 {
+    let mut byte = 0;
+    let mut i = 0;
+    while i < FILTER_SLOTS_PER_WORD {
+        if filter_count(word, i * 8) != 0 {
+            byte |= 1 << i;
+        }
+        i += 1;
+    }
+    byte
 }
 
 /// The counter at `shift` (from [`filter_slot`]) in a filter word.

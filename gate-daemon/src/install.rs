@@ -26,8 +26,8 @@ use aya::{
 };
 use gate_common::{
     CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr, MAP_BACKSTOP_STATS,
-    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
-    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS,
+    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4,
+    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS,
 };
 use gate_maps::{
     AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
@@ -426,7 +426,7 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<bool, InstallErro
         MAP_LOCAL_ADDRS => (size_of::<u32>(), size_of::<LocalAddr>(), Some(LOCAL_SLOTS)),
         MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>(), Some(CACHE_SLOTS)),
         MAP_STATS | MAP_BACKSTOP_STATS => (size_of::<u32>(), size_of::<u64>(), Some(STATS_SLOTS)),
-        MAP_LEASE_FILTER => (size_of::<u32>(), size_of::<u64>(), None),
+        MAP_LEASE_FILTER | MAP_LEASE_BITS => (size_of::<u32>(), size_of::<u64>(), None),
         other => unreachable!("program::MAPS lists {other}, which has no layout here"),
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::Unreadable { path: path.to_owned(), source: e })?;

@@ -9,8 +9,9 @@ use aya::{
 };
 use gate_common::{
     GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, GLOBAL_UNPARSEABLE_PASSES, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH,
-    MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS,
-    MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, filter_slot_mask, filter_words,
+    MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
+    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, bits_words,
+    filter_slot_mask, filter_words,
 };
 use gate_maps::{PinDir, netlink::Framing};
 
@@ -22,7 +23,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Every map the programs use, all pinned.
-pub const MAPS: [&str; 11] = [
+pub const MAPS: [&str; 12] = [
     MAP_GATES,
     MAP_PORTS,
     MAP_LEASES_V4,
@@ -30,6 +31,7 @@ pub const MAPS: [&str; 11] = [
     MAP_STATS,
     MAP_BACKSTOP_STATS,
     MAP_LEASE_FILTER,
+    MAP_LEASE_BITS,
     MAP_LEASE_CACHE,
     MAP_CACHE_EPOCH,
     MAP_LOCAL_ADDRS,
@@ -126,6 +128,7 @@ pub fn load_with(pins: &PinDir, lease_capacity: u32, options: Options) -> Result
     let words = MapInfo::from_pin(pins.map(MAP_LEASE_FILTER))
         .map_or_else(|_| filter_words(lease_capacity.saturating_mul(2)), |info| info.max_entries());
     loader.map_max_entries(MAP_LEASE_FILTER, words);
+    loader.map_max_entries(MAP_LEASE_BITS, bits_words(words));
     let mask = filter_slot_mask(words);
     let cache_on = u32::from(options.lease_cache);
     let unparseable_passes = u32::from(options.unparseable_passes);

@@ -37,8 +37,13 @@ pub static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new(
 pub static BACKSTOP_STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();
 
 /// Counting filter over the leases; sized by the loader, which also sets `FILTER_SLOT_MASK`.
+/// Never read here: the programs read its bits, `LEASE_BITS`.
 #[btf_map]
 pub static LEASE_FILTER: Array<u64, 1> = Array::new();
+
+/// One bit per `LEASE_FILTER` counter, set while it is not zero; sized by the loader.
+#[btf_map]
+pub static LEASE_BITS: Array<u64, 1> = Array::new();
 
 /// Written only by XDP (`xdp::remember`).
 #[btf_map]
@@ -55,7 +60,7 @@ pub static LOCAL_ADDRS: Array<LocalAddr, { LOCAL_SLOTS as usize }> = Array::new(
 #[btf_map]
 pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
 
-/// Slots in `LEASE_FILTER` minus one, set at load (read-only data: the verifier sees the value).
+/// Slots in `LEASE_FILTER` (bits in `LEASE_BITS`) minus one, set at load (read-only data: the verifier sees the value).
 #[unsafe(no_mangle)]
 pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"
 

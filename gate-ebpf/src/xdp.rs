@@ -1,5 +1,5 @@
-//! The fast path: XDP on each listed interface. `parse -> gate lookup -> this CPU's cache ->
-//! lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever cannot be
+//! The fast path: XDP on each listed interface. `parse -> gate lookup -> filter -> this CPU's
+//! cache -> lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever cannot be
 //! parsed where a port might be is dropped.
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use gate_common::{
@@ -56,6 +56,24 @@ fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
     }
     let (family, words) = source.words();
     let hash = lease_hash(gate, family, &words);
+    // The filter first: a source it turns away (most of a flood, from however many sources)
+    // costs one read of a small bitmap, and no read of this CPU's cache.
+    let reason = if lease::filter_may_hold(hash) {
+        cached_or_judged(gate, &source, family, &words, hash)
+    } else {
+        Reason::DroppedNoLease
+    };
+    // Only a drop pays for the transit check: a leased source passes either way.
+    if reason.drops() && !guards(gate, &destination) {
+        return (gate, Reason::Transit);
+    }
+    (gate, reason)
+}
+
+/// The verdict for a source the filter may hold: from this CPU's cache if it passed moments ago,
+/// otherwise from its lease (and cached when it passes).
+#[inline(always)]
+fn cached_or_judged(gate: u32, source: &Source, family: u32, words: &[u32; 4], hash: u64) -> Reason {
     let tag = cache_tag(gate, family);
     // Read before the lease lookup: an entry written from a lease that user space removes
     // meanwhile then carries an epoch that the bump after the removal makes stale.
@@ -66,19 +84,15 @@ fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
     if let Some(entry) = cached {
         // SAFETY: this CPU's own slot, valid for this run; XDP runs do not interleave on a CPU.
         let entry = unsafe { &*entry };
-        if entry.tag == tag && same_words(&entry.words, &words) && entry.epoch == epoch && jiffies < entry.valid_until {
-            return (gate, Reason::PassedLease);
+        if entry.tag == tag && same_words(&entry.words, words) && entry.epoch == epoch && jiffies < entry.valid_until {
+            return Reason::PassedLease;
         }
     }
-    let (reason, cacheable) = lease::judge(gate, &source, hash);
+    let (reason, cacheable) = lease::look_up(gate, source);
     if cacheable && let Some(entry) = cached {
-        remember(entry, CachedLease { tag, epoch, words, valid_until: jiffies + CACHE_TTL_JIFFIES });
+        remember(entry, CachedLease { tag, epoch, words: *words, valid_until: jiffies + CACHE_TTL_JIFFIES });
     }
-    // Only a drop pays for the transit check: a leased source passes either way.
-    if reason.drops() && !guards(gate, &destination) {
-        return (gate, Reason::Transit);
-    }
-    (gate, reason)
+    reason
 }
 
 /// Whether `gate` guards a packet to `destination`: always if it is addressed to this host (or

@@ -5,8 +5,9 @@
 //! that `gatectl allow` wrote a moment after the sweep judged the old one dead.
 //!
 //! Every lease write also keeps the program's two fast paths true (docs/architecture.md, "Fast
-//! paths"): a new lease counts in `LEASE_FILTER` before it is inserted, a removed one after it is
-//! gone (so the filter may over-count, never under-count), and an operation that removed or
+//! paths"): a new lease counts in `LEASE_FILTER` (and sets its bit in `LEASE_BITS`, what the
+//! programs read) before it is inserted, a removed one after it is gone (so the filter may
+//! over-count, never under-count), and an operation that removed or
 //! replaced a lease bumps `CACHE_EPOCH` before it returns, so no CPU keeps passing a source on
 //! the strength of a lease that is no longer there.
 use std::{
@@ -25,10 +26,10 @@ use aya::{
 use gate_common::{
     FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, GATE_TRANSIT, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP,
     LOCAL_EMPTY, LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState,
-    LocalAddr, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_FILTER, MAP_LEASES_V4,
-    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason,
-    filter_count, filter_slot, filter_slot_mask, lease_hash, local_slot, port_index, stats_index, v4_words, v6_words,
-    with_filter_count,
+    LocalAddr, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_FILTER,
+    MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS,
+    Reason, filter_count, filter_slot, filter_slot_mask, lease_hash, local_slot, nonzero_counters, port_index,
+    stats_index, v4_words, v6_words, with_filter_count,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,9 @@ pub struct GateState {
     /// `None` for state pinned before the backstop existed (until the daemon's next start).
     backstop_stats: Option<PerCpuArray<MapData, u64>>,
     filter: Array<MapData, u64>,
+    /// What the programs read of the filter, one bit a counter; `None` for state pinned before
+    /// it existed, whose program reads the counters (until the daemon's next start).
+    filter_bits: Option<Array<MapData, u64>>,
     filter_mask: u32,
     epoch: Array<MapData, u32>,
     /// `None` (both) for state pinned before XDP told transit apart (until the daemon's next start).
@@ -262,6 +266,7 @@ impl GateState {
         let local_addrs = optional(typed(&pins, MAP_LOCAL_ADDRS))?;
         let gate_options = optional(typed(&pins, MAP_GATE_OPTIONS))?;
         let (filter, filter_words) = typed(&pins, MAP_LEASE_FILTER)?;
+        let filter_bits = optional(typed(&pins, MAP_LEASE_BITS))?;
         let (epoch, _) = typed(&pins, MAP_CACHE_EPOCH)?;
         Ok(Self {
             pins,
@@ -274,6 +279,7 @@ impl GateState {
             stats,
             backstop_stats,
             filter,
+            filter_bits,
             filter_mask: filter_slot_mask(filter_words),
             epoch,
             local_addrs,
@@ -523,6 +529,29 @@ impl GateState {
             if next != current {
                 self.filter.set(word, next, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
             }
+            // Up before the leases are written, down after they are gone: as the counters.
+            if nonzero_counters(next) != nonzero_counters(current) {
+                self.set_filter_bits(&[(word, next)])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the `LEASE_BITS` bytes of the counter words `words` (word index, value), in
+    /// ascending order of index. Caller holds the lock.
+    fn set_filter_bits(&mut self, words: &[(u32, u64)]) -> Result<(), StateError> {
+        let Some(bits) = self.filter_bits.as_mut() else { return Ok(()) };
+        for same_bits_word in words.chunk_by(|a, b| a.0 / 8 == b.0 / 8) {
+            let index = same_bits_word[0].0 / 8;
+            let current = bits.get(&index, 0).map_err(map_err(MAP_LEASE_BITS, "lookup"))?;
+            let mut next = current.to_le_bytes();
+            for &(word, value) in same_bits_word {
+                next[(word % 8) as usize] = nonzero_counters(value);
+            }
+            let next = u64::from_le_bytes(next);
+            if next != current {
+                bits.set(index, next, 0).map_err(map_err(MAP_LEASE_BITS, "update"))?;
+            }
         }
         Ok(())
     }
@@ -608,7 +637,8 @@ impl GateState {
     }
 
     /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its
-    /// exact count. Run by the installer before the program is attached, so leases from before
+    /// exact count, and its bit in `LEASE_BITS` (which a new program reads: new beside older
+    /// counters after an upgrade) follows. Run by the installer before the program is attached, so leases from before
     /// (a new filter, an older gate) pass from the first packet. Returns the leases counted.
     ///
     /// # Errors
@@ -628,9 +658,11 @@ impl GateState {
                 }
             }
         }
-        for (word, value) in words {
+        for (&word, &value) in &words {
             self.filter.set(word, value, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
         }
+        let words: Vec<(u32, u64)> = words.into_iter().collect();
+        self.set_filter_bits(&words)?;
         Ok(counted)
     }
 

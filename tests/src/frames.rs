@@ -322,7 +322,7 @@ impl Frame {
 }
 
 /// The UDP checksum over IPv6 (RFC 8200 8.1): pseudo-header, then the datagram.
-fn udp6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, datagram: &[u8]) -> u16 {
+pub fn udp6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, datagram: &[u8]) -> u16 {
     let mut bytes = Vec::with_capacity(40 + datagram.len() + 1);
     bytes.extend(src.octets());
     bytes.extend(dst.octets());

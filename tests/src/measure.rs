@@ -4,6 +4,21 @@ use std::{path::PathBuf, str::FromStr};
 
 use crate::unique;
 
+/// The machine a benchmark ran on, for its first line: the CPU model, the cores and the kernel.
+/// Machines of one kind differ (AMD and Intel hosts), so every figure names its CPU.
+#[must_use]
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown CPU");
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown kernel".into(), |k| format!("Linux {}", k.trim()));
+    format!("{model}, {cores} cores; {kernel}")
+}
+
 /// The middle value (the upper one of an even count).
 ///
 /// # Panics

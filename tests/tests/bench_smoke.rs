@@ -172,32 +172,53 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
             "## Flood: the same, paced to one frame in 3",
         ],
     );
-    let tables: Vec<&str> = stdout.split("## Flood: ").skip(1).collect();
-    assert_eq!(tables.len(), 4, "a table per sender:\n{stdout}");
-    for (table, own_cores) in tables.iter().zip([false, false, true, true]) {
-        for size in ["10", "10000"] {
-            for mechanism in [
-                "gate (XDP)",
-                "iptables + ipset",
-                "iptables raw PREROUTING + ipset",
-                "nftables set",
-                "nftables netdev ingress set",
-            ] {
-                let line = table
-                    .lines()
-                    .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))
-                    .unwrap_or_else(|| panic!("no {mechanism} row for {size}:\n{table}"));
-                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-                let dropped: f64 = cells[4].parse().unwrap_or_else(|_| panic!("a drop rate in {line}"));
-                assert!(dropped > 0.0, "{line}");
-                if own_cores {
-                    let busy: f64 = cells[8].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{line}"));
-                    assert!(busy > 0.0, "the receiver's own thread did the work: {line}");
-                }
+    let (floods, nic) = stdout.split_once("## NIC-like path").expect("the NIC-like tables");
+    let tables: Vec<&str> = floods.split("## Flood: ").skip(1).collect();
+    assert_eq!(tables.len(), 5, "a table per sender:\n{stdout}");
+    for (table, own_cores) in tables.iter().zip([false, false, true, true, true]) {
+        for cells in rows(table) {
+            let dropped: f64 = cells[4].parse().unwrap_or_else(|_| panic!("a drop rate in {cells:?}"));
+            assert!(dropped > 0.0, "{cells:?}");
+            if own_cores {
+                let busy: f64 = cells[8].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{cells:?}"));
+                assert!(busy > 0.0, "the receiver's own thread did the work: {cells:?}");
             }
         }
     }
+    // The NIC-like path, one source and random sources: every setup dropped (nearly) every
+    // frame it was handed, and the floor row is there.
+    let nic_tables: Vec<&str> = nic.split("## NIC-like path").collect();
+    assert_eq!(nic_tables.len(), 2, "one source, random sources:\n{nic}");
+    for table in nic_tables {
+        assert!(table.contains("| - | (the path's floor"), "{table}");
+        for cells in rows(table) {
+            let dropped: f64 = cells[4].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{cells:?}"));
+            assert!(dropped > 99.0, "the setup dropped what it was handed: {cells:?}");
+        }
+    }
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
+}
+
+/// The cells of the gate's and each netfilter setup's row of a flood `table`, at 10 and 10,000
+/// approved addresses; panics on a row missing.
+fn rows(table: &str) -> Vec<Vec<&str>> {
+    let mut rows = Vec::new();
+    for size in ["10", "10000"] {
+        for mechanism in [
+            "gate (XDP)",
+            "iptables + ipset",
+            "iptables raw PREROUTING + ipset",
+            "nftables set",
+            "nftables netdev ingress set",
+        ] {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {size} | {mechanism}")))
+                .unwrap_or_else(|| panic!("no {mechanism} row for {size}:\n{table}"));
+            rows.push(line.split('|').map(str::trim).collect());
+        }
+    }
+    rows
 }
 
 /// The cell `column` (1 is the first) of the row starting with `start`, as a number.

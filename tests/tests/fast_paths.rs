@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gate_common::{Lease, MAP_LEASE_FILTER};
+use gate_common::{Lease, MAP_LEASE_BITS, MAP_LEASE_FILTER};
 use gate_maps::{GateState, Protocol, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
@@ -199,12 +199,21 @@ fn a_saturated_filter_counter_never_drops_a_lease() {
 
 #[test]
 fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
+    // An upgrade from a gate without a filter (both maps new), and from one whose program read
+    // the counters (the bits new beside them).
+    for gone in [&[MAP_LEASE_FILTER, MAP_LEASE_BITS][..], &[MAP_LEASE_BITS]] {
+        filter_rebuilt_after_an_upgrade(gone);
+    }
+}
+
+fn filter_rebuilt_after_an_upgrade(gone: &[&str]) {
     let (mut gate, vpn) = gate();
     let (v4, v6) = (ip(LEASED), ip(LEASED_V6));
     gate.state.grant_all(vpn, &[v4, v6], hour()).unwrap();
-    // As after an upgrade from a gate without a filter: a new, empty filter beside the leases.
     let pins = gate.state.pins().clone();
-    std::fs::remove_file(pins.map(MAP_LEASE_FILTER)).unwrap();
+    for map in gone {
+        std::fs::remove_file(pins.map(map)).unwrap();
+    }
     let (capacity, _) = gate.state.capacity();
     let mut fresh = gate_daemon::program::load(&pins, capacity).expect("load with a new filter");
     let mut state = GateState::open(pins.root()).unwrap();

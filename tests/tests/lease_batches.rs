@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData};
-use gate_common::{MAP_LEASE_FILTER, filter_count};
+use gate_common::{MAP_LEASE_BITS, MAP_LEASE_FILTER, filter_count};
 use gate_maps::{GateState, Protocol, StateError, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
@@ -38,7 +38,7 @@ fn passes(gate: &mut LoadedGate, addr: IpAddr) -> bool {
 }
 
 /// Every filter counter that holds a lease, or that a source in `gone` maps to, counts exactly
-/// the leases there are in its slot.
+/// the leases there are in its slot, and its bit in `LEASE_BITS` says whether that is zero.
 fn assert_filter_exact(state: &GateState, gone: &[(u32, IpAddr)]) {
     let mut expected: BTreeMap<(u32, u32), u8> = BTreeMap::new();
     for lease in state.leases().unwrap() {
@@ -47,11 +47,17 @@ fn assert_filter_exact(state: &GateState, gone: &[(u32, IpAddr)]) {
     for &(gate, addr) in gone {
         expected.entry(state.filter_slot(gate, addr)).or_default();
     }
-    let data = MapData::from_pin(state.pins().map(MAP_LEASE_FILTER)).unwrap();
-    let filter: Array<MapData, u64> = Array::try_from(Map::Array(data)).unwrap();
+    let open = |name| -> Array<MapData, u64> {
+        Array::try_from(Map::Array(MapData::from_pin(state.pins().map(name)).unwrap())).unwrap()
+    };
+    let (filter, bits) = (open(MAP_LEASE_FILTER), open(MAP_LEASE_BITS));
     for ((word, shift), count) in expected {
         let actual = filter_count(filter.get(&word, 0).unwrap(), shift);
         assert_eq!(actual, count, "filter word {word} shift {shift}");
+        // What the program reads: the counter's bit, set exactly while it is not zero.
+        let bit = (word % 8) * 8 + shift / 8;
+        let set = (bits.get(&(word / 8), 0).unwrap() >> bit) & 1 == 1;
+        assert_eq!(set, count != 0, "filter bit of word {word} shift {shift} (count {count})");
     }
 }
 

@@ -1,18 +1,27 @@
 //! Control programs the gate's cost is measured against (`cargo xtask bench xdp`):
 //! - `pass` only returns XDP_PASS: the cost of running any XDP program at all;
+//! - `drop` only returns XDP_DROP: with live frames, the receive path's own cost for a frame
+//!   dropped at XDP (`cargo xtask bench netfilter --nic`);
 //! - `lookup` also does one hash-map lookup on an 8-byte key read from the packet, as the gate's
 //!   IPv4 lease lookup does: the floor for any gate that matches exact addresses;
 //! - `redirect` sends every frame out of the device in `TX[0]`: run with BPF_PROG_TEST_RUN's live
 //!   frames, a traffic generator that hands the peer of a veth XDP frames, not socket buffers
 //!   (`cargo xtask bench netfilter`);
 //! - `redirect_thinned` sends one frame in `ONE_IN[0]` that way and drops the rest in the sender:
-//!   the same generator, paced evenly below its full speed.
+//!   the same generator, paced evenly below its full speed;
+//! - `redirect_random` gives each frame a random source (see [`randomize_source`]) and sends it
+//!   out as `redirect` does: a spoofed flood from millions of sources;
+//! - `random_source` gives each frame a random source and tail-calls `NEXT[0]` (the gate's
+//!   program, or `drop`), or passes it to the stack when `NEXT` is empty: with live frames on the
+//!   gateway's own interface, a NIC-like receive path for a spoofed flood.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
+    btf_maps::ProgramArray,
     btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::bpf_get_prandom_u32,
     macros::{btf_map, map, xdp},
     maps::DevMap,
     programs::XdpContext,
@@ -24,6 +33,11 @@ static CONTROL: HashMap<[u8; 8], u64, 1024> = HashMap::new();
 #[xdp]
 pub fn pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
 }
 
 /// Looks up bytes 26..34 of the frame (an IPv4 source and destination) and passes either way.
@@ -66,6 +80,89 @@ pub fn redirect_thinned(_ctx: XdpContext) -> u32 {
     }
     *skipped = 0;
     TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+#[xdp]
+pub fn redirect_random(ctx: XdpContext) -> u32 {
+    if !randomize_source(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    TX.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
+}
+
+/// The program `random_source` hands each frame to: the gate's, or none (the stack's turn).
+#[btf_map]
+static NEXT: ProgramArray<1> = ProgramArray::new();
+
+#[xdp]
+pub fn random_source(ctx: XdpContext) -> u32 {
+    if !randomize_source(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: a tail call only replaces this program with the one in NEXT[0]; when the slot is
+    // empty it returns here and the frame goes to the stack.
+    unsafe { NEXT.tail_call(&ctx, 0) };
+    xdp_action::XDP_PASS
+}
+
+/// Random bits of the source: 2^22 = 4,194,304 addresses per family.
+const RANDOM_SOURCE_BITS: u32 = 0x003f_ffff;
+
+/// Replaces the source address of an untagged IPv4 or IPv6 frame with a random one and fixes the
+/// checksums it is in: an IPv4 source's low 22 bits (a source in 100.64.0.0/10 stays in it),
+/// an IPv6 source's last 32 bits (to one of 2^22), and the IPv4 header's or the IPv6 UDP
+/// checksum (an IPv4 flood frame carries no UDP checksum).
+/// False for any other frame.
+#[inline(always)]
+fn randomize_source(ctx: &XdpContext) -> bool {
+    let start = ctx.data();
+    // Ethernet, an IPv6 header and UDP's first 8 bytes: the longest reach below.
+    if start + 62 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the helper has no preconditions.
+    let random = unsafe { bpf_get_prandom_u32() } & RANDOM_SOURCE_BITS;
+    // SAFETY: all offsets below lie inside the 62 bytes just checked; u8 has alignment 1.
+    unsafe {
+        let byte = |offset: usize| *((start + offset) as *const u8);
+        let ethertype = u16::from_be_bytes([byte(12), byte(13)]);
+        let (source_low, checksum) = match ethertype {
+            0x0800 => (14 + 12, 14 + 10),
+            0x86dd => (14 + 8 + 12, 14 + 40 + 6),
+            _ => return false,
+        };
+        let old = [
+            u16::from_be_bytes([byte(source_low), byte(source_low + 1)]),
+            u16::from_be_bytes([byte(source_low + 2), byte(source_low + 3)]),
+        ];
+        let new = if ethertype == 0x0800 {
+            let high = u32::from_be_bytes([0, 0, byte(source_low), byte(source_low + 1)]) & 0xffc0;
+            [(high | (random >> 16)) as u16, random as u16]
+        } else {
+            [(random >> 16) as u16, random as u16]
+        };
+        let put = |offset: usize, value: u16| {
+            let [high, low] = value.to_be_bytes();
+            *((start + offset) as *mut u8) = high;
+            *((start + offset + 1) as *mut u8) = low;
+        };
+        put(source_low, new[0]);
+        put(source_low + 2, new[1]);
+        // RFC 1624: HC' = ~(~HC + ~m + m') over each changed 16-bit word.
+        let sum = u32::from(!u16::from_be_bytes([byte(checksum), byte(checksum + 1)]))
+            + u32::from(!old[0])
+            + u32::from(!old[1])
+            + u32::from(new[0])
+            + u32::from(new[1]);
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let mut updated = !(((folded & 0xffff) + (folded >> 16)) as u16);
+        // A UDP checksum of 0 means "none" (not allowed over IPv6): its one's complement twin.
+        if ethertype == 0x86dd && updated == 0 {
+            updated = 0xffff;
+        }
+        put(checksum, updated);
+    }
+    true
 }
 
 #[cfg(not(test))]

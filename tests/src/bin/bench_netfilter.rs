@@ -26,6 +26,13 @@
 //! 5. **Backstop cost** (`--backstop`, alone): a leased source's flood delivered to a socket in
 //!    the backstop's cgroup, with the backstop on and off.
 //!
+//! 6. **A random-source flood** over veth (fifth table; `--random` alone): the live-frames flood with the receiver
+//!    on its own core, each frame from a random source (`redirect_random`: 2^22 IPv4 and 2^22
+//!    IPv6 addresses, the families in turn), so the filters see what a spoofed flood does to
+//!    their caches; the netfilter setups hold an IPv6 set and rules beside the IPv4 ones.
+//!
+//! 7. **The NIC-like path** (last two tables; `--nic` alone): see [`nic_like`].
+//!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
 use gate_tests::measure::median;
 use std::{
@@ -41,7 +48,7 @@ use std::{
 use gate_common::Reason;
 use gate_maps::{GateState, clock, lease::ttl_lease};
 use gate_tests::{
-    bed::{CLIENT_V4, GATEWAY_V4, STRANGER_V4, TestBed},
+    bed::{CLIENT_V4, CLIENT_V6, GATEWAY_V4, GATEWAY_V6, STRANGER_V4, TestBed},
     daemon::Daemon,
     frames::{Ext, Frame},
     netns::Netns,
@@ -114,6 +121,8 @@ enum Mechanism {
     /// The gateway's end of the veth down: every frame is discarded by the sending veth, so
     /// this row is the sender's own cost, taken off the others to get the receiver's.
     SenderOnly,
+    /// The NIC-like path's floor: the `drop` control program, which does nothing but drop.
+    DropOnly,
 }
 
 impl Mechanism {
@@ -126,6 +135,7 @@ impl Mechanism {
             Self::NftIngress => "nftables netdev ingress set",
             Self::Nothing => "nothing filtered",
             Self::SenderOnly => "(receiver down: the sender's own cost)",
+            Self::DropOnly => "(the path's floor: an XDP program that only drops)",
         }
     }
 }
@@ -147,6 +157,9 @@ enum Sender {
     /// drops with room to spare and netfilter's cannot keep up with, to see whether the approved
     /// flow keeps its throughput when the filter, not the link, decides.
     PacedOwnCores,
+    /// As `LiveFramesOwnCores`, every frame from a random source ([`random_flood_frames`]):
+    /// a spoofed flood, which no cache line holds.
+    RandomOwnCores,
 }
 
 /// The paced flood sends one frame in this many of the live-frames generator's.
@@ -161,57 +174,106 @@ impl Sender {
                 "64-byte UDP frames as XDP live frames, sender on CPU 0, receiver (threaded NAPI) on CPU 1"
             }
             Self::PacedOwnCores => "the same, paced to one frame in 3 (a flood between the two receivers' ceilings)",
+            Self::RandomOwnCores => {
+                "the same, unpaced, each frame from a random source (2^22 IPv4 and 2^22 IPv6 addresses, the families in turn)"
+            }
         }
+    }
+
+    const fn own_cores(self) -> bool {
+        matches!(self, Self::LiveFramesOwnCores | Self::PacedOwnCores | Self::RandomOwnCores)
     }
 }
 
-/// Runs the `redirect` control program with live frames, sending `frame` out of `interface`
-/// (in the calling thread's namespace) in calls of 1,000,000 until `stop`; with `one_in` > 1,
-/// `redirect_thinned` sends one frame in `one_in` (evenly paced). Returns the frames sent.
-fn send_live_frames(interface: &str, frame: &[u8], stop: &AtomicBool, one_in: u32) -> u64 {
-    use std::os::fd::{AsFd, AsRawFd};
-
-    use aya::{
-        Ebpf,
-        maps::{Array, DevMap},
-        programs::Xdp,
-    };
-    let mut ebpf = Ebpf::load(gate_daemon::program::BASELINE_OBJECT).expect("load the control programs");
-    let name = if one_in > 1 { "redirect_thinned" } else { "redirect" };
-    if one_in > 1 {
-        let mut thinning: Array<_, u32> = Array::try_from(ebpf.map_mut("ONE_IN").expect("ONE_IN")).expect("an array");
-        thinning.set(0, one_in, 0).expect("set the thinning");
+/// The control programs of [`gate_daemon::program::BASELINE_OBJECT`] with `names` loaded.
+fn control_program(names: &[&str], configure: impl FnOnce(&mut aya::Ebpf)) -> aya::Ebpf {
+    let mut ebpf = aya::Ebpf::load(gate_daemon::program::BASELINE_OBJECT).expect("load the control programs");
+    configure(&mut ebpf);
+    for name in names {
+        let program: &mut aya::programs::Xdp = ebpf.program_mut(name).expect(name).try_into().expect("XDP");
+        program.load().unwrap_or_else(|e| panic!("load {name}: {e}"));
     }
-    let program: &mut Xdp = ebpf.program_mut(name).expect("redirect").try_into().expect("XDP");
-    program.load().expect("load redirect");
-    let prog_fd = program.fd().expect("a program fd").as_fd().as_raw_fd();
+    ebpf
+}
+
+/// The descriptor of the loaded program `name` of `ebpf`.
+fn program_fd(ebpf: &aya::Ebpf, name: &str) -> std::os::fd::RawFd {
+    use std::os::fd::{AsFd, AsRawFd};
+    let program: &aya::programs::Xdp = ebpf.program(name).expect(name).try_into().expect("XDP");
+    program.fd().expect("a loaded program").as_fd().as_raw_fd()
+}
+
+/// Runs the `redirect` control program with live frames, sending `frames` (in turn, one per
+/// call) out of `interface` (in the calling thread's namespace) until `stop`; with `one_in` > 1,
+/// `redirect_thinned` sends one frame in `one_in` (evenly paced); with `random`,
+/// `redirect_random` gives each a random source. Returns the frames sent.
+fn send_live_frames(interface: &str, frames: &[Vec<u8>], stop: &AtomicBool, one_in: u32, random: bool) -> u64 {
+    use aya::maps::{Array, DevMap};
+    let name = match (random, one_in > 1) {
+        (true, _) => "redirect_random",
+        (false, true) => "redirect_thinned",
+        (false, false) => "redirect",
+    };
+    let mut ebpf = control_program(&[name], |ebpf| {
+        if one_in > 1 {
+            let mut thinning: Array<_, u32> =
+                Array::try_from(ebpf.map_mut("ONE_IN").expect("ONE_IN")).expect("an array");
+            thinning.set(0, one_in, 0).expect("set the thinning");
+        }
+    });
     let mut tx: DevMap<_> = DevMap::try_from(ebpf.map_mut("TX").expect("TX")).expect("a devmap");
     let index = nix::net::if_::if_nametoindex(interface).expect("the interface index");
     tx.set(0, index, None, 0).expect("point TX at the interface");
-    // Large calls: each call sets up and tears down its frame pool, which waits for an RCU grace
-    // period (tens of ms here); with 100,000 frames a call the sender slept most of the time.
-    const REPEAT: u32 = 1_000_000;
-    let attr = TestRunAttr {
-        prog_fd: u32::try_from(prog_fd).expect("a descriptor"),
-        data_size_in: u32::try_from(frame.len()).expect("small"),
-        data_in: frame.as_ptr() as u64,
-        repeat: REPEAT,
-        flags: 1 << 1, // BPF_F_TEST_XDP_LIVE_FRAMES
-        ..TestRunAttr::default()
-    };
-    let mut sent = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let mut attr = attr;
+    run_live_frames(program_fd(&ebpf, name), frames, None, || !stop.load(Ordering::Relaxed)) / u64::from(one_in.max(1))
+}
+
+/// Frames per live-frames call. Each call sets up and tears down its frame pool, which waits for
+/// an RCU grace period (tens of ms here); with 100,000 frames a call the sender slept most of
+/// the time.
+const LIVE_FRAMES_PER_CALL: u32 = 1_000_000;
+
+/// Runs program `prog_fd` with BPF_PROG_TEST_RUN's live frames, calls of
+/// [`LIVE_FRAMES_PER_CALL`] copies of each of `frames` in turn, while `go_on` says so (a call
+/// is not cut short). With `ingress`, the frames arrive on that interface (of the calling
+/// thread's namespace): what the program passes enters its receive path, as from its driver.
+/// Returns how many frames the program ran on.
+fn run_live_frames(
+    prog_fd: std::os::fd::RawFd,
+    frames: &[Vec<u8>],
+    ingress: Option<u32>,
+    go_on: impl Fn() -> bool,
+) -> u64 {
+    let frame_len = u32::try_from(frames[0].len()).expect("small");
+    assert!(frames.iter().all(|f| f.len() == frames[0].len()), "live frames of one length");
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let context: [u32; 6] = [0, frame_len, 0, ingress.unwrap_or(0), 0, 0];
+    let mut ran = 0;
+    for frame in frames.iter().cycle() {
+        if !go_on() {
+            break;
+        }
+        let mut attr = TestRunAttr {
+            prog_fd: u32::try_from(prog_fd).expect("a descriptor"),
+            data_size_in: frame_len,
+            data_in: frame.as_ptr() as u64,
+            repeat: LIVE_FRAMES_PER_CALL,
+            flags: 1 << 1, // BPF_F_TEST_XDP_LIVE_FRAMES
+            ..TestRunAttr::default()
+        };
+        if ingress.is_some() {
+            attr.ctx_size_in = u32::try_from(std::mem::size_of_val(&context)).expect("small");
+            attr.ctx_in = context.as_ptr() as u64;
+        }
         // SAFETY: bpf(2) reads a valid, zero-padded BPF_PROG_TEST_RUN attribute whose data_in
-        // points at `frame`, alive for the call; no output buffers are given.
+        // and ctx_in point at `frame` and `context`, alive for the call; no output buffers.
         #[allow(unsafe_code)]
         let result = unsafe {
             libc::syscall(libc::SYS_bpf, 10_i64, std::ptr::from_mut(&mut attr), std::mem::size_of::<TestRunAttr>())
         };
         assert_eq!(result, 0, "BPF_PROG_TEST_RUN with live frames: {}", std::io::Error::last_os_error());
-        sent += u64::from(REPEAT / one_in.max(1));
+        ran += u64::from(LIVE_FRAMES_PER_CALL);
     }
-    sent
+    ran
 }
 
 /// The `test` member of `union bpf_attr` (BPF_PROG_TEST_RUN), zero-padded.
@@ -345,36 +407,26 @@ impl Flood {
                 }
             }
             Mechanism::Ipset | Mechanism::IpsetRaw => {
-                let mut lines =
-                    format!("create {} hash:net maxelem {}\nadd {} {CLIENT_V4}\n", self.set, approved + 16, self.set);
+                // One set and rule pair per family, as an operator gating both would have.
+                let set6 = format!("{}v6", self.set);
+                let mut lines = format!(
+                    "create {} hash:net maxelem {}\nadd {} {CLIENT_V4}\ncreate {set6} hash:net family inet6\nadd {set6} {CLIENT_V6}\n",
+                    self.set,
+                    approved + 16,
+                    self.set
+                );
                 for i in 1..approved {
                     lines.push_str(&format!("add {} {}\n", self.set, filler(i)));
                 }
                 batch(gw, "ipset", &["restore"], &lines);
                 let port = PORT.to_string();
                 let (table, chain) = iptables_chain(mechanism);
-                run_in(
-                    gw,
-                    "iptables",
-                    &[
-                        "-t",
-                        table,
-                        "-A",
-                        chain,
-                        "-p",
-                        "udp",
-                        "--dport",
-                        &port,
-                        "-m",
-                        "set",
-                        "--match-set",
-                        &self.set,
-                        "src",
-                        "-j",
-                        "ACCEPT",
-                    ],
-                );
-                run_in(gw, "iptables", &["-t", table, "-A", chain, "-p", "udp", "--dport", &port, "-j", "DROP"]);
+                for (tool, set) in [("iptables", &self.set), ("ip6tables", &set6)] {
+                    let accept = ["-m", "set", "--match-set", set, "src", "-j", "ACCEPT"];
+                    let rule = ["-t", table, "-A", chain, "-p", "udp", "--dport", &port];
+                    run_in(gw, tool, &[&rule[..], &accept[..]].concat());
+                    run_in(gw, tool, &[&rule[..], &["-j", "DROP"][..]].concat());
+                }
             }
             Mechanism::Nft | Mechanism::NftIngress => {
                 let (family, chain) = nft_chain(mechanism);
@@ -386,7 +438,7 @@ impl Flood {
                 let mut elements = vec![CLIENT_V4.to_string()];
                 elements.extend((1..approved).map(|i| filler(i).to_string()));
                 let mut script = format!(
-                    "table {family} gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n chain {chain} {{\n  type filter hook {hook} priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
+                    "table {family} gtbench {{\n set allowed {{\n  type ipv4_addr\n  size {}\n }}\n set allowed6 {{\n  type ipv6_addr\n  elements = {{ {CLIENT_V6} }}\n }}\n chain {chain} {{\n  type filter hook {hook} priority 0; policy accept;\n  udp dport {PORT} ip saddr @allowed accept\n  udp dport {PORT} ip6 saddr @allowed6 accept\n  udp dport {PORT} counter drop\n }}\n}}\n",
                     approved + 16
                 );
                 for chunk in elements.chunks(10_000) {
@@ -394,7 +446,7 @@ impl Flood {
                 }
                 batch(gw, "nft", &["-f", "-"], &script);
             }
-            Mechanism::Nothing => {}
+            Mechanism::Nothing | Mechanism::DropOnly => {}
             Mechanism::SenderOnly => {
                 run_in(gw, "ip", &["link", "set", &self.bed.gateway_if, "down"]);
             }
@@ -418,12 +470,14 @@ impl Flood {
             Mechanism::Ipset | Mechanism::IpsetRaw => {
                 let (table, chain) = iptables_chain(mechanism);
                 run_in(gw, "iptables", &["-t", table, "-F", chain]);
+                run_in(gw, "ip6tables", &["-t", table, "-F", chain]);
                 run_in(gw, "ipset", &["destroy", &self.set]);
+                run_in(gw, "ipset", &["destroy", &format!("{}v6", self.set)]);
             }
             Mechanism::Nft | Mechanism::NftIngress => {
                 run_in(gw, "nft", &["delete", "table", nft_chain(mechanism).0, "gtbench"]);
             }
-            Mechanism::Nothing => {}
+            Mechanism::Nothing | Mechanism::DropOnly => {}
             Mechanism::SenderOnly => {
                 run_in(gw, "ip", &["link", "set", &self.bed.gateway_if, "up"]);
             }
@@ -442,12 +496,17 @@ impl Flood {
             }
             Mechanism::Ipset | Mechanism::IpsetRaw => {
                 let (table, chain) = iptables_chain(mechanism);
-                let out = run_in(gw, "iptables", &["-t", table, "-nvxL", chain]);
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .find(|l| l.contains("DROP"))
-                    .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
-                    .unwrap_or(0)
+                ["iptables", "ip6tables"]
+                    .into_iter()
+                    .map(|tool| {
+                        let out = run_in(gw, tool, &["-t", table, "-nvxL", chain]);
+                        String::from_utf8_lossy(&out.stdout)
+                            .lines()
+                            .find(|l| l.contains("DROP"))
+                            .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+                            .unwrap_or(0)
+                    })
+                    .sum()
             }
             Mechanism::Nft | Mechanism::NftIngress => {
                 let (family, chain) = nft_chain(mechanism);
@@ -459,7 +518,7 @@ impl Flood {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0)
             }
-            Mechanism::Nothing | Mechanism::SenderOnly => 0,
+            Mechanism::Nothing | Mechanism::SenderOnly | Mechanism::DropOnly => 0,
         }
     }
 
@@ -503,25 +562,23 @@ impl Flood {
         let cpu_before = busy_jiffies();
         let receiver_before = self.receiver.map(task_ticks);
         let client_if = self.bed.client_if.clone();
-        let frame = flood_frame(
-            mac_of(&self.bed.client, &client_if),
-            mac_of(&self.bed.gateway, &self.bed.gateway_if),
-            STRANGER_V4,
-        );
+        let macs = (mac_of(&self.bed.client, &client_if), mac_of(&self.bed.gateway, &self.bed.gateway_if));
+        let frames = if sender == Sender::RandomOwnCores {
+            random_flood_frames(macs.0, macs.1)
+        } else {
+            vec![flood_frame(macs.0, macs.1, STRANGER_V4.into())]
+        };
         let flood_started = Instant::now();
         let flood = {
             let (stop, ns) = (Arc::clone(&stop), self.bed.client.handle());
             std::thread::spawn(move || {
                 ns.run(|| match sender {
-                    Sender::Packet => send_batches(&gate_tests::frames::packet_socket(&client_if), &frame, &stop),
-                    Sender::LiveFrames => send_live_frames(&client_if, &frame, &stop, 1),
-                    Sender::LiveFramesOwnCores => {
+                    Sender::Packet => send_batches(&gate_tests::frames::packet_socket(&client_if), &frames[0], &stop),
+                    Sender::LiveFrames => send_live_frames(&client_if, &frames, &stop, 1, false),
+                    Sender::LiveFramesOwnCores | Sender::PacedOwnCores | Sender::RandomOwnCores => {
                         pin(0, 0);
-                        send_live_frames(&client_if, &frame, &stop, 1)
-                    }
-                    Sender::PacedOwnCores => {
-                        pin(0, 0);
-                        send_live_frames(&client_if, &frame, &stop, PACED_ONE_IN)
+                        let one_in = if sender == Sender::PacedOwnCores { PACED_ONE_IN } else { 1 };
+                        send_live_frames(&client_if, &frames, &stop, one_in, sender == Sender::RandomOwnCores)
                     }
                 })
             })
@@ -567,30 +624,62 @@ impl Flood {
     }
 }
 
-/// A 64-byte Ethernet frame: UDP from `src` to the gateway's `PORT`, addressed to `dst_mac`.
-fn flood_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(64);
+/// A 64-byte Ethernet frame: UDP from `src` to the gateway's `PORT` (at [`GATEWAY_V4`] or
+/// [`GATEWAY_V6`]), addressed to `dst_mac`, with valid checksums.
+fn flood_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: IpAddr) -> Vec<u8> {
+    const LEN: usize = 64;
+    let mut frame = Vec::with_capacity(LEN);
     frame.extend(dst_mac);
     frame.extend(src_mac);
-    frame.extend(0x0800_u16.to_be_bytes());
-    let payload = 64 - 14 - 20 - 8;
-    let total = u16::try_from(20 + 8 + payload).expect("small");
-    let mut ip = vec![0x45, 0];
-    ip.extend(total.to_be_bytes());
-    ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
-    ip.extend(src.octets());
-    ip.extend(GATEWAY_V4.octets());
-    let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-    frame.extend(ip);
-    frame.extend(40000_u16.to_be_bytes());
-    frame.extend(PORT.to_be_bytes());
-    frame.extend(u16::try_from(8 + payload).expect("small").to_be_bytes());
-    frame.extend([0, 0]); // no UDP checksum (allowed over IPv4)
-    frame.extend(std::iter::repeat_n(0x5a_u8, payload));
+    let udp = |payload: usize| {
+        let mut udp = Vec::new();
+        udp.extend(40000_u16.to_be_bytes());
+        udp.extend(PORT.to_be_bytes());
+        udp.extend(u16::try_from(8 + payload).expect("small").to_be_bytes());
+        udp.extend([0, 0]); // no checksum (allowed over IPv4; filled in below over IPv6)
+        udp.extend(std::iter::repeat_n(0x5a_u8, payload));
+        udp
+    };
+    match src {
+        IpAddr::V4(src) => {
+            frame.extend(0x0800_u16.to_be_bytes());
+            let udp = udp(LEN - 14 - 20 - 8);
+            let mut ip = vec![0x45, 0];
+            ip.extend(u16::try_from(20 + udp.len()).expect("small").to_be_bytes());
+            ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
+            ip.extend(src.octets());
+            ip.extend(GATEWAY_V4.octets());
+            let sum: u32 = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
+            ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+            frame.extend(ip);
+            frame.extend(udp);
+        }
+        IpAddr::V6(src) => {
+            frame.extend(0x86dd_u16.to_be_bytes());
+            let mut udp = udp(LEN - 14 - 40 - 8);
+            let checksum = gate_tests::frames::udp6_checksum(&src, &GATEWAY_V6, &udp);
+            udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+            frame.extend([0x60, 0, 0, 0]);
+            frame.extend(u16::try_from(udp.len()).expect("small").to_be_bytes());
+            frame.extend([17, 64]);
+            frame.extend(src.octets());
+            frame.extend(GATEWAY_V6.octets());
+            frame.extend(udp);
+        }
+    }
     frame
+}
+
+/// The random-source flood's frames, IPv4 and IPv6, whose sources the control programs
+/// `redirect_random` and `random_source` replace frame by frame: 100.64.0.0 becomes one of
+/// 100.64.0.0/10 (no lease is ever there), 2001:db8:f100:: one of 2001:db8:f100::/106.
+fn random_flood_frames(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    [IpAddr::from([100, 64, 0, 0]), IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xf100, 0, 0, 0, 0, 0))]
+        .into_iter()
+        .map(|src| flood_frame(src_mac, dst_mac, src))
+        .collect()
 }
 
 fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
@@ -620,7 +709,7 @@ fn send_batches(fd: &std::os::fd::OwnedFd, frame: &[u8], stop: &AtomicBool) -> u
 }
 
 fn flood(settings: &Settings, sender: Sender) {
-    let own_cores = matches!(sender, Sender::LiveFramesOwnCores | Sender::PacedOwnCores);
+    let own_cores = sender.own_cores();
     let all = [
         Mechanism::SenderOnly,
         Mechanism::Xdp,
@@ -722,6 +811,157 @@ fn flood(settings: &Settings, sender: Sender) {
     for (size, mechanism, drops, cpu) in gate_over {
         println!("| {size} | {} | {drops:.2}x | {cpu:.2}x |", mechanism.name());
     }
+}
+
+/// The NIC-like path (issue 19): live frames arrive on the gateway's own interface from
+/// BPF_PROG_TEST_RUN, one core doing all the work, as a NIC driver's receive loop does: the
+/// gate's program runs on each frame and a dropped frame goes back to the frame pool at once; for
+/// netfilter, the `pass` control program hands each frame to the stack (a socket buffer is
+/// made, as a driver without XDP makes one), where the setup drops it. A floor row runs the
+/// `drop` control program: the path's own cost for a frame dropped at XDP. With `random`, the
+/// `random_source` control program first gives each frame a random source (2^22 per family, the
+/// families in turn) and then tail-calls the gate's program, `drop` or `pass`: the same extra
+/// work in every row. Reported per core: frames through the path per second of the receiving
+/// thread's CPU time (the daemon's sweep, on another core or between its slices, is not in it).
+fn nic_like(settings: &Settings, random: bool) {
+    let sources = if random {
+        "a random source per frame (2^22 IPv4 and 2^22 IPv6 addresses, the families in turn)"
+    } else {
+        "one source"
+    };
+    println!("## NIC-like path: live frames on the gateway's own interface, one core, {sources}");
+    println!();
+    println!(
+        "median of {} round(s) of {:?} per row; per core: frames per second of the receiving thread's CPU time",
+        settings.rounds, settings.round
+    );
+    println!();
+    println!("| approved addresses | mechanism | packets/s per core | dropped by it | CPU ns per packet | core busy |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    let mut gate_over = Vec::new();
+    let mut floor = 0.0;
+    let mut gate_adds = Vec::new();
+    for &size in &settings.sizes {
+        let mut per = Vec::new();
+        let first = size == settings.sizes[0];
+        let floor_row = first.then_some(Mechanism::DropOnly);
+        for mechanism in floor_row.into_iter().chain(std::iter::once(Mechanism::Xdp)).chain(NETFILTER) {
+            let mut world = Flood::new();
+            world.install(mechanism, size);
+            let rounds = nic_rounds(&world, mechanism, random, settings);
+            world.remove(mechanism);
+            #[expect(clippy::cast_precision_loss)]
+            let per_core = median(rounds.iter().map(|r| r.frames as f64 / r.cpu_seconds()).collect());
+            #[expect(clippy::cast_precision_loss)]
+            let dropped = median(rounds.iter().map(|r| r.dropped as f64 / r.frames.max(1) as f64 * 100.0).collect());
+            let busy = median(rounds.iter().map(|r| r.cpu_seconds() / r.elapsed.as_secs_f64() * 100.0).collect());
+            let ns = 1e9 / per_core.max(1.0);
+            if mechanism == Mechanism::DropOnly {
+                floor = ns;
+                println!("| - | {} | {per_core:.0} | - | {ns:.0} | {busy:.0}% |", mechanism.name());
+                continue;
+            }
+            println!("| {size} | {} | {per_core:.0} | {dropped:.1}% | {ns:.0} | {busy:.0}% |", mechanism.name());
+            if mechanism == Mechanism::Xdp {
+                gate_adds.push((size, ns - floor));
+            }
+            per.push((mechanism, per_core));
+        }
+        let gate = per[0].1;
+        gate_over.extend(per[1..].iter().map(|&(mechanism, rate)| (size, mechanism, gate / rate.max(1.0))));
+    }
+    println!();
+    let adds: Vec<String> = gate_adds.iter().map(|(size, ns)| format!("{ns:.0} ns at {size}")).collect();
+    println!("the gate's program over the floor: {} approved addresses", adds.join(", "));
+    println!();
+    println!("| approved addresses | netfilter setup | packets/s per core, gate over it |");
+    println!("| ---: | --- | ---: |");
+    for (size, mechanism, ratio) in gate_over {
+        println!("| {size} | {} | {ratio:.2}x |", mechanism.name());
+    }
+}
+
+/// One round of the NIC-like path.
+struct NicRound {
+    frames: u64,
+    dropped: u64,
+    /// The receiving thread's CPU time, in clock ticks.
+    ticks: u64,
+    elapsed: Duration,
+}
+
+impl NicRound {
+    #[expect(clippy::cast_precision_loss)]
+    fn cpu_seconds(&self) -> f64 {
+        (self.ticks.max(1) as f64) / 100.0 // USER_HZ
+    }
+}
+
+/// `settings.rounds` rounds of the NIC-like path through `mechanism` (installed in `world`), on
+/// a thread in the gateway's namespace pinned to the last CPU.
+fn nic_rounds(world: &Flood, mechanism: Mechanism, random: bool, settings: &Settings) -> Vec<NicRound> {
+    let bed = &world.bed;
+    let gateway_mac = mac_of(&bed.gateway, &bed.gateway_if);
+    let client_mac = mac_of(&bed.client, &bed.client_if);
+    let frames = if random {
+        random_flood_frames(client_mac, gateway_mac)
+    } else {
+        vec![flood_frame(client_mac, gateway_mac, STRANGER_V4.into())]
+    };
+    // The gate's program as the daemon attached it to the interface.
+    let gate = (mechanism == Mechanism::Xdp).then(|| attached_program(&bed.gateway, &bed.gateway_if));
+    let interface = bed.gateway_if.clone();
+    bed.gateway.run(|| {
+        pin(0, last_cpu());
+        // The program each frame meets last: the gate's, the floor's `drop`, or `pass` (to the
+        // stack, where netfilter drops it). With random sources, `random_source` runs first and
+        // tail-calls it: the same extra work on every row.
+        let mut ebpf = control_program(&["random_source", "pass", "drop"], |_| {});
+        let last = match &gate {
+            Some(gate) => gate.try_clone(),
+            None => {
+                let name = if mechanism == Mechanism::DropOnly { "drop" } else { "pass" };
+                let program: &aya::programs::Xdp = ebpf.program(name).expect(name).try_into().expect("XDP");
+                program.fd().expect("loaded").try_clone()
+            }
+        }
+        .expect("a second descriptor");
+        let fd = if random {
+            let mut next =
+                aya::maps::ProgramArray::try_from(ebpf.map_mut("NEXT").expect("NEXT")).expect("a program array");
+            next.set(0, &last, 0).expect("chain the last program");
+            program_fd(&ebpf, "random_source")
+        } else {
+            std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&last))
+        };
+        let ingress = nix::net::if_::if_nametoindex(interface.as_str()).expect("the interface index");
+        let tid = nix::unistd::gettid().as_raw();
+        (0..settings.rounds)
+            .map(|_| {
+                let dropped_before = world.dropped(mechanism);
+                let ticks_before = task_ticks(tid);
+                let started = Instant::now();
+                let deadline = started + settings.round;
+                let frames = run_live_frames(fd, &frames, Some(ingress), || Instant::now() < deadline);
+                let elapsed = started.elapsed();
+                let ticks = task_ticks(tid) - ticks_before;
+                NicRound { frames, dropped: world.dropped(mechanism) - dropped_before, ticks, elapsed }
+            })
+            .collect()
+    })
+}
+
+/// The XDP program attached to `interface` in `ns` (the daemon's), opened by its id.
+fn attached_program(ns: &Netns, interface: &str) -> aya::programs::ProgramFd {
+    let out = run_in(ns, "ip", &["-j", "link", "show", "dev", interface]);
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip's JSON");
+    let id = links[0]["xdp"]["prog"]["id"].as_u64().expect("an XDP program on the interface");
+    aya::programs::loaded_programs()
+        .flatten()
+        .find(|program| u64::from(program.id()) == id)
+        .expect("the attached program among the loaded ones")
+        .fd()
+        .expect("a descriptor for the attached program")
 }
 
 /// The netfilter setups the gate is compared with.
@@ -830,7 +1070,7 @@ fn own_core_rounds(
             std::thread::spawn(move || {
                 ns.run(|| {
                     pin(0, 0);
-                    send_live_frames(&interface, &frame, &stop, 1)
+                    send_live_frames(&interface, &[frame], &stop, 1, false)
                 })
             })
         };
@@ -910,7 +1150,8 @@ fn backstop_cost(settings: &Settings) {
         world.split_cores();
         let bed = &world.bed;
         let _sink = gate_tests::cgroup::CgroupListeners::sink(&bed.gateway, &bed.cgroup, &[PORT]);
-        let frame = flood_frame(mac_of(&bed.client, &bed.client_if), mac_of(&bed.gateway, &bed.gateway_if), CLIENT_V4);
+        let frame =
+            flood_frame(mac_of(&bed.client, &bed.client_if), mac_of(&bed.gateway, &bed.gateway_if), CLIENT_V4.into());
         let rows = own_core_rounds(&world, &frame, settings, |w| {
             let state = GateState::open(&w.bed.pin_dir.0).expect("pinned state");
             let vpn = state.gate_id("vpn").expect("gate");
@@ -976,7 +1217,7 @@ fn unparseable(settings: &Settings) {
 
 fn main() {
     let settings = settings();
-    println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), kernel());
+    println!("machine: {}", gate_tests::measure::machine());
     println!();
     if std::env::args().any(|a| a == "--unparseable") {
         unparseable(&settings);
@@ -984,6 +1225,19 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--backstop") {
         backstop_cost(&settings);
+        return;
+    }
+    if std::env::args().any(|a| a == "--random") {
+        flood(&settings, Sender::RandomOwnCores);
+        return;
+    }
+    if std::env::args().any(|a| a == "--nic") {
+        if std::env::var_os("PROFILE_RANDOM_FIRST").is_some() {
+            nic_like(&settings, true);
+        }
+        nic_like(&settings, false);
+        println!();
+        nic_like(&settings, true);
         return;
     }
     open(&settings);
@@ -994,9 +1248,10 @@ fn main() {
     flood(&settings, Sender::LiveFramesOwnCores);
     println!();
     flood(&settings, Sender::PacedOwnCores);
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown kernel".into(), |k| format!("Linux {}", k.trim()))
+    println!();
+    flood(&settings, Sender::RandomOwnCores);
+    println!();
+    nic_like(&settings, false);
+    println!();
+    nic_like(&settings, true);
 }
