@@ -8,6 +8,11 @@
 //! the leases without any lock and deletes the dead in small batches under the pin dir's lock
 //! (`GateState::sweep_yielding`), and between batches it lets the daemon's waiting writers
 //! ([`Writers`]) go first, so an approval waits for one batch at most, never for a whole sweep.
+//!
+//! Each sweep runs on a thread of its own, `gate-sweep`, at the lowest CPU priority (nice 19):
+//! a sweep of a million leases takes a second or more of CPU, which on a host under a flood
+//! must come out of idle time, not out of packet processing on the same core (threaded NAPI
+//! and ksoftirqd run at nice 0).
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -48,14 +53,42 @@ pub async fn run(pin_dir: PathBuf, writers: Arc<Writers>, interval: Duration) {
     loop {
         ticker.tick().await;
         let (pin_dir, writers) = (pin_dir.clone(), Arc::clone(&writers));
-        let swept =
-            tokio::task::spawn_blocking(move || sweep(&pin_dir, &writers, clock::now_ns(), clock::nanos(interval)))
-                .await;
+        let swept = tokio::task::spawn_blocking(move || {
+            at_lowest_priority(|| sweep(&pin_dir, &writers, clock::now_ns(), clock::nanos(interval)))
+        })
+        .await;
         match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => log::info!("swept {n} closed leases"),
-            Ok(Err(e)) => log::warn!("sweep failed: {e}"),
+            Ok(Ok(Ok(0))) => {}
+            Ok(Ok(Ok(n))) => log::info!("swept {n} closed leases"),
+            Ok(Ok(Err(e))) => log::warn!("sweep failed: {e}"),
+            Ok(Err(e)) => log::warn!("no thread for the sweep: {e}"),
             Err(e) => log::error!("sweep task died: {e}"),
         }
     }
+}
+
+/// The thread name a sweep runs under (visible in `top -H`, `ps -L`).
+pub const SWEEP_THREAD: &str = "gate-sweep";
+
+/// Runs `work` on a new thread named [`SWEEP_THREAD`] at nice 19 and waits for it. A new thread
+/// each time: without CAP_SYS_NICE a thread cannot get its priority back, and the blocking pool's
+/// threads run other work after this. Should the kernel refuse the lower priority, the work runs
+/// at the normal one.
+///
+/// # Errors
+/// No thread could be made (the work did not run).
+fn at_lowest_priority<T: Send>(work: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().name(SWEEP_THREAD.to_owned()).spawn_scoped(scope, || {
+            let tid = nix::unistd::gettid().as_raw();
+            // SAFETY: setpriority(2) on this thread's own id only changes its nice value.
+            #[allow(unsafe_code)]
+            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, u32::try_from(tid).unwrap_or(0), 19) };
+            if set != 0 {
+                log::debug!("sweep at the normal priority: {}", std::io::Error::last_os_error());
+            }
+            work()
+        });
+        Ok(thread?.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
 }

@@ -128,3 +128,40 @@ fn the_sweeper_deletes_closed_leases() {
     assert_eq!(addresses, ["192.0.2.40"], "only the live lease is left");
     assert!(daemon.log().contains("swept 1 closed leases"), "{}", daemon.log());
 }
+
+/// A sweep takes a second or more of CPU at a million leases: it runs on a thread of its own at
+/// nice 19, so that on a host under a flood it yields the core to packet processing.
+#[test]
+fn the_sweep_runs_on_its_own_thread_at_the_lowest_priority() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "[leases]\ncapacity = 250000\nsweep_interval = \"1s\"\n");
+    let daemon = Daemon::start(&bed, &config);
+    // Enough leases that a sweep lasts long enough to be seen (a tenth of a second or so).
+    let mut state = gate_maps::GateState::open(&bed.pin_dir.0).unwrap();
+    let vpn = state.gate_id("vpn").unwrap();
+    let addrs: Vec<IpAddr> =
+        (0..200_000_u32).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a40_0000 + i))).collect();
+    state.grant_all(vpn, &addrs, gate_tests::loaded::hour_lease()).unwrap();
+
+    let pid = daemon.pid().as_raw();
+    let nice_of = |task: &std::path::Path| -> Option<(String, i64)> {
+        let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+        // After the ")" closing the name: state is field 0, nice field 16.
+        let nice = stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()?;
+        Some((comm.trim().to_owned(), nice))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sweeping = loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        if let Some(found) = tasks.flatten().filter_map(|t| nice_of(&t.path())).find(|(comm, _)| comm == "gate-sweep") {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no gate-sweep thread seen in 10 s");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(sweeping.1, 19, "the sweep runs at nice 19");
+    let (_, main_nice) = nice_of(std::path::Path::new(&format!("/proc/{pid}/task/{pid}"))).unwrap();
+    assert_eq!(main_nice, 0, "the rest of the daemon keeps its priority");
+    daemon.stop();
+}
