@@ -4,7 +4,8 @@
 //! an ungated packet; a stranger the filter turns away; a stranger whose filter counter a lease
 //! shares (the lease lookup decides); a leased source from this CPU's cache; the same leased
 //! source through a copy of the program without the cache (what a cache miss costs). Also the
-//! kernel memory of the lease map, the filter and the cache. Prints a Markdown table.
+//! kernel memory of the lease map, the filter (its counters and the bits XDP reads) and the cache.
+//! Prints a Markdown table.
 //!
 //! `--quick` (used by the tests): a few repeats and at most 10,000 leases, to prove it runs.
 use gate_tests::measure::median;
@@ -137,16 +138,19 @@ fn main() {
             println!("| {size} | {name} | {ns} | {zero} | {:+} | {floor} | {:+} |", over(zero), over(floor));
         }
         memory.push(format!(
-            "| {size} | {} | {} | {} |",
+            "| {size} | {} | {} | {} | {} |",
             mib(&gate, gate_common::MAP_LEASES_V4),
             mib(&gate, gate_common::MAP_LEASE_FILTER),
+            mib(&gate, gate_common::MAP_LEASE_BITS),
             mib(&gate, gate_common::MAP_LEASE_CACHE)
         ));
         eprintln!("({size} leases granted through GateState::grant in {fill:.2?})");
     }
     println!();
-    println!("| leases | lease map (IPv4) kernel memory | filter | cache (all CPUs) |");
-    println!("| ---: | ---: | ---: | ---: |");
+    println!(
+        "| leases | lease map (IPv4) kernel memory | filter counters | filter bits (what XDP reads) | cache (all CPUs) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: |");
     for row in memory {
         println!("{row}");
     }
