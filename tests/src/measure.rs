@@ -1,5 +1,5 @@
-//! What the benchmark binaries share: their numeric arguments, medians and percentiles, and a
-//! scratch directory removed when it is dropped.
+//! What the benchmark binaries share: the machine line they open with, their numeric arguments,
+//! medians and percentiles, and a scratch directory removed when it is dropped.
 use std::{path::PathBuf, str::FromStr};
 
 use crate::unique;

@@ -134,6 +134,7 @@ fn kept_alive(socket: &std::path::Path, request: &[u8], count: usize) -> usize {
 
 fn main() {
     let settings = settings();
+    println!("machine: {}\n", gate_tests::measure::machine());
     let mut bed = TestBed::new();
     let config = bed.config(
         &[("vpn", "udp", 1194)],

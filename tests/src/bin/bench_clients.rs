@@ -30,6 +30,7 @@ fn rss_kib() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    println!("machine: {}\n", gate_tests::measure::machine());
     let count: usize = arg("--clients", if quick() { 300 } else { 100_000 })?;
     let dir = ScratchDir::new();
     run(&dir.0.join("gate.db"), count)

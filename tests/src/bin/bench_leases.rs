@@ -150,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("--peak-rss-of") {
         return peak_rss_of(&args[2..]);
     }
+    println!("machine: {}\n", gate_tests::measure::machine());
     let count: u32 = arg("--leases", if quick() { 20_000 } else { 1_000_000 })?;
     let singles = if quick() { 5 } else { 50 };
     let dir = ScratchDir::new();

@@ -407,6 +407,7 @@ fn phase(
 
 fn main() -> anyhow::Result<()> {
     let settings = settings()?;
+    println!("machine: {}\n", gate_tests::measure::machine());
     let scratch = settings.cache.is_none().then(ScratchDir::new);
     let dir = settings.cache.clone().or_else(|| scratch.as_ref().map(|s| s.0.clone())).expect("a directory");
     run(&settings, &dir)

@@ -75,6 +75,7 @@ fn mib(gate: &LoadedGate, map: &str) -> String {
 
 fn main() {
     let settings = settings();
+    println!("machine: {}\n", gate_tests::measure::machine());
     let max = *settings.sizes.iter().max().expect("at least one size");
     let mut gate = LoadedGate::new(&[("vpn", Protocol::Udp, GATED)], max);
     let vpn = gate.state.gate_id("vpn").expect("gate vpn");
