@@ -60,7 +60,8 @@ pub static LOCAL_ADDRS: Array<LocalAddr, { LOCAL_SLOTS as usize }> = Array::new(
 #[btf_map]
 pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
 
-/// Slots in `LEASE_FILTER` (bits in `LEASE_BITS`) minus one, set at load (read-only data: the verifier sees the value).
+/// Slots in `LEASE_FILTER` (bits in `LEASE_BITS`) minus one, set at load (read-only data: the
+/// verifier sees the value).
 #[unsafe(no_mangle)]
 pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"
 

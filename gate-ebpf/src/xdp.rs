@@ -1,6 +1,6 @@
 //! The fast path: XDP on each listed interface. `parse -> gate lookup -> filter -> this CPU's
-//! cache -> lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever cannot be
-//! parsed where a port might be is dropped.
+//! cache -> lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever
+//! cannot be parsed where a port might be is dropped.
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext};
 use gate_common::{
     CACHE_TTL_JIFFIES, CachedLease, FAMILY_V4, Framing, GATE_TRANSIT, LOCAL_EMPTY, LOCAL_ONE, LOCAL_TABLE_READY,

@@ -7,9 +7,9 @@
 //! Every lease write also keeps the program's two fast paths true (docs/architecture.md, "Fast
 //! paths"): a new lease counts in `LEASE_FILTER` (and sets its bit in `LEASE_BITS`, what the
 //! programs read) before it is inserted, a removed one after it is gone (so the filter may
-//! over-count, never under-count), and an operation that removed or
-//! replaced a lease bumps `CACHE_EPOCH` before it returns, so no CPU keeps passing a source on
-//! the strength of a lease that is no longer there.
+//! over-count, never under-count), and an operation that removed or replaced a lease bumps
+//! `CACHE_EPOCH` before it returns, so no CPU keeps passing a source on the strength of a lease
+//! that is no longer there.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -514,6 +514,8 @@ impl GateState {
         let mut slots: Vec<(u32, u32)> =
             addrs.iter().map(|&addr| filter_slot(slot_hash(gate, addr), self.filter_mask)).collect();
         slots.sort_unstable();
+        // Counter words whose bits change, in ascending order: written together below.
+        let mut flipped = Vec::new();
         for same_word in slots.chunk_by(|a, b| a.0 == b.0) {
             let word = same_word[0].0;
             let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
@@ -529,12 +531,13 @@ impl GateState {
             if next != current {
                 self.filter.set(word, next, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
             }
-            // Up before the leases are written, down after they are gone: as the counters.
             if nonzero_counters(next) != nonzero_counters(current) {
-                self.set_filter_bits(&[(word, next)])?;
+                flipped.push((word, next));
             }
         }
-        Ok(())
+        // Up before the leases are written, down after they are gone: as the counters. One read
+        // and one write per bits word, however many of its eight counter words changed.
+        self.set_filter_bits(&flipped)
     }
 
     /// Writes the `LEASE_BITS` bytes of the counter words `words` (word index, value), in
@@ -638,8 +641,9 @@ impl GateState {
 
     /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its
     /// exact count, and its bit in `LEASE_BITS` (which a new program reads: new beside older
-    /// counters after an upgrade) follows. Run by the installer before the program is attached, so leases from before
-    /// (a new filter, an older gate) pass from the first packet. Returns the leases counted.
+    /// counters after an upgrade) follows. Run by the installer before the program is attached,
+    /// so leases from before (a new filter, an older gate) pass from the first packet. Returns
+    /// the leases counted.
     ///
     /// # Errors
     /// The kernel refuses to iterate the leases or to write the filter.
