@@ -96,6 +96,9 @@ fn batch(ns: &Netns, program: &str, args: &[&str], lines: &str) {
     assert!(status.success(), "{program} {args:?} batch failed");
 }
 
+/// Clock ticks per second in /proc's CPU times.
+const USER_HZ: f64 = 100.0;
+
 /// The machine's busy CPU time so far (all cores), from /proc/stat.
 fn busy_jiffies() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
@@ -741,7 +744,6 @@ fn flood(settings: &Settings, sender: Sender) {
     );
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut sender_cost = 0.0;
-    let ticks = 100.0; // USER_HZ
     let mut gate_over = Vec::new();
     for &size in &settings.sizes {
         let mut per = Vec::new();
@@ -761,7 +763,7 @@ fn flood(settings: &Settings, sender: Sender) {
             let rate = |v: u64, r: &Round| v as f64 / r.elapsed.as_secs_f64();
             #[expect(clippy::cast_precision_loss)]
             let ms_per_mpkt =
-                |ticks_used: u64, packets: u64| ticks_used as f64 / ticks * 1000.0 / (packets.max(1) as f64 / 1e6);
+                |ticks_used: u64, packets: u64| ticks_used as f64 / USER_HZ * 1000.0 / (packets.max(1) as f64 / 1e6);
             let sent = median(rounds.iter().map(|r| rate(r.flood_sent, r)).collect());
             let dropped = median(rounds.iter().map(|r| rate(r.dropped, r)).collect());
             let cpu = median(rounds.iter().map(|r| ms_per_mpkt(r.machine_ticks, r.flood_sent)).collect());
@@ -785,7 +787,7 @@ fn flood(settings: &Settings, sender: Sender) {
             let busy = median(
                 rounds
                     .iter()
-                    .map(|r| r.receiver_ticks.unwrap_or(0) as f64 / ticks / r.elapsed.as_secs_f64() * 100.0)
+                    .map(|r| r.receiver_ticks.unwrap_or(0) as f64 / USER_HZ / r.elapsed.as_secs_f64() * 100.0)
                     .collect(),
             );
             let receiver_cell =
@@ -893,7 +895,7 @@ struct NicRound {
 impl NicRound {
     #[expect(clippy::cast_precision_loss)]
     fn cpu_seconds(&self) -> f64 {
-        (self.ticks.max(1) as f64) / 100.0 // USER_HZ
+        (self.ticks.max(1) as f64) / USER_HZ
     }
 }
 
@@ -1104,8 +1106,9 @@ fn own_core_head(title: &str, first: &str, counts: [&str; 2], cpu: &str, setting
 #[expect(clippy::cast_precision_loss)]
 fn own_core_row(label: &str, rows: &[OwnCoreRow], per: fn(&OwnCoreRow) -> u64) -> f64 {
     let per_second = |pick: fn(&OwnCoreRow) -> u64| median(rows.iter().map(|r| pick(r) as f64 / r.4).collect());
-    let ms_per_mpkt = median(rows.iter().map(|r| r.3 as f64 / 100.0 * 1000.0 / (per(r).max(1) as f64 / 1e6)).collect());
-    let busy = median(rows.iter().map(|r| r.3 as f64 / 100.0 / r.4 * 100.0).collect());
+    let ms_per_mpkt =
+        median(rows.iter().map(|r| r.3 as f64 / USER_HZ * 1000.0 / (per(r).max(1) as f64 / 1e6)).collect());
+    let busy = median(rows.iter().map(|r| r.3 as f64 / USER_HZ / r.4 * 100.0).collect());
     println!(
         "| {label} | {:.0} | {:.0} | {:.0} | {ms_per_mpkt:.0} | {busy:.0}% |",
         per_second(|r| r.0),
