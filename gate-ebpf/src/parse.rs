@@ -2,9 +2,11 @@
 //! IPv4 or IPv6 (with a bounded walk of extension headers), then the destination port of TCP or
 //! UDP. An IPv4-mapped IPv6 source is returned as the IPv4 address it names.
 //!
-//! One small function a layer, each reading through [`Cursor::read`], the only place that checks
-//! a header against the end of the packet. Every failure to read where an IP packet might be is
-//! [`Packet::Unparseable`]: the caller drops it, since it might be for a gated port.
+//! One small function a layer, each reading through [`Cursor::read`] (and [`Cursor::holds`] for a
+//! header longer than the fields read), the only places that check a header against the end of
+//! the packet. Every header, read or skipped, must be wholly in the packet. Every failure to read
+//! where an IP packet might be is [`Packet::Unparseable`]: the caller drops it, since it might be
+//! for a gated port. tests/tests/differential.rs checks all this against a model on `etherparse`.
 
 use core::mem::size_of;
 
@@ -144,6 +146,14 @@ impl Cursor {
         Some(unsafe { &*(at as *const T) })
     }
 
+    /// Whether `bytes` from the current offset lie wholly inside the packet (a header's whole
+    /// length, of which only the first fields are read).
+    #[inline(always)]
+    fn holds(&self, bytes: usize) -> bool {
+        // The offset's bound first: the verifier accepts only bounded sums with a packet pointer.
+        self.offset <= MAX_HEADER_BYTES && self.start + self.offset + bytes <= self.end
+    }
+
     #[inline(always)]
     fn advance(&mut self, bytes: usize) {
         self.offset += bytes;
@@ -204,7 +214,9 @@ fn ipv4(cursor: &mut Cursor) -> Packet {
         return Packet::Unparseable;
     };
     let header_len = usize::from(ip.version_ihl & 0x0f) * 4;
-    if ip.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() {
+    // The whole header, options included, must be in the packet (as the kernel requires), even
+    // for a fragment or a protocol without ports.
+    if ip.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() || !cursor.holds(header_len) {
         return Packet::Unparseable;
     }
     let source = Source::V4(ip.src);
@@ -237,15 +249,24 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
                 let Some(ext) = cursor.read::<Ipv6ExtHdr>() else {
                     return Packet::Unparseable;
                 };
+                let len = (usize::from(ext.len) + 1) * 8;
+                if !cursor.holds(len) {
+                    return Packet::Unparseable;
+                }
                 next_header = ext.next_header;
-                cursor.advance((usize::from(ext.len) + 1) * 8);
+                cursor.advance(len);
             }
             IPV6_AH => {
                 let Some(ext) = cursor.read::<Ipv6ExtHdr>() else {
                     return Packet::Unparseable;
                 };
+                // Counted in 4-byte words minus two; an AH is at least 12 bytes (RFC 4302).
+                let len = (usize::from(ext.len) + 2) * 4;
+                if ext.len == 0 || !cursor.holds(len) {
+                    return Packet::Unparseable;
+                }
                 next_header = ext.next_header;
-                cursor.advance((usize::from(ext.len) + 2) * 4);
+                cursor.advance(len);
             }
             IPV6_FRAGMENT => {
                 let Some(frag) = cursor.read::<Ipv6FragHdr>() else {

@@ -21,6 +21,8 @@ pub enum Ext {
     Routing,
     DestOpts,
     Auth,
+    /// An authentication header whose length field says 0: 8 bytes, shorter than any AH.
+    AuthTooShort,
     Mobility,
     /// A fragment header with `offset` (8-byte units) and the more-fragments flag.
     Fragment {
@@ -35,7 +37,7 @@ impl Ext {
             Self::HopByHop => 0,
             Self::Routing => 43,
             Self::Fragment { .. } => 44,
-            Self::Auth => 51,
+            Self::Auth | Self::AuthTooShort => 51,
             Self::DestOpts => 60,
             Self::Mobility => 135,
         }
@@ -58,6 +60,7 @@ impl Ext {
                 b.resize(24, 0);
                 b
             }
+            Self::AuthTooShort => vec![next, 0, 0, 0, 0, 0, 0, 0],
             Self::Fragment { offset, more } => {
                 let field = (offset << 3) | u16::from(more);
                 let [hi, lo] = field.to_be_bytes();

@@ -14,6 +14,8 @@
 //! - [`front`]: the front (`gate-web`), curl against it, raw bytes over TLS.
 //! - [`frames`]: crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
 //! - [`loaded`]: the daemon's program loaded against a private pin dir, for `BPF_PROG_TEST_RUN`.
+//! - [`reference`], [`differential`]: an independent model of the program's verdict (on
+//!   `etherparse`), and generated frames run through both.
 //! - [`probe`]: UDP and TCP probes and the listeners they talk to.
 //! - [`tun`]: a tun device held by the test, to send and receive bare IP packets.
 //! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
@@ -24,11 +26,13 @@ pub mod bed;
 pub mod cgroup;
 pub mod cluster;
 pub mod daemon;
+pub mod differential;
 pub mod frames;
 pub mod front;
 pub mod loaded;
 pub mod measure;
 pub mod netns;
 pub mod probe;
+pub mod reference;
 pub mod tun;
 pub mod unique;

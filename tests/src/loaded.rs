@@ -45,11 +45,6 @@ impl LoadedGate {
 
     /// As [`Self::new`], loaded with `options`.
     pub fn with_options(gates: &[(&str, Protocol, u16)], capacity: u32, options: program::Options) -> Self {
-        let pins = PinDirGuard::new();
-        std::fs::create_dir_all(&pins.0).expect("create pin dir");
-        let dir = PinDir::new(&pins.0);
-        let loaded = program::load_with(&dir, capacity, options).expect("load the gate program");
-        let mut state = GateState::open(dir.root()).expect("open the pinned maps");
         let specs: Vec<GateSpec> = gates
             .iter()
             .map(|(name, protocol, port)| GateSpec {
@@ -59,9 +54,20 @@ impl LoadedGate {
                 transit: false,
             })
             .collect();
-        state.sync_gates(&specs).expect("gate the ports");
         // As the daemon does: the frames' destination is this host (frames::Frame).
-        state.set_local_addresses(&LOCAL).expect("fill the local address table");
+        Self::with_specs(&specs, capacity, options, &LOCAL)
+    }
+
+    /// Loads the program with `options`, gates the ports of `specs` and tells it that `local`
+    /// are this host's addresses.
+    pub fn with_specs(specs: &[GateSpec], capacity: u32, options: program::Options, local: &[IpAddr]) -> Self {
+        let pins = PinDirGuard::new();
+        std::fs::create_dir_all(&pins.0).expect("create pin dir");
+        let dir = PinDir::new(&pins.0);
+        let loaded = program::load_with(&dir, capacity, options).expect("load the gate program");
+        let mut state = GateState::open(dir.root()).expect("open the pinned maps");
+        state.sync_gates(specs).expect("gate the ports");
+        state.set_local_addresses(local).expect("fill the local address table");
         Self { state, loaded, _pins: pins }
     }
 
@@ -82,6 +88,13 @@ impl LoadedGate {
     /// Runs `frame` once; returns the verdict.
     pub fn run(&mut self, frame: &[u8]) -> u32 {
         self.run_repeat(frame, 1).0
+    }
+
+    /// Runs `frame` once through the program for interfaces of `framing`; returns the verdict.
+    pub fn run_framed(&mut self, frame: &[u8], framing: gate_common::Framing) -> u32 {
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(frame);
+        self.loaded.xdp_for(framing).test_run(options).expect("BPF_PROG_TEST_RUN").return_value
     }
 }
 

@@ -344,6 +344,36 @@ fn cases(w: &World) -> Vec<Case> {
             DroppedNoLease,
         ),
         case("Ethernet header only", Frame::non_ip(0x0800).truncate(14), drop, NO_GATE, DroppedUnparseable),
+        // Every header must be in the packet whole, even where no port follows (found by the
+        // differential test: these were passed as a fragment, not gated, or read past).
+        case(
+            "v4 fragment, options cut short",
+            Frame::udp(ip(STRANGER_V4), VPN_PORT).ipv4_options(8).fragment(100, false).truncate(14 + 24),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "ICMP, v4 options cut short",
+            Frame::ip(ip(STRANGER_V4), IPPROTO_ICMP, 0).ipv4_options(8).truncate(14 + 24),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "ICMPv6 after a routing header cut short",
+            Frame::ip(ip(STRANGER_V6), IPPROTO_ICMPV6, 0).ext(Ext::Routing).truncate(14 + 40 + 8),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
+        case(
+            "v6 AH shorter than an AH (length 0), leased",
+            Frame::udp(ip(LEASED_V6), VPN_PORT).ext(Ext::AuthTooShort),
+            drop,
+            NO_GATE,
+            DroppedUnparseable,
+        ),
         // Not IP.
         case("ARP", Frame::non_ip(0x0806), pass, NO_GATE, NotGated),
         case("LLDP", Frame::non_ip(0x88cc), pass, NO_GATE, NotGated),
