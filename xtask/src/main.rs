@@ -38,16 +38,26 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run the differential test of the XDP program for longer than the
-    /// suite does (the suite runs 300,000 frames from a fixed seed): generated and bent frames
-    /// through the loaded program and an independent model, 0 disagreements allowed.
+    /// Set up, build, and fuzz: the differential test of the XDP program for longer than the
+    /// suite does (the suite runs 300,000 frames from a fixed seed), then every fuzz target in
+    /// `fuzz/` (libFuzzer, coverage-guided) from its committed corpus. Stops at the first
+    /// disagreement or crash, and says where its input was saved.
     Fuzz {
-        /// Frames to generate (their cut-short copies come on top).
+        /// Only build the fuzz targets and run each briefly (what `cargo xtask test` does).
+        #[arg(long)]
+        quick: bool,
+        /// Frames the differential test generates (their cut-short copies come on top).
         #[arg(long, default_value_t = 50_000_000)]
         frames: u64,
-        /// The generator's seed (a new one each run by default; printed, to replay a run).
+        /// The differential test's seed (a new one each run by default; printed, to replay a run).
         #[arg(long)]
         seed: Option<u64>,
+        /// Seconds each fuzz target runs (10 with --quick).
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Run only these fuzz targets (default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
 }
 
@@ -149,31 +159,110 @@ fn rsa_beside_openssl(started: std::time::SystemTime) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The XDP program against its model for `frames` generated frames (see docs/testing.md).
+fn differential(frames: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    let seed = seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::from(now.subsec_nanos()) ^ now.as_secs()
+    });
+    println!("differential test of the XDP program: {frames} frames, seed {seed} (--seed {seed} replays it)");
+    run(cargo()
+        .args(["test", "--release", "-p", "gate-tests", "--test", "differential", "--", "--nocapture"])
+        .env("GATE_DIFF_FRAMES", frames.to_string())
+        .env("GATE_DIFF_SEED", seed.to_string()))
+}
+
+/// The fuzz targets in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: [&str; 5] = ["request", "approval", "profile", "notification", "config"];
+
+/// Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz
+/// passes, all of them stable; no sanitizer, so no nightly toolchain), then runs each for
+/// `seconds` from its committed seeds (`fuzz/corpus/<target>`) and what earlier runs found
+/// (`target/fuzz/corpus/<target>`). A crash stops the run; libFuzzer saves the input under
+/// `target/fuzz/artifacts/<target>/`.
+fn fuzz_targets(only: &[String], seconds: u64) -> anyhow::Result<()> {
+    let targets: Vec<&str> =
+        FUZZ_TARGETS.into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t)).collect();
+    if let Some(unknown) = only.iter().find(|o| !FUZZ_TARGETS.contains(&o.as_str())) {
+        bail!("unknown fuzz target {unknown:?} (known: {})", FUZZ_TARGETS.join(", "));
+    }
+    let host = host_triple()?;
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg=fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join("\x1f");
+    let mut build = cargo();
+    // An explicit --target keeps the flags off build scripts and proc macros.
+    build.args([
+        "build",
+        "--release",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--target",
+        &host,
+        "--target-dir",
+        "target/fuzz",
+    ]);
+    for target in &targets {
+        build.args(["--bin", target]);
+    }
+    run(build.env("CARGO_ENCODED_RUSTFLAGS", flags))?;
+    for target in targets {
+        let found = root().join("target/fuzz/corpus").join(target);
+        let artifacts = root().join("target/fuzz/artifacts").join(target);
+        std::fs::create_dir_all(&found)?;
+        std::fs::create_dir_all(&artifacts)?;
+        println!("fuzz target {target}: {seconds} s");
+        run(Command::new(root().join("target/fuzz").join(&host).join("release").join(target))
+            .arg(&found)
+            .arg(root().join("fuzz/corpus").join(target))
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-max_len=20000", "-rss_limit_mb=2048", "-timeout=10", "-print_final_stats=1"])
+            .arg(format!("-artifact_prefix={}/", artifacts.display())))?;
+    }
+    Ok(())
+}
+
+/// The triple rustc builds for by default.
+fn host_triple() -> anyhow::Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("run rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("rustc -vV names no host")
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
         Task::Test { args } => {
             setup()?;
             build(false)?;
-            test(&args)
+            test(&args)?;
+            // The whole suite also keeps the fuzz targets building and replays their corpora.
+            if args.is_empty() { fuzz_targets(&[], 10) } else { Ok(()) }
         }
         Task::Demo => {
             setup()?;
             build(false)?;
             run(&mut Command::new(root().join("target/debug/gate-demo")))
         }
-        Task::Fuzz { frames, seed } => {
+        Task::Fuzz { quick, frames, seed, seconds, targets } => {
             setup()?;
+            if quick {
+                return fuzz_targets(&targets, 10);
+            }
             build(false)?;
-            let seed = seed.unwrap_or_else(|| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                u64::from(now.subsec_nanos()) ^ now.as_secs()
-            });
-            println!("differential test of the XDP program: {frames} frames, seed {seed} (--seed {seed} replays it)");
-            run(cargo()
-                .args(["test", "--release", "-p", "gate-tests", "--test", "differential", "--", "--nocapture"])
-                .env("GATE_DIFF_FRAMES", frames.to_string())
-                .env("GATE_DIFF_SEED", seed.to_string()))
+            differential(frames, seed)?;
+            fuzz_targets(&targets, seconds)
         }
         Task::Bench { which, args } => {
             setup()?;
