@@ -204,13 +204,16 @@ fn talk(stream: &mut impl ReadWrite, raw: &[u8], answer: &mut Vec<u8>) -> std::i
 }
 
 /// Whether `answer` holds a whole response framed by `Content-Length`.
-fn is_complete(answer: &[u8]) -> bool {
+#[must_use]
+pub fn is_complete(answer: &[u8]) -> bool {
     let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
     head.lines()
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|length| answer.len() >= end + 4 + length)
+        // Checked: a server may claim any length (found by the fuzz target http_response).
+        .and_then(|length| (end + 4).checked_add(length))
+        .is_some_and(|whole| answer.len() >= whole)
 }
 
 trait ReadWrite: Read + Write {}
@@ -270,12 +273,21 @@ pub fn insecure_tls_config() -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-fn parse_response(answer: &[u8]) -> Option<Response> {
+/// A server's answer read whole: the status line, headers, and the body framed by
+/// `Content-Length` or chunked (else up to the end). `None` for anything else (public for the
+/// fuzz target `fuzz/fuzz_targets/http_response.rs`).
+#[must_use]
+pub fn parse_response(answer: &[u8]) -> Option<Response> {
     let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&answer[..end]).ok()?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
-    let status = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    // Three digits, as RFC 9110 has them: not "003" or "+12", which `parse` alone accepts.
+    let code = status_line.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) || code.starts_with('0') {
+        return None;
+    }
+    let status = code.parse().ok()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -336,6 +348,12 @@ mod tests {
             .unwrap();
         assert_eq!(r.body, b"abc");
         assert!(parse_response(b"HTTP/1.0 200 OK\r\n\r\n").is_none());
+        // Found by the fuzz target http_response: statuses that are not three digits.
+        assert!(parse_response(b"HTTP/1.1 003 foansfrbid\n0\r\n}\r\n0\r\n\r\n").is_none());
+        assert!(parse_response(b"HTTP/1.1 +12 OK\r\n\r\n").is_none());
+        // A length that overflows the sum with the head's: never complete, never a panic.
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n{}"));
+        assert!(is_complete(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
         assert!(parse_response(b"garbage").is_none());
     }
 }

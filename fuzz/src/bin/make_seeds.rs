@@ -33,6 +33,34 @@ fn main() {
     write("approval", "valid", serde_json::to_string(&gate_fuzz::valid_approval()).expect("JSON").as_bytes());
     write("notification", "valid", &gate_fuzz::valid_notification());
     write("profile", "valid", gate_fuzz::valid_profile().as_bytes());
+    // What OpenVPN 2.6 writes: a connection's events, and a `status 3` answer.
+    let management = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\n\
+        >CLIENT:CONNECT,7,1\n>CLIENT:ENV,untrusted_ip=192.0.2.2\n>CLIENT:ENV,common_name=alice\n\
+        >CLIENT:ENV,username=alice\n>CLIENT:ENV,password=0123456789abcdef0123456789abcdef\n\
+        >CLIENT:ENV,IV_VER=2.6.3\n>CLIENT:ENV,END\n>CLIENT:ESTABLISHED,7\n>CLIENT:ENV,common_name=alice\n\
+        >CLIENT:ENV,END\n>CLIENT:REAUTH,7,2\n>CLIENT:ENV,common_name=alice\n>CLIENT:ENV,END\n\
+        TITLE\tOpenVPN 2.6.3\nHEADER\tCLIENT_LIST\tCommon Name\tReal Address\tVirtual Address\t\
+        Virtual IPv6 Address\tBytes Received\tBytes Sent\tConnected Since\tConnected Since (time_t)\t\
+        Username\tClient ID\tPeer ID\tData Channel Cipher\n\
+        CLIENT_LIST\talice\t192.0.2.2:50000\t10.8.0.2\t\t100\t200\t2026-11-30 21:00:00\t1796072400\t\
+        alice\t7\t0\tAES-256-GCM\nEND\n>CLIENT:DISCONNECT,7\n>CLIENT:ENV,common_name=alice\n>CLIENT:ENV,END\n";
+    write("management", "openvpn-2.6", management.as_bytes());
+    // Answers as the front and the daemon send them, framed both ways.
+    let approval = serde_json::to_string(&gate_fuzz::valid_approval()).expect("JSON");
+    let framed = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{approval}",
+        approval.len()
+    );
+    write("http_response", "approval", framed.as_bytes());
+    let chunked = "HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n9\r\n{\"error\":\r\n\
+        c\r\n\"forbidden\"}\r\n0\r\n\r\n";
+    write("http_response", "chunked", chunked.as_bytes());
+    let read = |answer: &str| gate_client::transport::parse_response(answer.as_bytes()).expect("an answer seed parses");
+    assert_eq!(read(&framed).body, approval.as_bytes());
+    assert_eq!(read(chunked).body, br#"{"error":"forbidden"}"#);
+    let mut reader = gate_daemon::openvpn::management::Reader::default();
+    let events = management.lines().filter_map(|line| reader.read(line)).count();
+    assert_eq!(events, 5, "the management seed's four client events and one listed session");
     // Configs with every section an operator writes (no example files are installed yet).
     let daemon = "pin_dir = \"/sys/fs/bpf/gate\"\n[[interface]]\nname = \"eth0\"\n\
         [[gate]]\nname = \"vpn\"\nprotocol = \"udp\"\nport = 1194\ntransit = false\n\

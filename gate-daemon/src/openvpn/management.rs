@@ -30,25 +30,74 @@ pub trait Authorizer: Send + Sync {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Connect,
     Reauth,
     Established,
     Disconnect,
 }
 
-/// A client event being read: its header line, then `ENV` lines up to `ENV,END`.
-struct Pending {
-    kind: Kind,
-    cid: u64,
-    kid: Option<u64>,
-    env: HashMap<String, String>,
+/// A client event: its header line, then `ENV` lines up to `ENV,END`.
+#[derive(Debug)]
+pub struct ClientEvent {
+    pub kind: Kind,
+    pub cid: u64,
+    pub kid: Option<u64>,
+    pub env: HashMap<String, String>,
+}
+
+/// What a line of the management interface completes.
+#[derive(Debug)]
+pub enum Event {
+    /// A session listed in a `status 3` answer: (client id, common name).
+    Listed(u64, String),
+    /// A client event, its `ENV` lines read.
+    Client(ClientEvent),
+}
+
+/// `ENV` lines kept for one event: OpenVPN sends a few dozen; a stream of more is not one.
+pub const MAX_ENV_LINES: usize = 1024;
+
+/// Reads the management interface line by line (no I/O: `serve` feeds it, and so does the
+/// fuzz target `fuzz/fuzz_targets/management.rs`).
+#[derive(Default)]
+pub struct Reader {
+    pending: Option<ClientEvent>,
+    /// The columns of the status answer's CLIENT_LIST rows, once its header is seen.
+    listed: Vec<String>,
+}
+
+impl Reader {
+    /// Takes one line (without its newline); returns the event it completes, if any.
+    pub fn read(&mut self, line: &str) -> Option<Event> {
+        if let Some(columns) = line.strip_prefix("HEADER\tCLIENT_LIST\t") {
+            self.listed = columns.split('\t').map(str::to_owned).collect();
+            return None;
+        }
+        if let Some((cid, name)) = listed_session(&self.listed, line) {
+            return Some(Event::Listed(cid, name));
+        }
+        if let Some(event) = header(line) {
+            self.pending = Some(event);
+            return None;
+        }
+        let env = line.strip_prefix(">CLIENT:ENV,")?;
+        if env != "END" {
+            if let (Some(event), Some((key, value))) = (self.pending.as_mut(), env.split_once('='))
+                && event.env.len() < MAX_ENV_LINES
+            {
+                event.env.insert(key.to_owned(), value.to_owned());
+            }
+            return None;
+        }
+        self.pending.take().map(Event::Client)
+    }
 }
 
 /// Sessions by client id: the certificate name.
 pub type Sessions = Arc<Mutex<BTreeMap<u64, String>>>;
 
-fn header(line: &str) -> Option<Pending> {
+fn header(line: &str) -> Option<ClientEvent> {
     let rest = line.strip_prefix(">CLIENT:")?;
     let (kind, args) = rest.split_once(',')?;
     let kind = match kind {
@@ -61,7 +110,7 @@ fn header(line: &str) -> Option<Pending> {
     let mut ids = args.split(',').map(|v| v.parse::<u64>().ok());
     let cid = ids.next().flatten()?;
     let kid = ids.next().flatten();
-    Some(Pending { kind, cid, kid, env: HashMap::new() })
+    Some(ClientEvent { kind, cid, kid, env: HashMap::new() })
 }
 
 /// The sessions in a `status 3` answer (tab-separated): `(client id, common name)` of each
@@ -93,9 +142,7 @@ pub async fn serve(
     let stream = UnixStream::connect(socket).await?;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
-    let mut pending: Option<Pending> = None;
-    // The columns of the status answer's CLIENT_LIST rows, once its header is seen.
-    let mut listed: Vec<String> = Vec::new();
+    let mut reader = Reader::default();
     if resync {
         write.write_all(b"status 3\n").await?;
     }
@@ -112,27 +159,15 @@ pub async fn serve(
                 continue;
             }
         };
-        if let Some(columns) = line.strip_prefix("HEADER\tCLIENT_LIST\t") {
-            listed = columns.split('\t').map(str::to_owned).collect();
-            continue;
-        }
-        if let Some((cid, name)) = listed_session(&listed, &line) {
-            sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cid, name);
-            changed();
-            continue;
-        }
-        if let Some(event) = header(&line) {
-            pending = Some(event);
-            continue;
-        }
-        let Some(env) = line.strip_prefix(">CLIENT:ENV,") else { continue };
-        if env != "END" {
-            if let (Some(event), Some((key, value))) = (pending.as_mut(), env.split_once('=')) {
-                event.env.insert(key.to_owned(), value.to_owned());
+        let event = match reader.read(&line) {
+            None => continue,
+            Some(Event::Listed(cid, name)) => {
+                sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cid, name);
+                changed();
+                continue;
             }
-            continue;
-        }
-        let Some(event) = pending.take() else { continue };
+            Some(Event::Client(event)) => event,
+        };
         let name = event.env.get("common_name").cloned().unwrap_or_default();
         let field = |key: &str| event.env.get(key).map_or("", String::as_str);
         match event.kind {
@@ -187,6 +222,32 @@ mod tests {
         assert!(header(">CLIENT:ENV,common_name=alice").is_none());
         assert!(header(">INFO:OpenVPN Management Interface").is_none());
         assert!(header(">CLIENT:CONNECT,x,1").is_none());
+    }
+
+    #[test]
+    fn a_client_event_completes_at_env_end_with_its_env() {
+        let mut reader = Reader::default();
+        assert!(reader.read(">CLIENT:ENV,common_name=stray").is_none(), "ENV before any header");
+        assert!(reader.read(">CLIENT:ENV,END").is_none(), "END before any header");
+        assert!(reader.read(">CLIENT:CONNECT,7,1").is_none());
+        assert!(reader.read(">CLIENT:ENV,common_name=alice").is_none());
+        assert!(reader.read(">CLIENT:ENV,password=a=b").is_none());
+        let Some(Event::Client(event)) = reader.read(">CLIENT:ENV,END") else { panic!("no event") };
+        assert_eq!((event.kind, event.cid, event.kid), (Kind::Connect, 7, Some(1)));
+        assert_eq!(event.env.get("common_name").map(String::as_str), Some("alice"));
+        assert_eq!(event.env.get("password").map(String::as_str), Some("a=b"), "split at the first =");
+        assert!(reader.read(">CLIENT:ENV,END").is_none(), "an event completes once");
+    }
+
+    #[test]
+    fn an_event_keeps_at_most_max_env_lines() {
+        let mut reader = Reader::default();
+        reader.read(">CLIENT:CONNECT,1,0");
+        for n in 0..MAX_ENV_LINES + 10 {
+            reader.read(&format!(">CLIENT:ENV,UV_{n}=x"));
+        }
+        let Some(Event::Client(event)) = reader.read(">CLIENT:ENV,END") else { panic!("no event") };
+        assert_eq!(event.env.len(), MAX_ENV_LINES);
     }
 
     #[test]
