@@ -8,19 +8,17 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use gate_common::{Framing, Reason};
+use gate_common::{Framing, IPPROTO_TCP, IPPROTO_UDP, Reason};
 use gate_daemon::program;
 use gate_maps::{GateSpec, Protocol, StatsTable};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha20Rng;
 
 use crate::{
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS, closed_lease, hour_lease},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, closed_lease, hour_lease, idle_lease},
     reference::{GatedPort, LeaseKind, World},
 };
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// Gated ports: a VPN gate on UDP and TCP, a web gate, and a relay gate that guards transit.
 const VPN_PORT: u16 = 1194;
 const WEB_PORT: u16 = 8443;
@@ -94,23 +92,13 @@ impl Differential {
             spec("relay", Protocol::Udp, RELAY_PORT, true),
         ];
         let options = program::Options { unparseable_passes, ..program::Options::default() };
-        let mut gate = LoadedGate::with_specs(&specs, 4096, options, &[IpAddr::V4(LOCAL_V4), IpAddr::V6(LOCAL_V6)]);
-        let mut world =
-            World { local: vec![IpAddr::V4(LOCAL_V4), IpAddr::V6(LOCAL_V6)], unparseable_passes, ..World::default() };
+        let local = [IpAddr::V4(LOCAL_V4), IpAddr::V6(LOCAL_V6)];
+        let mut gate = LoadedGate::with_specs(&specs, 4096, options, &local);
+        let mut world = World { local: local.to_vec(), unparseable_passes, ..World::default() };
         for spec in &specs {
             let id = gate.state.gate_id(&spec.name).expect("a gate just made");
-            let protocol = match spec.protocol {
-                Protocol::Tcp => IPPROTO_TCP,
-                Protocol::Udp => IPPROTO_UDP,
-            };
-            world.ports.insert((protocol, spec.port), GatedPort { gate: id, transit: spec.transit });
+            world.ports.insert((spec.protocol.number(), spec.port), GatedPort { gate: id, transit: spec.transit });
         }
-        let now = gate_maps::clock::now_ns();
-        let idle = gate_common::Lease {
-            expires_ns: now + 3_600_000_000_000,
-            idle_deadline_ns: now - 1_000_000_000,
-            idle_timeout_ns: 60_000_000_000,
-        };
         for (gate_name, addresses) in [("vpn", &SOURCES.vpn), ("web", &SOURCES.web), ("relay", &SOURCES.relay)] {
             let id = gate.state.gate_id(gate_name).expect("a gate just made");
             for (kind, addresses) in
@@ -119,7 +107,7 @@ impl Differential {
                 let lease = match kind {
                     LeaseKind::Live => hour_lease(),
                     LeaseKind::Expired => closed_lease(),
-                    LeaseKind::Idle => idle,
+                    LeaseKind::Idle => idle_lease(),
                 };
                 for text in addresses {
                     let address: IpAddr = text.parse().expect("a test address");

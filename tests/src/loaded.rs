@@ -27,6 +27,17 @@ pub fn closed_lease() -> gate_common::Lease {
     gate_common::Lease { expires_ns: past, idle_deadline_ns: past, idle_timeout_ns: 0 }
 }
 
+/// A lease within its hour whose idle deadline passed a second ago: dropped as idle.
+#[must_use]
+pub fn idle_lease() -> gate_common::Lease {
+    let now = gate_maps::clock::now_ns();
+    gate_common::Lease {
+        expires_ns: now + 3_600_000_000_000,
+        idle_deadline_ns: now - 1_000_000_000,
+        idle_timeout_ns: 60_000_000_000,
+    }
+}
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
@@ -92,18 +103,21 @@ impl LoadedGate {
 
     /// Runs `frame` once through the program for interfaces of `framing`; returns the verdict.
     pub fn run_framed(&mut self, frame: &[u8], framing: gate_common::Framing) -> u32 {
-        let mut options = TestRunOptions::new();
-        options.data_in = Some(frame);
-        self.loaded.xdp_for(framing).test_run(options).expect("BPF_PROG_TEST_RUN").return_value
+        test_run(self.loaded.xdp_for(framing), frame, 1).0
     }
 }
 
 /// Runs `frame` through `loaded` `repeat` times; see [`LoadedGate::run_repeat`].
 pub fn run_repeat(loaded: &mut Loaded, frame: &[u8], repeat: u32) -> (u32, u128) {
+    test_run(loaded.xdp(), frame, repeat)
+}
+
+/// Runs `frame` through `program` `repeat` times: the verdict and the kernel's mean time a run.
+fn test_run(program: &mut aya::programs::Xdp, frame: &[u8], repeat: u32) -> (u32, u128) {
     let mut options = TestRunOptions::new();
     options.data_in = Some(frame);
     options.repeat = repeat;
-    let result = loaded.xdp().test_run(options).expect("BPF_PROG_TEST_RUN");
+    let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
     (result.return_value, result.duration.as_nanos())
 }
 

@@ -6,7 +6,7 @@ use gate_common::{Lease, Reason};
 use gate_maps::{Protocol, StatsTable, clock, lease::ttl_lease};
 use gate_tests::{
     frames::{Ext, Frame, IPPROTO_ESP, IPPROTO_ICMP, IPPROTO_ICMPV6},
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, idle_lease},
 };
 
 const VPN_PORT: u16 = 1194;
@@ -46,8 +46,7 @@ impl World {
         let now = clock::now_ns();
         let hour = ttl_lease(now, Duration::from_secs(3600));
         let expired = Lease { expires_ns: now - 1, idle_deadline_ns: now - 1, idle_timeout_ns: 0 };
-        let idle =
-            Lease { expires_ns: now + 3_600_000_000_000, idle_deadline_ns: now - 1, idle_timeout_ns: 60_000_000_000 };
+        let idle = idle_lease();
         for (addr, gate_id, lease) in [
             (LEASED_V4, vpn, hour),
             (EXPIRED_V4, vpn, expired),
