@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|input: &[u8]| {
     let Ok(body) = serde_json::from_slice::<SealedBody>(input) else { return };
     let fixture = fixture();
-    if let Ok(opened) = approval::open(&body, &fixture.client, &fixture.server.public(), REQUEST_NONCE) {
+    if let Ok(opened) = approval::open(&body, &fixture.client, &fixture.server_public, REQUEST_NONCE) {
         assert_eq!(body, valid_approval(), "an approval the server did not seal opened");
         assert_eq!(opened.request_nonce, REQUEST_NONCE);
     }

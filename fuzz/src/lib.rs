@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use gate_protocol::{
     approval::{self, Approval, Host, Opened},
-    crypto_box::SecretKey,
+    crypto_box::{PublicKey, SecretKey},
     keys::{ClientKeys, HmacSecret, RsaVerifyingKey, ServerKeys, Token, rsa_private_from_pem},
     profile::{Profile, VpnProfile},
     request,
@@ -24,6 +24,8 @@ pub const VERSION: &str = "0.1.0";
 pub struct Fixture {
     pub client: ClientKeys,
     pub server: ServerKeys,
+    /// The server's box public key (computed from its secret: once, not at every input).
+    pub server_public: PublicKey,
     /// The client's box and the server's, agreed once.
     pub shared: SharedBox,
     pub verifying: RsaVerifyingKey,
@@ -39,7 +41,8 @@ pub fn fixture() -> &'static Fixture {
         let shared = SharedBox::new(&public.box_public, &server.box_secret).expect("a box");
         let verifying = RsaVerifyingKey::new(&public.rsa_public).expect("a verifying key");
         let notify_key = ed25519_dalek::SigningKey::from_bytes(&[18; 32]);
-        Fixture { client, server, shared, verifying, notify_key }
+        let server_public = server.public();
+        Fixture { client, server, server_public, shared, verifying, notify_key }
     })
 }
 
@@ -103,22 +106,27 @@ pub fn split_request(input: &[u8]) -> (RequestHeaders, &[u8]) {
     (headers, rest)
 }
 
-/// A valid request from the fixture's client.
+/// What the valid request carries (made without signing, for the targets to compare with).
 #[must_use]
-pub fn valid_request() -> (RequestHeaders, Vec<u8>, Payload) {
-    let fixture = fixture();
-    let mut rng = ChaCha20Rng::seed_from_u64(180);
-    let payload = Payload {
+pub fn seed_payload() -> Payload {
+    Payload {
         gate: "vpn".into(),
         timestamp: 1_764_000_000,
         nonce: REQUEST_NONCE.into(),
         client_version: "fuzz".into(),
         ipv4: Some("198.51.100.7".parse().expect("an address")),
         ipv6: Some("2001:db8::7".parse().expect("an address")),
-    };
+    }
+}
+
+/// A valid request from the fixture's client, carrying [`seed_payload`].
+#[must_use]
+pub fn valid_request() -> (RequestHeaders, Vec<u8>) {
+    let fixture = fixture();
+    let mut rng = ChaCha20Rng::seed_from_u64(180);
     let outgoing =
-        request::build(&fixture.client, &fixture.server.public(), &payload, [9; 24], &mut rng).expect("a request");
-    (outgoing.headers.clone(), outgoing.body_json().into_bytes(), payload)
+        request::build(&fixture.client, &fixture.server_public, &seed_payload(), [9; 24], &mut rng).expect("a request");
+    (outgoing.headers.clone(), outgoing.body_json().into_bytes())
 }
 
 /// A valid approval from the fixture's server, answering [`REQUEST_NONCE`].

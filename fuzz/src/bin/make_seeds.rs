@@ -13,13 +13,13 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 fn check_seeds() {
     use gate_fuzz::{REQUEST_NONCE, VERSION, fixture, split_request};
     let fixture = fixture();
-    let (headers, body, _) = gate_fuzz::valid_request();
+    let (headers, body) = gate_fuzz::valid_request();
     let input = gate_fuzz::request_input(&headers, &body);
     let (headers, body) = split_request(&input);
     let request = gate_protocol::request::Request::parse(headers, body).expect("the request seed parses");
     request.verify_hmac(&fixture.client.secret).expect("the request seed passes the HMAC");
     let approval = gate_fuzz::valid_approval();
-    gate_protocol::approval::open(&approval, &fixture.client, &fixture.server.public(), REQUEST_NONCE)
+    gate_protocol::approval::open(&approval, &fixture.client, &fixture.server_public, REQUEST_NONCE)
         .expect("the approval seed opens");
     gate_protocol::profile::Profile::from_json(&gate_fuzz::valid_profile()).expect("the profile seed reads");
     gate_notify::verify(&gate_fuzz::valid_notification(), &fixture.notify_key.verifying_key(), VERSION, 3)
@@ -28,7 +28,7 @@ fn check_seeds() {
 
 fn main() {
     check_seeds();
-    let (headers, body, _) = gate_fuzz::valid_request();
+    let (headers, body) = gate_fuzz::valid_request();
     write("request", "valid", &gate_fuzz::request_input(&headers, &body));
     write("approval", "valid", serde_json::to_string(&gate_fuzz::valid_approval()).expect("JSON").as_bytes());
     write("notification", "valid", &gate_fuzz::valid_notification());
