@@ -155,18 +155,15 @@ impl Differential {
     fn compare_batch(&mut self, batch: &[(u64, Framing, Vec<u8>)], report: &mut Report, max_mismatches: usize) {
         let before = self.gate.state.stats().expect("read the counters");
         let mut tally: BTreeMap<(u32, Reason), u64> = BTreeMap::new();
-        let mut wrong_action = Vec::new();
-        for (index, framing, frame) in batch {
+        let mut actions_agree = true;
+        for (_, framing, frame) in batch {
             let expected = self.world.classify(frame, *framing);
             *tally.entry(expected).or_default() += 1;
             *report.by_reason.entry(expected).or_default() += 1;
-            let action = self.gate.run_framed(frame, *framing);
-            if action != expected_action(expected.1) {
-                wrong_action.push(*index);
-            }
+            actions_agree &= self.gate.run_framed(frame, *framing) == expected_action(expected.1);
         }
         let after = self.gate.state.stats().expect("read the counters");
-        if wrong_action.is_empty() && moved(&before, &after) == tally {
+        if actions_agree && moved(&before, &after) == tally {
             return;
         }
         for (index, framing, frame) in batch {
