@@ -92,6 +92,22 @@ pub fn request_input(headers: &RequestHeaders, body: &[u8]) -> Vec<u8> {
     input
 }
 
+/// The approval request as a client sends it to the front over HTTP/1.1, with `extra` header
+/// lines (each ending in CRLF) after the others.
+#[must_use]
+pub fn http_request(headers: &RequestHeaders, body: &[u8], extra: &str) -> Vec<u8> {
+    let head = format!(
+        "POST /v1/approve HTTP/1.1\r\nhost: gate.example.net\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\ngate-token: {}\r\ngate-timestamp: {}\r\ngate-nonce: {}\r\ngate-signature: {}\r\n{extra}\r\n",
+        body.len(),
+        headers.token,
+        headers.timestamp,
+        headers.nonce,
+        headers.signature
+    );
+    [head.as_bytes(), body].concat()
+}
+
 /// Splits a request target's input back into headers and body.
 #[must_use]
 pub fn split_request(input: &[u8]) -> (RequestHeaders, &[u8]) {

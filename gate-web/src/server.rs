@@ -121,6 +121,17 @@ async fn connection(tcp: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAccept
             return;
         }
     };
+    serve_http(stream, peer, front).await;
+}
+
+/// Serves the one request of a connection from `peer` whose TLS is done (`stream` carries the
+/// plain bytes): the raw head check, hyper's parse within the limits, the handler, the answer.
+/// Public for the fuzz target that drives it on an in-memory stream.
+pub async fn serve_http<S>(stream: S, peer: SocketAddr, front: Arc<Front>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = front.limits.clone();
     let duplicate_length = Arc::new(AtomicBool::new(false));
     let stream =
         Inspected { inner: stream, head: Vec::new(), done: false, duplicate_length: Arc::clone(&duplicate_length) };

@@ -173,8 +173,8 @@ fn differential(frames: u64, seed: Option<u64>) -> anyhow::Result<()> {
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 7] =
-    ["request", "approval", "profile", "notification", "config", "management", "http_response"];
+const FUZZ_TARGETS: [&str; 8] =
+    ["request", "approval", "profile", "notification", "config", "management", "http_response", "front"];
 
 /// Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz
 /// passes, all of them stable; no sanitizer, so no nightly toolchain), then runs each for

@@ -30,6 +30,21 @@ fn main() {
     check_seeds();
     let (headers, body) = gate_fuzz::valid_request();
     write("request", "valid", &gate_fuzz::request_input(&headers, &body));
+    // The front's input: the peer's pick (0: a stranger, 1: a trusted proxy), then what it sends.
+    let approve = gate_fuzz::http_request(&headers, &body, "");
+    write("front", "approve", &[b"\x00", &approve[..]].concat());
+    let proxied = gate_fuzz::http_request(&headers, &body, "x-forwarded-for: 203.0.113.9, 192.0.2.7\r\n");
+    write("front", "approve-proxied", &[b"\x01", &proxied[..]].concat());
+    write("front", "source", b"\x00GET /v1/source HTTP/1.1\r\nhost: gate.example.net\r\n\r\n");
+    write("front", "source-bare-lf", b"\x01GET /v1/source HTTP/1.1\nhost: a\nx-forwarded-for: 192.0.2.7\n\n");
+    let twice = gate_fuzz::http_request(&headers, &body, &format!("content-length: {}\r\n", body.len()));
+    write("front", "length-twice", &[b"\x00", &twice[..]].concat());
+    let chunked = String::from_utf8(approve.clone()).expect("text").replacen(
+        "content-length",
+        "transfer-encoding: chunked\r\nx-length",
+        1,
+    );
+    write("front", "chunked", &[b"\x00", chunked.as_bytes()].concat());
     write("approval", "valid", serde_json::to_string(&gate_fuzz::valid_approval()).expect("JSON").as_bytes());
     write("notification", "valid", &gate_fuzz::valid_notification());
     write("profile", "valid", gate_fuzz::valid_profile().as_bytes());
