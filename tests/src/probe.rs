@@ -134,3 +134,30 @@ impl Drop for Listeners {
         }
     }
 }
+
+/// UDP datagrams that met a socket in `ns`, both families: delivered, or dropped by a full
+/// receive buffer after every filter passed them (`InDatagrams + RcvbufErrors` of
+/// /proc/net/snmp, `Udp6InDatagrams + Udp6RcvbufErrors` of /proc/net/snmp6).
+#[must_use]
+pub fn udp_at_sockets(ns: &Netns) -> u64 {
+    let (v4, v6) = ns.run(|| {
+        let read = |file: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).expect(file);
+        (read("snmp"), read("snmp6"))
+    });
+    let mut udp = v4.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { panic!("no Udp lines in /proc/net/snmp") };
+    let counted = |name: &str| matches!(name, "InDatagrams" | "RcvbufErrors" | "Udp6InDatagrams" | "Udp6RcvbufErrors");
+    let v4: u64 = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| counted(name))
+        .map(|(_, value)| value.parse::<u64>().expect("a counter"))
+        .sum();
+    let v6: u64 = v6
+        .lines()
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .filter(|(name, _)| counted(name))
+        .map(|(_, value)| value.trim().parse::<u64>().expect("a counter"))
+        .sum();
+    v4 + v6
+}

@@ -1219,21 +1219,6 @@ fn own_core_row(label: &str, rows: &[OwnCoreRow], per: fn(&OwnCoreRow) -> u64) -
     ms_per_mpkt
 }
 
-/// UDP datagrams that met a socket in the gateway namespace: delivered or dropped by a full
-/// receive buffer (`InDatagrams + RcvbufErrors` of /proc/net/snmp, IPv4).
-fn datagrams_at_sockets(ns: &Netns) -> u64 {
-    let out = run_in(ns, "cat", &["/proc/net/snmp"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { panic!("no Udp lines in /proc/net/snmp") };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .filter(|(name, _)| matches!(*name, "InDatagrams" | "RcvbufErrors"))
-        .map(|(_, value)| value.parse::<u64>().expect("a counter"))
-        .sum()
-}
-
 /// The backstop's cost on the traffic that matters: a leased source's UDP flood to the gated
 /// port, every datagram reaching a socket in the backstop's cgroup (never read: the full
 /// buffer drops it after the backstop has judged it), with the backstop on and off. Receiver
@@ -1268,7 +1253,7 @@ fn backstop_cost(settings: &Settings) {
                 let vpn = state.gate_id("vpn").expect("gate");
                 let passed =
                     state.backstop_stats().expect("stats").map_or(0, |stats| stats[&vpn][Reason::PassedLease as usize]);
-                (datagrams_at_sockets(&w.bed.gateway), passed)
+                (gate_tests::probe::udp_at_sockets(&w.bed.gateway), passed)
             })
         };
         let label = format!("backstop {}", if enabled { "on" } else { "off" });
