@@ -21,10 +21,10 @@ const PACKAGE: &str = "gate-ebpf";
 
 fn main() {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ebpf = manifest_dir.join("../gate-ebpf");
-    let common = manifest_dir.join("../gate-common");
-    for watched in [&ebpf, &common] {
-        println!("cargo:rerun-if-changed={}", watched.display());
+    // What the program is built from: its crate, the one it shares with the daemon, and the
+    // lock file that pins the rest (aya-ebpf and its kin).
+    for watched in ["../gate-ebpf", "../gate-common", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(watched).display());
     }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
