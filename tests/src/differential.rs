@@ -4,7 +4,6 @@
 //! counter each frame moves must agree. A run is reproducible from its seed.
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -46,10 +45,7 @@ pub struct Mismatch {
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hex = self.frame.iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
+        let hex = crate::frames::hex(&self.frame);
         write!(
             f,
             "frame {} ({:?}, {} bytes): model {:?}, program {} counting {:?}\n  {hex}",
@@ -104,11 +100,7 @@ impl Differential {
             for (kind, addresses) in
                 [(LeaseKind::Live, addresses.0), (LeaseKind::Expired, addresses.1), (LeaseKind::Idle, addresses.2)]
             {
-                let lease = match kind {
-                    LeaseKind::Live => hour_lease(),
-                    LeaseKind::Expired => closed_lease(),
-                    LeaseKind::Idle => idle_lease(),
-                };
+                let lease = granted(kind);
                 for text in addresses {
                     let address: IpAddr = text.parse().expect("a test address");
                     gate.state.grant(id, address, lease).expect("grant a test lease");
@@ -188,12 +180,23 @@ impl Differential {
     }
 }
 
+/// A lease of `kind`, as the differential tests grant it.
+#[must_use]
+pub fn granted(kind: LeaseKind) -> gate_common::Lease {
+    match kind {
+        LeaseKind::Live => hour_lease(),
+        LeaseKind::Expired => closed_lease(),
+        LeaseKind::Idle => idle_lease(),
+    }
+}
+
 const fn expected_action(reason: Reason) -> u32 {
     if reason.drops() { XDP_DROP } else { XDP_PASS }
 }
 
 /// The counters that moved between two reads, by (gate, reason).
-fn moved(before: &StatsTable, after: &StatsTable) -> BTreeMap<(u32, Reason), u64> {
+#[must_use]
+pub fn moved(before: &StatsTable, after: &StatsTable) -> BTreeMap<(u32, Reason), u64> {
     let mut moved = BTreeMap::new();
     for (&gate, counts) in after {
         let was = before.get(&gate);

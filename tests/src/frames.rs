@@ -385,6 +385,23 @@ pub fn send_frame(ns: &crate::netns::Netns, interface: &str, frame: &[u8]) {
 /// The MAC address frames are sent to (their first six bytes).
 pub const FRAME_DST_MAC: &str = "02:00:00:00:00:01";
 
+/// `bytes` in lowercase hex, two digits a byte: how the tests print a frame.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
+}
+
+/// A MAC address written `02:00:00:00:00:01`, as bytes.
+#[must_use]
+pub fn parse_mac(text: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
+    bytes.try_into().unwrap_or_else(|_| panic!("{text:?} is not six bytes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,17 @@ pub enum LeaseKind {
     Idle,
 }
 
+/// What the lease a source holds on a gate (or none) means for its packets there.
+#[must_use]
+pub const fn lease_reason(lease: Option<LeaseKind>) -> Reason {
+    match lease {
+        Some(LeaseKind::Live) => Reason::PassedLease,
+        Some(LeaseKind::Expired) => Reason::DroppedExpired,
+        Some(LeaseKind::Idle) => Reason::DroppedIdle,
+        None => Reason::DroppedNoLease,
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct GatedPort {
     pub gate: u32,
@@ -105,12 +116,7 @@ impl World {
             Parsed::Unparseable => (0, Reason::DroppedUnparseable),
             Parsed::Ports { protocol, dst_port, source, destination } => {
                 let Some(port) = self.ports.get(&(protocol, dst_port)) else { return (0, Reason::NotGated) };
-                let reason = match self.leases.get(&(port.gate, source)) {
-                    Some(LeaseKind::Live) => Reason::PassedLease,
-                    Some(LeaseKind::Expired) => Reason::DroppedExpired,
-                    Some(LeaseKind::Idle) => Reason::DroppedIdle,
-                    None => Reason::DroppedNoLease,
-                };
+                let reason = lease_reason(self.leases.get(&(port.gate, source)).copied());
                 if reason.drops() && !port.transit && !self.addressed_here(destination) {
                     return (port.gate, Reason::Transit);
                 }

@@ -25,10 +25,11 @@ use gate_tests::{
     bed::TestBed,
     cgroup::CgroupListeners,
     daemon::Daemon,
-    frames::FRAME_DST_MAC,
-    loaded::{closed_lease, hour_lease, idle_lease},
+    differential::{granted, moved},
+    frames::{FRAME_DST_MAC, hex, parse_mac},
     netns::veth,
     probe::udp_at_sockets,
+    reference::{LeaseKind, lease_reason},
     unique::{self, PREFIX},
 };
 use rand::{Rng, SeedableRng, seq::SliceRandom};
@@ -45,14 +46,6 @@ const BATCH: usize = 64;
 /// What the backstop should count for a datagram: (gate, reason).
 type Verdict = (u32, Reason);
 
-/// A lease the test granted, as the model knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Live,
-    Expired,
-    Idle,
-}
-
 /// A datagram: its frames (one, or two fragments) and what the model says of it.
 struct Datagram {
     frames: Vec<Vec<u8>>,
@@ -62,7 +55,7 @@ struct Datagram {
 
 struct Model {
     gate: u32,
-    leases: BTreeMap<IpAddr, Kind>,
+    leases: BTreeMap<IpAddr, LeaseKind>,
 }
 
 impl Model {
@@ -70,13 +63,7 @@ impl Model {
         if port != GATED {
             return (0, Reason::NotGated);
         }
-        let reason = match self.leases.get(&source) {
-            Some(Kind::Live) => Reason::PassedLease,
-            Some(Kind::Expired) => Reason::DroppedExpired,
-            Some(Kind::Idle) => Reason::DroppedIdle,
-            None => Reason::DroppedNoLease,
-        };
-        (self.gate, reason)
+        (self.gate, lease_reason(self.leases.get(&source).copied()))
     }
 }
 
@@ -112,7 +99,7 @@ impl Generator {
         let fragmented = self.rng.gen_ratio(1, 4);
         // Hop-by-hop must come before a fragment header, and [`fragments`] puts every extension after it.
         let hop_by_hop = dressed && !fragmented && self.rng.r#gen();
-        let builder = PacketBuilder::ethernet2(CLIENT_MAC, mac(FRAME_DST_MAC));
+        let builder = PacketBuilder::ethernet2(CLIENT_MAC, parse_mac(FRAME_DST_MAC));
         let mut frame = Vec::new();
         let mut what = format!("{source} -> {port}");
         match source {
@@ -176,11 +163,6 @@ impl Generator {
     }
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
-    bytes.try_into().expect("six bytes")
-}
-
 /// `frame` (Ethernet, then IPv4 or IPv6 with its extensions, then the UDP datagram) as two
 /// fragments: the first 8 bytes of the datagram (its header), then the rest.
 fn fragments(frame: &[u8], id: u32) -> Vec<Vec<u8>> {
@@ -238,21 +220,6 @@ fn fragments(frame: &[u8], id: u32) -> Vec<Vec<u8>> {
     pieces
 }
 
-/// Counters by (gate, reason) that moved between two reads of the backstop's table.
-fn moved(before: &gate_maps::StatsTable, after: &gate_maps::StatsTable) -> BTreeMap<Verdict, u64> {
-    let mut moved = BTreeMap::new();
-    for (&gate, counts) in after {
-        for reason in Reason::ALL {
-            let was = before.get(&gate).map_or(0, |c| c[reason as usize]);
-            let delta = counts[reason as usize] - was;
-            if delta > 0 {
-                moved.insert((gate, reason), delta);
-            }
-        }
-    }
-    moved
-}
-
 struct Rig {
     bed: TestBed,
     interface: String,
@@ -303,10 +270,6 @@ fn delivered(tally: &BTreeMap<Verdict, u64>) -> u64 {
     tally.iter().filter(|((_, reason), _)| !reason.drops()).map(|(_, n)| n).sum()
 }
 
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn the_backstop_agrees_with_the_model_on_real_deliveries() {
     let seed = std::env::var("GATE_BACKSTOP_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0b57);
@@ -334,20 +297,23 @@ fn the_backstop_agrees_with_the_model_on_real_deliveries() {
     let gate = state.gate_id("vpn").expect("the gate");
     let mut model = Model { gate, leases: BTreeMap::new() };
     let mut sources = Vec::new();
-    for (i, kind) in [Kind::Live, Kind::Live, Kind::Expired, Kind::Idle, Kind::Live, Kind::Expired, Kind::Idle]
-        .into_iter()
-        .enumerate()
+    for (i, kind) in [
+        LeaseKind::Live,
+        LeaseKind::Live,
+        LeaseKind::Expired,
+        LeaseKind::Idle,
+        LeaseKind::Live,
+        LeaseKind::Expired,
+        LeaseKind::Idle,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let n = u8::try_from(i + 10).expect("small");
         for source in
             [IpAddr::from([192, 0, 2, n]), IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, n.into()))]
         {
-            let lease = match kind {
-                Kind::Live => hour_lease(),
-                Kind::Expired => closed_lease(),
-                Kind::Idle => idle_lease(),
-            };
-            state.grant(gate, source, lease).expect("grant");
+            state.grant(gate, source, granted(kind)).expect("grant");
             model.leases.insert(source, kind);
             sources.push(source);
         }

@@ -740,8 +740,7 @@ fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
     let out = run_in(ns, "ip", &["-o", "link", "show", interface]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mac = text.split("link/ether ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a MAC");
-    let bytes: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
-    bytes.try_into().expect("six bytes")
+    gate_tests::frames::parse_mac(mac)
 }
 
 /// Sends `frame` in batches of 64 with `sendmmsg` from `go` until it stops; returns how many
@@ -1219,6 +1218,16 @@ fn own_core_row(label: &str, rows: &[OwnCoreRow], per: fn(&OwnCoreRow) -> u64) -
     ms_per_mpkt
 }
 
+/// The gate with 10 approved addresses and `xdp_extra` added to its config, the receiver on a
+/// core of its own: the world of the backstop and unparseable benches.
+fn gate_on_own_core(xdp_extra: String) -> Flood {
+    let mut world = Flood::new();
+    world.xdp_extra = xdp_extra;
+    world.install(Mechanism::Xdp, 10);
+    world.split_cores();
+    world
+}
+
 /// The backstop's cost on the traffic that matters: a leased source's UDP flood to the gated
 /// port, every datagram reaching a socket in the backstop's cgroup (never read: the full
 /// buffer drops it after the backstop has judged it), with the backstop on and off. Receiver
@@ -1233,13 +1242,7 @@ fn backstop_cost(settings: &Settings) {
     );
     let mut cost = Vec::new();
     for enabled in [false, true] {
-        let make = || {
-            let mut world = Flood::new();
-            world.xdp_extra = format!("[backstop]\nenabled = {enabled}\n");
-            world.install(Mechanism::Xdp, 10);
-            world.split_cores();
-            world
-        };
+        let make = || gate_on_own_core(format!("[backstop]\nenabled = {enabled}\n"));
         let measure = |world: &mut Flood| {
             let bed = &world.bed;
             let _sink = gate_tests::cgroup::CgroupListeners::sink(&bed.gateway, &bed.cgroup, &[PORT]);
@@ -1281,13 +1284,7 @@ fn unparseable(settings: &Settings) {
     );
     let mut cost = Vec::new();
     for mode in ["drop", "pass"] {
-        let make = || {
-            let mut world = Flood::new();
-            world.xdp_extra = format!("[xdp]\nunparseable = \"{mode}\"\n");
-            world.install(Mechanism::Xdp, 10);
-            world.split_cores();
-            world
-        };
+        let make = || gate_on_own_core(format!("[xdp]\nunparseable = \"{mode}\"\n"));
         let rows = in_a_working_world(
             &format!("unparseable {mode}"),
             make,
