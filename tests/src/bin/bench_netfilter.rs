@@ -33,6 +33,8 @@
 //!
 //! 7. **The NIC-like path** (last two tables; `--nic` alone): see [`nic_like`].
 //!
+//! `--veth` runs 1-3 alone (the opens and the four one-source veth floods).
+//!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
 use gate_tests::measure::median;
 use std::{
@@ -1363,6 +1365,9 @@ fn main() {
     flood(&settings, Sender::LiveFramesOwnCores);
     println!();
     flood(&settings, Sender::PacedOwnCores);
+    if std::env::args().any(|a| a == "--veth") {
+        return;
+    }
     println!();
     flood(&settings, Sender::RandomOwnCores);
     println!();
