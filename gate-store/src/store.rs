@@ -494,35 +494,38 @@ impl Store {
     }
 
     /// Copies everything this store holds into `target`, an empty store (SQLite or
-    /// PostgreSQL: moving one host's store to a cluster's database), in one transaction of
-    /// `target`'s; then seals the copied secrets with `target`'s key, if it has one (give it
-    /// this store's key as its previous one if this store's secrets are sealed). Returns the
-    /// rows copied.
+    /// PostgreSQL: moving one host's store to a cluster's database, or a backup), read from one
+    /// snapshot of this store (consistent while daemons write to it) and written in one
+    /// transaction of `target`'s; then seals the copied secrets with `target`'s key, if it has
+    /// one (give it this store's key as its previous one if this store's secrets are sealed).
+    /// Returns the rows copied.
     ///
     /// # Errors
     /// `target` already holds clients or a server key; either database failed; a secret does
     /// not open with `target`'s keys.
     pub fn copy_into(&self, target: &mut Self) -> Result<usize, StoreError> {
-        let copied = target.db.transaction(Tx::Clients, |into| {
-            let used =
-                into.query_one("SELECT (SELECT count(*) FROM clients) + (SELECT count(*) FROM server_keys)", args![])?;
-            if used.0.first() != Some(&Value::Int(0)) {
-                return Err(StoreError::Invalid(format!(
-                    "{} already holds clients or a server key: a store is copied only into an empty one",
-                    target.location.name()
-                )));
-            }
-            let mut copied = 0;
-            for (table, columns) in COPIED_TABLES {
-                let list = columns.join(", ");
-                let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-                let insert = format!("INSERT INTO {table} ({list}) VALUES ({})", marks.join(", "));
-                for row in self.db.query(&format!("SELECT {list} FROM {table}"), args![])? {
-                    into.execute(&insert, &row.0)?;
-                    copied += 1;
+        let copied = self.db.transaction(Tx::Read, |from| {
+            target.db.transaction(Tx::Clients, |into| {
+                let used = into
+                    .query_one("SELECT (SELECT count(*) FROM clients) + (SELECT count(*) FROM server_keys)", args![])?;
+                if used.0.first() != Some(&Value::Int(0)) {
+                    return Err(StoreError::Invalid(format!(
+                        "{} already holds clients or a server key: a store is copied only into an empty one",
+                        target.location.name()
+                    )));
                 }
-            }
-            Ok(copied)
+                let mut copied = 0;
+                for (table, columns) in COPIED_TABLES {
+                    let list = columns.join(", ");
+                    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                    let insert = format!("INSERT INTO {table} ({list}) VALUES ({})", marks.join(", "));
+                    for row in from.query(&format!("SELECT {list} FROM {table}"), args![])? {
+                        into.execute(&insert, &row.0)?;
+                        copied += 1;
+                    }
+                }
+                Ok(copied)
+            })
         })?;
         if target.sealing.is_on() {
             target.reseal()?;

@@ -806,6 +806,43 @@ fn a_hosts_store_is_copied_whole_into_a_clusters_database_and_sealed_there() {
 }
 
 #[test]
+fn a_backup_taken_while_clients_are_enrolled_is_one_snapshot() {
+    // `gatectl store backup` copies a live store: a client enrolled between the read of
+    // `clients` and that of `client_gates` would come with gates and without its row, which
+    // the backup's foreign key refuses. Read from one snapshot, every backup is whole.
+    Backend::each(|backend| {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let mut store = backend.open();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut enrolled = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    enroll(&mut store, &format!("w{enrolled}"));
+                    enrolled += 1;
+                }
+                enrolled
+            })
+        };
+        let source = backend.open();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = 0;
+        for i in 0..40 {
+            let mut backup = new_store(&dir.path().join(format!("backup-{i}.db")));
+            let copied = source.copy_into(&mut backup);
+            let clients = backup.clients().unwrap();
+            assert!(copied.is_ok(), "backup {i}: {:?}", copied.err());
+            assert!(clients.iter().all(|c| c.gates.contains("vpn")), "backup {i}: a client without its gate");
+            assert!(clients.len() >= seen, "backup {i} holds fewer clients than the one before");
+            seen = clients.len();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let enrolled = writer.join().unwrap();
+        assert!(seen > 0 && enrolled >= seen, "the backups saw {seen} of {enrolled} clients enrolled meanwhile");
+    });
+}
+
+#[test]
 fn an_operators_state_for_all_hosts_applies_to_each_unless_the_host_has_its_own() {
     Backend::each(|backend| {
         let store = backend.open();

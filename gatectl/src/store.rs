@@ -17,6 +17,11 @@ pub enum StoreCommand {
     /// or --store-key-file): those written before the store had a key, and those sealed with
     /// the previous key (`approval.store_previous_key_file`) of a rotation.
     Reseal,
+    /// Back the store up into FILE, a new SQLite file (mode 0600; never over an existing file):
+    /// everything in it, read from one snapshot, so it is consistent while daemons run. Its
+    /// secrets stay sealed with the current store key: keep the key with the backup. Restore
+    /// by pointing `approval.store` at it, or with `gatectl --store FILE store copy --to ...`.
+    Backup { file: PathBuf },
     /// Copy the whole store (clients, keys, nonces, grants, PKI, states) into an empty one:
     /// a host's SQLite store into a cluster's PostgreSQL database, say. Its secrets are sealed
     /// there with --to-key-file (required for PostgreSQL).
@@ -61,6 +66,30 @@ pub fn run(command: StoreCommand, paths: &Paths) -> anyhow::Result<()> {
             let (mut into, _) = to.open_or_create(&access).with_context(|| format!("open the store {to}"))?;
             let rows = from.copy_into(&mut into).with_context(|| format!("copy into {to}"))?;
             println!("copied {rows} row(s) into {to}; point every host's approval.store at it");
+        }
+        StoreCommand::Backup { file } => {
+            if file.exists() {
+                anyhow::bail!("{} exists: a backup is written only into a new file", file.display());
+            }
+            let from = paths.store.open()?;
+            let to = StoreLocation::File(file.clone());
+            // Sealed as the store is: with its current key (a PostgreSQL store's password and
+            // CA do not apply to a file).
+            let access = StoreAccess {
+                password_file: None,
+                ca_file: None,
+                key_file: paths.store.access.key_file.clone(),
+                previous_key_file: paths.store.access.previous_key_file.clone(),
+            };
+            let (mut into, _) = to.open_or_create(&access).with_context(|| format!("make {}", file.display()))?;
+            match from.copy_into(&mut into) {
+                Ok(rows) => println!("backed up {rows} row(s) from {} into {}", paths.store.location, file.display()),
+                Err(e) => {
+                    drop(into);
+                    let _ = std::fs::remove_file(&file);
+                    return Err(anyhow::Error::new(e).context(format!("back up into {}", file.display())));
+                }
+            }
         }
         StoreCommand::Reseal => {
             let mut store = paths.store.open()?;
