@@ -2,7 +2,8 @@
 //! lease maps clean.
 //!
 //! # Layout
-//! - [`config`]: the TOML config and its validation.
+//! - [`cli`]: the command line.
+//! - [`config`]: the TOML config and its validation; [`config_reference`]: its keys for gate.toml(5).
 //! - [`program`]: the embedded programs (XDP, the backstop), loaded against the pinned maps.
 //! - [`install`]: take over or create pinned state, gate the ports, attach, roll back on failure.
 //! - [`cgroup`]: cgroup v2 for the delivery backstop and the servers it guards.
@@ -16,7 +17,9 @@
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
 pub mod cgroup;
+pub mod cli;
 pub mod config;
+pub mod config_reference;
 pub mod daemon;
 pub mod install;
 pub mod links;

@@ -3,7 +3,8 @@
 //! adding the client's observed address and the mark that it did so. Runs as its own
 //! unprivileged user with no BPF capability and no client secrets.
 //!
-//! - [`config`]: the TOML config.
+//! - [`cli`]: the command line.
+//! - [`config`]: the TOML config; [`config_reference`]: its keys for gate-web.toml(5).
 //! - [`tls`]: the TLS identity (configured, or self-signed on first run).
 //! - [`privileges`]: dropping root.
 //! - [`routes`]: the route table and the rebuilding of requests.
@@ -15,7 +16,9 @@
 //! - [`shutdown`]: the daemon's shutdown states (www, web).
 //! - [`reload`]: SIGHUP: the certificate, the limits and the trusted proxies read again.
 pub mod admission;
+pub mod cli;
 pub mod config;
+pub mod config_reference;
 pub mod forward;
 pub mod privileges;
 pub mod ratelimit;

@@ -4,10 +4,11 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use gate_config::Signal;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::Parser as _;
 use gate_web::{
     admission::Admission,
-    config::{Config, DEFAULT_CONFIG_PATH},
+    cli::Args,
+    config::Config,
     privileges,
     ratelimit::RateLimit,
     reload,
@@ -16,16 +17,6 @@ use gate_web::{
     tally::{SUMMARY_INTERVAL, Tally},
     tls,
 };
-
-#[derive(Parser)]
-#[command(version, about = "The gate's public front: TLS, a static route table, rebuilt requests")]
-struct Args {
-    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "GATE_WEB_CONFIG")]
-    config: PathBuf,
-    /// Only check the config and exit.
-    #[arg(long)]
-    check: bool,
-}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
