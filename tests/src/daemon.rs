@@ -116,12 +116,18 @@ impl Daemon {
         config: &Path,
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
+        Self::try_start_binary(bed, &bin(program), config, env)
+    }
+
+    /// As [`Self::try_start_with_env`] for the binary at `binary` (an installed one, say).
+    pub fn try_start_binary(bed: &TestBed, binary: &Path, config: &Path, env: &[(&str, &str)]) -> Result<Self, String> {
+        let program = binary.display();
         let notify = Notify::new();
         let log = std::env::temp_dir().join(format!("{}{}.log", unique::PREFIX, unique::token()));
         let log_file = fs::File::create(&log).expect("create daemon log");
         let mut command = bed.gateway.command("sh");
         // As systemd does, WATCHDOG_PID names the service's own pid: `exec` keeps the shell's.
-        command.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""]).arg(bin(program));
+        command.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""]).arg(binary);
         let child = command
             .arg("--config")
             .arg(config)

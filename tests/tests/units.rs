@@ -14,7 +14,7 @@ fn unit(name: &str) -> String {
 fn staged(name: &str) -> (tempdir::Dir, std::path::PathBuf) {
     let dir = tempdir::Dir::new();
     let bin_dir = bin("gate-daemon").parent().expect("a bin dir").to_owned();
-    let text = unit(name).replace("/usr/local/bin/", &format!("{}/", bin_dir.display()));
+    let text = unit(name).replace("/usr/bin/", &format!("{}/", bin_dir.display()));
     let path = dir.0.join(name);
     std::fs::write(&path, text).expect("stage the unit");
     (dir, path)

@@ -21,7 +21,8 @@ struct Cli {
 enum Task {
     /// Install every prerequisite (apt packages, rust-src, bpf-linker, bpffs).
     Setup,
-    /// Set up, build, and run every test (needs root: namespaces, XDP, bpffs).
+    /// Set up, build, package, and run every test (needs root: namespaces, XDP, bpffs; the
+    /// packages' test installs and purges them on this machine).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -29,6 +30,10 @@ enum Task {
     },
     /// Set up, build, and demonstrate the real gate between two network namespaces.
     Demo,
+    /// Set up, build (release) and make the Debian packages `gate` and `gate-client` in
+    /// target/debian/, with their man pages, completions and example configs (gate-docs), then
+    /// check them with lintian (no error allowed).
+    Package,
     /// Set up, build, and run benchmarks; writes figures to stdout for docs/benchmarks.md.
     Bench {
         /// Which benchmark: xdp, approval, netfilter, layers (criterion), clients, leases, storm, cluster.
@@ -92,6 +97,44 @@ fn build(release: bool) -> anyhow::Result<()> {
         cmd.arg("--release");
     }
     run(&mut cmd)
+}
+
+/// The packages `package` makes: (Cargo package with the deb metadata, Debian package).
+const PACKAGES: [(&str, &str); 2] = [("gate-daemon", "gate"), ("gate-client", "gate-client")];
+
+/// Builds the packaged binaries in release, writes the generated files into
+/// target/release/gate-package/
+/// (gate-docs), makes each package with cargo-deb (from those binaries: no second build) and
+/// runs lintian on it; any lintian error fails.
+fn package() -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--bins"]);
+    for crate_name in ["gate-daemon", "gate-web", "gatectl", "gate-client", "gate-docs"] {
+        build.args(["-p", crate_name]);
+    }
+    run(&mut build)?;
+    // Under the release dir: cargo-deb takes `target/release/...` assets as build products.
+    let generated = root().join("target/release/gate-package");
+    if generated.exists() {
+        std::fs::remove_dir_all(&generated).with_context(|| format!("clear {}", generated.display()))?;
+    }
+    run(Command::new(root().join("target/release/gate-docs")).arg(&generated))?;
+    // Debian's man pages are gzipped, reproducibly (-n: no name or time in the header); cargo-deb
+    // leaves build products as they are.
+    let pages: Vec<PathBuf> = std::fs::read_dir(generated.join("man"))
+        .context("the generated man pages")?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .context("list the generated man pages")?;
+    run(Command::new("gzip").args(["-9", "-n", "-f"]).args(&pages))?;
+    let version = env!("CARGO_PKG_VERSION");
+    for (crate_name, package) in PACKAGES {
+        let deb = root().join(format!("target/debian/{package}_{version}-1_amd64.deb"));
+        run(cargo().args(["deb", "--no-build", "-p", crate_name, "--output"]).arg(&deb))?;
+        // Errors fail; warnings are shown.
+        run(Command::new("lintian").args(["--fail-on", "error", "--tag-display-limit", "0"]).arg(&deb))?;
+    }
+    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and closes with one line summing every test binary's
@@ -258,9 +301,14 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => {
             setup()?;
             build(false)?;
+            package()?;
             test(&args)?;
             // The whole suite also keeps the fuzz targets building and replays their corpora.
             if args.is_empty() { fuzz_targets(&[], 10) } else { Ok(()) }
+        }
+        Task::Package => {
+            setup()?;
+            package()
         }
         Task::Demo => {
             setup()?;
