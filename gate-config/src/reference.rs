@@ -37,6 +37,21 @@ pub struct ConfigTable {
     pub required: bool,
 }
 
+impl ConfigTable {
+    /// How the table opens in a file: `[name]`, or `[[name]]` for an array of tables.
+    #[must_use]
+    pub fn header(&self) -> String {
+        if self.array { format!("[[{}]]", self.name) } else { format!("[{}]", self.name) }
+    }
+
+    /// The table's header and its minimal entry (empty for a plain table), as TOML lines.
+    #[must_use]
+    pub fn minimal_entry(&self) -> String {
+        let minimal = self.minimal.trim_end();
+        if minimal.is_empty() { format!("{}\n", self.header()) } else { format!("{}\n{minimal}\n", self.header()) }
+    }
+}
+
 /// Whether `entry` (TOML lines) sets `name`.
 #[must_use]
 pub fn sets(entry: &str, name: &str) -> bool {
@@ -56,7 +71,7 @@ pub fn smallest_config(top: &str, tables: &[ConfigTable]) -> String {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&format!("[[{}]]\n{}\n", table.name, table.minimal.trim_end()));
+        text.push_str(&table.minimal_entry());
     }
     text
 }
@@ -107,8 +122,7 @@ pub fn with_key(top: &str, table: Option<&ConfigTable>, name: &str, value: &str)
 pub fn without_keys(top: &str, table: Option<&ConfigTable>) -> String {
     match table {
         None => format!("{top}\n"),
-        Some(t) if t.array => format!("{top}\n[[{}]]\n{}\n", t.name, t.minimal),
-        Some(t) => format!("{top}\n[{}]\n", t.name),
+        Some(t) => format!("{top}\n{}", t.minimal_entry()),
     }
 }
 
@@ -132,10 +146,11 @@ pub fn disagreements<T: DeserializeOwned + PartialEq + std::fmt::Debug>(
             found.push(format!("{}.{}: documented twice", key.table, key.name));
         }
     }
+    let top_level = accepted_keys::<T>("", false);
     let mut scopes: Vec<(&str, bool)> = vec![("", false)];
     scopes.extend(tables.iter().map(|t| (t.name, t.array)));
     for (table, array) in scopes {
-        let accepted = accepted_keys::<T>(table, array);
+        let accepted = if table.is_empty() { top_level.clone() } else { accepted_keys::<T>(table, array) };
         for name in &accepted {
             let documented = keys.iter().any(|k| k.table == table && k.name == *name)
                 || (table.is_empty() && table_names.contains(&name.as_str()));
@@ -148,7 +163,7 @@ pub fn disagreements<T: DeserializeOwned + PartialEq + std::fmt::Debug>(
                 found.push(format!("[{table}] {}: documented, not taken by the parser", key.name));
             }
         }
-        if !table.is_empty() && !accepted_keys::<T>("", false).iter().any(|a| a == table) {
+        if !table.is_empty() && !top_level.iter().any(|a| a == table) {
             found.push(format!("[{table}]: documented, not a table the parser takes"));
         }
     }

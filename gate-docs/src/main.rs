@@ -114,8 +114,7 @@ fn config_page(config: &ConfigPage) -> String {
         keys_section(&mut page, &top);
     }
     for table in config.tables {
-        let header = if table.array { format!("[[{}]]", table.name) } else { format!("[{}]", table.name) };
-        page.control("SS", [header.as_str()]).text([roman(table.text)]);
+        page.control("SS", [table.header().as_str()]).text([roman(table.text)]);
         let keys: Vec<&ConfigKey> = config.keys.iter().filter(|k| k.table == table.name).collect();
         keys_section(&mut page, &keys);
     }
@@ -158,14 +157,13 @@ fn example_config(config: &ConfigPage) -> String {
     for table in config.tables {
         text.push('\n');
         if table.array && table.required {
-            text.push_str(&format!("[[{}]]\n{}\n", table.name, table.minimal.trim_end()));
+            text.push_str(&table.minimal_entry());
             commented(&mut text, table.name, table.minimal, table.minimal);
         } else {
-            let header = if table.array { format!("[[{}]]", table.name) } else { format!("[{}]", table.name) };
             for line in wrap(table.text, 92) {
                 text.push_str(&format!("# {line}\n"));
             }
-            text.push_str(&format!("#{header}\n"));
+            text.push_str(&format!("#{}\n", table.header()));
             commented(&mut text, table.name, "", table.minimal);
         }
     }

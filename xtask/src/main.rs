@@ -102,10 +102,9 @@ fn build(release: bool) -> anyhow::Result<()> {
 /// The packages `package` makes: (Cargo package with the deb metadata, Debian package).
 const PACKAGES: [(&str, &str); 2] = [("gate-daemon", "gate"), ("gate-client", "gate-client")];
 
-/// Builds the packaged binaries in release, writes the generated files into
-/// target/release/gate-package/
-/// (gate-docs), makes each package with cargo-deb (from those binaries: no second build) and
-/// runs lintian on it; any lintian error fails.
+/// Builds the packaged binaries in release, writes the generated files (gate-docs) into
+/// target/release/gate-package/, makes each package with cargo-deb (from those binaries: no
+/// second build) and runs lintian on it; any lintian error fails.
 fn package() -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "--release", "--bins"]);
