@@ -4,7 +4,9 @@
 //! Each config keeps its own types and its own checks of values. Also the start both service
 //! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime; and the
 //! signals they stop and reload on ([`ServiceSignals`]); and the service manager's notify protocol
-//! ([`systemd`]). And what the configs' man pages are made from ([`reference`]).
+//! ([`systemd`]). And what the configs' man pages are made from ([`reference`]), and the
+//! metrics page both serve ([`metrics`]).
+pub mod metrics;
 pub mod reference;
 pub mod systemd;
 

@@ -265,6 +265,9 @@ pub struct Config {
     pub openvpn: Vec<OpenVpnConfig>,
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// Where the metrics page is served (`GET /metrics`); unset: nowhere.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Self-shutdown notifications (docs/notifications.md).
@@ -371,6 +374,7 @@ impl Config {
             vpn: VpnConfig::default(),
             openvpn: Vec::new(),
             notifications: NotificationsConfig::default(),
+            metrics_listen: None,
         }
     }
 

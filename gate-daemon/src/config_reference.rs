@@ -96,6 +96,15 @@ outlive the daemon: a stopped daemon leaves the gate attached and closed, and th
 it over with its leases. gatectl reads and writes them here. An absolute path.",
     },
     ConfigKey {
+        table: "",
+        name: "metrics_listen",
+        default: None,
+        text: "An address and port to serve metrics on, in the Prometheus text format \
+(GET /metrics), e.g. \"127.0.0.1:9960\". Unset: no metrics are served. Give a loopback address \
+unless a firewall keeps the port to the scraper: the page names gates, servers and counts. \
+docs/operations.md, \"Watching it\", lists the metrics. Needs a restart to change.",
+    },
+    ConfigKey {
         table: "interface",
         name: "name",
         default: None,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::{
     approval::{ApprovalService, heartbeat, http, upkeep},
     config::Config,
-    install, links, openvpn, reload, shutdown, sweeper,
+    install, links, metrics, openvpn, reload, shutdown, sweeper,
     writers::Writers,
 };
 
@@ -72,6 +72,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
         log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store);
     }
     let front = front_user(&approval.front_user)?;
+    let metrics_listener = config.metrics_listen.map(gate_config::metrics::bind).transpose()?;
     let installed = tokio::task::block_in_place(|| install::install(&config)).context("put the gate in place")?;
     for attachment in &installed.attachments {
         log::info!("gate on {} ({} mode)", attachment.interface, attachment.mode);
@@ -114,6 +115,17 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     let checkpointer = service.store().checkpoint_elsewhere().context("open the store for its checkpoints")?;
     let checkpoints = checkpointer.map(|checkpointer| tokio::spawn(upkeep::checkpoints(checkpointer)));
     let vpn = openvpn::start_all(&config, &service, watch_states.clone());
+    let metrics_page = metrics_listener
+        .map(|listener| {
+            let sources = metrics::Sources {
+                pins: install::pins_of(&config),
+                service: Arc::clone(&service),
+                states: watch_states.clone(),
+                vpn_run_dir: config.vpn.run_dir.clone(),
+            };
+            gate_config::metrics::serve(listener, Arc::new(move || metrics::render(&sources)))
+        })
+        .transpose()?;
 
     // The socket and who may use it never change while the daemon runs (a reload refuses to).
     let socket = config.approval.socket.clone();
@@ -173,6 +185,9 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
         api.close();
     }
     parts.sweeper.abort();
+    if let Some(page) = metrics_page {
+        page.abort();
+    }
     upkeep.abort();
     if let Some(checkpoints) = checkpoints {
         checkpoints.abort();

@@ -13,6 +13,7 @@
 //! - [`approval`]: the approval service and its internal HTTP API.
 //! - [`openvpn`]: OpenVPN servers behind the gate, supervised, with session-bound logins.
 //! - [`reload`]: SIGHUP: the config read again, what changed applied, the rest untouched.
+//! - [`metrics`]: the metrics page, read at each scrape from the maps and the service.
 //! - [`shutdown`]: self-shutdown notifications and the operator's states, published to every part.
 //! - [`daemon`]: the run loop: install, sweep, stop on a signal leaving the gate closed.
 pub mod approval;
@@ -23,6 +24,7 @@ pub mod config_reference;
 pub mod daemon;
 pub mod install;
 pub mod links;
+pub mod metrics;
 pub mod openvpn;
 pub mod program;
 pub mod reload;

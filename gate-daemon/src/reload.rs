@@ -46,6 +46,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ),
         ("approval.front_user", old.approval.front_user != new.approval.front_user),
         ("vpn.run_dir", old.vpn.run_dir != new.vpn.run_dir),
+        ("metrics_listen", old.metrics_listen != new.metrics_listen),
         // The servers run in the backstop's cgroup, and the backstop guards them there.
         ("backstop", old.backstop != new.backstop),
     ]

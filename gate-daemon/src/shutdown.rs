@@ -2,7 +2,14 @@
 //! the operator's settings (the operator wins), publish the states in force for the front, and
 //! hand them to the parts of the daemon through a watch channel. A notification that fails any
 //! check is logged and ignored; a network error changes nothing.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use gate_notify::Published;
 use tokio::sync::watch;
@@ -24,6 +31,56 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: u32 = 3;
 /// The largest notice read; a signed notice is well under a kilobyte.
 const MAX_NOTICE_BYTES: u64 = 64 * 1024;
+
+/// How a poll ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// A valid, newer notification: recorded.
+    Accepted,
+    /// A valid notification already seen (or an older one): nothing to do.
+    Unchanged,
+    /// The answer failed a check (signature, version, form): ignored.
+    Invalid,
+    /// The server answered with a status other than 200.
+    HttpError,
+    /// No answer (network, TLS, timeout, too large).
+    Unreachable,
+    /// The URL or the public key in the config cannot be used.
+    Misconfigured,
+}
+
+impl PollOutcome {
+    const ALL: [Self; 6] =
+        [Self::Accepted, Self::Unchanged, Self::Invalid, Self::HttpError, Self::Unreachable, Self::Misconfigured];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Unchanged => "unchanged",
+            Self::Invalid => "invalid",
+            Self::HttpError => "http_error",
+            Self::Unreachable => "unreachable",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+/// Polls by outcome since the daemon started.
+pub struct Polls([AtomicU64; PollOutcome::ALL.len()]);
+
+impl Polls {
+    fn count(&self, outcome: PollOutcome) {
+        self.0[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Each outcome's name and count.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        PollOutcome::ALL.iter().map(|o| (o.name(), self.0[*o as usize].load(Relaxed)))
+    }
+}
+
+/// The daemon's polls (one notifier a process, restarted by a reload, counting on).
+pub static POLLS: Polls = Polls([const { AtomicU64::new(0) }; PollOutcome::ALL.len()]);
 
 /// The URL polled: the configured one with the daemon's version added to its query.
 fn notice_url(url: &str) -> Option<String> {
@@ -54,20 +111,24 @@ fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
 
 /// Fetches and checks one notification; records it if it is good.
 fn poll_once(config: &NotificationsConfig, service: &ApprovalService) {
+    POLLS.count(poll(config, service));
+}
+
+fn poll(config: &NotificationsConfig, service: &ApprovalService) -> PollOutcome {
     let Some(url) = notice_url(&config.url) else {
         log::warn!("notifications: cannot use URL {:?} (give http:// or https://)", config.url);
-        return;
+        return PollOutcome::Misconfigured;
     };
-    let Ok(key) = gate_notify::decode_verifying_key(&config.public_key) else { return };
+    let Ok(key) = gate_notify::decode_verifying_key(&config.public_key) else { return PollOutcome::Misconfigured };
     let body = match fetch(&url) {
         Ok((200, body)) => body,
         Ok((status, _)) => {
             log::warn!("notifications: {} answered {status}; states unchanged", config.url);
-            return;
+            return PollOutcome::HttpError;
         }
         Err(e) => {
             log::warn!("notifications: {}: {e}; states unchanged", config.url);
-            return;
+            return PollOutcome::Unreachable;
         }
     };
     let host = &service.settings().host;
@@ -86,9 +147,13 @@ fn poll_once(config: &NotificationsConfig, service: &ApprovalService) {
             if let Err(e) = store.record_notification(&notification, host, unix_now()) {
                 log::error!("notifications: record: {e}");
             }
+            PollOutcome::Accepted
         }
-        Err(gate_notify::NotifyError::NotNewer { .. }) => {}
-        Err(e) => log::warn!("notifications: ignored a notification from {}: {e}", config.url),
+        Err(gate_notify::NotifyError::NotNewer { .. }) => PollOutcome::Unchanged,
+        Err(e) => {
+            log::warn!("notifications: ignored a notification from {}: {e}", config.url);
+            PollOutcome::Invalid
+        }
     }
 }
 

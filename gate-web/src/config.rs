@@ -92,6 +92,9 @@ pub struct Config {
     pub shutdown_file: PathBuf,
     #[serde(default)]
     pub limits: Limits,
+    /// Where the metrics page is served (`GET /metrics`); unset: nowhere.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_socket() -> PathBuf {
@@ -131,6 +134,14 @@ impl Config {
         }
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
+        }
+        if let Some(metrics) = config.metrics_listen
+            && config.listen.iter().any(|public| public.port() == metrics.port())
+        {
+            return Err(invalid(
+                "metrics_listen",
+                &format!("port {} is a listen port: the metrics never share the public front's port", metrics.port()),
+            ));
         }
         if config.user.is_empty() {
             return Err(invalid("user", "name the unprivileged user to run as"));
@@ -186,6 +197,7 @@ mod tests {
             ("listen = [\"[::]:443\"]\n[limits]\nconnections_per_source = 0\n", "limits.connections_per_source"),
             ("listen = [\"[::]:443\"]\n[limits]\nhandshakes_per_minute = 0\n", "limits.handshakes_per_minute"),
             ("listen = [\"[::]:443\"]\n[limits]\nbody_timeout = \"0s\"\n", "limits.body_timeout"),
+            ("listen = [\"[::]:443\"]\nmetrics_listen = \"127.0.0.1:443\"\n", "metrics_listen"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(&format!(": {key}: ")), "{key}: {e}");

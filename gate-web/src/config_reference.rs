@@ -35,6 +35,15 @@ At least one. Bound before the front drops to its user.",
     },
     ConfigKey {
         table: "",
+        name: "metrics_listen",
+        default: None,
+        text: "An address and port to serve the front's metrics on, in the Prometheus text \
+format (GET /metrics), e.g. \"127.0.0.1:9961\". Unset: none are served. Never a listen port: \
+the metrics are not part of the public front. Give a loopback address unless a firewall keeps \
+the port to the scraper. Needs a restart to change.",
+    },
+    ConfigKey {
+        table: "",
         name: "daemon_socket",
         default: Some("\"/run/gate/daemon.sock\""),
         text: "The daemon's internal approval socket (its approval.socket).",

@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: approvals per source.
 //! - [`admission`]: who may open a connection: caps per source and in all, a handshake rate.
 //! - [`tally`]: refusals counted, and logged at a bounded rate.
+//! - [`metrics`]: the metrics page, from the tally and the admission.
 //! - [`server`]: connections, timeouts, the raw head check.
 //! - [`shutdown`]: the daemon's shutdown states (www, web).
 //! - [`reload`]: SIGHUP: the certificate, the limits and the trusted proxies read again.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod config_reference;
 pub mod forward;
+pub mod metrics;
 pub mod privileges;
 pub mod ratelimit;
 pub mod reload;

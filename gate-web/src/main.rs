@@ -60,6 +60,7 @@ async fn run(mut config: Config, file: PathBuf) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listen on {address}"))?;
         listeners.push((*address, listener));
     }
+    let metrics_listener = config.metrics_listen.map(gate_config::metrics::bind).transpose()?;
     let tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&config)?);
     privileges::drop_to(&config.user)?;
 
@@ -74,6 +75,12 @@ async fn run(mut config: Config, file: PathBuf) -> anyhow::Result<()> {
     let (web_on, web_watch) = tokio::sync::watch::channel(true);
     let follower = tokio::spawn(gate_web::shutdown::follow(config.shutdown_file.clone(), shutdown_view, web_on));
     let admission = Arc::new(Admission::new(&config.limits, config.trusted_proxies.clone(), tally));
+    let metrics_page = metrics_listener
+        .map(|listener| {
+            let admission = Arc::clone(&admission);
+            gate_config::metrics::serve(listener, Arc::new(move || gate_web::metrics::render(&admission)))
+        })
+        .transpose()?;
     let (serving, serving_watch) = tokio::sync::watch::channel(Arc::new(Serving { tls, front }));
     let mut tasks = Vec::new();
     for (address, listener) in listeners {
@@ -110,6 +117,9 @@ async fn run(mut config: Config, file: PathBuf) -> anyhow::Result<()> {
     }
     follower.abort();
     reporter.abort();
+    if let Some(page) = metrics_page {
+        page.abort();
+    }
     for task in tasks {
         task.abort();
     }

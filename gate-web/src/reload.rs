@@ -1,7 +1,7 @@
 //! SIGHUP for the front: the config is read again and what may change while it runs (the TLS
 //! certificate and key, the limits, the trusted proxies) applies to every new connection; open
 //! connections finish under what they started with. Keys that need a restart (the listening
-//! addresses, the daemon's socket, the user, the state and shutdown files) are refused by name,
+//! addresses, the daemon's socket, the user, the state and shutdown files, the metrics address) are refused by name,
 //! and an invalid new config changes nothing.
 use std::{path::Path, sync::Arc};
 
@@ -18,6 +18,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("user", old.user != new.user),
         ("state_dir", old.state_dir != new.state_dir),
         ("shutdown_file", old.shutdown_file != new.shutdown_file),
+        ("metrics_listen", old.metrics_listen != new.metrics_listen),
     ]
     .into_iter()
     .find_map(|(key, changed)| changed.then_some(key))

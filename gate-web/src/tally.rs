@@ -27,7 +27,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 3] = [Self::PerSource, Self::HandshakeRate, Self::Global];
+    pub const ALL: [Self; 3] = [Self::PerSource, Self::HandshakeRate, Self::Global];
+
+    /// Its label on the metrics page.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PerSource => "per_source",
+            Self::HandshakeRate => "handshake_rate",
+            Self::Global => "global",
+        }
+    }
 
     fn describe(self) -> &'static str {
         match self {
@@ -81,6 +91,12 @@ impl Tally {
     #[must_use]
     pub fn refusals(&self) -> [u64; 3] {
         self.refusals.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Failed accepts so far.
+    #[must_use]
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Ordering::Relaxed)
     }
 
     /// Answers so far, by status.

@@ -92,8 +92,11 @@ impl Rejection {
     }
 }
 
+/// Upper bounds of the approval time histogram, in seconds: a granted approval takes ~1 ms
+/// (docs/benchmarks.md); the upper buckets show a store or a host in trouble.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
 /// Counters since the daemon started.
-#[derive(Debug, Default)]
 pub struct Counters {
     approved: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
@@ -102,6 +105,22 @@ pub struct Counters {
     rsa_verifications: AtomicU64,
     /// The last approvals (at most [`RECENT`]): µs inside the service, and µs of it in crypto.
     recent: Mutex<VecDeque<(u32, u32)>>,
+    /// Every granted approval's time inside the service, for the metrics page.
+    pub latency: gate_config::metrics::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            approved: AtomicU64::default(),
+            rejected: Default::default(),
+            requests: AtomicU64::default(),
+            hmac_checks: AtomicU64::default(),
+            rsa_verifications: AtomicU64::default(),
+            recent: Mutex::default(),
+            latency: gate_config::metrics::Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
 }
 
 /// How many approval times are kept for the percentiles.
@@ -130,6 +149,7 @@ pub struct CountersSnapshot {
 impl Counters {
     pub fn approved(&self, took: Duration, crypto: Duration) {
         self.approved.fetch_add(1, Relaxed);
+        self.latency.observe(took);
         let micros = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX).max(1);
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if recent.len() == RECENT {

@@ -1,0 +1,247 @@
+//! The metrics pages (issue 16): the daemon's and the front's, each on a loopback port of the
+//! gateway's namespace, scraped with curl as Prometheus would, while real traffic moves the
+//! values: a stranger's packets dropped by XDP, a client approved through the front, the same
+//! client refused once revoked, a shutdown state set by the operator. Every page passes
+//! `promtool check metrics` (Debian's prometheus package).
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use gate_tests::{
+    approval::Enrolled,
+    bed::{CLIENT_V4, STRANGER_V4, TestBed},
+    daemon::{Daemon, bin, gatectl_ok},
+    front::{self, ADMIT_FRONT, curl, url_v4},
+    probe::{Listeners, Outcome, udp},
+};
+
+const GATED: u16 = 1194;
+const DAEMON_METRICS: &str = "127.0.0.1:9960";
+const FRONT_METRICS: &str = "127.0.0.1:9961";
+
+/// A scraped page: each sample line's `name{labels}` and its value.
+struct Scrape {
+    text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    /// The value of the sample written exactly as `series` (`name{a="x",b="y"}`); 0 if absent.
+    fn get(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or(0.0)
+    }
+
+    fn has(&self, series: &str) -> bool {
+        self.samples.contains_key(series)
+    }
+}
+
+/// GETs `http://address/metrics` from inside the gateway's namespace.
+fn scrape(bed: &TestBed, address: &str) -> Scrape {
+    let out = bed
+        .gateway
+        .command("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "10", &format!("http://{address}/metrics")])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "scrape {address}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8 page");
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("a sample line");
+            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("a value in {l:?}")))
+        })
+        .collect();
+    Scrape { text, samples }
+}
+
+/// `promtool check metrics` on a page: clean, or the test fails with what it found.
+fn promtool_clean(page: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs prometheus)");
+    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("write the page");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\npage:\n{page}");
+}
+
+/// Scrapes `address` until `ready` holds, within a few seconds (a state the daemon reads once a
+/// second).
+fn scrape_until(bed: &TestBed, address: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = scrape(bed, address);
+        if ready(&page) || Instant::now() > deadline {
+            return page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn to(source: IpAddr) -> SocketAddr {
+    SocketAddr::new(TestBed::gateway_addr(source), GATED)
+}
+
+fn connect(bed: &TestBed, alice: &Enrolled) -> std::process::Output {
+    bed.client
+        .command(bin("gate-client"))
+        .args(["connect", "--profile", alice.path.to_str().unwrap(), "--server", &url_v4()])
+        .args(["--no-discover", "--ipv4", &CLIENT_V4.to_string()])
+        .output()
+        .expect("run gate-client")
+}
+
+#[test]
+fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT);
+    // Top-level keys go before the first table.
+    let text = std::fs::read_to_string(&config).expect("the config");
+    std::fs::write(&config, format!("metrics_listen = \"{DAEMON_METRICS}\"\n{text}")).expect("write the config");
+    let _daemon = Daemon::start(&bed, &config);
+    let _web = front::start(&mut bed, &format!("metrics_listen = \"{FRONT_METRICS}\"\n"));
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+
+    let dropped = "gate_xdp_packets_total{gate=\"vpn\",reason=\"dropped_no_lease\"}";
+    let passed = "gate_xdp_packets_total{gate=\"vpn\",reason=\"passed_lease\"}";
+    let live = "gate_leases{gate=\"vpn\",state=\"live\"}";
+    let before = scrape(&bed, DAEMON_METRICS);
+    promtool_clean(&before.text);
+    assert_eq!(before.get(&format!("gate_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert_eq!(before.get("gate_state_readable"), 1.0);
+    let gated = before
+        .samples
+        .iter()
+        .filter(|(series, _)| series.starts_with(&format!("gate_interface_gated{{interface=\"{}\"", bed.gateway_if)))
+        .map(|(_, value)| *value)
+        .collect::<Vec<_>>();
+    assert_eq!(gated, [1.0], "the bed's interface, gated:\n{}", before.text);
+    assert_eq!(before.get(live), 0.0);
+    assert_eq!(before.get("gate_approvals_total"), 0.0);
+    let capacity = f64::from(gate_common::DEFAULT_LEASE_CAPACITY);
+    assert_eq!(before.get("gate_lease_map_capacity{family=\"ipv4\"}"), capacity, "{}", before.text);
+
+    // A stranger's packets: each one dropped by XDP and counted.
+    for _ in 0..5 {
+        assert_eq!(udp(&bed.client, STRANGER_V4.into(), to(STRANGER_V4.into())), Outcome::Silence);
+    }
+    let after_flood = scrape(&bed, DAEMON_METRICS);
+    assert!(after_flood.get(dropped) >= before.get(dropped) + 5.0, "{}", after_flood.text);
+
+    // Approved through the front: an approval, its time, a live lease, and its packets passed.
+    let out = connect(&bed, &alice);
+    assert!(out.status.success(), "gate-client: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(udp(&bed.client, CLIENT_V4.into(), to(CLIENT_V4.into())), Outcome::Reply);
+    let approved = scrape(&bed, DAEMON_METRICS);
+    promtool_clean(&approved.text);
+    assert_eq!(approved.get("gate_approvals_total"), 1.0, "{}", approved.text);
+    assert_eq!(approved.get("gate_approval_duration_seconds_count"), 1.0);
+    assert_eq!(approved.get("gate_approval_duration_seconds_bucket{le=\"+Inf\"}"), 1.0);
+    assert!(approved.get("gate_approval_duration_seconds_sum") > 0.0);
+    assert_eq!(approved.get(live), 1.0, "{}", approved.text);
+    assert_eq!(approved.get("gate_lease_map_entries{family=\"ipv4\"}"), 1.0);
+    assert!(approved.get(passed) >= 1.0, "{}", approved.text);
+    // The packaged alerts read metrics this page has (a rename would silence them).
+    for name in alert_metrics() {
+        assert!(approved.text.contains(&format!("# TYPE {name} ")), "gate-alerts.yml reads {name}, not on the page");
+    }
+
+    // Revoked, then refused: the refusal by its reason, at the daemon and as a 403 at the front.
+    let store = bed.store();
+    gatectl_ok(&bed.pin_dir.0, &["--store", store.to_str().unwrap(), "client", "revoke", "alice"]);
+    assert!(!connect(&bed, &alice).status.success(), "refused once revoked");
+    let refused = scrape(&bed, DAEMON_METRICS);
+    assert_eq!(refused.get("gate_approval_refusals_total{reason=\"revoked\"}"), 1.0, "{}", refused.text);
+    assert_eq!(refused.get("gate_approvals_total"), 1.0);
+
+    let web = scrape(&bed, FRONT_METRICS);
+    promtool_clean(&web.text);
+    assert_eq!(web.get(&format!("gate_web_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(web.get("gate_web_responses_total{status=\"200\"}") >= 1.0, "{}", web.text);
+    assert!(web.get("gate_web_responses_total{status=\"403\"}") >= 1.0, "{}", web.text);
+    assert!(web.has("gate_web_refused_connections_total{limit=\"per_source\"}"), "{}", web.text);
+    assert!(web.has("gate_web_open_connections"), "{}", web.text);
+
+    // Neither page is on the public front, nor reachable from the client's side.
+    let (code, _) = curl(&bed, &[&format!("{}/metrics", url_v4())]);
+    assert_eq!(code, 404, "the public front has no metrics route");
+    let reach = bed
+        .client
+        .command("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "3",
+            &format!("http://{}:9960/metrics", TestBed::gateway_addr(CLIENT_V4.into())),
+        ])
+        .output()
+        .expect("curl");
+    assert!(!reach.status.success(), "the daemon's loopback page is not reachable from the client");
+
+    // An operator's shutdown state shows within the daemon's second of re-reading the store.
+    assert_eq!(refused.get("gate_shutdown_disabled{part=\"www\"}"), 0.0);
+    gatectl_ok(&bed.pin_dir.0, &["--store", store.to_str().unwrap(), "shutdown", "set", "www", "disabled"]);
+    let disabled = scrape_until(&bed, DAEMON_METRICS, |page| page.get("gate_shutdown_disabled{part=\"www\"}") == 1.0);
+    assert_eq!(disabled.get("gate_shutdown_disabled{part=\"www\"}"), 1.0, "{}", disabled.text);
+}
+
+/// The packaged alert rules and their tests (packaging/prometheus).
+fn alerts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus")
+}
+
+/// The metric names the alert rules' expressions read.
+fn alert_metrics() -> Vec<String> {
+    let rules = std::fs::read_to_string(alerts_dir().join("gate-alerts.yml")).expect("the alert rules");
+    let mut names: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("gate_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 4, "the rules read {names:?}");
+    names
+}
+
+#[test]
+fn the_packaged_alerts_are_valid_and_fire_when_they_should() {
+    for args in [&["check", "rules", "gate-alerts.yml"][..], &["test", "rules", "gate-alerts.test.yml"]] {
+        let out =
+            std::process::Command::new("promtool").args(args).current_dir(alerts_dir()).output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_stops_the_start_with_its_key() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let text = std::fs::read_to_string(&config).expect("the config");
+    // An address this host does not have.
+    std::fs::write(&config, format!("metrics_listen = \"192.0.2.250:9960\"\n{text}")).expect("write the config");
+    let error = Daemon::try_start(&bed, &config).err().expect("the start fails");
+    assert!(error.contains("metrics_listen") && error.contains("192.0.2.250:9960"), "{error}");
+}
