@@ -122,6 +122,7 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
                 service: Arc::clone(&service),
                 states: watch_states.clone(),
                 vpn_run_dir: config.vpn.run_dir.clone(),
+                vpn_traffic: vpn.traffic(),
             };
             gate_config::metrics::serve(listener, Arc::new(move || metrics::render(&sources)))
         })

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::{
     approval::{ApprovalService, Rejection},
-    openvpn::supervisor::ServerStatus,
+    openvpn::supervisor::{LinkBytes, ServerStatus, Traffic},
     shutdown,
 };
 
@@ -22,6 +22,7 @@ pub struct Sources {
     pub service: Arc<ApprovalService>,
     pub states: watch::Receiver<Published>,
     pub vpn_run_dir: PathBuf,
+    pub vpn_traffic: Traffic,
 }
 
 /// Writes the page.
@@ -37,7 +38,7 @@ pub fn render(sources: &Sources) -> String {
     approvals(&mut page, &sources.service);
     shutdown_states(&mut page, &sources.states.borrow());
     notification_polls(&mut page);
-    openvpn(&mut page, &sources.vpn_run_dir);
+    openvpn(&mut page, &sources.vpn_run_dir, &sources.vpn_traffic);
     page.finish()
 }
 
@@ -178,8 +179,9 @@ fn notification_polls(page: &mut Page) {
     }
 }
 
-/// The servers' status files (`<run_dir>/<name>/status.json`, as `gatectl status` reads them).
-fn openvpn(page: &mut Page, run_dir: &std::path::Path) {
+/// The servers' status files (`<run_dir>/<name>/status.json`, as `gatectl status` reads them),
+/// and the byte counts their management interfaces last gave.
+fn openvpn(page: &mut Page, run_dir: &std::path::Path, traffic: &Traffic) {
     let mut servers: Vec<ServerStatus> = std::fs::read_dir(run_dir)
         .into_iter()
         .flatten()
@@ -203,5 +205,23 @@ fn openvpn(page: &mut Page, run_dir: &std::path::Path) {
     page.family("gate_openvpn_restarts_total", Kind::Counter, "Times the server was restarted after it died.");
     for server in &servers {
         page.sample("gate_openvpn_restarts_total", &[("server", &server.name)], f64::from(server.restarts));
+    }
+    let traffic = traffic.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    for (family, help, pick) in [
+        (
+            "gate_openvpn_received_bytes_total",
+            "Bytes the server received on its link since it started (OpenVPN's load-stats).",
+            (|b: &LinkBytes| b.received) as fn(&LinkBytes) -> u64,
+        ),
+        ("gate_openvpn_sent_bytes_total", "Bytes the server sent on its link since it started.", |b: &LinkBytes| {
+            b.sent
+        }),
+    ] {
+        page.family(family, Kind::Counter, help);
+        for server in &servers {
+            if let Some(bytes) = traffic.get(&server.name) {
+                page.sample(family, &[("server", &server.name)], float(pick(bytes)));
+            }
+        }
     }
 }

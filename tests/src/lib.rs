@@ -20,6 +20,7 @@
 //! - [`tun`]: a tun device held by the test, to send and receive bare IP packets.
 //! - [`approval`]: enrolled clients and approval requests, valid or bent, sent to the daemon.
 //! - [`cluster`]: a PostgreSQL store shared by gate hosts, and the hosts on it.
+//! - [`metrics`]: the daemon's and the front's metrics pages, scraped.
 //! - [`measure`]: what the benchmark binaries share (arguments, medians, a scratch directory).
 pub mod approval;
 pub mod bed;
@@ -31,6 +32,7 @@ pub mod frames;
 pub mod front;
 pub mod loaded;
 pub mod measure;
+pub mod metrics;
 pub mod netns;
 pub mod probe;
 pub mod reference;

@@ -4,11 +4,10 @@
 //! client refused once revoked, a shutdown state set by the operator. Every page passes
 //! `promtool check metrics` (Debian's prometheus package).
 use std::{
-    collections::BTreeMap,
     io::Write as _,
     net::{IpAddr, SocketAddr},
     process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use gate_tests::{
@@ -16,50 +15,11 @@ use gate_tests::{
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, bin, gatectl_ok},
     front::{self, ADMIT_FRONT, curl, url_v4},
+    metrics::{DAEMON_METRICS, FRONT_METRICS, scrape, scrape_until, with_daemon_metrics},
     probe::{Listeners, Outcome, udp},
 };
 
 const GATED: u16 = 1194;
-const DAEMON_METRICS: &str = "127.0.0.1:9960";
-const FRONT_METRICS: &str = "127.0.0.1:9961";
-
-/// A scraped page: each sample line's `name{labels}` and its value.
-struct Scrape {
-    text: String,
-    samples: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    /// The value of the sample written exactly as `series` (`name{a="x",b="y"}`); 0 if absent.
-    fn get(&self, series: &str) -> f64 {
-        self.samples.get(series).copied().unwrap_or(0.0)
-    }
-
-    fn has(&self, series: &str) -> bool {
-        self.samples.contains_key(series)
-    }
-}
-
-/// GETs `http://address/metrics` from inside the gateway's namespace.
-fn scrape(bed: &TestBed, address: &str) -> Scrape {
-    let out = bed
-        .gateway
-        .command("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time", "10", &format!("http://{address}/metrics")])
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "scrape {address}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).expect("UTF-8 page");
-    let samples = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("a sample line");
-            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("a value in {l:?}")))
-        })
-        .collect();
-    Scrape { text, samples }
-}
 
 /// `promtool check metrics` on a page: clean, or the test fails with what it found.
 fn promtool_clean(page: &str) {
@@ -74,19 +34,6 @@ fn promtool_clean(page: &str) {
     let out = child.wait_with_output().expect("promtool");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\npage:\n{page}");
-}
-
-/// Scrapes `address` until `ready` holds, within a few seconds (a state the daemon reads once a
-/// second).
-fn scrape_until(bed: &TestBed, address: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let page = scrape(bed, address);
-        if ready(&page) || Instant::now() > deadline {
-            return page;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn to(source: IpAddr) -> SocketAddr {
@@ -105,10 +52,7 @@ fn connect(bed: &TestBed, alice: &Enrolled) -> std::process::Output {
 #[test]
 fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     let mut bed = TestBed::new();
-    let config = bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT);
-    // Top-level keys go before the first table.
-    let text = std::fs::read_to_string(&config).expect("the config");
-    std::fs::write(&config, format!("metrics_listen = \"{DAEMON_METRICS}\"\n{text}")).expect("write the config");
+    let config = with_daemon_metrics(bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT));
     let _daemon = Daemon::start(&bed, &config);
     let _web = front::start(&mut bed, &format!("metrics_listen = \"{FRONT_METRICS}\"\n"));
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
@@ -193,7 +137,9 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     // An operator's shutdown state shows within the daemon's second of re-reading the store.
     assert_eq!(refused.get("gate_shutdown_disabled{part=\"www\"}"), 0.0);
     gatectl_ok(&bed.pin_dir.0, &["--store", store.to_str().unwrap(), "shutdown", "set", "www", "disabled"]);
-    let disabled = scrape_until(&bed, DAEMON_METRICS, |page| page.get("gate_shutdown_disabled{part=\"www\"}") == 1.0);
+    let disabled = scrape_until(&bed, DAEMON_METRICS, Duration::from_secs(5), |page| {
+        page.get("gate_shutdown_disabled{part=\"www\"}") == 1.0
+    });
     assert_eq!(disabled.get("gate_shutdown_disabled{part=\"www\"}"), 1.0, "{}", disabled.text);
 }
 

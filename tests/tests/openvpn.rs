@@ -13,6 +13,7 @@ use gate_tests::{
     cluster::{Host, SharedStore},
     daemon::{Daemon, bin},
     front::{self, uid_of, uids, url_v4},
+    metrics::DAEMON_METRICS,
 };
 
 const VPN_PORT: u16 = 1194;
@@ -66,7 +67,8 @@ fn vpn_config_with(
         "{leases}[approval]\n{approval}front_user = \"gate-web\"\npublic_ipv4 = \"{GATEWAY_V4}\"\n[vpn]\nrun_dir = \"{}\"\n{servers}",
         bed.state_dir.join("openvpn").display()
     );
-    bed.config(gates, &extra)
+    // Metrics on, for the servers' rows on the daemon's page.
+    gate_tests::metrics::with_daemon_metrics(bed.config(gates, &extra))
 }
 
 /// A bed with the daemon running `servers` behind `gates`, and the front.
@@ -206,6 +208,16 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     assert!(ping(&bed, SERVER_TUNNEL), "ping through the tunnel");
     let connected = wait_status(&bed, "main", Duration::from_secs(5), |s| !s.clients.is_empty());
     assert_eq!(connected.clients, ["alice"]);
+    // The daemon's page: the server up with one session, and the tunnel's bytes counted (the
+    // daemon asks OpenVPN every 5 s).
+    let server = |name: &str| format!("{name}{{server=\"main\"}}");
+    let page = gate_tests::metrics::scrape_until(&bed, DAEMON_METRICS, Duration::from_secs(12), |page| {
+        page.get(&server("gate_openvpn_received_bytes_total")) > 0.0
+    });
+    assert_eq!(page.get(&server("gate_openvpn_up")), 1.0, "{}", page.text);
+    assert_eq!(page.get(&server("gate_openvpn_sessions")), 1.0, "{}", page.text);
+    assert!(page.get(&server("gate_openvpn_received_bytes_total")) > 0.0, "{}", page.text);
+    assert!(page.get(&server("gate_openvpn_sent_bytes_total")) > 0.0, "{}", page.text);
     let shown = gate_tests::daemon::gatectl_in_ok(
         &bed.gateway,
         &bed.pin_dir.0,

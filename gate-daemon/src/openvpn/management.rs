@@ -29,6 +29,14 @@ pub trait Authorizer: Send + Sync {
     fn reauth(&self, common_name: &str) -> Result<(), String>;
 }
 
+/// Told what the interface says beyond logins.
+pub trait Observer {
+    /// The set of sessions changed.
+    fn sessions_changed(&self);
+    /// The server's byte counts since it started.
+    fn traffic(&self, received: u64, sent: u64);
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Connect,
@@ -53,7 +61,12 @@ pub enum Event {
     Listed(u64, String),
     /// A client event, its `ENV` lines read.
     Client(ClientEvent),
+    /// A `load-stats` answer: bytes the server received and sent on its link since it started.
+    Traffic { received: u64, sent: u64 },
 }
+
+/// How often the server is asked for its byte counts (`load-stats`), for the metrics page.
+pub const TRAFFIC_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `ENV` lines kept for one event: OpenVPN sends a few dozen; a stream of more is not one.
 pub const MAX_ENV_LINES: usize = 1024;
@@ -76,6 +89,9 @@ impl Reader {
         }
         if let Some((cid, name)) = listed_session(&self.listed, line) {
             return Some(Event::Listed(cid, name));
+        }
+        if let Some(traffic) = load_stats(line) {
+            return Some(traffic);
         }
         if let Some(event) = header(line) {
             self.pending = Some(event);
@@ -123,10 +139,18 @@ fn listed_session(header: &[String], line: &str) -> Option<(u64, String)> {
     Some((cid, (*name).to_owned()))
 }
 
-/// Talks to the management socket until OpenVPN closes it. `changed` runs whenever the set of
-/// sessions changes; `commands` are written as they come (e.g. `kill <name>`). With `resync`
-/// (a server adopted from an earlier daemon), the sessions it already carries are asked for
-/// first (`status 3`).
+/// The byte counts of a `load-stats` answer: `SUCCESS: nclients=N,bytesin=B,bytesout=B`.
+fn load_stats(line: &str) -> Option<Event> {
+    let fields = line.strip_prefix("SUCCESS: nclients=")?;
+    let value =
+        |key: &str| fields.split(',').find_map(|field| field.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok());
+    Some(Event::Traffic { received: value("bytesin")?, sent: value("bytesout")? })
+}
+
+/// Talks to the management socket until OpenVPN closes it. `observer` hears whenever the set of
+/// sessions changes, and the server's byte counts, asked for every [`TRAFFIC_EVERY`];
+/// `commands` are written as they come (e.g. `kill <name>`). With `resync` (a server adopted
+/// from an earlier daemon), the sessions it already carries are asked for first (`status 3`).
 ///
 /// # Errors
 /// The socket cannot be reached or written.
@@ -135,7 +159,7 @@ pub async fn serve(
     server: &str,
     authorizer: Arc<dyn Authorizer>,
     sessions: Sessions,
-    changed: impl Fn(),
+    observer: &impl Observer,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<String>,
     resync: bool,
 ) -> std::io::Result<()> {
@@ -146,8 +170,13 @@ pub async fn serve(
     if resync {
         write.write_all(b"status 3\n").await?;
     }
+    let mut ask_traffic = tokio::time::interval(TRAFFIC_EVERY);
     loop {
         let line = tokio::select! {
+            _ = ask_traffic.tick() => {
+                write.write_all(b"load-stats\n").await?;
+                continue;
+            }
             line = lines.next_line() => match line? {
                 Some(line) => line,
                 None => break,
@@ -163,7 +192,11 @@ pub async fn serve(
             None => continue,
             Some(Event::Listed(cid, name)) => {
                 sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(cid, name);
-                changed();
+                observer.sessions_changed();
+                continue;
+            }
+            Some(Event::Traffic { received, sent }) => {
+                observer.traffic(received, sent);
                 continue;
             }
             Some(Event::Client(event)) => event,
@@ -198,11 +231,11 @@ pub async fn serve(
             }
             Kind::Established => {
                 sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(event.cid, name);
-                changed();
+                observer.sessions_changed();
             }
             Kind::Disconnect => {
                 sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&event.cid);
-                changed();
+                observer.sessions_changed();
             }
         }
     }
@@ -260,5 +293,17 @@ mod tests {
         assert_eq!(listed_session(&header, row), Some((7, "alice".to_owned())));
         assert_eq!(listed_session(&[], row), None, "no header seen: no guess");
         assert_eq!(listed_session(&header, "ROUTING_TABLE\t10.8.0.2\talice"), None);
+    }
+
+    #[test]
+    fn a_load_stats_answer_gives_the_byte_counts() {
+        let mut reader = Reader::default();
+        let event = reader.read("SUCCESS: nclients=2,bytesin=5373,bytesout=4519");
+        assert!(matches!(event, Some(Event::Traffic { received: 5373, sent: 4519 })), "{event:?}");
+        for other in
+            ["SUCCESS: client-auth command succeeded", "SUCCESS: nclients=1,bytesin=x,bytesout=1", "nclients=1"]
+        {
+            assert!(reader.read(other).is_none(), "{other}");
+        }
     }
 }

@@ -66,11 +66,22 @@ fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
     }
 }
 
+/// Bytes a server received and sent on its link since it started (OpenVPN's `load-stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkBytes {
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// Each server's latest byte counts by name, for the metrics page.
+pub type Traffic = Arc<std::sync::Mutex<std::collections::BTreeMap<String, LinkBytes>>>;
+
 /// The running supervisors, one per configured server.
 pub struct Supervisors {
     running: std::collections::BTreeMap<String, Running>,
     service: Arc<ApprovalService>,
     states: watch::Receiver<Published>,
+    traffic: Traffic,
 }
 
 /// One server's supervisor, and the settings it runs with.
@@ -97,6 +108,12 @@ pub struct Applied {
 }
 
 impl Supervisors {
+    /// The servers' byte counts, as they come.
+    #[must_use]
+    pub fn traffic(&self) -> Traffic {
+        Arc::clone(&self.traffic)
+    }
+
     /// Stops every server and waits for them.
     pub async fn stop(self) {
         for (_, running) in self.running {
@@ -156,6 +173,7 @@ impl Supervisors {
             dir: vpn.run_dir.join(&server.name),
             service: Arc::clone(&self.service),
             cgroup_procs,
+            traffic: Arc::clone(&self.traffic),
         };
         let task = tokio::spawn(supervisor.run(watch, self.states.clone()));
         Running { server: server.clone(), vpn: vpn.clone(), stop, task }
@@ -181,8 +199,12 @@ fn servers_cgroup_procs(config: &Config) -> Option<Option<Arc<std::ffi::CString>
 /// Starts a supervisor for every configured server.
 #[must_use]
 pub fn start_all(config: &Config, service: &Arc<ApprovalService>, states: watch::Receiver<Published>) -> Supervisors {
-    let mut supervisors =
-        Supervisors { running: std::collections::BTreeMap::new(), service: Arc::clone(service), states };
+    let mut supervisors = Supervisors {
+        running: std::collections::BTreeMap::new(),
+        service: Arc::clone(service),
+        states,
+        traffic: Traffic::default(),
+    };
     if let Some(procs) = servers_cgroup_procs(config) {
         for server in &config.openvpn {
             let running = supervisors.spawn(server, &config.vpn, procs.clone());
@@ -199,6 +221,7 @@ struct Supervisor {
     service: Arc<ApprovalService>,
     /// `cgroup.procs` of the cgroup the server runs in (the backstop's), if any.
     cgroup_procs: Option<Arc<std::ffi::CString>>,
+    traffic: Traffic,
 }
 
 /// Session tokens decide who connects: the token of this client's own approval for this gate.
@@ -241,6 +264,30 @@ fn write_file(path: &Path, text: &str, owner: Option<&Drop>) -> Result<(), Strin
             .map_err(|e| format!("chown {}: {e}", temp.display()))?;
     }
     fs::rename(&temp, path).map_err(|e| format!("rename {}: {e}", path.display()))
+}
+
+/// What a server's management interface tells, kept: its sessions in the status file, its byte
+/// counts in the traffic table.
+struct Following<'a> {
+    supervisor: &'a Supervisor,
+    sessions: Sessions,
+    status: ServerStatus,
+}
+
+impl management::Observer for Following<'_> {
+    fn sessions_changed(&self) {
+        let mut status = self.status.clone();
+        let mut clients: Vec<String> =
+            self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        clients.sort();
+        status.clients = clients;
+        self.supervisor.write_status(&status);
+    }
+
+    fn traffic(&self, received: u64, sent: u64) {
+        let mut traffic = self.supervisor.traffic.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        traffic.insert(self.supervisor.name().to_owned(), LinkBytes { received, sent });
+    }
 }
 
 impl Supervisor {
@@ -621,16 +668,9 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let changed = || {
-            let mut status = status.clone();
-            let mut clients: Vec<String> =
-                sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
-            clients.sort();
-            status.clients = clients;
-            self.write_status(&status);
-        };
+        let observer = Following { supervisor: self, sessions: Arc::clone(&sessions), status };
         if let Err(e) =
-            management::serve(&socket, self.name(), authorizer, Arc::clone(&sessions), changed, commands, adopted).await
+            management::serve(&socket, self.name(), authorizer, sessions, &observer, commands, adopted).await
         {
             log::warn!("openvpn {}: management interface: {e}", self.name());
         }
