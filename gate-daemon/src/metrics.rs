@@ -34,7 +34,7 @@ pub fn render(sources: &Sources) -> String {
         &[("version", shutdown::VERSION)],
         1.0,
     );
-    pinned(&mut page, &sources.pins);
+    pinned(&mut page, &sources.pins, &sources.service);
     approvals(&mut page, &sources.service);
     shutdown_states(&mut page, &sources.states.borrow());
     notification_polls(&mut page);
@@ -49,7 +49,7 @@ const fn float(n: u64) -> f64 {
 
 /// What the pinned state says: interfaces, verdicts, leases. `gate_state_readable` 0 (and none
 /// of the rest) when the maps cannot be read.
-fn pinned(page: &mut Page, pins: &PinDir) {
+fn pinned(page: &mut Page, pins: &PinDir, service: &ApprovalService) {
     let read = GateState::open(pins.root()).and_then(|state| {
         let gates = state.gates()?;
         Ok((state.stats()?, state.backstop_stats()?, state.lease_counts(clock::now_ns())?, state.capacity(), gates))
@@ -97,6 +97,12 @@ fn pinned(page: &mut Page, pins: &PinDir) {
         page.sample("gate_leases", &[("gate", name), ("state", "live")], float(count.live as u64));
         page.sample("gate_leases", &[("gate", name), ("state", "closed")], float(count.closed as u64));
     }
+    // By the installed gates' names: the page's gate labels are the maps' own.
+    let approved = service.counters.snapshot().approved_by_gate;
+    page.family("gate_approvals_total", Kind::Counter, "Approvals granted since the daemon started, by gate.");
+    for (id, name) in &names {
+        page.sample("gate_approvals_total", &[("gate", name)], float(approved.get(id).copied().unwrap_or(0)));
+    }
     page.family("gate_lease_map_entries", Kind::Gauge, "Entries in each lease map, live or closed.");
     page.sample("gate_lease_map_entries", &[("family", "ipv4")], float(leases.v4 as u64));
     page.sample("gate_lease_map_entries", &[("family", "ipv6")], float(leases.v6 as u64));
@@ -132,12 +138,6 @@ fn approvals(page: &mut Page, service: &ApprovalService) {
         Kind::Counter,
         "Requests on the internal socket (from the front or root), since the daemon started.",
         float(snapshot.requests),
-    );
-    page.single(
-        "gate_approvals_total",
-        Kind::Counter,
-        "Approvals granted since the daemon started.",
-        float(snapshot.approved),
     );
     page.family(
         "gate_approval_refusals_total",

@@ -7,6 +7,7 @@ mod format;
 mod notify;
 mod paths;
 mod store;
+mod top;
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -96,6 +97,20 @@ enum Command {
         /// Stable JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// The gate live, per gate: packets passed and dropped a second by reason, leases,
+    /// approvals a second; refreshed every interval in 80 columns; q quits. Approvals come from
+    /// the daemon's socket (`-` while it does not answer), the rest from the pinned maps.
+    Top {
+        /// Take two readings an interval apart, print the rates once and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: stable JSON for scripts.
+        #[arg(long, requires = "once")]
+        json: bool,
+        /// Time between readings, e.g. 1s, 500ms.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        interval: Duration,
     },
     /// Enrolled clients: add, list, show, revoke.
     #[command(subcommand)]
@@ -282,6 +297,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Top { once, json, interval } => {
+            top::run(pins.root(), &paths.socket, &paths.host, interval, once, json)
         }
         Command::Client(command) => clients::run(command, &paths, &pins),
         Command::Store(command) => store::run(command, &paths),

@@ -26,6 +26,8 @@ pub struct Flags {
 /// The paths in force, and where each came from.
 pub struct Paths {
     pub pin_dir: PathBuf,
+    /// The daemon's internal socket (its counters).
+    pub socket: PathBuf,
     pub store: StorePath,
     pub vpn_run_dir: PathBuf,
     pub host: String,
@@ -73,6 +75,7 @@ impl Paths {
         let host = flags.host.unwrap_or_else(|| defaults.host_name());
         Ok(Self {
             pin_dir: flags.pin_dir.unwrap_or(defaults.pin_dir),
+            socket: defaults.approval.socket.clone(),
             store: StorePath {
                 location: flags.store.unwrap_or(defaults.approval.store),
                 access: StoreAccess {

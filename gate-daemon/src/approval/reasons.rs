@@ -99,6 +99,8 @@ pub const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025
 /// Counters since the daemon started.
 pub struct Counters {
     approved: AtomicU64,
+    /// Approvals by gate id (index; 0 unused).
+    approved_on: [AtomicU64; gate_common::MAX_GATES as usize + 1],
     rejected: [AtomicU64; Rejection::ALL.len()],
     requests: AtomicU64,
     hmac_checks: AtomicU64,
@@ -113,6 +115,7 @@ impl Default for Counters {
     fn default() -> Self {
         Self {
             approved: AtomicU64::default(),
+            approved_on: [const { AtomicU64::new(0) }; gate_common::MAX_GATES as usize + 1],
             rejected: Default::default(),
             requests: AtomicU64::default(),
             hmac_checks: AtomicU64::default(),
@@ -133,6 +136,9 @@ pub struct CountersSnapshot {
     #[serde(default)]
     pub requests: u64,
     pub approved: u64,
+    /// Approvals by gate id (gates with none left out).
+    #[serde(default)]
+    pub approved_by_gate: std::collections::BTreeMap<u32, u64>,
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub hmac_checks: u64,
     pub rsa_verifications: u64,
@@ -175,6 +181,13 @@ impl Counters {
         (took[at(took.len(), 50)], took[at(took.len(), 99)], crypto[at(crypto.len(), 50)], ratio[at(ratio.len(), 50)])
     }
 
+    /// Counts an approval on gate `id` (besides [`Self::approved`], which times it).
+    pub fn approved_on(&self, id: u32) {
+        if let Some(counter) = self.approved_on.get(id as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn rejected(&self, reason: Rejection) {
         self.rejected[reason as usize].fetch_add(1, Relaxed);
     }
@@ -197,6 +210,11 @@ impl Counters {
         CountersSnapshot {
             requests: self.requests.load(Relaxed),
             approved: self.approved.load(Relaxed),
+            approved_by_gate: (0..)
+                .zip(&self.approved_on)
+                .map(|(id, counter)| (id, counter.load(Relaxed)))
+                .filter(|&(_, count)| count > 0)
+                .collect(),
             rejected: Rejection::ALL
                 .iter()
                 .map(|r| (r.name().to_owned(), self.rejected[*r as usize].load(Relaxed)))

@@ -400,6 +400,7 @@ impl ApprovalService {
             host: settings.host.clone(),
         };
         self.open(settings, nonce.clone(), record, gate_id, now)?;
+        self.counters.approved_on(gate_id);
         log::info!(
             "approved {who} on gate {:?} for {} (version {:?})",
             payload.gate,

@@ -1,8 +1,8 @@
-//! The metrics pages (issue 16): the daemon's and the front's, each on a loopback port of the
-//! gateway's namespace, scraped with curl as Prometheus would, while real traffic moves the
-//! values: a stranger's packets dropped by XDP, a client approved through the front, the same
-//! client refused once revoked, a shutdown state set by the operator. Every page passes
-//! `promtool check metrics` (Debian's prometheus package).
+//! Watching the gate (issue 16, docs/operations.md "Watching it"), with real traffic moving
+//! what is watched: the metrics pages (the daemon's and the front's, each on a loopback port of
+//! the gateway's namespace, scraped with curl as Prometheus would; every page passes `promtool
+//! check metrics`, Debian's prometheus package), the packaged alert rules (`promtool test
+//! rules`), and `gatectl top`.
 use std::{
     io::Write as _,
     net::{IpAddr, SocketAddr},
@@ -11,9 +11,9 @@ use std::{
 };
 
 use gate_tests::{
-    approval::Enrolled,
+    approval::{Enrolled, send},
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
-    daemon::{Daemon, bin, gatectl_ok},
+    daemon::{Daemon, bin, gatectl, gatectl_ok},
     front::{self, ADMIT_FRONT, curl, url_v4},
     metrics::{DAEMON_METRICS, FRONT_METRICS, scrape, scrape_until, with_daemon_metrics},
     probe::{Listeners, Outcome, udp},
@@ -73,7 +73,7 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
         .collect::<Vec<_>>();
     assert_eq!(gated, [1.0], "the bed's interface, gated:\n{}", before.text);
     assert_eq!(before.get(live), 0.0);
-    assert_eq!(before.get("gate_approvals_total"), 0.0);
+    assert_eq!(before.get("gate_approvals_total{gate=\"vpn\"}"), 0.0);
     let capacity = f64::from(gate_common::DEFAULT_LEASE_CAPACITY);
     assert_eq!(before.get("gate_lease_map_capacity{family=\"ipv4\"}"), capacity, "{}", before.text);
 
@@ -90,7 +90,7 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     assert_eq!(udp(&bed.client, CLIENT_V4.into(), to(CLIENT_V4.into())), Outcome::Reply);
     let approved = scrape(&bed, DAEMON_METRICS);
     promtool_clean(&approved.text);
-    assert_eq!(approved.get("gate_approvals_total"), 1.0, "{}", approved.text);
+    assert_eq!(approved.get("gate_approvals_total{gate=\"vpn\"}"), 1.0, "{}", approved.text);
     assert_eq!(approved.get("gate_approval_duration_seconds_count"), 1.0);
     assert_eq!(approved.get("gate_approval_duration_seconds_bucket{le=\"+Inf\"}"), 1.0);
     assert!(approved.get("gate_approval_duration_seconds_sum") > 0.0);
@@ -108,7 +108,7 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     assert!(!connect(&bed, &alice).status.success(), "refused once revoked");
     let refused = scrape(&bed, DAEMON_METRICS);
     assert_eq!(refused.get("gate_approval_refusals_total{reason=\"revoked\"}"), 1.0, "{}", refused.text);
-    assert_eq!(refused.get("gate_approvals_total"), 1.0);
+    assert_eq!(refused.get("gate_approvals_total{gate=\"vpn\"}"), 1.0);
 
     let web = scrape(&bed, FRONT_METRICS);
     promtool_clean(&web.text);
@@ -190,4 +190,92 @@ fn a_metrics_address_that_cannot_be_bound_stops_the_start_with_its_key() {
     std::fs::write(&config, format!("metrics_listen = \"192.0.2.250:9960\"\n{text}")).expect("write the config");
     let error = Daemon::try_start(&bed, &config).err().expect("the start fails");
     assert!(error.contains("metrics_listen") && error.contains("192.0.2.250:9960"), "{error}");
+}
+
+/// Floods the gated port from the stranger's address (client namespace) until `stop`.
+fn flood_from_stranger(
+    bed: &TestBed,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let ns = bed.client.handle();
+    let target = to(STRANGER_V4.into());
+    std::thread::spawn(move || {
+        ns.run(move || {
+            let socket = std::net::UdpSocket::bind((STRANGER_V4, 0)).expect("bind the stranger's address");
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if socket.send_to(b"knock", target).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+    })
+}
+
+#[test]
+fn gatectl_top_shows_drops_leases_and_approvals_live_and_once_as_json() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let config_flag = config.to_str().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = flood_from_stranger(&bed, std::sync::Arc::clone(&stop));
+
+    // Approvals while top reads: three in its two-second window.
+    let top = {
+        let pin_dir = bed.pin_dir.0.clone();
+        let config = config_flag.to_owned();
+        std::thread::spawn(move || {
+            gatectl(&pin_dir, &["--config", &config, "top", "--once", "--json", "--interval", "2s"])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, 200);
+    }
+    let out = top.join().expect("top");
+    assert!(out.status.success(), "gatectl top: {}", String::from_utf8_lossy(&out.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top's JSON");
+    let vpn = &view["gates"][0];
+    assert_eq!((vpn["gate"].as_str(), view["daemon"].as_bool()), (Some("vpn"), Some(true)), "{view:#}");
+    assert!(vpn["dropped_by_reason_per_second"]["dropped_no_lease"].as_f64().unwrap() > 100.0, "{view:#}");
+    assert!(vpn["dropped_per_second"].as_f64() >= vpn["dropped_by_reason_per_second"]["dropped_no_lease"].as_f64());
+    assert_eq!(vpn["leases_live"], 1, "{view:#}");
+    let approvals = vpn["approvals_per_second"].as_f64().unwrap();
+    assert!((1.0..=2.0).contains(&approvals), "3 approvals in ~2 s: {view:#}");
+
+    // Live, in a pipe (over SSH without a terminal): a frame each interval, 80 columns, q quits.
+    let mut live = std::process::Command::new(bin("gatectl"))
+        .args(["--pin-dir", bed.pin_dir.0.to_str().unwrap(), "--config", config_flag, "top", "--interval", "200ms"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gatectl top");
+    std::thread::sleep(Duration::from_millis(1200));
+    live.stdin.as_mut().expect("stdin").write_all(b"q").expect("press q");
+    let started = std::time::Instant::now();
+    let out = live.wait_with_output().expect("top exits");
+    assert!(out.status.success() && started.elapsed() < Duration::from_secs(2), "q quits at once");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("GATE ").count() >= 3, "a frame every 200 ms:\n{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "80 columns:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("vpn ")), "{text}");
+
+    // The daemon stopped: the maps are still read; approvals are unknown, not zero.
+    daemon.stop();
+    let out = gatectl(&bed.pin_dir.0, &["--config", config_flag, "top", "--once", "--json", "--interval", "500ms"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flood.join().expect("flood") > 1000);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top's JSON");
+    assert_eq!(view["daemon"], false, "{view:#}");
+    assert!(view["gates"][0]["approvals_per_second"].is_null(), "{view:#}");
+    assert!(view["gates"][0]["dropped_per_second"].as_f64().unwrap() > 100.0, "the gate drops without its daemon");
+    assert_eq!(view["gates"][0]["leases_live"], 1);
+
+    let refused = gatectl(&bed.pin_dir.0, &["top", "--json"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--once"));
 }
