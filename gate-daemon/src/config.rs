@@ -268,6 +268,23 @@ pub struct Config {
     /// Where the metrics page is served (`GET /metrics`); unset: nowhere.
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit trail in the store (`gatectl audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rows older than this are purged (once a minute).
+    #[serde(deserialize_with = "duration")]
+    pub keep: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { keep: Duration::from_secs(90 * 24 * 3600) }
+    }
 }
 
 /// Self-shutdown notifications (docs/notifications.md).
@@ -375,6 +392,7 @@ impl Config {
             openvpn: Vec::new(),
             notifications: NotificationsConfig::default(),
             metrics_listen: None,
+            audit: AuditConfig::default(),
         }
     }
 
@@ -482,6 +500,9 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(format!("leases.{key}"), "must be longer than zero".into()));
             }
+        }
+        if self.audit.keep.is_zero() {
+            return Err(invalid("audit.keep".into(), "must be longer than zero".into()));
         }
         if leases.connect_window > leases.max_lifetime {
             return Err(invalid("leases.connect_window".into(), "is longer than leases.max_lifetime".into()));

@@ -54,6 +54,15 @@ parse).",
         required: false,
     },
     ConfigTable {
+        name: "audit",
+        array: false,
+        text: "The audit trail in the store (gatectl audit): every lease opened or closed and why, \
+every enrollment, revocation, shutdown change and notification accepted, with the time, the host \
+and who did it.",
+        minimal: "",
+        required: false,
+    },
+    ConfigTable {
         name: "approval",
         array: false,
         text: "The approval service: its socket, the store of enrolled clients, and what an \
@@ -198,6 +207,13 @@ capacity takes gatectl teardown and a start, which drops every lease.",
         default: Some("\"10s\""),
         text: "How often closed leases are removed from the maps (an expired lease passes \
 nothing before that either).",
+    },
+    ConfigKey {
+        table: "audit",
+        name: "keep",
+        default: Some("\"90days\""),
+        text: "How long the audit trail keeps a row; older ones are purged once a minute (by \
+each host of a cluster, for the whole trail). Longer than zero.",
     },
     ConfigKey {
         table: "approval",

@@ -64,6 +64,7 @@ pub fn settings(config: &Config, gates: &[GateEntry]) -> Settings {
         public: gate_protocol::approval::Host { ipv4: approval.public_ipv4, ipv6: approval.public_ipv6 },
         leases: config.leases.policy(),
         gate_ids: gates.iter().map(|g| (g.name.clone(), g.id)).collect(),
+        audit_keep: config.audit.keep,
     }
 }
 

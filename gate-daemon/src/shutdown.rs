@@ -147,6 +147,25 @@ fn poll(config: &NotificationsConfig, service: &ApprovalService) -> PollOutcome 
             if let Err(e) = store.record_notification(&notification, host, unix_now()) {
                 log::error!("notifications: record: {e}");
             }
+            let detail = format!(
+                "serial {}: www {}, web {}, vpn {}{}",
+                notification.serial,
+                notification.www.name(),
+                notification.web.name(),
+                notification.vpn.name(),
+                if notification.message.is_empty() { String::new() } else { format!(": {:?}", notification.message) }
+            );
+            let event = gate_store::AuditEvent::new(
+                unix_now(),
+                host,
+                gate_store::AuditKind::NotificationAccepted,
+                "notification",
+                &config.url,
+            )
+            .detail(detail);
+            if let Err(e) = store.record_audit(&[event]) {
+                log::error!("notifications: the audit trail: {e}");
+            }
             PollOutcome::Accepted
         }
         Err(gate_notify::NotifyError::NotNewer { .. }) => PollOutcome::Unchanged,

@@ -1,7 +1,7 @@
 //! The gate's persistent state in one SQLite file (no server to run): the server's box key,
 //! enrolled clients with their keys and secrets, the gates each may open, revocations, the
 //! nonces of authenticated requests (so a replay is refused also after a restart), the grants
-//! made (so a revocation can find its leases) and one-time session tokens.
+//! made (so a revocation can find its leases), one-time session tokens, and the audit trail.
 //!
 //! The file holds secrets: it is created 0600 and tightened to 0600 if found looser (SQLite's
 //! WAL and shared-memory files take the database file's mode).
@@ -10,6 +10,7 @@
 //! client name and token rather than by local row ids, and tags host-local rows (nonces,
 //! grants, session tokens) with the host that wrote them, so one shared database can later serve
 //! a cluster of gate hosts (a nonce seen by any host is then a replay on every host).
+mod audit;
 mod error;
 mod hosts;
 mod location;
@@ -22,6 +23,7 @@ mod shutdown;
 mod sql;
 mod store;
 
+pub use audit::{AuditEvent, AuditKind, AuditQuery};
 pub use error::StoreError;
 pub use hosts::{DatabaseInfo, Heartbeat, HostRow};
 pub use location::{StoreAccess, StoreLocation};

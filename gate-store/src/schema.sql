@@ -116,3 +116,21 @@ CREATE TABLE IF NOT EXISTS hosts (
     approvals INTEGER NOT NULL,       -- since started_at
     refusals INTEGER NOT NULL
 );
+
+-- The audit trail (`gatectl audit`): every lease opened or closed and why, every enrollment,
+-- revocation, shutdown change and notification accepted, with the time, the host and who did
+-- it. Appended to; rows older than the daemon's audit.keep are purged. A table no other reads
+-- or refers to, added without a schema version (as hosts): a build that lacks it ignores it.
+CREATE TABLE IF NOT EXISTS audit (
+    at INTEGER NOT NULL,              -- Unix seconds
+    host TEXT NOT NULL,               -- where it happened
+    event TEXT NOT NULL,              -- lease_opened, lease_closed, enrolled, revoked, shutdown_set, ...
+    cause TEXT NOT NULL,              -- approval, allow, revoke, revocation, expiry, ...
+    actor TEXT NOT NULL,              -- the client (approvals), the local user (gatectl), the daemon
+    client TEXT,
+    gate TEXT,
+    address TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_by_address ON audit (address, at);

@@ -43,6 +43,7 @@ const COPIED_TABLES: &[(&str, &[&str])] = &[
     ("sequences", &["name", "value"]),
     ("shutdown", &["part", "source", "state", "message", "set_at", "host"]),
     ("notifications_accepted", &["host", "serial", "accepted_at"]),
+    ("audit", &["at", "host", "event", "cause", "actor", "client", "gate", "address", "detail"]),
 ];
 
 /// What brings a store of the version before each up to that version, in order. (SQLite
@@ -84,6 +85,8 @@ pub struct NewClient<'a> {
 /// thread (see [`Store::commit_group`]).
 #[derive(Clone, Debug)]
 pub struct ApprovalRecord {
+    /// When it was approved (Unix seconds), for the audit trail.
+    pub at: u64,
     pub client: String,
     pub gate: String,
     pub addresses: Vec<IpAddr>,
@@ -286,6 +289,19 @@ fn apply(db: &Db, write: &Write) -> Result<Recorded, StoreError> {
             args![&approval.client, &approval.gate, address.to_string(), to_sql(approval.expires_at), &approval.host],
         )?;
     }
+    for address in &approval.addresses {
+        let opened = crate::AuditEvent::new(
+            approval.at,
+            &approval.host,
+            crate::AuditKind::LeaseOpened,
+            "approval",
+            &approval.client,
+        )
+        .client(&approval.client)
+        .lease(&approval.gate, *address)
+        .detail(format!("for {}s", approval.expires_at.saturating_sub(approval.at)));
+        crate::audit::insert(db, &opened)?;
+    }
     if let Some((digest, expires_at)) = &approval.session {
         db.execute(
             "INSERT INTO session_tokens (digest, client, gate, expires_at, host) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -293,6 +309,23 @@ fn apply(db: &Db, write: &Write) -> Result<Recorded, StoreError> {
         )?;
     }
     Ok(Recorded::Yes)
+}
+
+/// Grant rows (client, gate, address, expires_at, host) as grants.
+fn grants(rows: Vec<crate::sql::Row>) -> Result<Vec<Grant>, StoreError> {
+    let mut grants = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let address = row.text(2)?;
+        let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
+        grants.push(Grant {
+            client: row.text(0)?,
+            gate: row.text(1)?,
+            address,
+            expires_at: from_sql(row.int(3)?),
+            host: row.text(4)?,
+        });
+    }
+    Ok(grants)
 }
 
 impl Store {
@@ -849,24 +882,22 @@ impl Store {
     /// # Errors
     /// The database failed.
     pub fn revoked_grants(&self, host: &str) -> Result<Vec<Grant>, StoreError> {
-        let rows = self.db.query(
+        grants(self.db.query(
             "SELECT g.client, g.gate, g.address, g.expires_at, g.host FROM grants g JOIN clients c ON c.name = g.client \
              WHERE c.revoked_at IS NOT NULL AND g.host = ?1",
             args![host],
-        )?;
-        let mut grants = Vec::with_capacity(rows.len());
-        for mut row in rows {
-            let address = row.text(2)?;
-            let address = address.parse().map_err(|_| StoreError::Invalid(format!("grant address {address:?}")))?;
-            grants.push(Grant {
-                client: row.text(0)?,
-                gate: row.text(1)?,
-                address,
-                expires_at: from_sql(row.int(3)?),
-                host: row.text(4)?,
-            });
-        }
-        Ok(grants)
+        )?)
+    }
+
+    /// The grants on `host` not expired at `now`: which client each lease was opened for.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn live_grants(&self, host: &str, now: u64) -> Result<Vec<Grant>, StoreError> {
+        grants(self.db.query(
+            "SELECT client, gate, address, expires_at, host FROM grants WHERE host = ?1 AND expires_at > ?2",
+            args![host, to_sql(now)],
+        )?)
     }
 
     /// Whether a client that is not revoked holds a grant for `address` on `gate` at `host`

@@ -178,6 +178,7 @@ fn a_nonce_is_accepted_once_also_after_reopening() {
 
 fn approval(client: &str, addresses: &[IpAddr], session: Option<&[u8]>) -> ApprovalRecord {
     ApprovalRecord {
+        at: 4000,
         client: client.to_owned(),
         gate: "vpn".to_owned(),
         addresses: addresses.to_vec(),
@@ -859,5 +860,44 @@ fn an_operators_state_for_all_hosts_applies_to_each_unless_the_host_has_its_own(
         assert_eq!(store.effective_shutdown("gate-a").unwrap().vpn, State::Disabled);
         store.set_operator_state(Part::Vpn, None, "", gate_store::ALL_HOSTS, 30).unwrap();
         assert_eq!(store.effective_shutdown("gate-a").unwrap().vpn, State::Ok, "cleared for all");
+    });
+}
+
+#[test]
+fn the_audit_trail_keeps_approvals_with_their_commit_and_answers_by_client_address_and_time() {
+    use gate_store::{AuditEvent, AuditKind, AuditQuery};
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (alice, _) = enroll(&mut store, "alice");
+        let (bob, _) = enroll(&mut store, "bob");
+        store.revoke_client("bob", 200).unwrap();
+        let (first, second): (IpAddr, IpAddr) = ("198.51.100.7".parse().unwrap(), "2001:db8::7".parse().unwrap());
+        let group = [
+            Write::Approval(nonce_record(alice.token, 1), approval("alice", &[first, second], None)),
+            Write::Approval(nonce_record(alice.token, 1), approval("alice", &[first], None)),
+            Write::Approval(nonce_record(bob.token, 1), approval("bob", &[first], None)),
+        ];
+        let answers: Vec<Recorded> = store.commit_group(&group).into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, [Recorded::Yes, Recorded::Replay, Recorded::Revoked]);
+        let closed = AuditEvent::new(4500, "h", AuditKind::LeaseClosed, "revoke", "root").lease("vpn", first);
+        store.record_audit(std::slice::from_ref(&closed)).unwrap();
+        let all = |query: AuditQuery| store.audit_trail(&AuditQuery { limit: 100, ..query }).unwrap();
+
+        let trail = all(AuditQuery::default());
+        let opened: Vec<_> = trail.iter().filter(|e| e.event == AuditKind::LeaseOpened).collect();
+        assert_eq!(opened.len(), 2, "one row an address of the approval, none for a replay or the revoked: {trail:?}");
+        assert!(opened.iter().all(|e| e.client.as_deref() == Some("alice") && e.actor == "alice" && e.at == 4000));
+        assert_eq!((opened[0].cause.as_str(), opened[0].detail.as_str()), ("approval", "for 1000s"));
+        assert_eq!(trail.last(), Some(&closed), "oldest first");
+
+        assert_eq!(all(AuditQuery { address: Some(second), ..Default::default() }).len(), 1);
+        assert_eq!(all(AuditQuery { address: Some(first), ..Default::default() }).len(), 2);
+        assert_eq!(all(AuditQuery { client: Some("bob".into()), ..Default::default() }), []);
+        assert_eq!(all(AuditQuery { since: Some(4001), ..Default::default() }), std::slice::from_ref(&closed));
+        let newest = store.audit_trail(&AuditQuery { limit: 1, ..Default::default() }).unwrap();
+        assert_eq!(newest, std::slice::from_ref(&closed), "a limit keeps the newest");
+
+        assert_eq!(store.purge_audit(4001).unwrap(), 2, "rows before the time go");
+        assert_eq!(all(AuditQuery::default()), [closed]);
     });
 }

@@ -176,6 +176,16 @@ fn add(
         let _ = store.withdraw_client_certificates(name, unix_now());
         return Err(e.context(format!("enroll {name:?}")));
     }
+    let event = gate_store::AuditEvent::new(
+        unix_now(),
+        &paths.host,
+        gate_store::AuditKind::Enrolled,
+        "operator",
+        &crate::audit::operator(),
+    )
+    .client(name)
+    .detail(format!("gates {}", gates.join(", ")));
+    crate::audit::record_in(&store, &[event]);
     println!("enrolled {name} for {}; profile written to {} (keep it secret)", gates.join(", "), out.display());
     Ok(())
 }
@@ -209,9 +219,16 @@ fn check_gates(pins: &PinDir, config: Option<&Config>, gates: &[String]) -> anyh
 }
 
 fn revoke(store: &mut Store, pins: &PinDir, host: &str, name: &str) -> anyhow::Result<()> {
+    let operator = crate::audit::operator();
     let newly = store.revoke_client(name, unix_now())?;
+    if newly {
+        let event =
+            gate_store::AuditEvent::new(unix_now(), host, gate_store::AuditKind::Revoked, "operator", &operator)
+                .client(name);
+        crate::audit::record_in(store, &[event]);
+    }
     let closed = match GateState::open(pins.root()) {
-        Ok(mut state) => gate_store::end_grants(store, &mut state, host, unix_now())
+        Ok(mut state) => gate_store::end_grants(store, &mut state, host, unix_now(), &operator)
             .map(|n| format!("closed {n} lease(s)"))
             .unwrap_or_else(|e| format!("closing its leases failed ({e}); the daemon closes them within a second")),
         Err(_) => "no gate state here; the daemon closes its leases when it runs".to_owned(),

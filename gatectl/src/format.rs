@@ -94,10 +94,31 @@ pub fn status(
 /// column widths are fixed up front from what can appear in them.
 pub struct LeaseTable<'a> {
     names: BTreeMap<u32, &'a str>,
-    widths: [usize; 5],
+    widths: [usize; 6],
 }
 
-const LEASE_HEADER: [&str; 5] = ["GATE", "ADDRESS", "STATE", "EXPIRES IN", "IDLE CLOSE IN"];
+const LEASE_HEADER: [&str; 6] = ["GATE", "ADDRESS", "STATE", "EXPIRES IN", "IDLE CLOSE", "CLIENT"];
+
+/// The clients each lease was opened for, from the store's grants on this host: by gate name
+/// and address (clients behind one NAT share one lease). A lease no approval opened (`gatectl
+/// allow`) has none.
+#[derive(Default)]
+pub struct Holders(BTreeMap<(String, std::net::IpAddr), Vec<String>>);
+
+impl Holders {
+    pub fn new(grants: Vec<gate_store::Grant>) -> Self {
+        let mut holders = Self::default();
+        for grant in grants {
+            holders.0.entry((grant.gate, grant.address)).or_default().push(grant.client);
+        }
+        holders
+    }
+
+    /// The clients of `gate`'s lease for `address`, comma-separated; `None` if none.
+    pub fn of(&self, gate: &str, address: std::net::IpAddr) -> Option<String> {
+        self.0.get(&(gate.to_owned(), address)).map(|clients| clients.join(","))
+    }
+}
 
 impl<'a> LeaseTable<'a> {
     /// `ipv6`: whether any IPv6 lease may appear (its addresses need the wider column).
@@ -106,10 +127,10 @@ impl<'a> LeaseTable<'a> {
         let gate = names.values().map(|n| n.len()).chain([LEASE_HEADER[0].len()]).max().unwrap_or_default();
         // "255.255.255.255", "ffff:...:ffff"; "expired"; "23h 59m 59s" (longer ones push on).
         let address = if ipv6 { 39 } else { 15 };
-        Self { names, widths: [gate, address, 7, 11, 0] }
+        Self { names, widths: [gate, address, 7, 11, 11, 0] }
     }
 
-    fn line(&self, cells: [&str; 5]) -> String {
+    fn line(&self, cells: [&str; 6]) -> String {
         let padded: Vec<String> = cells.iter().zip(self.widths).map(|(c, w)| format!("{c:<w$}")).collect();
         format!("{}\n", padded.join("  ").trim_end())
     }
@@ -118,18 +139,20 @@ impl<'a> LeaseTable<'a> {
         self.line(LEASE_HEADER)
     }
 
-    pub fn row(&self, lease: &LeaseEntry, now: u64) -> String {
+    pub fn row(&self, lease: &LeaseEntry, now: u64, holders: &Holders) -> String {
         let idle = if lease.lease.idle_timeout_ns == 0 {
             "-".to_owned()
         } else {
             duration(clock::until(now, lease.lease.idle_deadline_ns))
         };
+        let gate = gate_name(&self.names, lease.gate);
         self.line([
-            gate_name(&self.names, lease.gate),
+            gate,
             &lease.addr.to_string(),
             state_name(lease.lease.state(now)),
             &duration(clock::until(now, lease.lease.expires_ns)),
             &idle,
+            &holders.of(gate, lease.addr).unwrap_or_else(|| "-".to_owned()),
         ])
     }
 }
@@ -143,13 +166,22 @@ pub struct LeaseJson<'a> {
     expires_in_ms: u64,
     idle_close_in_ms: u64,
     idle_timeout_ms: u64,
+    /// The client(s) an approval opened it for; null for one `gatectl allow` opened.
+    client: Option<String>,
 }
 
 /// What `--json` prints for one lease.
-pub fn lease_json<'a>(names: &BTreeMap<u32, &'a str>, lease: &LeaseEntry, now: u64) -> LeaseJson<'a> {
+pub fn lease_json<'a>(
+    names: &BTreeMap<u32, &'a str>,
+    lease: &LeaseEntry,
+    now: u64,
+    holders: &Holders,
+) -> LeaseJson<'a> {
     let ms = |ns: u64| ns / 1_000_000;
+    let gate = gate_name(names, lease.gate);
     LeaseJson {
-        gate: gate_name(names, lease.gate),
+        gate,
+        client: holders.of(gate, lease.addr),
         gate_id: lease.gate,
         address: lease.addr.to_string(),
         state: state_name(lease.lease.state(now)),
@@ -260,7 +292,14 @@ mod tests {
     fn leases_json_has_stable_field_names_and_values() {
         let gates = gates();
         let names = gate_names(&gates);
-        let listed = JsonStream::new([lease(60 * SECOND)].into_iter().map(|l| lease_json(&names, &l, NOW)));
+        let holders = Holders::new(vec![gate_store::Grant {
+            client: "alice".into(),
+            gate: "vpn".into(),
+            address: "198.51.100.7".parse().unwrap(),
+            expires_at: 1,
+            host: "h".into(),
+        }]);
+        let listed = JsonStream::new([lease(60 * SECOND)].into_iter().map(|l| lease_json(&names, &l, NOW, &holders)));
         let json = serde_json::to_value(&listed).unwrap();
         assert_eq!(
             json,
@@ -272,10 +311,13 @@ mod tests {
                 "expires_in_ms": 90_000,
                 "idle_close_in_ms": 30_000,
                 "idle_timeout_ms": 60_000,
+                "client": "alice",
             }])
         );
-        let expired = serde_json::to_value(lease_json(&names, &lease(0), NOW + 100 * SECOND)).unwrap();
+        let expired =
+            serde_json::to_value(lease_json(&names, &lease(0), NOW + 100 * SECOND, &Holders::default())).unwrap();
         assert_eq!(expired["state"], "expired");
+        assert_eq!(expired["client"], serde_json::Value::Null, "a lease no approval opened has no client");
         assert_eq!(expired["expires_in_ms"], 0, "a deadline in the past is 0, never negative");
     }
 
@@ -304,7 +346,10 @@ mod tests {
             let mut v6 = lease(60 * SECOND);
             v6.addr = "2001:db8:ffff:ffff:ffff:ffff:ffff:fff7".parse().unwrap();
             let rows = if ipv6 { vec![lease(60 * SECOND), v6] } else { vec![lease(60 * SECOND)] };
-            let text: String = std::iter::once(table.header()).chain(rows.iter().map(|l| table.row(l, NOW))).collect();
+            let holders = Holders::default();
+            let rows = rows.iter().map(|l| table.row(l, NOW, &holders));
+            let text: String = std::iter::once(table.header()).chain(rows.clone()).collect();
+            let rows: Vec<String> = rows.collect();
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), rows.len() + 1, "{text}");
             assert!(lines[0].starts_with("GATE  ADDRESS"), "{text}");

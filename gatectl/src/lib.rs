@@ -1,6 +1,7 @@
 //! `gatectl`: the operator's view of the gate, read from and written to the pinned maps directly,
 //! so it works with the daemon stopped or dead. A library so that its command line's definition
 //! ([`command`]) makes the man pages and completions (gate-docs); the binary calls [`main`].
+mod audit;
 mod clients;
 mod cluster;
 mod format;
@@ -112,6 +113,25 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
         interval: Duration,
     },
+    /// The audit trail: leases opened and closed (by approvals, gatectl, revocations), enrollments,
+    /// revocations, shutdown changes, notifications accepted; oldest first.
+    Audit {
+        /// Only events since then: a duration back (2h, 7d) or a time (2026-12-01T10:00:00Z).
+        #[arg(long, value_parser = audit::parse_since)]
+        since: Option<u64>,
+        /// Only this client's events.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only events of this address.
+        #[arg(long)]
+        address: Option<IpAddr>,
+        /// At most this many, the newest.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// Stable JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Enrolled clients: add, list, show, revoke.
     #[command(subcommand)]
     Client(clients::ClientCommand),
@@ -197,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let state = GateState::open(pins.root())?;
             let gates = state.gates()?;
             let now = clock::now_ns();
+            let holders = lease_holders(&paths);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if json {
                 let names = format::gate_names(&gates);
@@ -205,7 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .lease_chunks()?
                     .map_while(|chunk| chunk.map_err(|e| failed.borrow_mut().replace(e)).ok())
                     .flatten()
-                    .map(|lease| format::lease_json(&names, &lease, now));
+                    .map(|lease| format::lease_json(&names, &lease, now, &holders));
                 serde_json::to_writer_pretty(&mut out, &format::JsonStream::new(leases))?;
                 writeln!(out)?;
                 if let Some(e) = failed.into_inner() {
@@ -220,7 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             out.write_all(table.header().as_bytes())?;
                             any = true;
                         }
-                        out.write_all(table.row(&lease, now).as_bytes())?;
+                        out.write_all(table.row(&lease, now, &holders).as_bytes())?;
                     }
                 }
                 if !any {
@@ -236,6 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut state = GateState::open(pins.root())?;
             let id = state.gate_id(&gate)?;
             let replaced = state.grant_all(id, &addrs, lease)?;
+            let opened = allow_events(&paths, &gate, &addrs, ttl, idle);
+            audit::record(&paths, &opened);
             let idle = idle_note(idle);
             println!(
                 "opened {gate} for {} addresses from {} for {}{idle} ({replaced} of them replaced a lease)",
@@ -255,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let kept = gate_maps::lease_address(addr);
             let before = state.lease(id, addr)?;
             state.grant(id, addr, lease)?;
+            audit::record(&paths, &allow_events(&paths, &gate, &[kept], ttl, idle));
             if let Some(before) = before
                 && before.closes_at_ns() > lease.closes_at_ns()
             {
@@ -272,7 +296,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke { addr, gate } => {
             let mut state = GateState::open(pins.root())?;
             let id = gate.as_deref().map(|g| state.gate_id(g)).transpose()?;
+            // The gates it has a lease on, read first: the trail names each one closed.
+            let mut held = Vec::new();
+            for entry in state.gates()? {
+                if id.is_none_or(|id| id == entry.id)
+                    && !held.contains(&entry.name)
+                    && state.lease(entry.id, addr)?.is_some()
+                {
+                    held.push(entry.name);
+                }
+            }
             let removed = state.revoke(addr, id)?;
+            let operator = audit::operator();
+            let closed: Vec<gate_store::AuditEvent> = held
+                .iter()
+                .map(|gate| {
+                    gate_store::AuditEvent::new(
+                        clients::unix_now(),
+                        &paths.host,
+                        gate_store::AuditKind::LeaseClosed,
+                        "revoke",
+                        &operator,
+                    )
+                    .lease(gate, gate_maps::lease_address(addr))
+                })
+                .collect();
+            audit::record(&paths, &closed);
             let scope = gate.unwrap_or_else(|| "any gate".to_owned());
             if removed == 0 {
                 bail!("{addr} had no lease on {scope}");
@@ -301,13 +350,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top { once, json, interval } => {
             top::run(pins.root(), &paths.socket, &paths.host, interval, once, json)
         }
+        Command::Audit { since, client, address, limit, json } => {
+            audit::show(&paths, since, client, address, limit, json)
+        }
         Command::Client(command) => clients::run(command, &paths, &pins),
         Command::Store(command) => store::run(command, &paths),
         Command::Cluster(command) => cluster::run(command, &paths.store.open()?),
-        Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host),
+        Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host, &audit::operator()),
         Command::Notify(command) => notify::notify(command),
         Command::Teardown { force } => teardown(&pins, force),
     }
+}
+
+/// Which client each lease is for, from the store's grants on this host; none (and a note)
+/// without a readable store.
+fn lease_holders(paths: &paths::Paths) -> format::Holders {
+    if !paths.store.location.exists() {
+        return format::Holders::default();
+    }
+    match paths.store.open().and_then(|store| Ok(store.live_grants(&paths.host, clients::unix_now())?)) {
+        Ok(grants) => format::Holders::new(grants),
+        Err(e) => {
+            eprintln!("gatectl: note: the clients of the leases are not shown: {e:#}");
+            format::Holders::default()
+        }
+    }
+}
+
+/// The trail's rows for `allow` opening `gate` for `addrs`.
+fn allow_events(
+    paths: &paths::Paths,
+    gate: &str,
+    addrs: &[IpAddr],
+    ttl: Duration,
+    idle: Option<Duration>,
+) -> Vec<gate_store::AuditEvent> {
+    let (now, operator) = (clients::unix_now(), audit::operator());
+    let detail = format!("for {}{}", format::duration(ttl), idle_note(idle));
+    addrs
+        .iter()
+        .map(|&addr| {
+            gate_store::AuditEvent::new(now, &paths.host, gate_store::AuditKind::LeaseOpened, "allow", &operator)
+                .lease(gate, gate_maps::lease_address(addr))
+                .detail(detail.clone())
+        })
+        .collect()
 }
 
 /// What `allow` says of `--idle`: nothing without it.

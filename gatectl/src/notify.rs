@@ -115,13 +115,22 @@ pub fn describe(store: &Store, host: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-pub fn shutdown(command: ShutdownCommand, store: &Store, host: &str) -> anyhow::Result<()> {
+pub fn shutdown(command: ShutdownCommand, store: &Store, host: &str, operator: &str) -> anyhow::Result<()> {
+    let event =
+        |kind, detail: String| gate_store::AuditEvent::new(unix_now(), host, kind, "operator", operator).detail(detail);
     match command {
         ShutdownCommand::Show => {}
         ShutdownCommand::Set { part: p, state: s, message, all_hosts } => {
             let (p, s) = (part(&p)?, state(&s)?);
             let target = if all_hosts { gate_store::ALL_HOSTS } else { host };
             store.set_operator_state(p, Some(s), &message, target, unix_now())?;
+            let detail = format!(
+                "{} {} for {target}{}",
+                p.name(),
+                s.name(),
+                if message.is_empty() { String::new() } else { format!(": {message:?}") }
+            );
+            crate::audit::record_in(store, &[event(gate_store::AuditKind::ShutdownSet, detail)]);
             let whom = if all_hosts { "every host's daemon applies" } else { "the daemon applies" };
             println!("{} {} (set by the operator; {whom} it within a second)", p.name(), s.name());
         }
@@ -130,6 +139,8 @@ pub fn shutdown(command: ShutdownCommand, store: &Store, host: &str) -> anyhow::
             let target = if all_hosts { gate_store::ALL_HOSTS } else { host };
             for p in parts {
                 store.set_operator_state(p, None, "", target, unix_now())?;
+                let detail = format!("{} for {target}", p.name());
+                crate::audit::record_in(store, &[event(gate_store::AuditKind::ShutdownCleared, detail)]);
                 println!("{}: operator setting cleared", p.name());
             }
         }

@@ -279,3 +279,73 @@ fn gatectl_top_shows_drops_leases_and_approvals_live_and_once_as_json() {
     let refused = gatectl(&bed.pin_dir.0, &["top", "--json"]);
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--once"));
 }
+
+#[test]
+fn the_audit_trail_says_who_opened_and_closed_what_and_leases_name_their_client() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let config_flag = config.to_str().unwrap();
+    // gatectl run by "ops" through sudo, as an operator would.
+    let ops = |args: &[&str]| {
+        let out = std::process::Command::new(bin("gatectl"))
+            .args(["--pin-dir", bed.pin_dir.0.to_str().unwrap(), "--config", config_flag])
+            .args(args)
+            .env("SUDO_USER", "ops")
+            .output()
+            .expect("gatectl");
+        assert!(out.status.success(), "gatectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let trail = |args: &[&str]| -> Vec<serde_json::Value> {
+        serde_json::from_str(&ops(&[&["audit", "--json"][..], args].concat())).expect("the trail as JSON")
+    };
+
+    assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, 200, "alice approved");
+    ops(&["allow", "198.51.100.9", "--gate", "vpn", "--ttl", "10m"]);
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&ops(&["leases", "--json"])).expect("leases JSON");
+    let client_of = |address: &str| leases.iter().find(|l| l["address"] == address).map(|l| l["client"].clone());
+    assert_eq!(client_of(&CLIENT_V4.to_string()), Some("alice".into()), "{leases:?}");
+    assert_eq!(client_of("198.51.100.9"), Some(serde_json::Value::Null), "gatectl allow's lease has no client");
+    let table = ops(&["leases"]);
+    assert!(table.lines().any(|l| l.contains(&CLIENT_V4.to_string()) && l.ends_with("alice")), "{table}");
+
+    ops(&["revoke", "198.51.100.9"]);
+    ops(&["client", "revoke", "alice"]);
+    ops(&["shutdown", "set", "web", "disabled"]);
+
+    let events: Vec<(String, String, String)> = trail(&[])
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap_or_default().to_owned();
+            (field("event"), field("cause"), field("actor"))
+        })
+        .collect();
+    let expected = [
+        // Enrolled by the test's own gatectl, as root (or as whoever logged in and became root).
+        ("enrolled", "operator", events.iter().find(|e| e.0 == "enrolled").map_or("", |e| e.2.as_str())),
+        ("lease_opened", "approval", "alice"),
+        ("lease_opened", "allow", "ops (sudo)"),
+        ("lease_closed", "revoke", "ops (sudo)"),
+        ("revoked", "operator", "ops (sudo)"),
+        ("lease_closed", "revocation", "ops (sudo)"),
+        ("shutdown_set", "operator", "ops (sudo)"),
+    ];
+    for (event, cause, actor) in expected {
+        assert!(
+            events.contains(&(event.to_owned(), cause.to_owned(), actor.to_owned())),
+            "{event} by {cause} ({actor}) missing from {events:#?}"
+        );
+    }
+    assert_eq!(events.len(), expected.len(), "{events:#?}");
+
+    let alices = trail(&["--client", "alice"]);
+    assert!(alices.iter().all(|e| e["client"] == "alice") && alices.len() == 4, "{alices:#?}");
+    let address = trail(&["--address", "198.51.100.9"]);
+    assert_eq!(address.len(), 2, "opened and closed: {address:#?}");
+    assert!(address.iter().all(|e| e["gate"] == "vpn" && e["host"].as_str().is_some_and(|h| !h.is_empty())));
+    assert!(trail(&["--since", "2099-01-01T00:00:00Z"]).is_empty());
+    let text = ops(&["audit", "--client", "alice"]);
+    assert!(text.lines().any(|l| l.contains("lease_opened  approval by alice  client alice  vpn")), "{text}");
+}

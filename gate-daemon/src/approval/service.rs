@@ -70,6 +70,8 @@ pub struct Settings {
     pub leases: LeasePolicy,
     /// Gate ids by name, as installed (the daemon owns the gates; no map walk per request).
     pub gate_ids: std::collections::HashMap<String, u32>,
+    /// How long the audit trail keeps a row.
+    pub audit_keep: Duration,
 }
 
 pub struct ApprovalService {
@@ -392,6 +394,7 @@ impl ApprovalService {
         let (sealed, session_digest) = timed(crypto, || self.seal(approving, shared, &payload.gate, opened))?;
         // 11. Leases, all or none.
         let record = ApprovalRecord {
+            at: now,
             client: client.name.clone(),
             gate: payload.gate.clone(),
             addresses: addresses.clone(),
@@ -484,7 +487,7 @@ impl ApprovalService {
         }
         if self.revoked_meanwhile(&record.client) {
             let store = self.store();
-            if let Err(e) = self.state.with(|state| gate_store::end_grants(&store, state, host, now)) {
+            if let Err(e) = self.state.with(|state| gate_store::end_grants(&store, state, host, now, "daemon")) {
                 log::error!("approval: end grants of a client revoked meanwhile: {e}");
             }
             return Err(Rejection::Revoked);

@@ -1,6 +1,6 @@
 //! Background work for the approval service: close the leases of revoked clients within
 //! [`REVOCATION_TICK`] (gatectl closes them at once when it can reach the maps; this covers the
-//! rest), and forget nonces, grants and session tokens past their keeping time.
+//! rest), and forget nonces, grants, session tokens and audit rows past their keeping time.
 //!
 //! Looking for revoked clients' grants reads every grant (100,000 after a storm of as many
 //! clients), under the store and the maps' locks, so it is done only when another process
@@ -146,7 +146,7 @@ fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Optio
         }
     };
     if version.is_none() || version != looked_at {
-        match service.state().with(|state| gate_store::end_grants(&store, state, host, now)) {
+        match service.state().with(|state| gate_store::end_grants(&store, state, host, now, "daemon")) {
             Ok(0) => {}
             Ok(n) => log::info!("closed {n} leases of revoked clients"),
             Err(e) => {
@@ -156,11 +156,13 @@ fn once(service: &ApprovalService, purge: bool, looked_at: Option<i64>) -> Optio
         }
     }
     if purge {
-        let purged =
-            store.purge_nonces(now).and_then(|n| Ok(n + store.purge_grants(now)? + store.purge_session_tokens(now)?));
+        let kept_since = now.saturating_sub(service.settings().audit_keep.as_secs());
+        let purged = store.purge_nonces(now).and_then(|n| {
+            Ok(n + store.purge_grants(now)? + store.purge_session_tokens(now)? + store.purge_audit(kept_since)?)
+        });
         match purged {
             Ok(0) => {}
-            Ok(n) => log::debug!("forgot {n} old nonces, grants and session tokens"),
+            Ok(n) => log::debug!("forgot {n} old nonces, grants, session tokens and audit rows"),
             Err(e) => service.trouble.failed("purge the store", &e),
         }
     }
