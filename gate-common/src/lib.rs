@@ -55,6 +55,14 @@ pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 /// Name of the per-gate options, `u32` flags indexed by gate id ([`GATE_TRANSIT`]); index 0 holds
 /// [`LOCAL_TABLE_READY`].
 pub const MAP_GATE_OPTIONS: &str = "GATE_OPTIONS";
+/// Name of the trace switch (`gatectl trace`): one [`TraceFilter`]; while it is on and not past
+/// its deadline, XDP writes a [`TraceEvent`] for every verdict on packets from its source. Off,
+/// it costs every packet one load. Written only by user space.
+pub const MAP_TRACE: &str = "TRACE";
+/// Name of the ring buffer the traced verdicts go to, read by `gatectl trace`.
+pub const MAP_TRACE_EVENTS: &str = "TRACE_EVENTS";
+/// The ring buffer's size in bytes: ~5,000 events; a reader that falls behind loses the newest.
+pub const TRACE_EVENTS_BYTES: u32 = 256 * 1024;
 /// Name of the per-CPU verdict counters of the delivery backstop, laid out as [`MAP_STATS`].
 pub const MAP_BACKSTOP_STATS: &str = "BACKSTOP_STATS";
 /// Name of the program's load-time constant that makes XDP pass what it cannot parse on to the
@@ -329,6 +337,40 @@ pub struct CachedLease {
     pub valid_until: u64,
 }
 
+/// The trace switch (`TRACE[0]`): which source to trace, and until when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceFilter {
+    /// 0: off. Otherwise the process that traces (`gatectl trace`), so a second one can name it.
+    pub pid: u32,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u32,
+    /// The source, as [`lease_hash`] words.
+    pub words: [u32; 4],
+    /// The coarse clock's time (`bpf_ktime_get_coarse_ns`) after which the switch counts as off:
+    /// the tracer pushes it forward while it runs, so a killed tracer stops costing anything.
+    pub until_ns: u64,
+}
+
+/// A traced verdict, as XDP writes it to `TRACE_EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// The coarse clock's time of the verdict.
+    pub at_ns: u64,
+    /// The interface the packet arrived on.
+    pub ifindex: u32,
+    /// The gate (0: none).
+    pub gate: u32,
+    /// The [`Reason`] as its number.
+    pub reason: u32,
+    /// The transport protocol (6, 17), 0 when the packet carried no port.
+    pub protocol: u8,
+    pub _pad: u8,
+    /// The destination port, network byte order (0 when none).
+    pub port: [u8; 2],
+}
+
 /// [`CachedLease::tag`] of a gate and family.
 #[inline(always)]
 #[must_use]
@@ -547,4 +589,6 @@ mod pod {
     unsafe impl aya::Pod for super::Lease {}
     unsafe impl aya::Pod for super::CachedLease {}
     unsafe impl aya::Pod for super::LocalAddr {}
+    unsafe impl aya::Pod for super::TraceFilter {}
+    unsafe impl aya::Pod for super::TraceEvent {}
 }

@@ -5,7 +5,8 @@
 //! binaries share ([`run_service`]): load the config, `--check`, run on a tokio runtime; and the
 //! signals they stop and reload on ([`ServiceSignals`]); and the service manager's notify protocol
 //! ([`systemd`]). And what the configs' man pages are made from ([`reference`]), and the
-//! metrics page both serve ([`metrics`]).
+//! metrics page both serve ([`metrics`]), and their one log format ([`logging`]).
+pub mod logging;
 pub mod metrics;
 pub mod reference;
 pub mod systemd;

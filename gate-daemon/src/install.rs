@@ -27,7 +27,8 @@ use aya::{
 use gate_common::{
     CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr, MAP_BACKSTOP_STATS,
     MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4,
-    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS,
+    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE, MAP_TRACE_EVENTS, MAX_GATED_PORTS, MAX_GATES,
+    PORT_SLOTS, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceFilter,
 };
 use gate_maps::{
     AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
@@ -427,6 +428,9 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<bool, InstallErro
         MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>(), Some(CACHE_SLOTS)),
         MAP_STATS | MAP_BACKSTOP_STATS => (size_of::<u32>(), size_of::<u64>(), Some(STATS_SLOTS)),
         MAP_LEASE_FILTER | MAP_LEASE_BITS => (size_of::<u32>(), size_of::<u64>(), None),
+        MAP_TRACE => (size_of::<u32>(), size_of::<TraceFilter>(), Some(1)),
+        // A ring buffer has no keys or values; its entries are its size in bytes.
+        MAP_TRACE_EVENTS => (0, 0, Some(TRACE_EVENTS_BYTES)),
         other => unreachable!("program::MAPS lists {other}, which has no layout here"),
     };
     let info = MapInfo::from_pin(path).map_err(|e| StateError::Unreadable { path: path.to_owned(), source: e })?;

@@ -10,7 +10,7 @@ use gate_daemon::{cli::Args, config::Config, daemon};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    gate_config::logging::init();
     let args = Args::parse();
     let check = args.check;
     let load = |file: &std::path::Path| {

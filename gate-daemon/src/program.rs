@@ -10,8 +10,8 @@ use aya::{
 use gate_common::{
     GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, GLOBAL_UNPARSEABLE_PASSES, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH,
     MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
-    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP, PROGRAM_NAME_L3, bits_words,
-    filter_slot_mask, filter_words,
+    MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE, MAP_TRACE_EVENTS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP,
+    PROGRAM_NAME_L3, bits_words, filter_slot_mask, filter_words,
 };
 use gate_maps::{PinDir, netlink::Framing};
 
@@ -23,7 +23,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Every map the programs use, all pinned.
-pub const MAPS: [&str; 12] = [
+pub const MAPS: [&str; 14] = [
     MAP_GATES,
     MAP_PORTS,
     MAP_LEASES_V4,
@@ -36,6 +36,8 @@ pub const MAPS: [&str; 12] = [
     MAP_CACHE_EPOCH,
     MAP_LOCAL_ADDRS,
     MAP_GATE_OPTIONS,
+    MAP_TRACE,
+    MAP_TRACE_EVENTS,
 ];
 
 /// The XDP program for interfaces of `framing`.

@@ -2,12 +2,13 @@
 //! write the same pinned maps by construction. Layouts and names live in `gate-common`.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use gate_common::{
     CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6,
-    LocalAddr, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, Reason, STATS_SLOTS, stats_index,
+    LocalAddr, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, Reason, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceEvent,
+    TraceFilter, stats_index,
 };
 
 /// The catalogue of gated ports with their gate's name, for user space; never read here.
@@ -35,6 +36,14 @@ pub static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new(
 /// The backstop's verdict counters, same layout as `STATS`.
 #[btf_map]
 pub static BACKSTOP_STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();
+
+/// The trace switch (`gatectl trace`); only user space writes it.
+#[btf_map]
+pub static TRACE: Array<TraceFilter, 1> = Array::new();
+
+/// Where XDP writes the traced verdicts.
+#[btf_map]
+pub static TRACE_EVENTS: RingBuf<TraceEvent, { TRACE_EVENTS_BYTES as usize }> = RingBuf::new();
 
 /// Counting filter over the leases; sized by the loader, which also sets `FILTER_SLOT_MASK`.
 /// Never read here: the programs read its bits, `LEASE_BITS`.

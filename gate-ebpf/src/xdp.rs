@@ -1,16 +1,23 @@
 //! The fast path: XDP on each listed interface. `parse -> gate lookup -> filter -> this CPU's
 //! cache -> lease decision -> counter`. The verdict is decided in [`classify`] alone; whatever
 //! cannot be parsed where a port might be is dropped.
-use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_jiffies64, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::xdp_action,
+    helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
 use gate_common::{
     CACHE_TTL_JIFFIES, CachedLease, FAMILY_V4, Framing, GATE_TRANSIT, LOCAL_EMPTY, LOCAL_ONE, LOCAL_TABLE_READY,
-    Reason, cache_slot, cache_tag, lease_hash, local_slot, port_index,
+    Reason, TraceEvent, cache_slot, cache_tag, lease_hash, local_slot, port_index,
 };
 
 use crate::{
     lease::{self, Source},
     maps::{
-        CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, UNPARSEABLE_PASSES, count, gate_of,
+        CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, TRACE, TRACE_EVENTS,
+        UNPARSEABLE_PASSES, count, gate_of,
     },
     parse::{self, Packet, Transport},
 };
@@ -37,18 +44,26 @@ fn verdict(ctx: &XdpContext, framing: Framing) -> u32 {
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
-/// The gate a packet belongs to (or [`NO_GATE`]) and the reason for its verdict.
+/// The gate a packet belongs to (or [`NO_GATE`]) and the reason for its verdict; traced when
+/// `gatectl trace` follows its source.
 #[inline(always)]
 fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
     let (source, protocol, dst_port, destination) = match parse::parse(ctx, framing) {
         Packet::NotIp => return (NO_GATE, Reason::NotGated),
         Packet::Unparseable => return (NO_GATE, unparseable()),
         Packet::Ip { source, transport } => match transport {
-            Transport::Other => return (NO_GATE, Reason::NotGated),
-            Transport::NonFirstFragment => return (NO_GATE, Reason::Fragment),
+            Transport::Other => return traced(ctx, &source, (NO_GATE, Reason::NotGated), 0, [0; 2]),
+            Transport::NonFirstFragment => return traced(ctx, &source, (NO_GATE, Reason::Fragment), 0, [0; 2]),
             Transport::Ports { protocol, dst_port, destination } => (source, protocol, dst_port, destination),
         },
     };
+    let verdict = judge_ports(&source, protocol, dst_port, &destination);
+    traced(ctx, &source, verdict, protocol, dst_port)
+}
+
+/// [`classify`] for a packet with ports.
+#[inline(always)]
+fn judge_ports(source: &Source, protocol: u8, dst_port: [u8; 2], destination: &Source) -> (u32, Reason) {
     let Some(index) = port_index(protocol, dst_port) else { return (NO_GATE, Reason::NotGated) };
     let gate = gate_of(index);
     if gate == NO_GATE {
@@ -59,15 +74,47 @@ fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
     // The filter first: a source it turns away (most of a flood, from however many sources)
     // costs one read of a small bitmap, and no read of this CPU's cache.
     let reason = if lease::filter_may_hold(hash) {
-        cached_or_judged(gate, &source, family, &words, hash)
+        cached_or_judged(gate, source, family, &words, hash)
     } else {
         Reason::DroppedNoLease
     };
     // Only a drop pays for the transit check: a leased source passes either way.
-    if reason.drops() && !guards(gate, &destination) {
+    if reason.drops() && !guards(gate, destination) {
         return (gate, Reason::Transit);
     }
     (gate, reason)
+}
+
+/// `verdict`, after writing it to `TRACE_EVENTS` if `gatectl trace` follows `source`. Off (the
+/// switch's pid 0), this is one load and a branch for every packet.
+#[inline(always)]
+fn traced(ctx: &XdpContext, source: &Source, verdict: (u32, Reason), protocol: u8, port: [u8; 2]) -> (u32, Reason) {
+    let Some(filter) = TRACE.get(0) else { return verdict };
+    // SAFETY: plain reads of a map value valid for this run; user space may rewrite it meanwhile,
+    // and any mix of old and new fields traces a packet or does not, nothing else.
+    if unsafe { core::ptr::read_volatile(&raw const filter.pid) } == 0 {
+        return verdict;
+    }
+    let (family, words) = source.words();
+    // SAFETY: as above.
+    let (wanted_family, wanted, until) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const filter.family),
+            core::ptr::read_volatile(&raw const filter.words),
+            core::ptr::read_volatile(&raw const filter.until_ns),
+        )
+    };
+    // SAFETY: the kernel helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if family != wanted_family || !same_words(&words, &wanted) || now > until {
+        return verdict;
+    }
+    // SAFETY: the context is the kernel's xdp_md for this run.
+    let ifindex = unsafe { (*ctx.as_ptr().cast::<aya_ebpf::bindings::xdp_md>()).ingress_ifindex };
+    let event = TraceEvent { at_ns: now, ifindex, gate: verdict.0, reason: verdict.1 as u32, protocol, _pad: 0, port };
+    // A full buffer loses the event: the tracer is behind, the packet is not held up.
+    let _ = TRACE_EVENTS.output(event, 0);
+    verdict
 }
 
 /// The verdict for a source the filter may hold: from this CPU's cache if it passed moments ago,

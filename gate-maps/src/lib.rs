@@ -8,6 +8,7 @@
 //! - [`netlink`]: the kernel's view of interfaces (type, attached XDP program) and link changes.
 //! - [`batch`]: the kernel's batched map reads and writes, which aya does not wrap.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
+//! - [`trace`]: the trace switch and its events (`gatectl trace`).
 //! - [`error`]: the errors, [`StateError`].
 pub mod batch;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod lease;
 pub mod netlink;
 pub mod pins;
 pub mod state;
+pub mod trace;
 
 pub use error::StateError;
 pub use gate_common as common;

@@ -204,6 +204,14 @@ fn typed<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) -
     Ok((typed_from(pins, name, data)?, capacity))
 }
 
+/// The pinned map `name`, typed.
+pub(crate) fn open_typed<T: TryFrom<Map, Error = MapError>>(
+    pins: &PinDir,
+    name: &'static str,
+) -> Result<T, StateError> {
+    typed(pins, name).map(|(map, _)| map)
+}
+
 /// A lease map, typed for single lookups and opened for batches.
 type LeaseMaps<K> = (HashMap<MapData, K, Lease>, BatchMap<K, Lease>, u32);
 

@@ -19,7 +19,7 @@ use gate_web::{
 };
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    gate_config::logging::init();
     let args = Args::parse();
     gate_config::run_service("gate_web", &args.config, args.check, Config::load, run)
 }

@@ -66,10 +66,15 @@ impl Tally {
         let i = refusal as usize;
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
         if !self.announced[i].swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "refusing connections {}, first from {source}; counted, and summarised every {}s while it lasts",
-                refusal.describe(),
-                SUMMARY_INTERVAL.as_secs()
+            gate_config::logging::with_fields(
+                log::Level::Warn,
+                module_path!(),
+                &[("limit", refusal.name()), ("address", &source.to_string())],
+                format_args!(
+                    "refusing connections {}, first from {source}; counted, and summarised every {}s while it lasts",
+                    refusal.describe(),
+                    SUMMARY_INTERVAL.as_secs()
+                ),
             );
         }
     }

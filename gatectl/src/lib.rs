@@ -8,7 +8,9 @@ mod format;
 mod notify;
 mod paths;
 mod store;
+mod terminal;
 mod top;
+mod trace;
 
 use std::{io::Write as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -112,6 +114,22 @@ enum Command {
         /// Time between readings, e.g. 1s, 500ms.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
         interval: Duration,
+    },
+    /// Every verdict XDP gives to packets from one source, live (time, interface, gate, port,
+    /// reason): why is this client dropped? On while this runs, off when it ends (q quits).
+    /// Run it in the daemon's network namespace: interfaces are named there.
+    Trace {
+        /// The source address (IPv4 or IPv6).
+        address: IpAddr,
+        /// Stop after this long, e.g. 30s.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        within: Option<Duration>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object a line, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// The audit trail: leases opened and closed (by approvals, gatectl, revocations), enrollments,
     /// revocations, shutdown changes, notifications accepted; oldest first.
@@ -350,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top { once, json, interval } => {
             top::run(pins.root(), &paths.socket, &paths.host, interval, once, json)
         }
+        Command::Trace { address, within, count, json } => trace::run(&pins, address, within, count, json),
         Command::Audit { since, client, address, limit, json } => {
             audit::show(&paths, since, client, address, limit, json)
         }

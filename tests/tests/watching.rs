@@ -53,7 +53,7 @@ fn connect(bed: &TestBed, alice: &Enrolled) -> std::process::Output {
 fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     let mut bed = TestBed::new();
     let config = with_daemon_metrics(bed.config(&[("vpn", "udp", GATED)], ADMIT_FRONT));
-    let _daemon = Daemon::start(&bed, &config);
+    let daemon = Daemon::start(&bed, &config);
     let _web = front::start(&mut bed, &format!("metrics_listen = \"{FRONT_METRICS}\"\n"));
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let _listeners = Listeners::start(&bed.gateway, &[GATED]);
@@ -108,6 +108,12 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
     assert!(!connect(&bed, &alice).status.success(), "refused once revoked");
     let refused = scrape(&bed, DAEMON_METRICS);
     assert_eq!(refused.get("gate_approval_refusals_total{reason=\"revoked\"}"), 1.0, "{}", refused.text);
+    // The log says the same with fields a log system indexes.
+    let log = daemon.log();
+    let approved = format!("client=alice gate=vpn address={CLIENT_V4}");
+    let refusal = format!("reason=revoked client=alice address={CLIENT_V4}");
+    assert!(log.lines().any(|l| l.contains("approved client") && l.ends_with(&approved)), "{approved}:\n{log}");
+    assert!(log.lines().any(|l| l.contains("approval refused: revoked") && l.ends_with(&refusal)), "{refusal}:\n{log}");
     assert_eq!(refused.get("gate_approvals_total{gate=\"vpn\"}"), 1.0);
 
     let web = scrape(&bed, FRONT_METRICS);
@@ -348,4 +354,90 @@ fn the_audit_trail_says_who_opened_and_closed_what_and_leases_name_their_client(
     assert!(trail(&["--since", "2099-01-01T00:00:00Z"]).is_empty());
     let text = ops(&["audit", "--client", "alice"]);
     assert!(text.lines().any(|l| l.contains("lease_opened  approval by alice  client alice  vpn")), "{text}");
+}
+
+/// `gatectl trace ADDRESS --json` with `args`, started in the gateway's namespace (where the
+/// interfaces are named); its output lines once it exits.
+fn trace(bed: &TestBed, address: IpAddr, args: &[&str]) -> std::process::Child {
+    bed.gateway
+        .command(bin("gatectl"))
+        .args(["--pin-dir", bed.pin_dir.0.to_str().unwrap(), "trace", &address.to_string(), "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gatectl trace")
+}
+
+/// Waits for a trace to exit by itself, within `within` (killed after that, failing the test);
+/// its JSON lines.
+fn traced_lines(mut child: std::process::Child, within: Duration) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("poll the trace").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("trace output");
+    assert!(out.status.success(), "gatectl trace: {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn gatectl_trace_shows_each_verdict_for_one_source_and_only_while_it_runs() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _daemon = Daemon::start(&bed, &config);
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let stranger = IpAddr::from(STRANGER_V4);
+    let client = IpAddr::from(CLIENT_V4);
+    gatectl_ok(&bed.pin_dir.0, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "10m"]);
+
+    // The stranger's packets, dropped, each one a line; the client's packets meanwhile are not.
+    let tracing = trace(&bed, stranger, &["--count", "3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply);
+    for _ in 0..3 {
+        assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence);
+    }
+    let lines = traced_lines(tracing, Duration::from_secs(10));
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["interface"], bed.gateway_if.as_str(), "{line}");
+        assert_eq!(
+            (line["gate"].as_str(), line["protocol"].as_str(), line["port"].as_u64()),
+            (Some("vpn"), Some("udp"), Some(1194))
+        );
+        assert_eq!(
+            (line["reason"].as_str(), line["dropped"].as_bool()),
+            (Some("dropped_no_lease"), Some(true)),
+            "{line}"
+        );
+    }
+
+    // The leased client: passed. Only one trace at a time, while it lives.
+    let tracing = trace(&bed, client, &["--count", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = trace(&bed, stranger, &["--count", "1"]).wait_with_output().expect("a second trace");
+    assert!(!second.status.success(), "one trace at a time");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another trace runs"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply);
+    let lines = traced_lines(tracing, Duration::from_secs(10));
+    assert_eq!((lines.len(), lines[0]["reason"].as_str()), (1, Some("passed_lease")), "{lines:#?}");
+
+    // A tracer killed -9 leaves the switch on with its pid: the next one takes it over.
+    let mut killed = trace(&bed, client, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    killed.kill().expect("kill -9");
+    killed.wait().expect("reaped");
+    let tracing = trace(&bed, stranger, &["--for", "2s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence);
+    assert_eq!(traced_lines(tracing, Duration::from_secs(10)).len(), 1, "traced after a killed tracer");
 }

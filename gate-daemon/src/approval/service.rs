@@ -247,8 +247,8 @@ impl ApprovalService {
             self.refused(Rejection::VpnDisabled, "vpn shut down");
             return Err(Rejection::VpnDisabled);
         }
-        self.cheap_checks(incoming, now, started).map_err(|(reason, who)| {
-            self.refused(reason, &who);
+        self.cheap_checks(incoming, now, started).map_err(|(reason, who, client)| {
+            self.refused_for(reason, &who, client.as_deref(), incoming.observed);
             reason
         })
     }
@@ -261,6 +261,7 @@ impl ApprovalService {
     /// Why it was refused.
     pub fn approve_checked(&self, checked: Checked, incoming: &Incoming, now: u64) -> Result<SealedBody, Rejection> {
         let Checked { request, entry, who, settings, started, mut crypto } = checked;
+        let claimed = Arc::clone(&entry);
         let outcome = self.caught_up(&request, entry).and_then(|entry| {
             let approving =
                 Approving { settings: &settings, request: &request, entry: &entry, who: &who, incoming, now };
@@ -268,7 +269,7 @@ impl ApprovalService {
         });
         match &outcome {
             Ok(_) => self.counters.approved(started.elapsed(), crypto),
-            Err(reason) => self.refused(*reason, &who),
+            Err(reason) => self.refused_for(*reason, &who, Some(&claimed.record.name), incoming.observed),
         }
         outcome
     }
@@ -294,19 +295,40 @@ impl ApprovalService {
 
     /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).
     pub fn refused(&self, reason: Rejection, who: &str) {
+        self.refused_for(reason, who, None, None);
+    }
+
+    /// As [`Self::refused`], with the client the request named (its token's, authenticated or
+    /// not) and the address it came from, as log fields.
+    pub fn refused_for(&self, reason: Rejection, who: &str, client: Option<&str>, address: Option<IpAddr>) {
         self.counters.rejected(reason);
-        match self.log_limit.admit(Instant::now()) {
-            Some(0) => log::warn!("approval refused: {} ({who})", reason.name()),
-            Some(held) => log::warn!("approval refused: {} ({who}); {held} more refusals not logged", reason.name()),
-            None => {}
-        }
+        let Some(held) = self.log_limit.admit(Instant::now()) else { return };
+        let address = address.map(|a| a.to_string());
+        let fields: Vec<(&str, &str)> =
+            [("reason", Some(reason.name())), ("client", client), ("address", address.as_deref())]
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?)))
+                .collect();
+        let more = if held > 0 { format!("; {held} more refusals not logged") } else { String::new() };
+        gate_config::logging::with_fields(
+            log::Level::Warn,
+            module_path!(),
+            &fields,
+            format_args!("approval refused: {} ({who}){more}", reason.name()),
+        );
     }
 
     /// Checks 1-5 of a request whose handling began at `started`.
-    fn cheap_checks(&self, incoming: &Incoming, now: u64, started: Instant) -> Result<Checked, (Rejection, String)> {
+    /// A refusal says why, who (as the log's text) and the client the token named, if any.
+    fn cheap_checks(
+        &self,
+        incoming: &Incoming,
+        now: u64,
+        started: Instant,
+    ) -> Result<Checked, (Rejection, String, Option<String>)> {
         let mut crypto = Duration::ZERO;
         let settings = self.settings();
-        let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned());
+        let stranger = |reason: Rejection| (reason, "unauthenticated".to_owned(), None);
         // 1-2. Sizes, shapes, encodings.
         let request =
             Request::parse(incoming.headers.clone(), &incoming.body).map_err(|e| stranger(Rejection::of_parse(&e)))?;
@@ -318,10 +340,10 @@ impl ApprovalService {
         // enrolled a moment ago); whether gatectl changed the store is asked of SQLite (file
         // locks: system calls) only by requests that pass the HMAC, in `approve_checked`.
         let entry =
-            self.known_client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token))))?;
+            self.known_client(&request).map_err(|reason| (reason, format!("token {}", short(&request.token)), None))?;
         let client = &entry.record;
         let who = format!("client {:?}", client.name);
-        let fail = |reason: Rejection| (reason, who.clone());
+        let fail = |reason: Rejection| (reason, who.clone(), Some(client.name.clone()));
         // 5. HMAC, constant time. Nothing below runs for a request that fails here.
         self.counters.hmac_check();
         timed(&mut crypto, || request.verify_hmac(&client.secret)).map_err(|_| fail(Rejection::BadHmac))?;
@@ -404,11 +426,17 @@ impl ApprovalService {
         };
         self.open(settings, nonce.clone(), record, gate_id, now)?;
         self.counters.approved_on(gate_id);
-        log::info!(
-            "approved {who} on gate {:?} for {} (version {:?})",
-            payload.gate,
-            addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            payload.client_version
+        let opened: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        gate_config::logging::with_fields(
+            log::Level::Info,
+            module_path!(),
+            &[("client", &client.name), ("gate", &payload.gate), ("address", &opened.join(","))],
+            format_args!(
+                "approved {who} on gate {:?} for {} (version {:?})",
+                payload.gate,
+                opened.join(", "),
+                payload.client_version
+            ),
         );
         Ok(sealed)
     }

@@ -217,13 +217,24 @@ pub async fn serve(
                     }
                 };
                 let kid = event.kid.unwrap_or(0);
+                let fields = [("server", server), ("client", name.as_str()), ("address", field("untrusted_ip"))];
                 let command = match &verdict {
                     Ok(()) => {
-                        log::info!("openvpn {server}: {name:?} from {} allowed", field("untrusted_ip"));
+                        gate_config::logging::with_fields(
+                            log::Level::Info,
+                            module_path!(),
+                            &fields,
+                            format_args!("openvpn {server}: {name:?} from {} allowed", field("untrusted_ip")),
+                        );
                         format!("client-auth-nt {} {kid}\n", event.cid)
                     }
                     Err(why) => {
-                        log::warn!("openvpn {server}: {name:?} from {} refused: {why}", field("untrusted_ip"));
+                        gate_config::logging::with_fields(
+                            log::Level::Warn,
+                            module_path!(),
+                            &[fields[0], fields[1], fields[2], ("reason", why.as_str())],
+                            format_args!("openvpn {server}: {name:?} from {} refused: {why}", field("untrusted_ip")),
+                        );
                         format!("client-deny {} {kid} \"refused by the gate\"\n", event.cid)
                     }
                 };
