@@ -3,7 +3,8 @@
 //! space, a quote or an `=`), which log systems index (`reason=bad_hmac client=alice`). Under
 //! systemd (stderr is the journal's stream, `$JOURNAL_STREAM`): journald's native protocol, each
 //! field its own journal field (`REASON=bad_hmac`, `journalctl REASON=bad_hmac`), and the level
-//! as the entry's priority. `RUST_LOG` filters both ways (`info` by default).
+//! as the entry's priority. `RUST_LOG` filters both ways (the services log `info` by default,
+//! gatectl `warn`: what the libraries it runs say of trouble, beside its own output).
 use std::io::Write as _;
 
 use log::{
@@ -11,9 +12,9 @@ use log::{
     kv::{Key, Value, VisitSource},
 };
 
-/// Installs the logger of a service binary.
-pub fn init() {
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+/// Installs the logger of a binary, logging from `default` up unless `RUST_LOG` says otherwise.
+pub fn init(default: &str) {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
     if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
             Ok(journal) => {

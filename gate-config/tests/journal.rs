@@ -33,7 +33,7 @@ fn under_systemd_each_log_field_is_a_journal_field() {
     // stderr as the journal's stream, as systemd sets it for a service.
     let stderr = std::fs::metadata("/proc/self/fd/2").expect("stderr");
     set_var("JOURNAL_STREAM", &format!("{}:{}", stderr.dev(), stderr.ino()));
-    gate_config::logging::init();
+    gate_config::logging::init("info");
     gate_config::logging::with_fields(
         log::Level::Warn,
         "gate_daemon::approval::service",

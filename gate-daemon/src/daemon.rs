@@ -98,7 +98,6 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
             .context("watch links over rtnetlink")?;
     let heartbeat = links.heartbeat.clone();
     let state = Arc::new(Writers::new(installed.state));
-    let sweeper = tokio::spawn(sweeper::run(config.pin_dir.clone(), Arc::clone(&state), config.leases.sweep_interval));
 
     let settings = reload::settings(&config, &installed.gates);
     let service = Arc::new(
@@ -108,6 +107,12 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
     // The shutdown states in force at start (a restart honours them), then as they change.
     let initial = tokio::task::block_in_place(|| shutdown::current(&service)).context("read the shutdown states")?;
     let (states, mut watch_states) = tokio::sync::watch::channel(initial);
+    let sweeper = tokio::spawn(sweeper::run(
+        config.pin_dir.clone(),
+        Arc::clone(&state),
+        config.leases.sweep_interval,
+        Arc::clone(&service),
+    ));
     let notifier = tokio::spawn(shutdown::run(config.notifications.clone(), Arc::clone(&service), states.clone()));
     upkeep::listen(Arc::clone(&service));
     let presence = Arc::new(heartbeat::Presence::default());

@@ -10,7 +10,7 @@ use gate_daemon::{cli::Args, config::Config, daemon};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    gate_config::logging::init();
+    gate_config::logging::init("info");
     let args = Args::parse();
     let check = args.check;
     let load = |file: &std::path::Path| {

@@ -120,8 +120,12 @@ impl Parts {
         let mut changes = describe(&self.config, &new);
         if new.leases.sweep_interval != self.config.leases.sweep_interval {
             self.sweeper.abort();
-            self.sweeper =
-                tokio::spawn(sweeper::run(new.pin_dir.clone(), Arc::clone(&self.state), new.leases.sweep_interval));
+            self.sweeper = tokio::spawn(sweeper::run(
+                new.pin_dir.clone(),
+                Arc::clone(&self.state),
+                new.leases.sweep_interval,
+                Arc::clone(&self.service),
+            ));
         }
         if new.notifications != self.config.notifications {
             self.notifier.abort();

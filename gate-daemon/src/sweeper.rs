@@ -19,9 +19,12 @@ use std::{
     time::Duration,
 };
 
-use gate_maps::{GateState, StateError, clock};
+use gate_maps::{GateState, StateError, SweptLease, clock};
 
-use crate::writers::Writers;
+use crate::{
+    approval::{ApprovalService, service::unix_now},
+    writers::Writers,
+};
 
 /// How long the sweep holds back for the daemon's writers between two batches, at most: a stuck
 /// writer must not stop the sweep.
@@ -29,37 +32,74 @@ const YIELD_AT_MOST: Duration = Duration::from_millis(50);
 
 /// One sweep of the maps pinned at `pin_dir` (leases closed `grace_ns` before `now_ns`) on a
 /// handle of its own, letting `writers` go first between batches, and leaving them the count of
-/// live leases it read. Returns how many it deleted.
+/// live leases it read. Returns the leases it deleted.
 ///
 /// # Errors
 /// The maps cannot be opened, read or written.
-pub fn sweep(pin_dir: &Path, writers: &Writers, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
+pub fn sweep(pin_dir: &Path, writers: &Writers, now_ns: u64, grace_ns: u64) -> Result<Vec<SweptLease>, StateError> {
     let yield_to_writers = || {
         let started = std::time::Instant::now();
         while writers.busy() && started.elapsed() < YIELD_AT_MOST {
             std::thread::sleep(Duration::from_micros(50));
         }
     };
-    let swept = GateState::open(pin_dir)?.sweep_yielding(now_ns, grace_ns, yield_to_writers)?;
+    let mut gone = Vec::new();
+    let swept = GateState::open(pin_dir)?
+        .sweep_yielding(now_ns, grace_ns, yield_to_writers, |batch| gone.extend_from_slice(batch))?;
     writers.swept(swept.live);
-    Ok(swept.removed)
+    Ok(gone)
+}
+
+/// Audit rows written per transaction: each holds the store (and the approvals waiting for it)
+/// for about a millisecond.
+const AUDIT_CHUNK: usize = 1000;
+
+/// Writes the swept leases to the audit trail (`lease_closed`, by `expiry` or `idle`), at the
+/// normal priority (the store's lock must not wait on a thread at nice 19), a chunk a
+/// transaction. A failure is logged, once a sweep.
+fn record_swept(service: &ApprovalService, pin_dir: &Path, gone: &[SweptLease]) {
+    let names: std::collections::BTreeMap<u32, String> = GateState::open(pin_dir)
+        .and_then(|state| state.gates())
+        .map(|gates| gates.into_iter().map(|g| (g.id, g.name)).collect())
+        .unwrap_or_default();
+    let (now, host) = (unix_now(), service.settings().host.clone());
+    for chunk in gone.chunks(AUDIT_CHUNK) {
+        let events: Vec<gate_store::AuditEvent> = chunk
+            .iter()
+            .map(|lease| {
+                let cause = if lease.expired { "expiry" } else { "idle" };
+                let gate = names.get(&lease.gate).map_or_else(|| format!("gate {}", lease.gate), Clone::clone);
+                gate_store::AuditEvent::new(now, &host, gate_store::AuditKind::LeaseClosed, cause, "daemon")
+                    .lease(&gate, lease.addr)
+            })
+            .collect();
+        if let Err(e) = service.store().record_audit(&events) {
+            log::warn!("sweep: {} closed leases not written to the audit trail: {e}", gone.len());
+            return;
+        }
+    }
 }
 
 /// Sweeps the maps pinned at `pin_dir` every `interval` until the task is dropped, yielding to
-/// `writers` between batches.
-pub async fn run(pin_dir: PathBuf, writers: Arc<Writers>, interval: Duration) {
+/// `writers` between batches; each sweep's deleted leases go to the audit trail of `service`'s
+/// store.
+pub async fn run(pin_dir: PathBuf, writers: Arc<Writers>, interval: Duration, service: Arc<ApprovalService>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (pin_dir, writers) = (pin_dir.clone(), Arc::clone(&writers));
+        let (pins, writers) = (pin_dir.clone(), Arc::clone(&writers));
         let swept = tokio::task::spawn_blocking(move || {
-            at_lowest_priority(|| sweep(&pin_dir, &writers, clock::now_ns(), clock::nanos(interval)))
+            at_lowest_priority(|| sweep(&pins, &writers, clock::now_ns(), clock::nanos(interval)))
         })
         .await;
         match swept {
-            Ok(Ok(Ok(0))) => {}
-            Ok(Ok(Ok(n))) => log::info!("swept {n} closed leases"),
+            Ok(Ok(Ok(gone))) if gone.is_empty() => {}
+            Ok(Ok(Ok(gone))) => {
+                log::info!("swept {} closed leases", gone.len());
+                let (service, pins) = (Arc::clone(&service), pin_dir.clone());
+                let _ = tokio::task::spawn_blocking(move || record_swept(&service, &pins, &gone)).await;
+            }
             Ok(Ok(Err(e))) => log::warn!("sweep failed: {e}"),
             Ok(Err(e)) => log::warn!("no thread for the sweep: {e}"),
             Err(e) => log::error!("sweep task died: {e}"),

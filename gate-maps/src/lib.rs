@@ -25,5 +25,5 @@ pub use lease::LeasePolicy;
 pub use pins::{AttachMode, Attachment, DaemonLock, LockError, PinDir};
 pub use state::{
     GateEntry, GateSpec, GateState, LeaseChunks, LeaseCount, LeaseCounts, LeaseEntry, Protocol, StatsTable, Swept,
-    lease_address,
+    SweptLease, lease_address,
 };

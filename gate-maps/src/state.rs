@@ -710,23 +710,23 @@ impl GateState {
         self.settle(result)
     }
 
-    /// Closes every lease of `gate`. Returns how many were removed.
+    /// Closes every lease of `gate`. Returns the addresses whose leases it removed.
     ///
     /// # Errors
     /// The kernel refuses to iterate or delete.
-    pub fn revoke_gate(&mut self, gate: u32) -> Result<usize, StateError> {
+    pub fn revoke_gate(&mut self, gate: u32) -> Result<Vec<IpAddr>, StateError> {
         let _lock = self.lock()?;
         let result = self.remove_leases_where(|e| e.gate == gate);
-        self.settle(result)
+        Ok(self.settle(result)?.into_iter().map(|(_, addr)| addr).collect())
     }
 
     /// Removes every lease `doomed` picks, a chunk at a time; the caller holds the lock. Returns
-    /// how many.
-    fn remove_leases_where(&mut self, doomed: impl Fn(&LeaseEntry) -> bool) -> Result<usize, StateError> {
-        let mut removed = 0;
+    /// the (gate, address) of each.
+    fn remove_leases_where(&mut self, doomed: impl Fn(&LeaseEntry) -> bool) -> Result<Vec<(u32, IpAddr)>, StateError> {
+        let mut removed = Vec::new();
         for chunk in self.lease_chunks()? {
             let picked: Vec<(u32, IpAddr)> = chunk?.iter().filter(|e| doomed(e)).map(|e| (e.gate, e.addr)).collect();
-            removed += self.remove_many(&picked)?;
+            removed.extend(self.remove_listed(&picked)?);
         }
         Ok(removed)
     }
@@ -740,6 +740,11 @@ impl GateState {
     /// Removes the leases of `entries` (gate, address) in batches, uncounting from the filter
     /// those that were there. Returns how many were. Caller holds the lock and settles.
     fn remove_many(&mut self, entries: &[(u32, IpAddr)]) -> Result<usize, StateError> {
+        Ok(self.remove_listed(entries)?.len())
+    }
+
+    /// As [`Self::remove_many`]; the (gate, address) of each lease it removed.
+    fn remove_listed(&mut self, entries: &[(u32, IpAddr)]) -> Result<Vec<(u32, IpAddr)>, StateError> {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for &(gate, addr) in entries {
             match addr {
@@ -756,11 +761,11 @@ impl GateState {
         for (key, _) in v6.iter().zip(gone6).filter(|(_, g)| *g) {
             gone.entry(key.gate).or_default().push(IpAddr::from(key.addr));
         }
-        let mut removed = 0;
+        let mut removed = Vec::new();
         for (gate, addrs) in gone {
             self.cache_stale = true;
-            removed += addrs.len();
             self.count_in_filter(gate, &addrs, false)?;
+            removed.extend(addrs.into_iter().map(|addr| (gate, addr)));
         }
         Ok(removed)
     }
@@ -844,14 +849,15 @@ impl GateState {
     /// # Errors
     /// The kernel refuses to iterate or delete.
     pub fn sweep(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
-        Ok(self.sweep_yielding(now_ns, grace_ns, || {})?.removed)
+        Ok(self.sweep_yielding(now_ns, grace_ns, || {}, |_| {})?.removed)
     }
 
     /// As [`Self::sweep`], calling `between` after each batch, once the lock is released: a
     /// caller that knows of writers waiting for the maps lets them go first there. `flock` is
     /// not fair, so the sweep also pauses briefly after each batch for writers it cannot see
     /// (another process's `gatectl`). Also counts the live leases it reads on the way, so a
-    /// caller learns the count without a second pass over maps of a million.
+    /// caller learns the count without a second pass over maps of a million. `removed` hears
+    /// each batch's deleted leases, after the lock is released (for the audit trail).
     ///
     /// # Errors
     /// As [`Self::sweep`].
@@ -860,6 +866,7 @@ impl GateState {
         now_ns: u64,
         grace_ns: u64,
         mut between: impl FnMut(),
+        mut removed_now: impl FnMut(&[SweptLease]),
     ) -> Result<Swept, StateError> {
         let dead = |lease: &Lease| lease.closes_at_ns().saturating_add(grace_ns) <= now_ns;
         let (mut removed, mut live) = (0, 0);
@@ -870,9 +877,11 @@ impl GateState {
                 chunk.iter().filter(|e| dead(&e.lease)).map(|e| (e.gate, e.addr)).collect();
             for batch in candidates.chunks(SWEEP_BATCH) {
                 let lock = self.lock()?;
-                let result = self.sweep_batch(batch, dead);
-                removed += self.settle(result)?;
+                let result = self.sweep_batch(batch, dead, now_ns);
+                let gone = self.settle(result)?;
                 drop(lock);
+                removed += gone.len();
+                removed_now(&gone);
                 std::thread::sleep(SWEEP_PAUSE);
                 between();
             }
@@ -880,20 +889,33 @@ impl GateState {
         Ok(Swept { removed, live })
     }
 
-    fn sweep_batch(&mut self, batch: &[(u32, IpAddr)], dead: impl Fn(&Lease) -> bool) -> Result<usize, StateError> {
+    fn sweep_batch(
+        &mut self,
+        batch: &[(u32, IpAddr)],
+        dead: impl Fn(&Lease) -> bool,
+        now_ns: u64,
+    ) -> Result<Vec<SweptLease>, StateError> {
         // Re-read: a grant may have replaced the lease since it was judged dead.
         let mut still_dead = Vec::with_capacity(batch.len());
+        let mut expired = std::collections::BTreeSet::new();
         for &(gate, addr) in batch {
-            if self.lease(gate, addr)?.is_some_and(|l| dead(&l)) {
+            if let Some(lease) = self.lease(gate, addr)?.filter(|l| dead(l)) {
                 still_dead.push((gate, addr));
+                if lease.state(now_ns) == LeaseState::Expired {
+                    expired.insert((gate, addr));
+                }
             }
         }
-        self.remove_many(&still_dead)
+        let removed = self.remove_listed(&still_dead)?;
+        Ok(removed
+            .into_iter()
+            .map(|(gate, addr)| SweptLease { gate, addr, expired: expired.contains(&(gate, addr)) })
+            .collect())
     }
 
     /// As [`Self::sweep`], for a caller already holding the lock.
     fn sweep_locked(&mut self, now_ns: u64, grace_ns: u64) -> Result<usize, StateError> {
-        self.remove_leases_where(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)
+        Ok(self.remove_leases_where(|e| e.lease.closes_at_ns().saturating_add(grace_ns) <= now_ns)?.len())
     }
 
     /// XDP's verdict counters summed over CPUs, for gate 0 (no gate) and every gate id in use.
@@ -950,6 +972,15 @@ pub struct Swept {
     pub removed: usize,
     /// Live leases read on the way (a lease opened during the sweep may be missed).
     pub live: usize,
+}
+
+/// A closed lease a sweep deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweptLease {
+    pub gate: u32,
+    pub addr: IpAddr,
+    /// Closed at its hard expiry (else: idle too long).
+    pub expired: bool,
 }
 
 /// Leases per gate and per family: [`GateState::lease_counts`].

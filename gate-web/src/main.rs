@@ -19,7 +19,7 @@ use gate_web::{
 };
 
 fn main() -> ExitCode {
-    gate_config::logging::init();
+    gate_config::logging::init("info");
     let args = Args::parse();
     gate_config::run_service("gate_web", &args.config, args.check, Config::load, run)
 }

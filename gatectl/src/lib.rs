@@ -184,6 +184,7 @@ pub fn command() -> clap::Command {
 /// gatectl: parses the command line, runs it, says what failed.
 #[must_use]
 pub fn main() -> ExitCode {
+    gate_config::logging::init("warn");
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,7 +72,7 @@ fn a_cached_source_is_dropped_by_the_first_packet_after_each_kind_of_removal() {
 
         gate.state.grant(vpn, addr, hour()).unwrap();
         assert_cached_pass(&mut gate, addr);
-        assert_eq!(gate.state.revoke_gate(vpn).unwrap(), 1);
+        assert_eq!(gate.state.revoke_gate(vpn).unwrap().len(), 1);
         assert_eq!(gate.run(&frame), XDP_DROP, "{addr}: revoke the whole gate");
 
         // A lease replaced by one that has already ended: the cached copy must not outlive it.

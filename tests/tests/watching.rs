@@ -289,7 +289,7 @@ fn gatectl_top_shows_drops_leases_and_approvals_live_and_once_as_json() {
 #[test]
 fn the_audit_trail_says_who_opened_and_closed_what_and_leases_name_their_client() {
     let mut bed = TestBed::new();
-    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let config = bed.config(&[("vpn", "udp", GATED)], "[leases]\nsweep_interval = \"1s\"\n");
     let _daemon = Daemon::start(&bed, &config);
     let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
     let config_flag = config.to_str().unwrap();
@@ -354,6 +354,32 @@ fn the_audit_trail_says_who_opened_and_closed_what_and_leases_name_their_client(
     assert!(trail(&["--since", "2099-01-01T00:00:00Z"]).is_empty());
     let text = ops(&["audit", "--client", "alice"]);
     assert!(text.lines().any(|l| l.contains("lease_opened  approval by alice  client alice  vpn")), "{text}");
+
+    // Closed by the daemon: a lease swept once expired, and the leases a vpn shutdown closes.
+    let closed_by = |address: &str, cause: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = trail(&["--address", address]).iter().any(|e| {
+                e["event"] == "lease_closed" && e["cause"] == cause && e["actor"] == "daemon" && e["gate"] == "vpn"
+            });
+            if found || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    ops(&["allow", "198.51.100.20", "--gate", "vpn", "--ttl", "1s"]);
+    assert!(closed_by("198.51.100.20", "expiry"), "the sweep's close: {:#?}", trail(&["--address", "198.51.100.20"]));
+    ops(&["allow", "198.51.100.21", "--gate", "vpn", "--ttl", "10m"]);
+    ops(&["shutdown", "set", "vpn", "disabled"]);
+    assert!(closed_by("198.51.100.21", "vpn_shutdown"), "{:#?}", trail(&["--address", "198.51.100.21"]));
+
+    // gatectl says what its libraries log of trouble, in the services' format.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bed.store(), std::fs::Permissions::from_mode(0o644)).expect("loosen the store");
+    let out = gatectl(&bed.pin_dir.0, &["--config", config_flag, "client", "list"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.lines().any(|l| l.contains(" WARN ") && l.contains("tightened to 600")), "{said}");
 }
 
 /// `gatectl trace ADDRESS --json` with `args`, started in the gateway's namespace (where the

@@ -279,18 +279,38 @@ impl ApprovalService {
         self.vpn_disabled.swap(disabled, std::sync::atomic::Ordering::SeqCst) != disabled
     }
 
-    /// Closes every lease on every gate (a `vpn` shutdown). Returns how many.
+    /// Closes every lease on every gate (a `vpn` shutdown), each in the audit trail. Returns how
+    /// many.
     pub fn close_all_leases(&self) -> usize {
-        self.state.with(|state| {
-            let mut closed = 0;
-            for id in self.settings().gate_ids.values() {
+        let settings = self.settings();
+        let closed: Vec<(String, IpAddr)> = self.state.with(|state| {
+            let mut closed = Vec::new();
+            for (name, id) in &settings.gate_ids {
                 match state.revoke_gate(*id) {
-                    Ok(n) => closed += n,
+                    Ok(addrs) => closed.extend(addrs.into_iter().map(|addr| (name.clone(), addr))),
                     Err(e) => log::error!("vpn shutdown: close the leases of gate {id}: {e}"),
                 }
             }
             closed
-        })
+        });
+        let now = unix_now();
+        let events: Vec<gate_store::AuditEvent> = closed
+            .iter()
+            .map(|(gate, addr)| {
+                gate_store::AuditEvent::new(
+                    now,
+                    &settings.host,
+                    gate_store::AuditKind::LeaseClosed,
+                    "vpn_shutdown",
+                    "daemon",
+                )
+                .lease(gate, *addr)
+            })
+            .collect();
+        if let Err(e) = self.store().record_audit(&events) {
+            log::error!("vpn shutdown: {} closed leases not written to the audit trail: {e}", events.len());
+        }
+        closed.len()
     }
 
     /// Counts and logs a refusal (also those the HTTP layer makes before the service runs).

@@ -126,7 +126,7 @@ fn mass_expiry(gate: &mut LoadedGate, count: u32, sweep: Sweep) -> anyhow::Resul
     let (cpu_before, started) = (thread_cpu(), Instant::now());
     let removed = match sweep {
         Sweep::HoldingTheLock => shared.lock().expect("lock").sweep(clock::now_ns(), 0)?,
-        Sweep::OwnHandle => gate_daemon::sweeper::sweep(&root, &writers, clock::now_ns(), 0)?,
+        Sweep::OwnHandle => gate_daemon::sweeper::sweep(&root, &writers, clock::now_ns(), 0)?.len(),
         Sweep::Nothing(wait) => {
             thread::sleep(wait);
             0
