@@ -91,11 +91,25 @@ fn pinned(page: &mut Page, pins: &PinDir, service: &ApprovalService) {
             }
         }
     }
-    page.family("gate_leases", Kind::Gauge, "Leases in the maps by gate and state (closed ones wait for the sweep).");
+    page.family(
+        "gate_leases",
+        Kind::Gauge,
+        "Leases in the maps by gate, state and family (closed ones wait for the sweep; their family is not told apart).",
+    );
     for (id, name) in &names {
         let count = leases.gates.get(id).copied().unwrap_or_default();
-        page.sample("gate_leases", &[("gate", name), ("state", "live")], float(count.live as u64));
-        page.sample("gate_leases", &[("gate", name), ("state", "closed")], float(count.closed as u64));
+        let live_v4 = (count.live - count.live_v6) as u64;
+        page.sample("gate_leases", &[("gate", name), ("state", "live"), ("family", "ipv4")], float(live_v4));
+        page.sample(
+            "gate_leases",
+            &[("gate", name), ("state", "live"), ("family", "ipv6")],
+            float(count.live_v6 as u64),
+        );
+        page.sample(
+            "gate_leases",
+            &[("gate", name), ("state", "closed"), ("family", "any")],
+            float(count.closed as u64),
+        );
     }
     // By the installed gates' names: the page's gate labels are the maps' own.
     let approved = service.counters.snapshot().approved_by_gate;

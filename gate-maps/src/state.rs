@@ -830,11 +830,15 @@ impl GateState {
                 } else {
                     counts.v6 += 1;
                 }
+                let live = entry.lease.state(now_ns) == LeaseState::Live;
                 let count = counts.gates.entry(entry.gate).or_default();
-                if entry.lease.state(now_ns) == LeaseState::Live {
+                if live {
                     count.live += 1;
                 } else {
                     count.closed += 1;
+                }
+                if live && entry.addr.is_ipv6() {
+                    count.live_v6 += 1;
                 }
             }
         }
@@ -963,6 +967,8 @@ const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 pub struct LeaseCount {
     pub live: usize,
     pub closed: usize,
+    /// Of the live ones, IPv6 leases (the rest are IPv4).
+    pub live_v6: usize,
 }
 
 /// What a sweep did and saw: [`GateState::sweep_yielding`].

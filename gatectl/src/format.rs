@@ -77,7 +77,7 @@ pub fn status(
         by_gate.entry(gate.id).or_default().push(gate);
     }
     for (id, ports) in &by_gate {
-        let LeaseCount { live, closed } = leases.gates.get(id).copied().unwrap_or_default();
+        let LeaseCount { live, closed, .. } = leases.gates.get(id).copied().unwrap_or_default();
         let list: Vec<_> = ports.iter().map(|p| format!("{}/{}", p.protocol, p.port)).collect();
         let _ = writeln!(
             out,

@@ -252,7 +252,7 @@ mod tests {
         let after = reading(start + Duration::from_secs(2), 2_001_000, 30, Some(10));
         let names = [(1, "a-gate-with-a-long-name".to_owned())].into();
         let mut leases = LeaseCounts::default();
-        leases.gates.insert(1, gate_maps::LeaseCount { live: 1_234_567, closed: 3 });
+        leases.gates.insert(1, gate_maps::LeaseCount { live: 1_234_567, closed: 3, live_v6: 0 });
         let view = view(&before, &after, &names, &leases);
         assert_eq!(view.gates[0].dropped_by_reason_per_second["dropped_no_lease"], 1_000_000.0);
         assert_eq!((view.gates[0].passed_per_second, view.gates[0].approvals_per_second), (10.0, Some(3.0)));

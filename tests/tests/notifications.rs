@@ -306,4 +306,11 @@ fn a_notice_served_by_python_http_server_is_applied_through_its_redirect() {
     wait("the notice applied", Duration::from_secs(10), || daemon.log().contains("accepted serial 5"));
     let source = format!("{}/v1/source", url_v4());
     wait("www disabled by the notice", Duration::from_secs(5), || curl(&bed, &[&source]).0 == 503);
+    // In the audit trail, with what it said and where it came from.
+    let trail = gate_tests::daemon::gatectl_ok(&bed.pin_dir.0, &["--config", config.to_str().unwrap(), "audit"]);
+    assert!(
+        trail.lines().any(|l| l.contains("notification_accepted  notification by http://")
+            && l.contains("(serial 5: www disabled, web ok, vpn ok")),
+        "{trail}"
+    );
 }

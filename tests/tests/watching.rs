@@ -60,7 +60,7 @@ fn the_daemon_and_the_front_serve_metrics_that_move_with_real_traffic() {
 
     let dropped = "gate_xdp_packets_total{gate=\"vpn\",reason=\"dropped_no_lease\"}";
     let passed = "gate_xdp_packets_total{gate=\"vpn\",reason=\"passed_lease\"}";
-    let live = "gate_leases{gate=\"vpn\",state=\"live\"}";
+    let live = "gate_leases{gate=\"vpn\",state=\"live\",family=\"ipv4\"}";
     let before = scrape(&bed, DAEMON_METRICS);
     promtool_clean(&before.text);
     assert_eq!(before.get(&format!("gate_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
