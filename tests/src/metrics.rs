@@ -2,7 +2,9 @@
 //! Prometheus would.
 use std::{
     collections::BTreeMap,
+    io::Write as _,
     path::PathBuf,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -77,4 +79,22 @@ pub fn scrape_until(bed: &TestBed, address: &str, within: Duration, ready: impl 
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `promtool check metrics` on a page: clean, or the test fails with what it found.
+///
+/// # Panics
+/// promtool is missing, or finds a problem.
+pub fn promtool_clean(page: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs prometheus)");
+    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("write the page");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\npage:\n{page}");
 }

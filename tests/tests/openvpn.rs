@@ -218,6 +218,7 @@ fn only_an_approved_client_reaches_the_vpn_and_only_with_its_own_token() {
     assert_eq!(page.get(&server("gate_openvpn_sessions")), 1.0, "{}", page.text);
     assert!(page.get(&server("gate_openvpn_received_bytes_total")) > 0.0, "{}", page.text);
     assert!(page.get(&server("gate_openvpn_sent_bytes_total")) > 0.0, "{}", page.text);
+    gate_tests::metrics::promtool_clean(&page.text);
     let shown = gate_tests::daemon::gatectl_in_ok(
         &bed.gateway,
         &bed.pin_dir.0,

@@ -199,14 +199,18 @@ fn gatectl_allow_refuses_what_approvals_refuse_and_says_when_it_shortens_a_lease
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains("approvals never open"), "{local}: {stderr}");
     }
+    // With the daemon's config, as on a host: gatectl finds the daemon's store and writes the
+    // audit trail there (without it, it would say the change is not recorded).
     let client = CLIENT_V4.to_string();
-    gatectl_ok(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "1h"]);
-    let out = gatectl(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "1m"]);
+    let with_config =
+        |args: &[&str]| gatectl(&bed.pin_dir.0, &[&["--config", config.to_str().unwrap()][..], args].concat());
+    assert!(with_config(&["allow", &client, "--gate", "vpn", "--ttl", "1h"]).status.success());
+    let out = with_config(&["allow", &client, "--gate", "vpn", "--ttl", "1m"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("replaced a lease of") && stderr.contains("it now has 1m"), "{stderr}");
-    let out = gatectl(&bed.pin_dir.0, &["allow", &client, "--gate", "vpn", "--ttl", "2h"]);
-    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "lengthening says nothing extra");
+    let out = with_config(&["allow", &client, "--gate", "vpn", "--ttl", "2h"]);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "lengthening says nothing extra: {out:?}");
 }
 
 #[test]

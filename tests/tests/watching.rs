@@ -15,26 +15,11 @@ use gate_tests::{
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, bin, gatectl, gatectl_ok},
     front::{self, ADMIT_FRONT, curl, url_v4},
-    metrics::{DAEMON_METRICS, FRONT_METRICS, scrape, scrape_until, with_daemon_metrics},
+    metrics::{DAEMON_METRICS, FRONT_METRICS, promtool_clean, scrape, scrape_until, with_daemon_metrics},
     probe::{Listeners, Outcome, udp},
 };
 
 const GATED: u16 = 1194;
-
-/// `promtool check metrics` on a page: clean, or the test fails with what it found.
-fn promtool_clean(page: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup installs prometheus)");
-    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("write the page");
-    let out = child.wait_with_output().expect("promtool");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\npage:\n{page}");
-}
 
 fn to(source: IpAddr) -> SocketAddr {
     SocketAddr::new(TestBed::gateway_addr(source), GATED)
