@@ -11,12 +11,18 @@ use std::{
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Removes the stand-in socket, also when the test fails.
-struct StandIn;
+/// Removes the stand-in socket, and the directories the test made for it, also when the test
+/// fails.
+struct StandIn {
+    made: Vec<&'static str>,
+}
 
 impl Drop for StandIn {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(JOURNAL_SOCKET);
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -26,9 +32,11 @@ fn under_systemd_each_log_field_is_a_journal_field() {
         eprintln!("skipped: a journald listens at {JOURNAL_SOCKET} (this test stands in for one where none runs)");
         return;
     }
+    let made: Vec<&'static str> =
+        ["/run/systemd", "/run/systemd/journal"].into_iter().filter(|dir| !Path::new(dir).exists()).collect();
     std::fs::create_dir_all("/run/systemd/journal").expect("make journald's directory (root)");
+    let _stand_in = StandIn { made };
     let journald = UnixDatagram::bind(JOURNAL_SOCKET).expect("bind the stand-in");
-    let _stand_in = StandIn;
     journald.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // stderr as the journal's stream, as systemd sets it for a service.
     let stderr = std::fs::metadata("/proc/self/fd/2").expect("stderr");
