@@ -21,8 +21,13 @@ pub enum StoreError {
     Sealed(String),
     #[error("store: the database cannot be reached: {0}")]
     Unreachable(String),
-    #[error("store: client {0:?} already exists")]
+    #[error("store: client {0:?} already exists (revoke it first to enroll it again, e.g. on a new device)")]
     ClientExists(String),
+    #[error(
+        "store: client {client:?} is revoked but its leases are not all closed yet ({grants} left, on {hosts}): \
+         each host's daemon closes them within a second; try again, or wait for them to expire"
+    )]
+    LeasesLeft { client: String, grants: u64, hosts: String },
     #[error("store: no client named {0:?}")]
     NoSuchClient(String),
     #[error("store: {0}")]

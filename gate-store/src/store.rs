@@ -311,6 +311,35 @@ fn apply(db: &Db, write: &Write) -> Result<Recorded, StoreError> {
     Ok(Recorded::Yes)
 }
 
+/// A revoked client's row given new keys (`keys`: name, token, sealed secret, box key, RSA key,
+/// time, as [`Store::add_client`] binds them): enrolled again, as new. Refused while any host
+/// still holds a grant of it (its leases not all closed: they would stay open to the old
+/// device). Its gates are replaced, and its unspent session tokens dropped: an old device's
+/// token must not start a VPN session once the name is enrolled again.
+fn enroll_again(db: &Db, name: &str, keys: &[Value]) -> Result<(), StoreError> {
+    let left = db.query_one(
+        "SELECT count(*), coalesce(min(host), ''), coalesce(max(host), '') FROM grants WHERE client = ?1",
+        args![name],
+    );
+    let mut left = left?;
+    let grants = from_sql(left.int(0)?);
+    if grants > 0 {
+        let (first, last) = (left.text(1)?, left.text(2)?);
+        let hosts = if first == last { first } else { format!("{first} ... {last}") };
+        return Err(StoreError::LeasesLeft { client: name.to_owned(), grants, hosts });
+    }
+    db.execute(
+        &format!(
+            "UPDATE clients SET token = ?2, hmac_secret = ?3, box_public = ?4, rsa_public = ?5, created_at = ?6, \
+             revoked_at = NULL, revision = {NEXT_REVISION} WHERE name = ?1"
+        ),
+        keys,
+    )?;
+    db.execute("DELETE FROM client_gates WHERE client = ?1", args![name])?;
+    db.execute("DELETE FROM session_tokens WHERE client = ?1", args![name])?;
+    Ok(())
+}
+
 /// Grant rows (client, gate, address, expires_at, host) as grants.
 fn grants(rows: Vec<crate::sql::Row>) -> Result<Vec<Grant>, StoreError> {
     let mut grants = Vec::with_capacity(rows.len());
@@ -663,34 +692,43 @@ impl Store {
         Ok(ServerKeys { box_secret: box_secret(&self.sealing.open(what, &bytes, BOX_SECRET_BYTES)?)? })
     }
 
-    /// Enrolls a client.
+    /// Enrolls a client; a revoked client's name is enrolled again with the new keys (its old
+    /// token, keys and profile stay refused), once no host holds a grant of it.
     ///
     /// # Errors
-    /// A bad name, no gate, a name or token already taken, or the database failed.
+    /// A bad name, no gate, a name or token already taken, a revoked name whose leases are not
+    /// all closed, or the database failed.
     pub fn add_client(&mut self, client: &NewClient<'_>) -> Result<(), StoreError> {
         validate_client_name(client.name)?;
         if client.gates.is_empty() {
             return Err(StoreError::Invalid(format!("client {:?}: name at least one gate", client.name)));
         }
         let secret = self.sealing.seal(Secret::ClientHmac(client.name), client.secret.0.as_slice())?;
+        let keys = args![
+            client.name,
+            client.public.token.0.as_slice(),
+            secret,
+            client.public.box_public.as_bytes().as_slice(),
+            rsa_public_der(&client.public.rsa_public)?,
+            to_sql(client.now)
+        ]
+        .to_vec();
         self.db.transaction(Tx::Clients, |db| {
-            if db.query_opt("SELECT 1 FROM clients WHERE name = ?1", args![client.name])?.is_some() {
-                return Err(StoreError::ClientExists(client.name.to_owned()));
+            let existing = db.query_opt("SELECT revoked_at FROM clients WHERE name = ?1", args![client.name])?;
+            let revoked = existing.map(|mut row| row.opt_int(0).map(|at| at.is_some())).transpose()?;
+            match revoked {
+                None => {
+                    db.execute(
+                        &format!(
+                            "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at, revision) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NEXT_REVISION})"
+                        ),
+                        &keys,
+                    )?;
+                }
+                Some(true) => enroll_again(db, client.name, &keys)?,
+                Some(false) => return Err(StoreError::ClientExists(client.name.to_owned())),
             }
-            db.execute(
-                &format!(
-                    "INSERT INTO clients (name, token, hmac_secret, box_public, rsa_public, created_at, revision) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NEXT_REVISION})"
-                ),
-                args![
-                    client.name,
-                    client.public.token.0.as_slice(),
-                    secret,
-                    client.public.box_public.as_bytes().as_slice(),
-                    rsa_public_der(&client.public.rsa_public)?,
-                    to_sql(client.now)
-                ],
-            )?;
             for gate in client.gates {
                 db.execute(
                     "INSERT INTO client_gates (client, gate) VALUES (?1, ?2) ON CONFLICT DO NOTHING",

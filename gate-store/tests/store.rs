@@ -901,3 +901,49 @@ fn the_audit_trail_keeps_approvals_with_their_commit_and_answers_by_client_addre
         assert_eq!(all(AuditQuery::default()), [closed]);
     });
 }
+
+#[test]
+fn a_revoked_name_is_enrolled_again_once_its_leases_are_closed_and_its_old_keys_stay_refused() {
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (old, _) = enroll(&mut store, "alice");
+        let address: IpAddr = "198.51.100.7".parse().unwrap();
+        let approved = Write::Approval(nonce_record(old.token, 1), approval("alice", &[address], Some(&[9; 64])));
+        assert_eq!(store.commit(&approved).unwrap(), Recorded::Yes);
+        let again = |store: &mut Store| {
+            let public = ClientPublic {
+                token: Token::random(&mut OsRng),
+                box_public: SecretKey::generate(&mut OsRng).public_key(),
+                rsa_public: rsa_private_from_pem(PEM).unwrap().to_public_key(),
+            };
+            let gates = ["vpn2".to_owned()];
+            let secret = HmacSecret::random(&mut OsRng);
+            store
+                .add_client(&NewClient { name: "alice", gates: &gates, public: &public, secret: &secret, now: 300 })
+                .map(|()| public)
+        };
+        assert!(matches!(again(&mut store), Err(StoreError::ClientExists(_))), "an enrolled name is taken");
+        store.revoke_client("alice", 200).unwrap();
+        let (_, revision) = store.clients_since(0).unwrap();
+        match again(&mut store) {
+            Err(StoreError::LeasesLeft { grants: 1, hosts, .. }) => assert_eq!(hosts, "h"),
+            other => panic!("a revoked name with a lease still open: {:?}", other.map(|p| p.token)),
+        }
+        // Its leases closed (what end_grants does on each host), it is enrolled again.
+        store.delete_grants("alice", "vpn", &[address], "h").unwrap();
+        let new = again(&mut store).unwrap();
+        let alice = store.client("alice").unwrap();
+        assert_eq!((alice.token, alice.revoked_at, alice.created_at), (new.token, None, 300));
+        assert_eq!(alice.gates.iter().collect::<Vec<_>>(), ["vpn2"], "its gates are the new ones");
+        let (changed, _) = store.clients_since(revision).unwrap();
+        assert_eq!(
+            changed.iter().map(|c| c.token).collect::<Vec<_>>(),
+            [new.token],
+            "the daemons' views see the new keys"
+        );
+        assert!(
+            !store.spend_session_token(&[9; 64], "alice", "vpn", 250).unwrap(),
+            "a session token of the old device opens nothing once the name is enrolled again"
+        );
+    });
+}

@@ -29,7 +29,9 @@ pub const DEFAULT_SERVER: &str = "unix:/run/gate/daemon.sock";
 
 #[derive(Subcommand)]
 pub enum ClientCommand {
-    /// Enroll a client: make its keys, register it, write its profile (0600).
+    /// Enroll a client: make its keys, register it, write its profile (0600). A revoked client's
+    /// name is enrolled again (a new device) once its leases are closed: new keys, a new VPN
+    /// certificate, and its old profile stays refused.
     Add {
         name: String,
         /// A gate it may open (repeat for several).
@@ -116,9 +118,15 @@ fn add(
     }
     check_gates(pins, paths.config.as_ref(), gates)?;
     let mut store = paths.store.open_or_create(paths.config.as_ref())?;
-    if store.client(name).is_ok() {
-        bail!("client {name:?} already exists");
-    }
+    // A revoked name is enrolled again (a new device): the store refuses it while a lease of it
+    // is still open anywhere.
+    let again = match store.client(name) {
+        Ok(existing) if existing.revoked_at.is_none() => bail!(
+            "client {name:?} already exists (to move it to a new device: `gatectl client revoke {name}`, then add it again)"
+        ),
+        Ok(existing) => existing.revoked_at,
+        Err(_) => None,
+    };
     let rsa = match rsa_key {
         Some(path) => {
             let pem =
@@ -176,6 +184,7 @@ fn add(
         let _ = store.withdraw_client_certificates(name, unix_now());
         return Err(e.context(format!("enroll {name:?}")));
     }
+    let again_note = again.map(|at| format!(" again (revoked {})", format::ago(unix_now(), at))).unwrap_or_default();
     let event = gate_store::AuditEvent::new(
         unix_now(),
         &paths.host,
@@ -184,9 +193,16 @@ fn add(
         &crate::audit::operator(),
     )
     .client(name)
-    .detail(format!("gates {}", gates.join(", ")));
+    .detail(format!("gates {}{again_note}", gates.join(", ")));
     crate::audit::record_in(&store, &[event]);
-    println!("enrolled {name} for {}; profile written to {} (keep it secret)", gates.join(", "), out.display());
+    println!(
+        "enrolled {name}{again_note} for {}; profile written to {} (keep it secret)",
+        gates.join(", "),
+        out.display()
+    );
+    if again.is_some() {
+        println!("its old profile stays refused: a new token, new keys and a new VPN certificate");
+    }
     Ok(())
 }
 

@@ -535,3 +535,55 @@ fn a_store_backed_up_while_the_daemon_runs_restores_its_clients() {
     assert_eq!(send(&bed, &alice.request(Some(CLIENT_V4), None), None).status, 200, "alice from the backup");
     assert_eq!(send(&bed, &bob.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS, "bob is not in it");
 }
+
+#[test]
+fn a_client_moves_to_a_new_device_by_revoking_and_enrolling_its_name_again() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _daemon = Daemon::start(&bed, &config);
+    let old = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&bed, &old.request(Some(CLIENT_V4), None), None).status, 200, "the old device, approved");
+
+    // Enrolled: the name is taken, and the message says how to move it.
+    let new_path = bed.state_dir.join("alice-new-device.profile");
+    let server = format!("unix:{}", bed.socket().display());
+    let key = vector_key("foreign");
+    let add_again = [
+        "client",
+        "add",
+        "alice",
+        "--gate",
+        "vpn",
+        "--out",
+        new_path.to_str().unwrap(),
+        "--server",
+        &server,
+        "--rsa-key",
+        key.to_str().unwrap(),
+    ];
+    let flags = bed.store_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let refused = gatectl(&bed.pin_dir.0, &[&flags[..], &add_again[..]].concat());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("already exists") && said.contains("client revoke alice"),
+        "{said}"
+    );
+
+    // Revoked (its lease closed here at once), then enrolled again: a new profile.
+    gatectl_store(&bed, &["client", "revoke", "alice"]);
+    let added = gatectl_store(&bed, &add_again);
+    assert!(added.contains("enrolled alice again") && added.contains("old profile stays refused"), "{added}");
+    let new_profile = gate_protocol::profile::Profile::from_json(&std::fs::read_to_string(&new_path).unwrap()).unwrap();
+    assert_ne!(new_profile.keys.token, old.profile.keys.token);
+    let new = Enrolled { path: new_path, profile: new_profile };
+
+    assert_eq!(
+        send(&bed, &old.request(Some(CLIENT_V4), None), None).status,
+        REJECTED_STATUS,
+        "the old device, refused"
+    );
+    assert_eq!(send(&bed, &new.request(Some(CLIENT_V4), None), None).status, 200, "the new device, approved");
+    let shown = gatectl_store(&bed, &["client", "show", "alice"]);
+    assert!(shown.contains("status: active"), "{shown}");
+}
