@@ -74,18 +74,15 @@ impl Page {
             cumulative += count;
             let le = number(*bound);
             let with_le: Vec<(&str, &str)> = labels.iter().copied().chain([("le", le.as_str())]).collect();
-            #[expect(clippy::cast_precision_loss, reason = "a count far below 2^53")]
-            self.sample(&bucket, &with_le, cumulative as f64);
+            self.sample(&bucket, &with_le, count_value(cumulative));
         }
         let with_inf: Vec<(&str, &str)> = labels.iter().copied().chain([("le", "+Inf")]).collect();
-        #[expect(clippy::cast_precision_loss, reason = "a count far below 2^53")]
-        self.sample(&bucket, &with_inf, histogram.count as f64).sample(
+        self.sample(&bucket, &with_inf, count_value(histogram.count)).sample(
             &format!("{name}_sum"),
             labels,
             histogram.sum_seconds,
         );
-        #[expect(clippy::cast_precision_loss, reason = "a count far below 2^53")]
-        self.sample(&format!("{name}_count"), labels, histogram.count as f64)
+        self.sample(&format!("{name}_count"), labels, count_value(histogram.count))
     }
 
     /// The page.
@@ -93,6 +90,13 @@ impl Page {
     pub fn finish(self) -> String {
         self.text
     }
+}
+
+/// A count as a sample's value (exact below 2^53, far above any count here).
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+#[must_use]
+pub const fn count_value(n: u64) -> f64 {
+    n as f64
 }
 
 /// `{a="x",b="y"}`, values escaped as the format says; nothing for no labels.

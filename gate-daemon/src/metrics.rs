@@ -5,14 +5,14 @@
 //! shutdown states in force, the notification polls, and the OpenVPN servers' status files.
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
-use gate_config::metrics::{Kind, Page};
+use gate_config::metrics::{Kind, Page, count_value};
 use gate_maps::{GateState, PinDir, clock, common::Reason, netlink, pins::pinned_program};
 use gate_notify::Published;
 use tokio::sync::watch;
 
 use crate::{
-    approval::{ApprovalService, Rejection},
-    openvpn::supervisor::{LinkBytes, ServerStatus, Traffic},
+    approval::{ApprovalService, Rejection, reasons::CountersSnapshot},
+    openvpn::supervisor::{self, LinkBytes, Traffic},
     shutdown,
 };
 
@@ -34,22 +34,19 @@ pub fn render(sources: &Sources) -> String {
         &[("version", shutdown::VERSION)],
         1.0,
     );
-    pinned(&mut page, &sources.pins, &sources.service);
-    approvals(&mut page, &sources.service);
+    // Once a page: a snapshot also sorts the last approvals' times.
+    let counters = sources.service.counters.snapshot();
+    pinned(&mut page, &sources.pins, &counters);
+    approvals(&mut page, &sources.service, &counters);
     shutdown_states(&mut page, &sources.states.borrow());
     notification_polls(&mut page);
     openvpn(&mut page, &sources.vpn_run_dir, &sources.vpn_traffic);
     page.finish()
 }
 
-#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
-const fn float(n: u64) -> f64 {
-    n as f64
-}
-
 /// What the pinned state says: interfaces, verdicts, leases. `gate_state_readable` 0 (and none
 /// of the rest) when the maps cannot be read.
-fn pinned(page: &mut Page, pins: &PinDir, service: &ApprovalService) {
+fn pinned(page: &mut Page, pins: &PinDir, counters: &CountersSnapshot) {
     let read = GateState::open(pins.root()).and_then(|state| {
         let gates = state.gates()?;
         Ok((state.stats()?, state.backstop_stats()?, state.lease_counts(clock::now_ns())?, state.capacity(), gates))
@@ -87,7 +84,7 @@ fn pinned(page: &mut Page, pins: &PinDir, service: &ApprovalService) {
             let gate = names.get(id).copied().unwrap_or("");
             for reason in Reason::ALL {
                 // Packets of no gate: one row with an empty gate label.
-                page.sample(family, &[("gate", gate), ("reason", reason.name())], float(row[reason as usize]));
+                page.sample(family, &[("gate", gate), ("reason", reason.name())], count_value(row[reason as usize]));
             }
         }
     }
@@ -99,27 +96,27 @@ fn pinned(page: &mut Page, pins: &PinDir, service: &ApprovalService) {
     for (id, name) in &names {
         let count = leases.gates.get(id).copied().unwrap_or_default();
         let live_v4 = (count.live - count.live_v6) as u64;
-        page.sample("gate_leases", &[("gate", name), ("state", "live"), ("family", "ipv4")], float(live_v4));
+        page.sample("gate_leases", &[("gate", name), ("state", "live"), ("family", "ipv4")], count_value(live_v4));
         page.sample(
             "gate_leases",
             &[("gate", name), ("state", "live"), ("family", "ipv6")],
-            float(count.live_v6 as u64),
+            count_value(count.live_v6 as u64),
         );
         page.sample(
             "gate_leases",
             &[("gate", name), ("state", "closed"), ("family", "any")],
-            float(count.closed as u64),
+            count_value(count.closed as u64),
         );
     }
     // By the installed gates' names: the page's gate labels are the maps' own.
-    let approved = service.counters.snapshot().approved_by_gate;
+    let approved = &counters.approved_by_gate;
     page.family("gate_approvals_total", Kind::Counter, "Approvals granted since the daemon started, by gate.");
     for (id, name) in &names {
-        page.sample("gate_approvals_total", &[("gate", name)], float(approved.get(id).copied().unwrap_or(0)));
+        page.sample("gate_approvals_total", &[("gate", name)], count_value(approved.get(id).copied().unwrap_or(0)));
     }
     page.family("gate_lease_map_entries", Kind::Gauge, "Entries in each lease map, live or closed.");
-    page.sample("gate_lease_map_entries", &[("family", "ipv4")], float(leases.v4 as u64));
-    page.sample("gate_lease_map_entries", &[("family", "ipv6")], float(leases.v6 as u64));
+    page.sample("gate_lease_map_entries", &[("family", "ipv4")], count_value(leases.v4 as u64));
+    page.sample("gate_lease_map_entries", &[("family", "ipv6")], count_value(leases.v6 as u64));
     page.family("gate_lease_map_capacity", Kind::Gauge, "Entries each lease map holds at most (leases.capacity).");
     page.sample("gate_lease_map_capacity", &[("family", "ipv4")], f64::from(capacity_v4));
     page.sample("gate_lease_map_capacity", &[("family", "ipv6")], f64::from(capacity_v6));
@@ -144,14 +141,12 @@ fn interfaces(page: &mut Page, pins: &PinDir) {
     }
 }
 
-fn approvals(page: &mut Page, service: &ApprovalService) {
-    let counters = &service.counters;
-    let snapshot = counters.snapshot();
+fn approvals(page: &mut Page, service: &ApprovalService, snapshot: &CountersSnapshot) {
     page.single(
         "gate_approval_requests_total",
         Kind::Counter,
         "Requests on the internal socket (from the front or root), since the daemon started.",
-        float(snapshot.requests),
+        count_value(snapshot.requests),
     );
     page.family(
         "gate_approval_refusals_total",
@@ -160,14 +155,14 @@ fn approvals(page: &mut Page, service: &ApprovalService) {
     );
     for reason in Rejection::ALL {
         let count = snapshot.rejected.get(reason.name()).copied().unwrap_or(0);
-        page.sample("gate_approval_refusals_total", &[("reason", reason.name())], float(count));
+        page.sample("gate_approval_refusals_total", &[("reason", reason.name())], count_value(count));
     }
     page.family(
         "gate_approval_duration_seconds",
         Kind::Histogram,
         "Time inside the daemon per granted approval, request read to leases written.",
     )
-    .histogram("gate_approval_duration_seconds", &[], &counters.latency.snapshot());
+    .histogram("gate_approval_duration_seconds", &[], &service.counters.latency.snapshot());
 }
 
 fn shutdown_states(page: &mut Page, states: &Published) {
@@ -189,24 +184,17 @@ fn notification_polls(page: &mut Page) {
         "Polls of the notification URL since the daemon started, by outcome.",
     );
     for (outcome, count) in shutdown::POLLS.counts() {
-        page.sample("gate_notification_polls_total", &[("outcome", outcome)], float(count));
+        page.sample("gate_notification_polls_total", &[("outcome", outcome)], count_value(count));
     }
 }
 
 /// The servers' status files (`<run_dir>/<name>/status.json`, as `gatectl status` reads them),
 /// and the byte counts their management interfaces last gave.
 fn openvpn(page: &mut Page, run_dir: &std::path::Path, traffic: &Traffic) {
-    let mut servers: Vec<ServerStatus> = std::fs::read_dir(run_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status.json")).ok())
-        .filter_map(|text| serde_json::from_str(&text).ok())
-        .collect();
+    let servers = supervisor::statuses(run_dir);
     if servers.is_empty() {
         return;
     }
-    servers.sort_by(|a, b| a.name.cmp(&b.name));
     page.family("gate_openvpn_up", Kind::Gauge, "1 while the OpenVPN server runs and is ready, 0 otherwise.");
     for server in &servers {
         let up = if server.state == "running" { 1.0 } else { 0.0 };
@@ -214,7 +202,7 @@ fn openvpn(page: &mut Page, run_dir: &std::path::Path, traffic: &Traffic) {
     }
     page.family("gate_openvpn_sessions", Kind::Gauge, "Clients connected to the OpenVPN server.");
     for server in &servers {
-        page.sample("gate_openvpn_sessions", &[("server", &server.name)], float(server.clients.len() as u64));
+        page.sample("gate_openvpn_sessions", &[("server", &server.name)], count_value(server.clients.len() as u64));
     }
     page.family("gate_openvpn_restarts_total", Kind::Counter, "Times the server was restarted after it died.");
     for server in &servers {
@@ -234,7 +222,7 @@ fn openvpn(page: &mut Page, run_dir: &std::path::Path, traffic: &Traffic) {
         page.family(family, Kind::Counter, help);
         for server in &servers {
             if let Some(bytes) = traffic.get(&server.name) {
-                page.sample(family, &[("server", &server.name)], float(pick(bytes)));
+                page.sample(family, &[("server", &server.name)], count_value(pick(bytes)));
             }
         }
     }

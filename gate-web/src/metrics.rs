@@ -1,17 +1,12 @@
 //! The front's metrics page (`metrics_listen`, never on a `listen` port): its answers by
 //! status, the connections it refused by limit and those open now, read from the tally and the
 //! admission at each scrape.
-use gate_config::metrics::{Kind, Page};
+use gate_config::metrics::{Kind, Page, count_value};
 
 use crate::{admission::Admission, tally::Refusal};
 
 /// The front's version.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
-const fn float(n: u64) -> f64 {
-    n as f64
-}
 
 /// Writes the page.
 #[must_use]
@@ -29,7 +24,7 @@ pub fn render(admission: &Admission) -> String {
         "HTTP answers since the front started, by status (403: refused by the daemon; 429: over a limit).",
     );
     for (status, count) in tally.answers() {
-        page.sample("gate_web_responses_total", &[("status", &status.to_string())], float(count));
+        page.sample("gate_web_responses_total", &[("status", &status.to_string())], count_value(count));
     }
     page.family(
         "gate_web_refused_connections_total",
@@ -41,22 +36,22 @@ pub fn render(admission: &Admission) -> String {
         page.sample(
             "gate_web_refused_connections_total",
             &[("limit", refusal.name())],
-            float(refusals[refusal as usize]),
+            count_value(refusals[refusal as usize]),
         );
     }
     page.single(
         "gate_web_accept_errors_total",
         Kind::Counter,
         "Failed accepts since the front started (out of descriptors, say).",
-        float(tally.accept_errors()),
+        count_value(tally.accept_errors()),
     );
     let (open, sources) = admission.open();
-    page.single("gate_web_open_connections", Kind::Gauge, "Connections open now.", float(open as u64));
+    page.single("gate_web_open_connections", Kind::Gauge, "Connections open now.", count_value(open as u64));
     page.single(
         "gate_web_open_connection_sources",
         Kind::Gauge,
         "Sources (IPv4 addresses, IPv6 /64s; trusted proxies aside) holding the open connections.",
-        float(sources as u64),
+        count_value(sources as u64),
     );
     page.finish()
 }

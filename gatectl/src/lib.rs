@@ -521,29 +521,22 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
 
 /// The OpenVPN servers, from the status files the daemon keeps; nothing if there are none.
 fn vpn_status(run_dir: &std::path::Path) -> String {
-    let Ok(entries) = std::fs::read_dir(run_dir) else { return String::new() };
-    let mut servers: Vec<serde_json::Value> = entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("status.json")).ok())
-        .filter_map(|text| serde_json::from_str(&text).ok())
-        .collect();
+    let servers = gate_daemon::openvpn::supervisor::statuses(run_dir);
     if servers.is_empty() {
         return String::new();
     }
-    servers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let mut out = String::from("\nopenvpn:\n");
     for s in servers {
-        let clients: Vec<&str> =
-            s["clients"].as_array().map(|c| c.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        let pid = s["pid"].as_u64().map(|p| format!("pid {p}  ")).unwrap_or_default();
-        let error = s["error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default();
+        let pid = s.pid.map(|p| format!("pid {p}  ")).unwrap_or_default();
+        let error = s.error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default();
+        let clients = &s.clients;
         out.push_str(&format!(
             "  {}  {}/{}  {}  {pid}as {}  {} client{}{}{}\n",
-            s["name"].as_str().unwrap_or("?"),
-            s["protocol"].as_str().unwrap_or("?"),
-            s["port"].as_u64().unwrap_or(0),
-            s["state"].as_str().unwrap_or("?"),
-            s["user"].as_str().unwrap_or("?"),
+            s.name,
+            s.protocol,
+            s.port,
+            s.state,
+            s.user,
             clients.len(),
             if clients.len() == 1 { "" } else { "s" },
             if clients.is_empty() { String::new() } else { format!(" ({})", clients.join(", ")) },

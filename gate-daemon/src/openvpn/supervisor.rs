@@ -52,6 +52,21 @@ pub struct ServerStatus {
     pub error: Option<String>,
 }
 
+/// Every server's status under `run_dir` (`<name>/status.json`), by name; a file that cannot be
+/// read as one is left out. For `gatectl status` and the metrics page.
+#[must_use]
+pub fn statuses(run_dir: &Path) -> Vec<ServerStatus> {
+    let mut servers: Vec<ServerStatus> = fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| fs::read_to_string(entry.path().join("status.json")).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect();
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    servers
+}
+
 /// In the child before exec: drops every group but `gid`, then to `uid` (which clears every
 /// capability), and forbids regaining privileges through exec.
 fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
