@@ -72,8 +72,10 @@ pub async fn run(config: Config, file: std::path::PathBuf) -> anyhow::Result<()>
         log::warn!("made a new store at {} (no clients yet, a new server key)", approval.store);
     }
     let front = front_user(&approval.front_user)?;
-    let metrics_listener = config.metrics_listen.map(gate_config::metrics::bind).transpose()?;
     let installed = tokio::task::block_in_place(|| install::install(&config)).context("put the gate in place")?;
+    // After the install, which holds the pin dir's lock: a second daemon is refused for that,
+    // by name, not for the metrics port the first one holds.
+    let metrics_listener = config.metrics_listen.map(gate_config::metrics::bind).transpose()?;
     for attachment in &installed.attachments {
         log::info!("gate on {} ({} mode)", attachment.interface, attachment.mode);
     }

@@ -173,6 +173,18 @@ fn the_packaged_alerts_are_valid_and_fire_when_they_should() {
 }
 
 #[test]
+fn a_second_daemon_is_refused_for_the_running_one_not_for_its_metrics_port() {
+    let mut bed = TestBed::new();
+    let first = with_daemon_metrics(bed.config(&[("vpn", "udp", GATED)], ""));
+    let daemon = Daemon::start(&bed, &first);
+    let second = with_daemon_metrics(bed.config(&[("vpn", "udp", GATED)], ""));
+    let error = Daemon::try_start(&bed, &second).err().expect("the second daemon must not start");
+    let pid = daemon.pid().as_raw();
+    assert!(error.contains(&format!("another gate-daemon (pid {pid}) runs on the pin dir")), "{error}");
+    assert_eq!(scrape(&bed, DAEMON_METRICS).get("gate_state_readable"), 1.0, "the first one still serves its page");
+}
+
+#[test]
 fn a_metrics_address_that_cannot_be_bound_stops_the_start_with_its_key() {
     let mut bed = TestBed::new();
     let config = bed.config(&[("vpn", "udp", GATED)], "");
