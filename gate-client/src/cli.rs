@@ -48,6 +48,14 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Apply a profile update from the gate's operator (`gatectl client update`, after a key or
+    /// CA rotation): checked against the profile's own secret, then written into it.
+    Update {
+        #[arg(long)]
+        profile: PathBuf,
+        /// The update file.
+        update: PathBuf,
+    },
     /// End the VPN started by `connect --up`.
     Down {
         #[arg(long)]

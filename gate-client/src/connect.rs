@@ -24,7 +24,9 @@ pub const CLIENT_VERSION: &str = concat!("gate-client/", env!("CARGO_PKG_VERSION
 pub enum ConnectError {
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("the server refused the request (it never says why: see its log, or check the profile and clock)")]
+    #[error(
+        "the server refused the request (it never says why: see its log, or check the profile, its updates and the clock)"
+    )]
     Refused,
     #[error("the server answered {status}, not an approval")]
     Unexpected { status: u16 },

@@ -114,6 +114,12 @@ fn pinned(page: &mut Page, pins: &PinDir, counters: &CountersSnapshot) {
     for (id, name) in &names {
         page.sample("gate_approvals_total", &[("gate", name)], count_value(approved.get(id).copied().unwrap_or(0)));
     }
+    page.family(
+        "gate_approvals_previous_box_key_total",
+        Kind::Counter,
+        "Approvals of requests boxed to the server's previous box key (profiles not yet updated in a key rotation).",
+    );
+    page.sample("gate_approvals_previous_box_key_total", &[], count_value(counters.approved_with_previous_key));
     page.family("gate_lease_map_entries", Kind::Gauge, "Entries in each lease map, live or closed.");
     page.sample("gate_lease_map_entries", &[("family", "ipv4")], count_value(leases.v4 as u64));
     page.sample("gate_lease_map_entries", &[("family", "ipv6")], count_value(leases.v6 as u64));

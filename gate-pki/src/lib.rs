@@ -51,6 +51,17 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
+/// The common name of the CA certificate `cert_pem` (`None`: not one this crate can read).
+#[must_use]
+pub fn common_name(cert_pem: &str) -> Option<String> {
+    let params = CertificateParams::from_ca_cert_pem(cert_pem).ok()?;
+    match params.distinguished_name.get(&DnType::CommonName)? {
+        rcgen::DnValue::PrintableString(text) => Some(text.as_str().to_owned()),
+        rcgen::DnValue::Utf8String(text) => Some(text.clone()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
 fn validity(params: &mut CertificateParams, now: OffsetDateTime, days: i64) {
     // An hour back: a client whose clock is a little behind still accepts a fresh certificate.
     params.not_before = now - Duration::hours(1);

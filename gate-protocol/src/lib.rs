@@ -12,6 +12,7 @@
 //! - [`shared_box`]: the NaCl box between two keys, its key agreement done once.
 //! - [`approval`]: sealing the answer (server) and opening it (client).
 //! - [`profile`]: the file a client holds.
+//! - [`profile_update`]: what changes in it after a key or CA rotation, signed for it.
 //! - [`error`]: the one error type, [`ProtocolError`].
 pub mod approval;
 pub mod canonical;
@@ -19,6 +20,7 @@ pub mod encoding;
 pub mod error;
 pub mod keys;
 pub mod profile;
+pub mod profile_update;
 pub mod request;
 pub mod shared_box;
 pub mod wire;

@@ -20,10 +20,16 @@ pub enum AuditKind {
     ShutdownSet,
     ShutdownCleared,
     NotificationAccepted,
+    /// A box key or CA rotation began (cause `server_key` or `ca`).
+    KeyRotated,
+    /// A rotation ended: the previous box key retired, the old CA forgotten.
+    KeyRetired,
+    /// A client's profile update was issued (`gatectl client update`).
+    ProfileUpdated,
 }
 
 impl AuditKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 10] = [
         Self::LeaseOpened,
         Self::LeaseClosed,
         Self::Enrolled,
@@ -31,6 +37,9 @@ impl AuditKind {
         Self::ShutdownSet,
         Self::ShutdownCleared,
         Self::NotificationAccepted,
+        Self::KeyRotated,
+        Self::KeyRetired,
+        Self::ProfileUpdated,
     ];
 
     /// As stored and shown.
@@ -44,6 +53,9 @@ impl AuditKind {
             Self::ShutdownSet => "shutdown_set",
             Self::ShutdownCleared => "shutdown_cleared",
             Self::NotificationAccepted => "notification_accepted",
+            Self::KeyRotated => "key_rotated",
+            Self::KeyRetired => "key_retired",
+            Self::ProfileUpdated => "profile_updated",
         }
     }
 

@@ -18,6 +18,7 @@ mod names;
 mod pki;
 mod postgres;
 mod revocation;
+mod rotation;
 mod sealing;
 mod shutdown;
 mod sql;
@@ -31,6 +32,7 @@ pub use names::validate_client_name;
 pub use pki::ServerIdentity;
 pub use postgres::ChangeListener;
 pub use revocation::{EndGrantsError, end_grants};
+pub use rotation::{CaState, ServerBoxKeys};
 pub use sealing::{Sealing, StoreKey};
 pub use shutdown::{ALL_HOSTS, FROM_NOTIFICATION, FROM_OPERATOR, ShutdownRow};
 pub use store::{

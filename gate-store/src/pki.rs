@@ -13,13 +13,13 @@ use crate::{
     store::{from_sql, to_sql},
 };
 
-const CA_NAME: &str = "default";
+pub(crate) const CA_NAME: &str = "default";
 
-fn at(unix: u64) -> OffsetDateTime {
+pub(crate) fn at(unix: u64) -> OffsetDateTime {
     OffsetDateTime::from(UNIX_EPOCH + Duration::from_secs(unix))
 }
 
-fn pki(e: gate_pki::PkiError) -> StoreError {
+pub(crate) fn pki(e: gate_pki::PkiError) -> StoreError {
     StoreError::Invalid(e.to_string())
 }
 
@@ -58,7 +58,7 @@ impl Store {
 
     /// The next number of `sequence` (`first` the first time), inside the caller's
     /// transaction: the upsert holds the sequence's row until it commits.
-    fn next(db: &Db, sequence: &str, first: u64) -> Result<u64, StoreError> {
+    pub(crate) fn next(db: &Db, sequence: &str, first: u64) -> Result<u64, StoreError> {
         db.execute(
             "INSERT INTO sequences (name, value) VALUES (?1, ?2) \
              ON CONFLICT (name) DO UPDATE SET value = sequences.value + 1",
@@ -74,11 +74,13 @@ impl Store {
         now: u64,
         make: impl FnOnce(&Ca, u64) -> Result<Issued, StoreError>,
     ) -> Result<Issued, StoreError> {
-        let ca = self.ca(now)?;
+        self.ca(now)?;
         let sealing = self.sealing();
         self.db().transaction(Tx::Rows, |db| {
-            // Serial 1 is the CA's.
+            // Serial 1 is the CA's. The issuer is read after the serial's lock, which a CA
+            // rotation takes too: it is the one the serial belongs to.
             let serial = Self::next(db, "certificate_serial", 2)?;
+            let ca = Self::issuing_ca(db, sealing, kind)?;
             let issued = make(&ca, serial)?;
             let key_pem = match &issued.key_pem {
                 Some(key) => Some(sealing.seal_text(Secret::CertificateKey(to_sql(serial)), key)?),
@@ -119,7 +121,7 @@ impl Store {
     /// # Errors
     /// The database or issuing failed.
     pub fn server_identity(&mut self, name: &str, now: u64) -> Result<ServerIdentity, StoreError> {
-        let ca = self.ca(now)?;
+        let trusted = self.ca_state(now)?.bundle();
         let found = self.db().query_opt(
             "SELECT cert_pem, key_pem, serial FROM certificates WHERE kind = 'server' AND name = ?1 \
              AND revoked_at IS NULL ORDER BY serial DESC LIMIT 1",
@@ -137,7 +139,7 @@ impl Store {
                 (issued.cert_pem, issued.key_pem.unwrap_or_default())
             }
         };
-        Ok(ServerIdentity { ca_pem: ca.cert_pem, cert_pem, key_pem })
+        Ok(ServerIdentity { ca_pem: trusted, cert_pem, key_pem })
     }
 
     /// A mark that changes whenever a certificate is revoked: (how many, latest time).
@@ -152,12 +154,13 @@ impl Store {
         Ok((from_sql(row.int(0)?), from_sql(row.int(1)?)))
     }
 
-    /// A fresh CRL listing every revoked certificate.
+    /// A fresh CRL listing every revoked certificate, from each CA trusted (two during a CA
+    /// rotation: OpenVPN wants one from the issuer of every certificate it checks).
     ///
     /// # Errors
     /// The database or signing failed.
     pub fn crl(&mut self, now: u64) -> Result<String, StoreError> {
-        let ca = self.ca(now)?;
+        let cas = self.ca_state(now)?;
         let (number, revoked) = self.db().transaction(Tx::Rows, |db| {
             let number = Self::next(db, "crl_number", 1)?;
             let mut revoked: Vec<(u64, OffsetDateTime)> = Vec::new();
@@ -168,6 +171,13 @@ impl Store {
             }
             Ok((number, revoked))
         })?;
-        ca.crl(&revoked, number, at(now)).map_err(pki)
+        let mut pem = cas.current.crl(&revoked, number, at(now)).map_err(pki)?;
+        if let Some((next, _)) = &cas.next {
+            if !pem.ends_with('\n') {
+                pem.push('\n');
+            }
+            pem.push_str(&next.crl(&revoked, number, at(now)).map_err(pki)?);
+        }
+        Ok(pem)
     }
 }

@@ -55,9 +55,9 @@ const INDEXES: &str = "CREATE INDEX IF NOT EXISTS clients_by_revision ON clients
 /// The next client revision, inside the writing transaction (writers are serialised, so the
 /// revisions grow in commit order).
 const NEXT_REVISION: &str = "(SELECT coalesce(max(revision), 0) + 1 FROM clients)";
-const SERVER_KEY_NAME: &str = "default";
+pub(crate) const SERVER_KEY_NAME: &str = "default";
 /// An X25519 secret key's length, as stored unsealed.
-const BOX_SECRET_BYTES: usize = 32;
+pub(crate) const BOX_SECRET_BYTES: usize = 32;
 
 /// An enrolled client as the daemon needs it.
 #[derive(Clone, Debug)]
@@ -661,18 +661,26 @@ impl Store {
             })
     }
 
-    /// A number that changes whenever clients are written by another connection (gatectl,
-    /// another host): enrolled, revoked, their gates changed. SQLite: its `data_version`, which
-    /// any other connection's commit changes; PostgreSQL: the highest client revision.
+    /// A number that changes whenever clients or the server's keys are written by another
+    /// connection (gatectl, another host): a client enrolled, revoked, its gates changed; a key
+    /// or CA rotated. SQLite: its `data_version`, which any other connection's commit changes;
+    /// PostgreSQL: the highest client revision plus the count of key rotation steps (both only
+    /// grow, so their sum changes when either does).
     ///
     /// # Errors
     /// The database failed.
     pub fn generation(&self) -> Result<i64, StoreError> {
-        let sql = match &self.db {
-            Db::Sqlite(_) => "PRAGMA data_version",
-            Db::Postgres(_) => "SELECT coalesce(max(revision), 0) FROM clients",
-        };
-        self.db.query_one(sql, args![])?.int(0)
+        match &self.db {
+            Db::Sqlite(_) => self.db.query_one("PRAGMA data_version", args![])?.int(0),
+            Db::Postgres(_) => self
+                .db
+                .query_one(
+                    "SELECT coalesce((SELECT max(revision) FROM clients), 0) \
+                     + coalesce((SELECT value FROM sequences WHERE name = ?1), 0)",
+                    args![crate::rotation::KEY_CHANGES],
+                )?
+                .int(0),
+        }
     }
 
     /// The server's box key pair, made on first use (by whichever process asks first).

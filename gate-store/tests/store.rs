@@ -947,3 +947,103 @@ fn a_revoked_name_is_enrolled_again_once_its_leases_are_closed_and_its_old_keys_
         );
     });
 }
+
+/// Whether the CA certificate `ca_pem` signed `cert_pem` (`openssl verify`, no other CA given;
+/// the tests' times are in 1970).
+fn issued_by(ca_pem: &str, cert_pem: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+    fs::write(dir.path().join("cert.pem"), cert_pem).unwrap();
+    std::process::Command::new("openssl")
+        .args(["verify", "-no_check_time", "-CAfile", "ca.pem", "cert.pem"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run openssl")
+        .status
+        .success()
+}
+
+#[test]
+fn a_box_key_rotation_keeps_the_previous_key_until_it_is_retired_and_every_reader_sees_each_step() {
+    Backend::each(|backend| {
+        let mut gatectl = backend.open();
+        let daemon = backend.open();
+        let first = daemon.server_box_keys(100).unwrap();
+        assert!(first.previous.is_none());
+        let mut seen = daemon.generation().unwrap();
+
+        let new_public = gatectl.rotate_server_key(200).unwrap();
+        let rotated = daemon.server_box_keys(300).unwrap();
+        assert_eq!(rotated.current.public(), new_public);
+        assert_ne!(new_public, first.current.public(), "a new key");
+        let (previous, since) = rotated.previous.expect("the old key stays accepted");
+        assert_eq!((previous.public(), since), (first.current.public(), 200));
+        assert_eq!(rotated.current_since, 200);
+        assert_ne!(daemon.generation().unwrap(), seen, "the daemon's view looks again");
+        seen = daemon.generation().unwrap();
+        // What a build that predates rotation reads: the current key under its old name.
+        assert_eq!(backend.open().server_keys(400).unwrap().public(), new_public);
+
+        let again = gatectl.rotate_server_key(400).unwrap_err().to_string();
+        assert!(again.contains("under way") && again.contains("server-key retire"), "{again}");
+        assert_eq!(daemon.server_box_keys(400).unwrap().current.public(), new_public, "nothing changed");
+
+        assert!(gatectl.retire_previous_server_key().unwrap());
+        assert!(daemon.server_box_keys(500).unwrap().previous.is_none(), "retired");
+        assert_ne!(daemon.generation().unwrap(), seen, "the retirement is seen too");
+        assert!(!gatectl.retire_previous_server_key().unwrap(), "nothing left to retire");
+        let next = gatectl.rotate_server_key(600).unwrap();
+        assert_ne!(next, new_public, "a second rotation once the first is over");
+    });
+}
+
+#[test]
+fn a_ca_rotation_issues_clients_from_the_next_ca_and_its_end_revokes_what_the_old_one_issued() {
+    Backend::each(|backend| {
+        let mut store = backend.open();
+        let (public, _) = enroll(&mut store, "alice");
+        let spki = gate_protocol::keys::rsa_public_der(&public.rsa_public).unwrap();
+        let old_client = store.issue_client_certificate("alice", &spki, 100).unwrap();
+        let old_server = store.server_identity("openvpn-main", 100).unwrap();
+        let old_ca = store.ca_state(100).unwrap().current.cert_pem;
+        assert_eq!(old_server.ca_pem, old_ca, "one CA before a rotation");
+        assert_eq!(store.certificate_for_update("alice", &spki, 150).unwrap(), old_client, "no rotation: kept");
+        let mark = store.ca_mark().unwrap();
+
+        store.rotate_ca(200).unwrap();
+        assert_ne!(store.ca_mark().unwrap(), mark, "servers restart on it");
+        let refused = store.rotate_ca(210).unwrap_err().to_string();
+        assert!(refused.contains("under way") && refused.contains("ca finish"), "{refused}");
+        let state = store.ca_state(220).unwrap();
+        let (next, _) = state.next.as_ref().expect("the next CA");
+        assert_eq!(gate_pki::common_name(&next.cert_pem).as_deref(), Some("gate CA 2"), "named apart");
+        assert_eq!(state.bundle().matches("BEGIN CERTIFICATE").count(), 2, "both are trusted");
+        let new_client = store.issue_client_certificate("bob", &spki, 220).unwrap();
+        assert!(issued_by(&next.cert_pem, &new_client) && !issued_by(&old_ca, &new_client));
+        let updated = store.certificate_for_update("alice", &spki, 230).unwrap();
+        assert!(issued_by(&next.cert_pem, &updated), "an update gives a certificate of the next CA");
+        assert_eq!(store.certificate_for_update("alice", &spki, 240).unwrap(), updated, "once");
+        let server = backend.open().server_identity("openvpn-main", 250).unwrap();
+        assert_eq!(server.cert_pem, old_server.cert_pem, "servers keep the old CA's: old profiles trust only it");
+        assert_eq!(server.ca_pem, state.bundle());
+        let other = store.server_identity("openvpn-other", 250).unwrap();
+        assert!(issued_by(&old_ca, &other.cert_pem), "a server new in the rotation: the old CA's too");
+        let crls = store.crl(260).unwrap();
+        assert_eq!(crls.matches("BEGIN X509 CRL").count(), 2, "one CRL from each CA OpenVPN checks");
+
+        let revoked = store.finish_ca_rotation(300).unwrap();
+        assert_eq!(revoked, 3, "alice's old certificate and both servers'");
+        let state = store.ca_state(310).unwrap();
+        assert!(state.next.is_none());
+        assert_eq!(state.current.cert_pem, next.cert_pem, "the next CA is the CA");
+        assert_eq!(state.bundle().matches("BEGIN CERTIFICATE").count(), 1);
+        let server = store.server_identity("openvpn-main", 320).unwrap();
+        assert!(issued_by(&next.cert_pem, &server.cert_pem), "a new server certificate from the new CA");
+        assert_eq!(store.certificate_for_update("alice", &spki, 330).unwrap(), updated, "the update's stays");
+        assert_eq!(store.crl(340).unwrap().matches("BEGIN X509 CRL").count(), 1);
+        assert!(store.finish_ca_rotation(350).unwrap_err().to_string().contains("no CA rotation"));
+        store.rotate_ca(360).unwrap();
+        let third = store.ca_state(370).unwrap().next.expect("a second rotation").0;
+        assert_eq!(gate_pki::common_name(&third.cert_pem).as_deref(), Some("gate CA 3"));
+    });
+}

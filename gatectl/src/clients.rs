@@ -62,6 +62,16 @@ pub enum ClientCommand {
     },
     /// Refuse the client's requests from now on and close its leases.
     Revoke { name: String },
+    /// Write a profile update for the client (after `server-key rotate` or `ca rotate`): the
+    /// server's current box key, the CAs to trust and a VPN certificate of the CA that issues
+    /// now, for the key the client already holds. No secret in it; signed with the client's
+    /// secret, so `gate-client update` takes it only for that client's profile.
+    Update {
+        name: String,
+        /// Where to write it; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Unix seconds now (the store's time).
@@ -94,7 +104,59 @@ pub fn run(command: ClientCommand, paths: &Paths, pins: &PinDir) -> anyhow::Resu
             Ok(())
         }
         ClientCommand::Revoke { name } => revoke(&mut paths.store.open()?, pins, &paths.host, &name),
+        ClientCommand::Update { name, out } => update(paths, &name, &out),
     }
+}
+
+/// Writes `out` with mode 0600, never over an existing file; what it made is removed again
+/// if the write fails.
+fn write_new(out: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("create {}", out.display()))?;
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(out);
+    }
+    written.with_context(|| format!("write {}", out.display()))
+}
+
+fn update(paths: &Paths, name: &str, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        bail!("{} exists; not overwriting (remove it or choose another --out)", out.display());
+    }
+    let mut store = paths.store.open()?;
+    let client = store.client(name)?;
+    if client.revoked_at.is_some() {
+        bail!("client {name:?} is revoked: enroll it again (`gatectl client add`) instead of updating its profile");
+    }
+    let now = unix_now();
+    let spki = gate_protocol::keys::rsa_public_der(&client.rsa_public)?;
+    let body = gate_protocol::profile_update::UpdateBody {
+        name: name.to_owned(),
+        token: client.token.to_string(),
+        issued_at: now,
+        server_box_public: b64(store.server_keys(now)?.public().as_bytes()),
+        vpn: Some(gate_protocol::profile_update::VpnTrust {
+            ca_pem: store.ca_state(now)?.bundle(),
+            cert_pem: store.certificate_for_update(name, &spki, now)?,
+        }),
+    };
+    write_new(out, &gate_protocol::profile_update::sign(&body, &client.secret)?)?;
+    let event = gate_store::AuditEvent::new(
+        now,
+        &paths.host,
+        gate_store::AuditKind::ProfileUpdated,
+        "operator",
+        &crate::audit::operator(),
+    )
+    .client(name);
+    crate::audit::record_in(&store, &[event]);
+    println!("wrote the profile update of {name} to {}: apply it with `gate-client update`", out.display());
+    Ok(())
 }
 
 fn add(
@@ -149,7 +211,7 @@ fn add(
     let spki = gate_protocol::keys::rsa_public_der(&keys.rsa.to_public_key())?;
     let cert_pem = store.issue_client_certificate(name, &spki, unix_now())?;
     let vpn = vpn_endpoint(pins, &gates[0]).map(|(protocol, port)| VpnProfile {
-        ca_pem: store.ca(unix_now()).map(|ca| ca.cert_pem).unwrap_or_default(),
+        ca_pem: store.ca_state(unix_now()).map(|cas| cas.bundle()).unwrap_or_default(),
         cert_pem: cert_pem.clone(),
         protocol,
         port,
@@ -164,22 +226,16 @@ fn add(
         vpn,
     };
     let json = profile.to_json()?;
-    // The profile first (create_new: never over another), then the registration; a failure of
-    // the second removes the first, so neither exists without the other.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("create {}", out.display()))?;
-    let written = file.write_all(json.as_bytes()).and_then(|()| file.sync_all());
-    let registered = written.map_err(anyhow::Error::from).and_then(|()| {
-        let public = profile.keys.public();
-        store
-            .add_client(&NewClient { name, gates, public: &public, secret: &profile.keys.secret, now: unix_now() })
-            .map_err(anyhow::Error::from)
-    });
-    if let Err(e) = registered {
+    // The profile first (never over another), then the registration; a failure of the second
+    // removes the first, so neither exists without the other.
+    if let Err(e) = write_new(out, &json) {
+        let _ = store.withdraw_client_certificates(name, unix_now());
+        return Err(e);
+    }
+    let public = profile.keys.public();
+    let registered =
+        store.add_client(&NewClient { name, gates, public: &public, secret: &profile.keys.secret, now: unix_now() });
+    if let Err(e) = registered.map_err(anyhow::Error::from) {
         let _ = fs::remove_file(out);
         let _ = store.withdraw_client_certificates(name, unix_now());
         return Err(e.context(format!("enroll {name:?}")));

@@ -5,6 +5,7 @@ mod audit;
 mod clients;
 mod cluster;
 mod format;
+mod keys;
 mod notify;
 mod paths;
 mod store;
@@ -156,6 +157,12 @@ enum Command {
     /// The store's keys: make a store key, seal every secret with the current one.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// The server's box key: show, rotate (the old one stays accepted), retire the old one.
+    #[command(subcommand)]
+    ServerKey(keys::ServerKeyCommand),
+    /// The VPN's CA: show, rotate (a next CA beside it), finish (the next CA replaces it).
+    #[command(subcommand)]
+    Ca(keys::CaCommand),
     /// The hosts sharing the store and the database: status, forget.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -375,6 +382,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Client(command) => clients::run(command, &paths, &pins),
         Command::Store(command) => store::run(command, &paths),
+        Command::ServerKey(command) => keys::server_key(command, &paths),
+        Command::Ca(command) => keys::ca(command, &paths),
         Command::Cluster(command) => cluster::run(command, &paths.store.open()?),
         Command::Shutdown(command) => notify::shutdown(command, &paths.store.open()?, &paths.host, &audit::operator()),
         Command::Notify(command) => notify::notify(command),

@@ -234,6 +234,7 @@ mod tests {
             requests: n,
             approved: n,
             approved_by_gate: [(1, n)].into(),
+            approved_with_previous_key: 0,
             rejected: BTreeMap::new(),
             hmac_checks: 0,
             rsa_verifications: 0,

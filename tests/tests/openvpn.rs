@@ -536,3 +536,71 @@ fn a_revocation_made_on_another_host_of_the_cluster_ends_the_vpn_session_here_wi
     let out = connect_up(&bed, &alice, &state);
     assert!(!out.status.success(), "approved here after a revocation on the other host");
 }
+
+/// `gatectl client update NAME` applied with `gate-client update`; the profile read back.
+fn updated(bed: &TestBed, client: &Enrolled) -> Enrolled {
+    let update = bed.state_dir.join(format!("{}-{}.update", client.profile.name, gate_tests::unique::token()));
+    gatectl_store(bed, &["client", "update", &client.profile.name, "--out", update.to_str().unwrap()]);
+    let out = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["update", "--profile", client.path.to_str().unwrap(), update.to_str().unwrap()])
+        .output()
+        .expect("run gate-client update");
+    assert!(out.status.success(), "gate-client update: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&client.path).expect("the profile");
+    Enrolled { path: client.path.clone(), profile: gate_protocol::profile::Profile::from_json(&text).unwrap() }
+}
+
+/// Whether `client`, approved now, brings its tunnel up with OpenVPN; its log either way.
+fn tunnel_comes_up(bed: &TestBed, client: &Enrolled, state: &Path) -> (bool, String) {
+    let approval = approve(bed, client);
+    let log = raw_openvpn(bed, client, state, &approval.session_token, CLIENT_V4.into(), Duration::from_secs(15));
+    (log.contains("Initialization Sequence Completed"), log)
+}
+
+#[test]
+fn the_ca_is_rotated_under_a_running_vpn_and_only_clients_never_updated_are_cut_off() {
+    let (bed, _daemon, _web) = vpn_bed(MAIN_SERVER);
+    let first = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running").pid;
+    let state: PathBuf = bed.state_dir.join("rotation-vpn");
+    std::fs::create_dir_all(&state).unwrap();
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let carol = Enrolled::new(&bed, "carol", &["vpn"], "foreign");
+    let server_file = |file: &str| std::fs::read_to_string(bed.state_dir.join("openvpn/main").join(file)).unwrap();
+
+    // Rotated: the server restarts trusting both CAs, checking a CRL of each.
+    let said = gatectl_store(&bed, &["ca", "rotate"]);
+    assert!(said.contains("gate CA 2") && said.contains("ca finish"), "{said}");
+    let shown = gatectl_store(&bed, &["ca", "show"]);
+    assert!(shown.contains("CA gate CA (") && shown.contains("next CA gate CA 2"), "{shown}");
+    let second = wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running" && s.pid != first).pid;
+    assert_eq!(server_file("ca.pem").matches("BEGIN CERTIFICATE").count(), 2, "both CAs");
+    assert_eq!(server_file("crl.pem").matches("BEGIN X509 CRL").count(), 2, "a CRL of each");
+    let old_server_cert = server_file("server.pem");
+    // Profiles not updated yet still connect; one enrolled now (a certificate of the next CA) too.
+    let (up, log) = tunnel_comes_up(&bed, &alice, &state);
+    assert!(up, "alice, not updated yet, during the rotation:\n{log}");
+    let bob = Enrolled::new(&bed, "bob", &["vpn"], "client");
+    assert_eq!(bob.profile.vpn.as_ref().unwrap().ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    let (up, log) = tunnel_comes_up(&bed, &bob, &state);
+    assert!(up, "bob, enrolled during the rotation:\n{log}");
+
+    // alice takes her update; carol never does. Finished: the server restarts with a
+    // certificate of the new CA; alice and bob connect, carol is refused.
+    let alice = updated(&bed, &alice);
+    let said = gatectl_store(&bed, &["ca", "finish"]);
+    assert!(said.contains("gate CA 2 is the CA"), "{said}");
+    let shown = gatectl_store(&bed, &["ca", "show"]);
+    assert!(shown.contains("CA gate CA 2 (") && shown.contains("no rotation under way"), "{shown}");
+    wait_status(&bed, "main", Duration::from_secs(15), |s| s.state == "running" && s.pid != second);
+    assert_ne!(server_file("server.pem"), old_server_cert, "a new server certificate");
+    assert_eq!(server_file("ca.pem").matches("BEGIN CERTIFICATE").count(), 1, "the old CA is no longer trusted");
+    for client in [&alice, &bob] {
+        let (up, log) = tunnel_comes_up(&bed, client, &state);
+        assert!(up, "{} after the rotation:\n{log}", client.profile.name);
+    }
+    let (up, log) = tunnel_comes_up(&bed, &carol, &state);
+    assert!(!up, "carol, never updated, after the rotation:\n{log}");
+    assert!(log.contains("VERIFY ERROR") || log.contains("TLS Error"), "refused by the TLS handshake:\n{log}");
+}

@@ -1,7 +1,8 @@
 //! Everyday operations around a running gate that must not open it or take it down: a second
 //! daemon on the same pin dir, `gatectl teardown` under a running daemon, SIGHUP to the daemon
 //! and to the front, `gatectl` finding the daemon's paths, a damaged store, a store backed up
-//! while the daemon runs and restored.
+//! while the daemon runs and restored, a client moved to a new device, the server's box key
+//! rotated.
 use std::{
     net::SocketAddr,
     path::Path,
@@ -11,7 +12,7 @@ use std::{
 
 use gate_protocol::wire::REJECTED_STATUS;
 use gate_tests::{
-    approval::{Enrolled, gatectl_store, send, vector_key},
+    approval::{Enrolled, counters, gatectl_store, send, vector_key},
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, bin, gatectl, gatectl_ok},
     front::{self, curl, url_v4},
@@ -586,4 +587,98 @@ fn a_client_moves_to_a_new_device_by_revoking_and_enrolling_its_name_again() {
     assert_eq!(send(&bed, &new.request(Some(CLIENT_V4), None), None).status, 200, "the new device, approved");
     let shown = gatectl_store(&bed, &["client", "show", "alice"]);
     assert!(shown.contains("status: active"), "{shown}");
+}
+
+/// `gate-client update --profile PROFILE UPDATE` in the client's namespace: (success, stdout,
+/// stderr).
+fn gate_client_update(bed: &TestBed, profile: &Path, update: &Path) -> (bool, String, String) {
+    text(
+        &bed.client
+            .command(bin("gate-client"))
+            .args(["update", "--profile", profile.to_str().unwrap(), update.to_str().unwrap()])
+            .output()
+            .expect("run gate-client update"),
+    )
+}
+
+/// The profile as it is on disk now.
+fn reread(client: &Enrolled) -> Enrolled {
+    let text = std::fs::read_to_string(&client.path).expect("read the profile");
+    Enrolled { path: client.path.clone(), profile: gate_protocol::profile::Profile::from_json(&text).unwrap() }
+}
+
+#[test]
+fn the_server_box_key_is_rotated_without_cutting_off_clients_until_the_old_key_is_retired() {
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _daemon = Daemon::start(&bed, &config);
+    let alice = Enrolled::new(&bed, "alice", &["vpn"], "client");
+    let carol = Enrolled::new(&bed, "carol", &["vpn"], "foreign");
+    let approved = |client: &Enrolled| send(&bed, &client.request(Some(CLIENT_V4), None), None).status == 200;
+    assert!(approved(&alice) && approved(&carol));
+
+    let rotated = gatectl_store(&bed, &["server-key", "rotate"]);
+    assert!(rotated.contains("new box key") && rotated.contains("client update"), "{rotated}");
+    let shown = gatectl_store(&bed, &["server-key", "show"]);
+    assert!(shown.contains("rotation under way"), "{shown}");
+    // Profiles made before the rotation still open the gate, and are counted as such.
+    let before = counters(&bed).approved_with_previous_key;
+    assert!(approved(&alice) && approved(&carol), "the previous key is still accepted");
+    assert_eq!(counters(&bed).approved_with_previous_key, before + 2, "both counted as boxed to the previous key");
+    // A profile made now carries the new key.
+    let bob = Enrolled::new(&bed, "bob", &["vpn"], "client");
+    assert_ne!(bob.profile.server_box_public, alice.profile.server_box_public);
+    assert!(approved(&bob));
+    let flags = bed.store_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (ok, _, err) = text(&gatectl(&bed.pin_dir.0, &[&flags[..], &["server-key", "rotate"]].concat()));
+    assert!(!ok && err.contains("server-key retire"), "a second rotation while one is under way: {err}");
+
+    // alice's update, written by gatectl and applied by gate-client; carol's profile takes none
+    // of it, nor a forged one.
+    let update = bed.state_dir.join("alice.update");
+    let written = gatectl_store(&bed, &["client", "update", "alice", "--out", update.to_str().unwrap()]);
+    assert!(written.contains("gate-client update"), "{written}");
+    let carol_before = std::fs::read(&carol.path).unwrap();
+    let (ok, _, err) = gate_client_update(&bed, &carol.path, &update);
+    assert!(!ok && err.contains("not an update for this profile"), "{err}");
+    let mut forged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&update).unwrap()).unwrap();
+    let body = gate_protocol::encoding::unb64(forged["body"].as_str().unwrap(), "body").unwrap();
+    let mut body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    body["server_box_public"] = serde_json::json!(gate_protocol::encoding::b64(&[7; 32]));
+    forged["body"] = serde_json::json!(gate_protocol::encoding::b64(body.to_string().as_bytes()));
+    let forged_path = bed.state_dir.join("forged.update");
+    std::fs::write(&forged_path, forged.to_string()).unwrap();
+    let (ok, _, err) = gate_client_update(&bed, &alice.path, &forged_path);
+    assert!(!ok && err.contains("not an update for this profile"), "a changed update: {err}");
+    assert_eq!(std::fs::read(&carol.path).unwrap(), carol_before, "carol's profile untouched");
+    let (ok, out, err) = gate_client_update(&bed, &alice.path, &update);
+    assert!(ok && out.contains("the server's box key"), "{out}{err}");
+    let (ok, out, _) = gate_client_update(&bed, &alice.path, &update);
+    assert!(ok && out.contains("already up to date"), "applied twice: {out}");
+    let alice = reread(&alice);
+    assert_eq!(alice.profile.server_box_public, bob.profile.server_box_public, "the new key");
+    let before = counters(&bed).approved_with_previous_key;
+    assert!(approved(&alice));
+    assert_eq!(counters(&bed).approved_with_previous_key, before, "alice uses the current key now");
+    let out = bed
+        .client
+        .command(bin("gate-client"))
+        .args(["connect", "--profile", alice.path.to_str().unwrap(), "--no-discover", "--json"])
+        .args(["--ipv4", &CLIENT_V4.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the real client with the updated profile: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Retired: carol, never updated, is refused with the uniform answer; the others are not.
+    let retired = gatectl_store(&bed, &["server-key", "retire"]);
+    assert!(retired.contains("retired"), "{retired}");
+    let refusals = counters(&bed).rejected["bad_box"];
+    assert_eq!(send(&bed, &carol.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS, "carol, not updated");
+    assert_eq!(counters(&bed).rejected["bad_box"], refusals + 1);
+    assert!(approved(&alice) && approved(&bob));
+    let trail = gatectl_store(&bed, &["audit"]);
+    for event in ["key_rotated", "profile_updated", "key_retired"] {
+        assert!(trail.contains(event), "{event} in the audit trail:\n{trail}");
+    }
 }

@@ -24,6 +24,19 @@ fn main() -> ExitCode {
         Command::Connect { profile, ipv4, ipv6, server, discover_via, no_discover, json, up, state_dir } => {
             (profile, ipv4, ipv6, server, discover_via, no_discover, json, up, state_dir)
         }
+        Command::Update { profile, update } => {
+            return match gate_client::update::apply(&profile, &update) {
+                Ok(changed) if changed.is_empty() => {
+                    println!("{}: already up to date", profile.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(changed) => {
+                    println!("{}: updated {}", profile.display(), changed.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(2, &format!("{e:#}")),
+            };
+        }
         Command::Down { profile, state_dir } => {
             let profile = match load(&profile) {
                 Ok(p) => p,

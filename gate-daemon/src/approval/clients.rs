@@ -6,7 +6,9 @@
 //! costliest part of the box) is computed once, on first use, and kept while its keys stay the
 //! same; its parsed RSA key too, but only for the [`PARSED_KEYS_KEPT`] clients that asked last
 //! (a parsed key with OpenSSL's Montgomery setup is ~3 KB: kept for 100,000 clients, they were
-//! most of the daemon's 532 MiB after a storm).
+//! most of the daemon's 532 MiB after a storm). The server's box keys live in the view too: a
+//! key rotation is a change like an enrollment, and each client's boxes are agreed with the
+//! keys of its entry.
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
@@ -22,10 +24,53 @@ use gate_store::{ClientRecord, Store, StoreError};
 /// again at that client's next request, ~30 µs).
 pub const PARSED_KEYS_KEPT: usize = 10_000;
 
+/// The server's box keys requests are opened with; replaced whole by a rotation.
+pub struct BoxKeys {
+    pub current: BoxSecret,
+    /// The key the last rotation replaced, while it is not retired.
+    pub previous: Option<BoxSecret>,
+    /// Their public halves: what tells one set from another.
+    publics: ([u8; 32], Option<[u8; 32]>),
+}
+
+impl BoxKeys {
+    /// The keys as the store has them now.
+    ///
+    /// # Errors
+    /// The store could not be read, or a key is malformed.
+    pub fn read(store: &Store) -> Result<Self, StoreError> {
+        let keys = store.server_box_keys(crate::approval::service::unix_now())?;
+        let previous = keys.previous.as_ref().map(|(previous, _)| previous);
+        Ok(Self {
+            current: BoxSecret::new(&keys.current.box_secret)?,
+            previous: previous.map(|p| BoxSecret::new(&p.box_secret)).transpose()?,
+            publics: (*keys.current.public().as_bytes(), previous.map(|p| *p.public().as_bytes())),
+        })
+    }
+
+    /// Whether a rotation is under way (a previous key is still accepted).
+    #[must_use]
+    pub fn rotating(&self) -> bool {
+        self.previous.is_some()
+    }
+}
+
+/// Which of the server's box keys a request was boxed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUsed {
+    Current,
+    /// The one a rotation replaced: the client's profile wants an update.
+    Previous,
+}
+
 pub struct Client {
     pub record: ClientRecord,
+    /// The server keys this entry's boxes are agreed with.
+    keys: Arc<BoxKeys>,
     /// `None`: the agreement failed (a box key of low order); every request of this client fails.
     shared: OnceLock<Option<Arc<SharedBox>>>,
+    /// The same with the previous key, agreed only when a request needs it.
+    shared_previous: OnceLock<Option<Arc<SharedBox>>>,
     /// The RSA key parsed for verification, while this client is among the last
     /// [`PARSED_KEYS_KEPT`] to have used it.
     verifying: Mutex<Option<Arc<RsaVerifyingKey>>>,
@@ -50,10 +95,33 @@ impl Default for ParsedKeys {
     }
 }
 
+/// The box in `slot`, agreed between the client and `key` at its first use.
+fn agreed<'a>(
+    slot: &'a OnceLock<Option<Arc<SharedBox>>>,
+    record: &ClientRecord,
+    key: &BoxSecret,
+) -> Option<&'a SharedBox> {
+    slot.get_or_init(|| SharedBox::agreed(&record.box_public, key).ok().map(Arc::new)).as_deref()
+}
+
 impl Client {
-    /// The box between this client and the server, agreed at its first request and kept.
-    pub fn shared_box(&self, server: &BoxSecret) -> Option<&SharedBox> {
-        self.shared.get_or_init(|| SharedBox::agreed(&self.record.box_public, server).ok().map(Arc::new)).as_deref()
+    fn new(record: ClientRecord, keys: Arc<BoxKeys>) -> Self {
+        Self { record, keys, shared: OnceLock::new(), shared_previous: OnceLock::new(), verifying: Mutex::new(None) }
+    }
+
+    /// Opens what the client boxed (`open` with each box in turn): with the box it shares
+    /// with the server's current key, else, during a rotation, with the previous key's. Each
+    /// box is agreed at its first use and kept. Returns the box that opened it (the answer is
+    /// sealed in the same: the client knows only that key), what `open` gave, and which key.
+    pub fn open_box<T, E>(&self, open: impl Fn(&SharedBox) -> Result<T, E>) -> Option<(&SharedBox, T, KeyUsed)> {
+        let current = agreed(&self.shared, &self.record, &self.keys.current);
+        if let Some(shared) = current
+            && let Ok(opened) = open(shared)
+        {
+            return Some((shared, opened, KeyUsed::Current));
+        }
+        let previous = agreed(&self.shared_previous, &self.record, self.keys.previous.as_ref()?)?;
+        open(previous).ok().map(|opened| (previous, opened, KeyUsed::Previous))
     }
 
     /// The client's RSA key, ready to verify its signatures: parsed at its first request and
@@ -81,6 +149,8 @@ impl Client {
 
 #[derive(Default)]
 pub struct Clients {
+    /// The server's box keys, read with the clients (`None` before the first look).
+    keys: Option<Arc<BoxKeys>>,
     version: Option<i64>,
     /// The highest client revision read so far.
     revision: i64,
@@ -99,7 +169,11 @@ impl Clients {
         if self.version == Some(version) {
             return Ok(false);
         }
+        let keys = BoxKeys::read(store)?;
         let (changed, revision) = store.clients_since(self.revision)?;
+        if self.keys.as_ref().is_none_or(|known| known.publics != keys.publics) {
+            self.rekey(Arc::new(keys));
+        }
         for record in changed {
             self.replace(record);
         }
@@ -108,21 +182,38 @@ impl Clients {
         Ok(true)
     }
 
+    /// New server keys (a rotation, or the first look): every entry is made again with them,
+    /// its boxes agreed anew at its next request.
+    fn rekey(&mut self, keys: Arc<BoxKeys>) {
+        if self.keys.is_some() {
+            log::info!(
+                "approval: the server's box keys changed (a rotation is {})",
+                if keys.rotating() { "under way: the previous key is still accepted" } else { "not under way" }
+            );
+        }
+        self.keys = Some(Arc::clone(&keys));
+        for entry in self.by_token.values_mut() {
+            *entry = Arc::new(Client::new(entry.record.clone(), Arc::clone(&keys)));
+        }
+    }
+
     /// Puts `record` in place of what the view had for its client (found by name: a re-keyed
     /// client's old token stops working).
     fn replace(&mut self, record: ClientRecord) {
+        let keys = Arc::clone(self.keys.as_ref().expect("the keys are read before the clients"));
         let old = self.token_of.remove(&record.name).and_then(|token| self.by_token.remove(&token));
-        // The box key is kept while it is the same; the RSA key is parsed again at the next
-        // request (its place in the kept order went with the old entry).
-        let shared = OnceLock::new();
-        if let Some(computed) =
-            old.as_ref().filter(|o| o.record.box_public == record.box_public).and_then(|o| o.shared.get())
-        {
-            let _ = shared.set(computed.clone());
+        // The boxes are kept while the client's box key is the same; the RSA key is parsed
+        // again at the next request (its place in the kept order went with the old entry).
+        let entry = Client::new(record, keys);
+        if let Some(old) = old.filter(|o| o.record.box_public == entry.record.box_public) {
+            for (from, to) in [(&old.shared, &entry.shared), (&old.shared_previous, &entry.shared_previous)] {
+                if let Some(computed) = from.get() {
+                    let _ = to.set(computed.clone());
+                }
+            }
         }
-        let verifying = Mutex::new(None);
-        self.token_of.insert(record.name.clone(), record.token);
-        self.by_token.insert(record.token, Arc::new(Client { record, shared, verifying }));
+        self.token_of.insert(entry.record.name.clone(), entry.record.token);
+        self.by_token.insert(entry.record.token, Arc::new(entry));
     }
 
     #[must_use]

@@ -101,6 +101,8 @@ pub struct Counters {
     approved: AtomicU64,
     /// Approvals by gate id (index; 0 unused).
     approved_on: [AtomicU64; gate_common::MAX_GATES as usize + 1],
+    /// Approvals of requests boxed to the server's previous key (a rotation under way).
+    approved_with_previous_key: AtomicU64,
     rejected: [AtomicU64; Rejection::ALL.len()],
     requests: AtomicU64,
     hmac_checks: AtomicU64,
@@ -116,6 +118,7 @@ impl Default for Counters {
         Self {
             approved: AtomicU64::default(),
             approved_on: [const { AtomicU64::new(0) }; gate_common::MAX_GATES as usize + 1],
+            approved_with_previous_key: AtomicU64::default(),
             rejected: Default::default(),
             requests: AtomicU64::default(),
             hmac_checks: AtomicU64::default(),
@@ -139,6 +142,10 @@ pub struct CountersSnapshot {
     /// Approvals by gate id (gates with none left out).
     #[serde(default)]
     pub approved_by_gate: std::collections::BTreeMap<u32, u64>,
+    /// Approvals of requests boxed to the server's previous box key (profiles not yet updated
+    /// during a key rotation).
+    #[serde(default)]
+    pub approved_with_previous_key: u64,
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub hmac_checks: u64,
     pub rsa_verifications: u64,
@@ -188,6 +195,11 @@ impl Counters {
         }
     }
 
+    /// Counts an approval of a request boxed to the previous server key.
+    pub fn approved_with_previous_key(&self) {
+        self.approved_with_previous_key.fetch_add(1, Relaxed);
+    }
+
     pub fn rejected(&self, reason: Rejection) {
         self.rejected[reason as usize].fetch_add(1, Relaxed);
     }
@@ -215,6 +227,7 @@ impl Counters {
                 .map(|(id, counter)| (id, counter.load(Relaxed)))
                 .filter(|&(_, count)| count > 0)
                 .collect(),
+            approved_with_previous_key: self.approved_with_previous_key.load(Relaxed),
             rejected: Rejection::ALL
                 .iter()
                 .map(|r| (r.name().to_owned(), self.rejected[*r as usize].load(Relaxed)))

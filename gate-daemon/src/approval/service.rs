@@ -12,7 +12,7 @@ use gate_protocol::{
     encoding::{hex, unhex},
     rand::{RngCore, rngs::OsRng},
     request::Request,
-    shared_box::{BoxSecret, SharedBox},
+    shared_box::SharedBox,
     wire::{BOX_NONCE_BYTES, NONCE_BYTES, RequestHeaders, SealedBody},
 };
 use gate_store::{ApprovalRecord, NonceRecord, Recorded, Store, Write};
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha512};
 
 use crate::approval::{
     Counters, Rejection,
-    clients::{Client, Clients, ParsedKeys},
+    clients::{Client, Clients, KeyUsed, ParsedKeys},
     group_commit::GroupCommit,
     in_flight::InFlight,
     loglimit::LogLimit,
@@ -77,8 +77,6 @@ pub struct Settings {
 pub struct ApprovalService {
     /// Replaced whole by a reload; each approval reads it once, so it sees one version.
     settings: std::sync::RwLock<Arc<Settings>>,
-    /// The server's secret box key, ready for each client's first agreement.
-    box_secret: BoxSecret,
     store: Mutex<Store>,
     /// Connections that read beside `store`, which writes (PostgreSQL only): a nonce's check
     /// and the view's catching up do not wait behind a group's commit, whose round trips to
@@ -139,7 +137,6 @@ impl ApprovalService {
     /// # Errors
     /// The store cannot give the server key or the clients.
     pub fn new(settings: Settings, store: Store, state: Arc<Writers>) -> Result<Self, gate_store::StoreError> {
-        let box_secret = BoxSecret::new(&store.server_keys(unix_now())?.box_secret)?;
         let mut clients = Clients::default();
         clients.refresh(&store)?;
         log::info!("approval: {} enrolled clients", clients.len());
@@ -150,7 +147,6 @@ impl ApprovalService {
         }
         Ok(Self {
             settings: std::sync::RwLock::new(Arc::new(settings)),
-            box_secret,
             store: Mutex::new(store),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
@@ -412,9 +408,9 @@ impl ApprovalService {
     ) -> Result<SealedBody, Rejection> {
         let Approving { settings, request, entry, who, incoming, now } = *approving;
         let client = &entry.record;
-        // 7. Box.
-        let shared = entry.shared_box(&self.box_secret).ok_or(Rejection::BadBox)?;
-        let plaintext = timed(crypto, || request.open_with(shared)).map_err(|_| Rejection::BadBox)?;
+        // 7. Box: boxed to the server's current key, or during a rotation to the previous one.
+        let (shared, plaintext, key_used) =
+            timed(crypto, || entry.open_box(|shared| request.open_with(shared))).ok_or(Rejection::BadBox)?;
         // 8. RSA.
         self.counters.rsa_verification();
         let key = entry.verifying_key(&self.parsed_keys).ok_or(Rejection::BadSignature)?;
@@ -447,12 +443,21 @@ impl ApprovalService {
         self.open(settings, nonce.clone(), record, gate_id, now)?;
         self.counters.approved_on(gate_id);
         let opened: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        let mut fields = vec![("client", client.name.as_str()), ("gate", &payload.gate)];
+        let joined = opened.join(",");
+        fields.push(("address", &joined));
+        let mut note = "";
+        if key_used == KeyUsed::Previous {
+            self.counters.approved_with_previous_key();
+            fields.push(("box_key", "previous"));
+            note = "; boxed to the previous server key: its profile wants an update";
+        }
         gate_config::logging::with_fields(
             log::Level::Info,
             module_path!(),
-            &[("client", &client.name), ("gate", &payload.gate), ("address", &opened.join(","))],
+            &fields,
             format_args!(
-                "approved {who} on gate {:?} for {} (version {:?})",
+                "approved {who} on gate {:?} for {} (version {:?}){note}",
                 payload.gate,
                 opened.join(", "),
                 payload.client_version

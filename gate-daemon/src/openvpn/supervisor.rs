@@ -357,8 +357,14 @@ impl Supervisor {
         };
         let conf = server_conf::render(&self.server, network, &self.dir)?;
         let orphan = self.orphan();
-        let adopt =
-            orphan.filter(|_| fs::read_to_string(self.dir.join("server.conf")).is_ok_and(|running| running == conf));
+        // Adopted only if it runs with exactly these files (a CA rotated while no daemon ran
+        // changes them: that server is stopped and started anew).
+        let unchanged = |file: &str, text: &str| fs::read_to_string(self.dir.join(file)).is_ok_and(|had| had == text);
+        let adopt = orphan.filter(|_| {
+            unchanged("server.conf", &conf)
+                && unchanged("ca.pem", &identity.ca_pem)
+                && unchanged("server.pem", &identity.cert_pem)
+        });
         let owner = drop.as_ref();
         write_file(&self.dir.join("ca.pem"), &identity.ca_pem, owner)?;
         write_file(&self.dir.join("server.pem"), &identity.cert_pem, owner)?;
@@ -598,6 +604,9 @@ impl Supervisor {
             let mut crl_mark =
                 if adopted.is_some() { None } else { self.service.with_store(|store| store.revocation_mark()).ok() };
             let mut crl_issued = Instant::now();
+            // The CAs the server was started with: a rotation's step restarts it with the new.
+            let ca_mark = self.service.with_store(|store| store.ca_mark()).ok();
+            let mut ca_changed = false;
             let mut heard = self.service.client_changes();
             let how = loop {
                 tokio::select! {
@@ -617,6 +626,16 @@ impl Supervisor {
                             Ok(()) = heard.changed() => {}
                         }
                     } => {
+                        if ca_mark.is_some() && self.service.with_store(|store| store.ca_mark()).ok() != ca_mark {
+                            log::warn!(
+                                "openvpn {}: the CAs changed (a CA rotation): restarting with the new ones; \
+                                 its clients reconnect",
+                                self.name()
+                            );
+                            child.terminate().await;
+                            ca_changed = true;
+                            break String::new();
+                        }
                         let mark = self.service.with_store(|store| store.revocation_mark()).ok();
                         if mark != crl_mark || crl_issued.elapsed() > CRL_REISSUE {
                             self.refresh_crl(drop.as_ref());
@@ -638,7 +657,7 @@ impl Supervisor {
                     }
                 }
             };
-            if vpn_off(&states) {
+            if vpn_off(&states) || ca_changed {
                 continue;
             }
             if started.elapsed() > STABLE_AFTER {

@@ -1,0 +1,126 @@
+//! `gatectl server-key` and `gatectl ca`: rotating the server's box key and the OpenVPN CA,
+//! each in two steps with the clients' profile updates (`gatectl client update`) between them.
+//! The store keeps the state of each rotation; every daemon sharing it follows at once.
+use clap::Subcommand;
+use gate_protocol::encoding::b64;
+use gate_store::{AuditEvent, AuditKind, Store};
+
+use crate::{clients::unix_now, format, paths::Paths};
+
+#[derive(Subcommand)]
+pub enum ServerKeyCommand {
+    /// The current box key's public half and whether a rotation is under way.
+    Show,
+    /// Make a new box key current. The old one stays accepted (requests boxed to it are
+    /// approved and counted as such) until `retire`; new profiles and updates carry the new one.
+    Rotate,
+    /// Stop accepting the previous box key: clients whose profile still carries it are
+    /// refused until they apply an update.
+    Retire,
+}
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// The CA, and the next one during a rotation.
+    Show,
+    /// Make the next CA: it issues client certificates from now on, and servers and new
+    /// profiles trust both. VPN servers restart with both (their clients reconnect).
+    Rotate,
+    /// Make the next CA the CA: the old one is forgotten and every certificate it issued
+    /// revoked; VPN servers restart with a certificate of the new CA. Clients that did not
+    /// apply an update since `rotate` can no longer connect to the VPN.
+    Finish,
+}
+
+fn record(store: &Store, paths: &Paths, kind: AuditKind, cause: &str, detail: String) {
+    let event = AuditEvent::new(unix_now(), &paths.host, kind, cause, &crate::audit::operator()).detail(detail);
+    crate::audit::record_in(store, &[event]);
+}
+
+/// # Errors
+/// The store cannot be opened, or refuses the step (a rotation already under way, none to end).
+pub fn server_key(command: ServerKeyCommand, paths: &Paths) -> anyhow::Result<()> {
+    let mut store = paths.store.open()?;
+    let now = unix_now();
+    match command {
+        ServerKeyCommand::Show => {
+            let keys = store.server_box_keys(now)?;
+            println!(
+                "box key {} (current since {})",
+                b64(keys.current.public().as_bytes()),
+                format::ago(now, keys.current_since)
+            );
+            match keys.previous {
+                Some((previous, _)) => println!(
+                    "rotation under way: the previous key {} is still accepted; give each client \
+                     `gatectl client update`, then `gatectl server-key retire`",
+                    b64(previous.public().as_bytes())
+                ),
+                None => println!("no rotation under way"),
+            }
+        }
+        ServerKeyCommand::Rotate => {
+            let public = store.rotate_server_key(now)?;
+            let public = b64(public.as_bytes());
+            record(&store, paths, AuditKind::KeyRotated, "server_key", format!("new box key {public}"));
+            println!("new box key {public}; the previous one stays accepted until `gatectl server-key retire`");
+            println!(
+                "next: `gatectl client update NAME --out FILE` for each client, applied with `gate-client update`"
+            );
+        }
+        ServerKeyCommand::Retire => {
+            if store.retire_previous_server_key()? {
+                record(&store, paths, AuditKind::KeyRetired, "server_key", "previous box key retired".into());
+                println!("the previous box key is retired: requests boxed to it are refused from now on");
+            } else {
+                println!("no previous box key to retire (no rotation under way)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// # Errors
+/// The store cannot be opened, or refuses the step (a rotation already under way, none to end).
+pub fn ca(command: CaCommand, paths: &Paths) -> anyhow::Result<()> {
+    let mut store = paths.store.open()?;
+    let now = unix_now();
+    match command {
+        CaCommand::Show => {
+            let state = store.ca_state(now)?;
+            println!("CA {} (since {})", subject(&state.current.cert_pem), format::ago(now, state.current_since));
+            match state.next {
+                Some((next, since)) => println!(
+                    "rotation under way since {}: next CA {} issues client certificates; give each client \
+                     `gatectl client update`, then `gatectl ca finish`",
+                    format::ago(now, since),
+                    subject(&next.cert_pem)
+                ),
+                None => println!("no rotation under way"),
+            }
+        }
+        CaCommand::Rotate => {
+            store.rotate_ca(now)?;
+            let next = store.ca_state(now)?.next.map(|(next, _)| subject(&next.cert_pem)).unwrap_or_default();
+            record(&store, paths, AuditKind::KeyRotated, "ca", format!("next CA {next}"));
+            println!("made the next CA {next}: it issues client certificates; servers trust both CAs");
+            println!(
+                "next: `gatectl client update NAME --out FILE` for each client, applied with `gate-client update`"
+            );
+            println!("then: `gatectl ca finish`");
+        }
+        CaCommand::Finish => {
+            let revoked = store.finish_ca_rotation(now)?;
+            let ca = subject(&store.ca_state(now)?.current.cert_pem);
+            record(&store, paths, AuditKind::KeyRetired, "ca", format!("CA {ca}; {revoked} certificate(s) revoked"));
+            println!("{ca} is the CA now; the old CA is forgotten and its {revoked} certificate(s) revoked");
+            println!("VPN servers restart with a certificate of the new CA; clients not updated cannot connect");
+        }
+    }
+    Ok(())
+}
+
+/// A CA's name as `gatectl` shows it: its common name, read from the PEM's subject.
+fn subject(cert_pem: &str) -> String {
+    gate_pki::common_name(cert_pem).unwrap_or_else(|| "(unreadable)".into())
+}
