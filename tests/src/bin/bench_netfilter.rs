@@ -31,7 +31,8 @@
 //!    IPv6 addresses, the families in turn), so the filters see what a spoofed flood does to
 //!    their caches; the netfilter setups hold an IPv6 set and rules beside the IPv4 ones.
 //!
-//! 7. **The NIC-like path** (last two tables; `--nic` alone): see [`nic_like`].
+//! 7. **The NIC-like path** (last two tables; `--nic` alone, `--nic-random` its random-source
+//!    table alone): see [`nic_like`].
 //!
 //! `--veth` runs 1-3 alone (the opens and the four one-source veth floods).
 //!
@@ -1346,6 +1347,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--random") {
         flood(&settings, Sender::RandomOwnCores);
+        return;
+    }
+    if std::env::args().any(|a| a == "--nic-random") {
+        nic_like(&settings, true);
         return;
     }
     if std::env::args().any(|a| a == "--nic") {
