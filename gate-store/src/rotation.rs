@@ -86,6 +86,16 @@ fn ca_row(db: &Db, sealing: &Sealing, name: &str) -> Result<Option<(Ca, u64)>, S
     Ok(Some((Ca { cert_pem: row.text(0)?, key_pem }, from_sql(row.int(2)?))))
 }
 
+/// The first serial the next CA issued, while a CA rotation is under way.
+fn next_ca_first_serial(db: &Db) -> Result<Option<i64>, StoreError> {
+    db.query_opt(
+        "SELECT value FROM sequences WHERE name = ?1 AND EXISTS (SELECT 1 FROM pki_ca WHERE name = ?2)",
+        args![NEXT_CA_FIRST_SERIAL, NEXT_CA_NAME],
+    )?
+    .map(|mut row| row.int(0))
+    .transpose()
+}
+
 /// Marks a rotation step for every reader: the sequence PostgreSQL's generation adds in, and
 /// the announcement other hosts hear.
 fn announce(db: &Db) -> Result<(), StoreError> {
@@ -200,6 +210,54 @@ impl Store {
         Ok(mark)
     }
 
+    /// The active clients no profile update was issued to since the box key rotation under way
+    /// (enrolled before it, no `profile_updated` in the audit trail since): those `retire`
+    /// would cut off. Empty when no rotation is under way.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn clients_missing_box_key_update(&self) -> Result<Vec<String>, StoreError> {
+        let db = self.db();
+        let Some(mut row) =
+            db.query_opt("SELECT created_at FROM server_keys WHERE name = ?1", args![PREVIOUS_KEY_NAME])?
+        else {
+            return Ok(Vec::new());
+        };
+        let rotated_at = row.int(0)?;
+        // Enrolled in the rotation's second: may carry either key, so listed.
+        let mut names = Vec::new();
+        for mut row in db.query(
+            "SELECT name FROM clients WHERE revoked_at IS NULL AND created_at <= ?1 AND NOT EXISTS \
+             (SELECT 1 FROM audit WHERE audit.event = ?2 AND audit.client = clients.name AND audit.at >= ?1) \
+             ORDER BY name",
+            args![rotated_at, crate::AuditKind::ProfileUpdated.name()],
+        )? {
+            names.push(row.text(0)?);
+        }
+        Ok(names)
+    }
+
+    /// The active clients that hold no certificate of the next CA during a CA rotation (no
+    /// update issued, not enrolled since): those `finish` would cut off from the VPN. Empty
+    /// when no rotation is under way.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn clients_missing_next_ca_certificate(&self) -> Result<Vec<String>, StoreError> {
+        let db = self.db();
+        let Some(first) = next_ca_first_serial(db)? else { return Ok(Vec::new()) };
+        let mut names = Vec::new();
+        for mut row in db.query(
+            "SELECT name FROM clients WHERE revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM certificates \
+             WHERE kind = 'client' AND certificates.name = clients.name AND revoked_at IS NULL AND serial >= ?1) \
+             ORDER BY name",
+            args![first],
+        )? {
+            names.push(row.text(0)?);
+        }
+        Ok(names)
+    }
+
     /// The CA that issues a certificate of `kind` now, read inside the issuing transaction
     /// after the serial's lock (a rotation takes it too): a client's from the next CA during a
     /// rotation, a server's always from the current one (profiles not yet updated trust only
@@ -226,13 +284,7 @@ impl Store {
              ORDER BY serial DESC LIMIT 1",
             args![name],
         )?;
-        let first_of_next = db
-            .query_opt(
-                "SELECT value FROM sequences WHERE name = ?1 AND EXISTS (SELECT 1 FROM pki_ca WHERE name = ?2)",
-                args![NEXT_CA_FIRST_SERIAL, NEXT_CA_NAME],
-            )?
-            .map(|mut row| row.int(0))
-            .transpose()?;
+        let first_of_next = next_ca_first_serial(db)?;
         if let Some(mut row) = newest {
             let serial = row.int(0)?;
             if first_of_next.is_none_or(|first| serial >= first) {

@@ -92,6 +92,10 @@ impl Backend {
 }
 
 fn enroll(store: &mut Store, name: &str) -> (ClientPublic, HmacSecret) {
+    enroll_at(store, name, 100)
+}
+
+fn enroll_at(store: &mut Store, name: &str, now: u64) -> (ClientPublic, HmacSecret) {
     let public = ClientPublic {
         token: Token::random(&mut OsRng),
         box_public: SecretKey::generate(&mut OsRng).public_key(),
@@ -99,7 +103,7 @@ fn enroll(store: &mut Store, name: &str) -> (ClientPublic, HmacSecret) {
     };
     let secret = HmacSecret::random(&mut OsRng);
     let gates = ["vpn".to_owned()];
-    store.add_client(&NewClient { name, gates: &gates, public: &public, secret: &secret, now: 100 }).unwrap();
+    store.add_client(&NewClient { name, gates: &gates, public: &public, secret: &secret, now }).unwrap();
     (public, secret)
 }
 
@@ -980,15 +984,32 @@ fn a_box_key_rotation_keeps_the_previous_key_until_it_is_retired_and_every_reade
         assert_eq!((previous.public(), since), (first.current.public(), 200));
         assert_eq!(rotated.current_since, 200);
         assert_ne!(daemon.generation().unwrap(), seen, "the daemon's view looks again");
-        seen = daemon.generation().unwrap();
         // What a build that predates rotation reads: the current key under its old name.
         assert_eq!(backend.open().server_keys(400).unwrap().public(), new_public);
+
+        // Who `retire` would cut off: active, enrolled before the rotation, no update issued since.
+        let mut operator = backend.open();
+        enroll_at(&mut operator, "alice", 150);
+        enroll_at(&mut operator, "bob", 150);
+        enroll_at(&mut operator, "dave", 250);
+        operator.revoke_client("bob", 260).unwrap();
+        assert_eq!(daemon.clients_missing_box_key_update().unwrap(), ["alice"], "bob is revoked, dave came after");
+        let updated = |at| {
+            gate_store::AuditEvent::new(at, "h", gate_store::AuditKind::ProfileUpdated, "operator", "root")
+                .client("alice")
+        };
+        operator.record_audit(&[updated(190)]).unwrap();
+        assert_eq!(daemon.clients_missing_box_key_update().unwrap(), ["alice"], "an update from before does not count");
+        operator.record_audit(&[updated(250)]).unwrap();
+        assert!(daemon.clients_missing_box_key_update().unwrap().is_empty(), "issued since");
+        seen = daemon.generation().unwrap();
 
         let again = gatectl.rotate_server_key(400).unwrap_err().to_string();
         assert!(again.contains("under way") && again.contains("server-key retire"), "{again}");
         assert_eq!(daemon.server_box_keys(400).unwrap().current.public(), new_public, "nothing changed");
 
         assert!(gatectl.retire_previous_server_key().unwrap());
+        assert!(daemon.clients_missing_box_key_update().unwrap().is_empty(), "no rotation: nobody to update");
         assert!(daemon.server_box_keys(500).unwrap().previous.is_none(), "retired");
         assert_ne!(daemon.generation().unwrap(), seen, "the retirement is seen too");
         assert!(!gatectl.retire_previous_server_key().unwrap(), "nothing left to retire");
@@ -1010,7 +1031,9 @@ fn a_ca_rotation_issues_clients_from_the_next_ca_and_its_end_revokes_what_the_ol
         assert_eq!(store.certificate_for_update("alice", &spki, 150).unwrap(), old_client, "no rotation: kept");
         let mark = store.ca_mark().unwrap();
 
+        assert!(store.clients_missing_next_ca_certificate().unwrap().is_empty(), "no rotation");
         store.rotate_ca(200).unwrap();
+        assert_eq!(store.clients_missing_next_ca_certificate().unwrap(), ["alice"], "her certificate is the old CA's");
         assert_ne!(store.ca_mark().unwrap(), mark, "servers restart on it");
         let refused = store.rotate_ca(210).unwrap_err().to_string();
         assert!(refused.contains("under way") && refused.contains("ca finish"), "{refused}");
@@ -1023,6 +1046,7 @@ fn a_ca_rotation_issues_clients_from_the_next_ca_and_its_end_revokes_what_the_ol
         let updated = store.certificate_for_update("alice", &spki, 230).unwrap();
         assert!(issued_by(&next.cert_pem, &updated), "an update gives a certificate of the next CA");
         assert_eq!(store.certificate_for_update("alice", &spki, 240).unwrap(), updated, "once");
+        assert!(store.clients_missing_next_ca_certificate().unwrap().is_empty(), "alice has one of the next CA");
         let server = backend.open().server_identity("openvpn-main", 250).unwrap();
         assert_eq!(server.cert_pem, old_server.cert_pem, "servers keep the old CA's: old profiles trust only it");
         assert_eq!(server.ca_pem, state.bundle());

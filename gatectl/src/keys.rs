@@ -15,8 +15,13 @@ pub enum ServerKeyCommand {
     /// approved and counted as such) until `retire`; new profiles and updates carry the new one.
     Rotate,
     /// Stop accepting the previous box key: clients whose profile still carries it are
-    /// refused until they apply an update.
-    Retire,
+    /// refused until they apply an update. Refused while active clients enrolled before the
+    /// rotation were issued no update (named), unless --force.
+    Retire {
+        /// Retire it even so: those clients are refused until they get an update.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -28,8 +33,28 @@ pub enum CaCommand {
     Rotate,
     /// Make the next CA the CA: the old one is forgotten and every certificate it issued
     /// revoked; VPN servers restart with a certificate of the new CA. Clients that did not
-    /// apply an update since `rotate` can no longer connect to the VPN.
-    Finish,
+    /// apply an update since `rotate` can no longer connect to the VPN. Refused while active
+    /// clients of a VPN gate hold no certificate of the next CA (named), unless --force.
+    Finish {
+        /// Finish it even so: those clients cannot connect to the VPN until they get an update.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Refuses a step that would cut off `left` (clients not updated) unless `force`.
+fn not_cut_off(left: &[String], force: bool, step: &str, what: &str) -> anyhow::Result<()> {
+    if left.is_empty() || force {
+        return Ok(());
+    }
+    let shown: Vec<&str> = left.iter().take(10).map(String::as_str).collect();
+    let more = if left.len() > shown.len() { format!(" and {} more", left.len() - shown.len()) } else { String::new() };
+    anyhow::bail!(
+        "{} active client(s) {what}: {}{more}; give each `gatectl client update NAME --out FILE` \
+         (applied with `gate-client update`), or {step} --force to cut them off",
+        left.len(),
+        shown.join(", ")
+    )
 }
 
 fn record(store: &Store, paths: &Paths, kind: AuditKind, cause: &str, detail: String) {
@@ -68,7 +93,9 @@ pub fn server_key(command: ServerKeyCommand, paths: &Paths) -> anyhow::Result<()
                 "next: `gatectl client update NAME --out FILE` for each client, applied with `gate-client update`"
             );
         }
-        ServerKeyCommand::Retire => {
+        ServerKeyCommand::Retire { force } => {
+            let left = store.clients_missing_box_key_update()?;
+            not_cut_off(&left, force, "`gatectl server-key retire`", "were issued no update since the rotation")?;
             if store.retire_previous_server_key()? {
                 record(&store, paths, AuditKind::KeyRetired, "server_key", "previous box key retired".into());
                 println!("the previous box key is retired: requests boxed to it are refused from now on");
@@ -109,7 +136,16 @@ pub fn ca(command: CaCommand, paths: &Paths) -> anyhow::Result<()> {
             );
             println!("then: `gatectl ca finish`");
         }
-        CaCommand::Finish => {
+        CaCommand::Finish { force } => {
+            let mut left = store.clients_missing_next_ca_certificate()?;
+            // Only clients of a gate with a VPN server need a certificate, where the config says.
+            if let Some(config) = &paths.config {
+                let vpn_gates: Vec<&str> = config.openvpn.iter().map(|server| server.gate.as_str()).collect();
+                left.retain(|name| {
+                    store.client(name).is_ok_and(|c| c.gates.iter().any(|g| vpn_gates.contains(&g.as_str())))
+                });
+            }
+            not_cut_off(&left, force, "`gatectl ca finish`", "hold no certificate of the next CA")?;
             let revoked = store.finish_ca_rotation(now)?;
             let ca = subject(&store.ca_state(now)?.current.cert_pem);
             record(&store, paths, AuditKind::KeyRetired, "ca", format!("CA {ca}; {revoked} certificate(s) revoked"));

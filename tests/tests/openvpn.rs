@@ -589,7 +589,12 @@ fn the_ca_is_rotated_under_a_running_vpn_and_only_clients_never_updated_are_cut_
     // alice takes her update; carol never does. Finished: the server restarts with a
     // certificate of the new CA; alice and bob connect, carol is refused.
     let alice = updated(&bed, &alice);
-    let said = gatectl_store(&bed, &["ca", "finish"]);
+    let flags = bed.store_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let refused = gate_tests::daemon::gatectl(&bed.pin_dir.0, &[&flags[..], &["ca", "finish"]].concat());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains(": carol;") && err.contains("--force"), "{err}");
+    let said = gatectl_store(&bed, &["ca", "finish", "--force"]);
     assert!(said.contains("gate CA 2 is the CA"), "{said}");
     let shown = gatectl_store(&bed, &["ca", "show"]);
     assert!(shown.contains("CA gate CA 2 (") && shown.contains("no rotation under way"), "{shown}");
