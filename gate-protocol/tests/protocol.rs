@@ -453,3 +453,70 @@ fn a_profile_lists_a_clusters_hosts_and_a_one_host_profile_stays_as_it_was() {
     assert_eq!(read.fallback_servers, ["https://gate-2.example.net", "https://gate-3.example.net"]);
     assert!(Profile::from_json(&one_host).unwrap().fallback_servers.is_empty());
 }
+
+#[test]
+fn a_profile_update_applies_only_to_the_profile_it_was_signed_for() {
+    use gate_protocol::{
+        profile::{Profile, VpnProfile},
+        profile_update::{self, UpdateBody, VpnTrust},
+    };
+    let profile = |keys: ClientKeys| Profile {
+        name: "alice".into(),
+        gate: "vpn".into(),
+        server: "https://gate-1.example.net".into(),
+        fallback_servers: vec![],
+        server_box_public: example_server().public(),
+        keys,
+        vpn: Some(VpnProfile {
+            ca_pem: "old CA".into(),
+            cert_pem: "old cert".into(),
+            protocol: "udp".into(),
+            port: 1194,
+        }),
+    };
+    let mut alice = profile(example_client());
+    let new_server = ServerKeys { box_secret: box_secret(&seq::<32>(0x80)).unwrap() };
+    let body = UpdateBody {
+        name: "alice".into(),
+        token: alice.keys.token.to_string(),
+        issued_at: TIMESTAMP,
+        server_box_public: b64(new_server.public().as_bytes()),
+        vpn: Some(VpnTrust { ca_pem: "old CA\nnext CA".into(), cert_pem: "new cert".into() }),
+    };
+    let signed = profile_update::sign(&body, &alice.keys.secret).unwrap();
+
+    // Another client's profile (its own token and secret), and the same one under another name.
+    let mut other_keys = example_client();
+    other_keys.token = Token::parse("ffeeddccbbaa99887766554433221100").unwrap();
+    other_keys.secret = HmacSecret(seq(0x01));
+    assert!(matches!(profile_update::verify(&signed, &profile(other_keys)), Err(ProtocolError::BadHmac)));
+    let mut renamed = profile(example_client());
+    renamed.name = "mallory".into();
+    assert!(matches!(profile_update::verify(&signed, &renamed), Err(ProtocolError::PayloadMismatch)));
+    // Its body changed after signing; another version; a body too large to read.
+    let mut file: serde_json::Value = serde_json::from_str(&signed).unwrap();
+    let mut changed = body.clone();
+    changed.vpn = Some(VpnTrust { ca_pem: "mallory's CA".into(), cert_pem: "new cert".into() });
+    file["body"] = serde_json::json!(b64(&serde_json::to_vec(&changed).unwrap()));
+    assert!(matches!(profile_update::verify(&file.to_string(), &alice), Err(ProtocolError::BadHmac)));
+    let mut versioned: serde_json::Value = serde_json::from_str(&signed).unwrap();
+    versioned["version"] = serde_json::json!(2);
+    assert!(profile_update::verify(&versioned.to_string(), &alice).is_err());
+    let mut huge: serde_json::Value = serde_json::from_str(&signed).unwrap();
+    huge["body"] = serde_json::json!("A".repeat(100_000));
+    assert!(matches!(profile_update::verify(&huge.to_string(), &alice), Err(ProtocolError::TooLarge(_))));
+
+    let verified = profile_update::verify(&signed, &alice).unwrap();
+    assert_eq!(verified, body);
+    let changed = profile_update::apply(&verified, &mut alice).unwrap();
+    assert_eq!(changed, ["the server's box key", "the VPN's CAs", "the VPN certificate"]);
+    assert_eq!(alice.server_box_public, new_server.public());
+    let vpn = alice.vpn.as_ref().unwrap();
+    assert_eq!((vpn.ca_pem.as_str(), vpn.cert_pem.as_str(), vpn.port), ("old CA\nnext CA", "new cert", 1194));
+    assert!(profile_update::apply(&verified, &mut alice).unwrap().is_empty(), "applied twice: nothing changes");
+    // A profile without a VPN takes the box key and nothing else.
+    let mut no_vpn = profile(example_client());
+    no_vpn.vpn = None;
+    assert_eq!(profile_update::apply(&verified, &mut no_vpn).unwrap(), ["the server's box key"]);
+    assert!(no_vpn.vpn.is_none());
+}

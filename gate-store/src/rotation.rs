@@ -10,8 +10,9 @@
 //!   old one and revokes every certificate it issued: servers get a certificate of the new CA,
 //!   and a client still holding one of the old is refused.
 //!
-//! Rows keep the names an older build reads (`default` is always the current key and CA), so a
-//! host not yet upgraded keeps working with the current ones. Each step raises the
+//! Rows keep the names an older build reads (`default` is always the current key and CA), so
+//! its store stays readable; but an older daemon keeps the box key it read at its start and
+//! trusts only `default`, so every host is upgraded before a rotation. Each step raises the
 //! `key_changes` sequence, which a PostgreSQL store's generation adds in, and announces itself
 //! like a client write, so every daemon sees it at once.
 use gate_pki::Ca;
