@@ -62,8 +62,14 @@ pub fn keys() -> (ClientKeys, ServerKeys) {
 /// A profile for the fixture's client, as `gatectl enroll` writes one.
 #[must_use]
 pub fn valid_profile() -> String {
+    fixture_profile().to_json().expect("a profile").to_string()
+}
+
+/// The profile of [`valid_profile`], made anew (its RSA key parsed again: milliseconds).
+#[must_use]
+pub fn fixture_profile() -> Profile {
     let (keys, server) = keys();
-    let profile = Profile {
+    Profile {
         name: "alice".into(),
         gate: "vpn".into(),
         server: "https://gate.example.net:443".into(),
@@ -76,8 +82,27 @@ pub fn valid_profile() -> String {
             protocol: "udp".into(),
             port: 1194,
         }),
+    }
+}
+
+/// A profile update for [`valid_profile`], as `gatectl client update` writes one: a new server
+/// key, the CAs of a rotation and a new certificate, signed with the client's secret.
+#[must_use]
+pub fn valid_profile_update() -> String {
+    let fixture = fixture();
+    let body = gate_protocol::profile_update::UpdateBody {
+        name: "alice".into(),
+        token: fixture.client.token.to_string(),
+        issued_at: 1_796_000_000,
+        server_box_public: gate_protocol::encoding::b64(&[9; 32]),
+        vpn: Some(gate_protocol::profile_update::VpnTrust {
+            ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n\
+                     -----BEGIN CERTIFICATE-----\nMIID\n-----END CERTIFICATE-----\n"
+                .into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----\nMIIE\n-----END CERTIFICATE-----\n".into(),
+        }),
     };
-    profile.to_json().expect("a profile").to_string()
+    gate_protocol::profile_update::sign(&body, &fixture.client.secret).expect("an update")
 }
 
 /// The request target's input: the four headers, one a line, then the body.

@@ -226,8 +226,17 @@ fn differential(frames: u64, datagrams: u64, seed: Option<u64>) -> anyhow::Resul
 }
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
-const FUZZ_TARGETS: [&str; 8] =
-    ["request", "approval", "profile", "notification", "config", "management", "http_response", "front"];
+const FUZZ_TARGETS: [&str; 9] = [
+    "request",
+    "approval",
+    "profile",
+    "profile_update",
+    "notification",
+    "config",
+    "management",
+    "http_response",
+    "front",
+];
 
 /// Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz
 /// passes, all of them stable; no sanitizer, so no nightly toolchain), then runs each for

@@ -21,7 +21,10 @@ fn check_seeds() {
     let approval = gate_fuzz::valid_approval();
     gate_protocol::approval::open(&approval, &fixture.client, &fixture.server_public, REQUEST_NONCE)
         .expect("the approval seed opens");
-    gate_protocol::profile::Profile::from_json(&gate_fuzz::valid_profile()).expect("the profile seed reads");
+    let profile =
+        gate_protocol::profile::Profile::from_json(&gate_fuzz::valid_profile()).expect("the profile seed reads");
+    gate_protocol::profile_update::verify(&gate_fuzz::valid_profile_update(), &profile)
+        .expect("the profile update seed verifies for the profile");
     gate_notify::verify(&gate_fuzz::valid_notification(), &fixture.notify_key.verifying_key(), VERSION, 3)
         .expect("the notification seed is accepted");
 }
@@ -48,6 +51,7 @@ fn main() {
     write("approval", "valid", serde_json::to_string(&gate_fuzz::valid_approval()).expect("JSON").as_bytes());
     write("notification", "valid", &gate_fuzz::valid_notification());
     write("profile", "valid", gate_fuzz::valid_profile().as_bytes());
+    write("profile_update", "valid", gate_fuzz::valid_profile_update().as_bytes());
     // What OpenVPN 2.6 writes: a connection's events, and a `status 3` answer.
     let management = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info\n\
         >CLIENT:CONNECT,7,1\n>CLIENT:ENV,untrusted_ip=192.0.2.2\n>CLIENT:ENV,common_name=alice\n\
