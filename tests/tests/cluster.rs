@@ -1,7 +1,8 @@
 //! Two gate hosts on one PostgreSQL store (issue 14): each a real daemon on its own gateway
 //! namespace and pin dir, both configured with the same `postgres://` store, on a PostgreSQL
 //! server of the test's own. A client enrolled once is approved by either; a nonce spent on one
-//! is a replay on the other; a revocation made on one closes the leases the other opened.
+//! is a replay on the other; a revocation made on one closes the leases the other opened; a box
+//! key rotated through one is followed by the other.
 use std::{
     net::IpAddr,
     process::Command,
@@ -473,4 +474,30 @@ fn a_host_follows_its_database_to_the_replica_promoted_in_a_failover_and_forgets
 
 fn refusals_on(bed: &TestBed, reason: &str) -> u64 {
     counters(bed).rejected.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_box_key_rotated_through_one_host_is_followed_by_the_other_at_its_next_request() {
+    let ([a, b], _store) = cluster();
+    let alice = Enrolled::new(&a.bed, "alice", &["vpn"], "client");
+    assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200, "host B knows the key");
+
+    // Rotated through host A's gatectl, no client written since: host B counts alice's old
+    // profile as boxed to the previous key, and approves a profile made since (the new key).
+    gatectl_store(&a.bed, &["server-key", "rotate"]);
+    let previous = counters(&b.bed).approved_with_previous_key;
+    assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, 200, "the previous key");
+    assert_eq!(counters(&b.bed).approved_with_previous_key, previous + 1, "host B knows the key changed");
+    gate_tests::approval::align_to_second();
+    let bob = Enrolled::new(&a.bed, "bob", &["vpn"], "foreign");
+    assert_ne!(bob.profile.server_box_public, alice.profile.server_box_public);
+    assert_eq!(send(&b.bed, &bob.request(Some(STRANGER_V4), None), None).status, 200, "the new key");
+
+    // Retired through host A (forced: alice never got her update): host B refuses her next
+    // request at once, with nothing but the key's change to tell it.
+    gatectl_store(&a.bed, &["server-key", "retire", "--force"]);
+    let before = refusals(&b, "bad_box");
+    assert_eq!(send(&b.bed, &alice.request(Some(CLIENT_V4), None), None).status, REJECTED_STATUS);
+    assert_eq!(refusals(&b, "bad_box"), before + 1, "refused on host B: the box no longer opens");
+    assert_eq!(send(&b.bed, &bob.request(Some(STRANGER_V4), None), None).status, 200);
 }
