@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Store, StoreError,
-    sealing::Secret,
+    sealing::{Sealing, Secret},
     sql::{Db, Tx, args},
     store::{from_sql, to_sql},
 };
@@ -21,6 +21,26 @@ pub(crate) fn at(unix: u64) -> OffsetDateTime {
 
 pub(crate) fn pki(e: gate_pki::PkiError) -> StoreError {
     StoreError::Invalid(e.to_string())
+}
+
+/// The CA stored as `name` (`default`, or `next` during a rotation) and when it was made.
+pub(crate) fn ca_row(db: &Db, sealing: &Sealing, name: &str) -> Result<Option<(Ca, u64)>, StoreError> {
+    let Some(mut row) =
+        db.query_opt("SELECT cert_pem, key_pem, created_at FROM pki_ca WHERE name = ?1", args![name])?
+    else {
+        return Ok(None);
+    };
+    let key_pem = sealing.open_text(Secret::CaKey(name), &row.text(1)?)?;
+    Ok(Some((Ca { cert_pem: row.text(0)?, key_pem }, from_sql(row.int(2)?))))
+}
+
+/// PEM blocks one after another, each on its own lines.
+pub(crate) fn joined_pem(mut first: String, second: &str) -> String {
+    if !first.ends_with('\n') {
+        first.push('\n');
+    }
+    first.push_str(second);
+    first
 }
 
 /// A server's certificate and key.
@@ -36,16 +56,13 @@ impl Store {
     /// # Errors
     /// The database or key generation failed.
     pub fn ca(&self, now: u64) -> Result<Ca, StoreError> {
-        let existing = |db: &Db| -> Result<Option<Ca>, StoreError> {
-            let Some(mut row) = db.query_opt("SELECT cert_pem, key_pem FROM pki_ca WHERE name = ?1", args![CA_NAME])?
-            else {
-                return Ok(None);
-            };
-            let key_pem = self.sealing().open_text(Secret::CaKey(CA_NAME), &row.text(1)?)?;
-            Ok(Some(Ca { cert_pem: row.text(0)?, key_pem }))
-        };
-        if let Some(ca) = existing(self.db())? {
-            return Ok(ca);
+        self.made_ca(now).map(|(ca, _)| ca)
+    }
+
+    /// [`Self::ca`] and when it was made (Unix seconds).
+    pub(crate) fn made_ca(&self, now: u64) -> Result<(Ca, u64), StoreError> {
+        if let Some(found) = ca_row(self.db(), self.sealing(), CA_NAME)? {
+            return Ok(found);
         }
         let fresh = Ca::generate("gate CA", at(now)).map_err(pki)?;
         let sealed = self.sealing().seal_text(Secret::CaKey(CA_NAME), &fresh.key_pem)?;
@@ -53,7 +70,7 @@ impl Store {
             "INSERT INTO pki_ca (name, cert_pem, key_pem, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             args![CA_NAME, &fresh.cert_pem, sealed, to_sql(now)],
         )?;
-        existing(self.db())?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
+        ca_row(self.db(), self.sealing(), CA_NAME)?.ok_or_else(|| StoreError::Invalid("the CA vanished".into()))
     }
 
     /// The next number of `sequence` (`first` the first time), inside the caller's
@@ -171,13 +188,10 @@ impl Store {
             }
             Ok((number, revoked))
         })?;
-        let mut pem = cas.current.crl(&revoked, number, at(now)).map_err(pki)?;
-        if let Some((next, _)) = &cas.next {
-            if !pem.ends_with('\n') {
-                pem.push('\n');
-            }
-            pem.push_str(&next.crl(&revoked, number, at(now)).map_err(pki)?);
+        let pem = cas.current.crl(&revoked, number, at(now)).map_err(pki)?;
+        match &cas.next {
+            Some((next, _)) => Ok(joined_pem(pem, &next.crl(&revoked, number, at(now)).map_err(pki)?)),
+            None => Ok(pem),
         }
-        Ok(pem)
     }
 }

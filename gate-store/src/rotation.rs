@@ -16,18 +16,14 @@
 //! `key_changes` sequence, which a PostgreSQL store's generation adds in, and announces itself
 //! like a client write, so every daemon sees it at once.
 use gate_pki::Ca;
-use gate_protocol::{
-    crypto_box::PublicKey,
-    keys::{ServerKeys, box_secret},
-    rand::rngs::OsRng,
-};
+use gate_protocol::{crypto_box::PublicKey, keys::ServerKeys, rand::rngs::OsRng};
 
 use crate::{
     Store, StoreError,
-    pki::{CA_NAME, at},
+    pki::{CA_NAME, at, ca_row, joined_pem},
     sealing::{Sealing, Secret},
     sql::{Db, Tx, args},
-    store::{BOX_SECRET_BYTES, SERVER_KEY_NAME, from_sql, to_sql},
+    store::{SERVER_KEY_NAME, box_keys, from_sql, to_sql},
 };
 
 /// The box key a rotation replaced, accepted until it is retired.
@@ -62,29 +58,11 @@ impl CaState {
     /// The certificates a server and a profile trust: the CA and, during a rotation, the next.
     #[must_use]
     pub fn bundle(&self) -> String {
-        let mut pem = self.current.cert_pem.clone();
-        if let Some((next, _)) = &self.next {
-            if !pem.ends_with('\n') {
-                pem.push('\n');
-            }
-            pem.push_str(&next.cert_pem);
+        match &self.next {
+            Some((next, _)) => joined_pem(self.current.cert_pem.clone(), &next.cert_pem),
+            None => self.current.cert_pem.clone(),
         }
-        pem
     }
-}
-
-fn box_keys(sealing: &Sealing, name: &str, stored: &[u8]) -> Result<ServerKeys, StoreError> {
-    Ok(ServerKeys { box_secret: box_secret(&sealing.open(Secret::ServerBox(name), stored, BOX_SECRET_BYTES)?)? })
-}
-
-fn ca_row(db: &Db, sealing: &Sealing, name: &str) -> Result<Option<(Ca, u64)>, StoreError> {
-    let Some(mut row) =
-        db.query_opt("SELECT cert_pem, key_pem, created_at FROM pki_ca WHERE name = ?1", args![name])?
-    else {
-        return Ok(None);
-    };
-    let key_pem = sealing.open_text(Secret::CaKey(name), &row.text(1)?)?;
-    Ok(Some((Ca { cert_pem: row.text(0)?, key_pem }, from_sql(row.int(2)?))))
 }
 
 /// The first serial the next CA issued, while a CA rotation is under way.
@@ -189,14 +167,8 @@ impl Store {
     /// # Errors
     /// The database or key generation failed.
     pub fn ca_state(&self, now: u64) -> Result<CaState, StoreError> {
-        let current = self.ca(now)?;
-        let db = self.db();
-        let current_since = db
-            .query_opt("SELECT created_at FROM pki_ca WHERE name = ?1", args![CA_NAME])?
-            .map(|mut row| row.int(0).map(from_sql))
-            .transpose()?
-            .unwrap_or(now);
-        Ok(CaState { current, current_since, next: ca_row(db, self.sealing(), NEXT_CA_NAME)? })
+        let (current, current_since) = self.made_ca(now)?;
+        Ok(CaState { current, current_since, next: ca_row(self.db(), self.sealing(), NEXT_CA_NAME)? })
     }
 
     /// A mark that changes with each CA rotation step: the CAs' names and times.
@@ -338,7 +310,7 @@ impl Store {
     pub fn finish_ca_rotation(&mut self, now: u64) -> Result<u64, StoreError> {
         let sealing = self.sealing();
         self.db().transaction(Tx::Clients, |db| {
-            let Some((next, _)) = ca_row(db, sealing, NEXT_CA_NAME)? else {
+            let Some((next, next_since)) = ca_row(db, sealing, NEXT_CA_NAME)? else {
                 return Err(StoreError::Invalid("no CA rotation is under way (`gatectl ca rotate` starts one)".into()));
             };
             let first = db
@@ -354,9 +326,8 @@ impl Store {
             )?;
             let sealed = sealing.seal_text(Secret::CaKey(CA_NAME), &next.key_pem)?;
             db.execute(
-                "UPDATE pki_ca SET cert_pem = ?2, key_pem = ?3, created_at = \
-                 (SELECT created_at FROM pki_ca WHERE name = ?4) WHERE name = ?1",
-                args![CA_NAME, &next.cert_pem, sealed, NEXT_CA_NAME],
+                "UPDATE pki_ca SET cert_pem = ?2, key_pem = ?3, created_at = ?4 WHERE name = ?1",
+                args![CA_NAME, &next.cert_pem, sealed, to_sql(next_since)],
             )?;
             db.execute("DELETE FROM pki_ca WHERE name = ?1", args![NEXT_CA_NAME])?;
             db.execute("DELETE FROM sequences WHERE name = ?1", args![NEXT_CA_FIRST_SERIAL])?;

@@ -57,7 +57,7 @@ const INDEXES: &str = "CREATE INDEX IF NOT EXISTS clients_by_revision ON clients
 const NEXT_REVISION: &str = "(SELECT coalesce(max(revision), 0) + 1 FROM clients)";
 pub(crate) const SERVER_KEY_NAME: &str = "default";
 /// An X25519 secret key's length, as stored unsealed.
-pub(crate) const BOX_SECRET_BYTES: usize = 32;
+const BOX_SECRET_BYTES: usize = 32;
 
 /// An enrolled client as the daemon needs it.
 #[derive(Clone, Debug)]
@@ -309,6 +309,11 @@ fn apply(db: &Db, write: &Write) -> Result<Recorded, StoreError> {
         )?;
     }
     Ok(Recorded::Yes)
+}
+
+/// The box key pair stored (sealed) as `name` in `server_keys`.
+pub(crate) fn box_keys(sealing: &Sealing, name: &str, stored: &[u8]) -> Result<ServerKeys, StoreError> {
+    Ok(ServerKeys { box_secret: box_secret(&sealing.open(Secret::ServerBox(name), stored, BOX_SECRET_BYTES)?)? })
 }
 
 /// A revoked client's row given new keys (`keys`: name, token, sealed secret, box key, RSA key,
@@ -697,7 +702,7 @@ impl Store {
         )?;
         let bytes =
             self.db.query_one("SELECT box_secret FROM server_keys WHERE name = ?1", args![SERVER_KEY_NAME])?.blob(0)?;
-        Ok(ServerKeys { box_secret: box_secret(&self.sealing.open(what, &bytes, BOX_SECRET_BYTES)?)? })
+        box_keys(&self.sealing, SERVER_KEY_NAME, &bytes)
     }
 
     /// Enrolls a client; a revoked client's name is enrolled again with the new keys (its old
