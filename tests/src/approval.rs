@@ -43,12 +43,17 @@ pub fn align_to_second() {
 
 /// Runs `gatectl --store <bed's store> args...`, panicking with stderr unless it succeeds.
 pub fn gatectl_store(bed: &TestBed, args: &[&str]) -> String {
+    let out = gatectl_store_output(bed, args);
+    assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// As [`gatectl_store`], whatever the outcome (for what it refuses).
+pub fn gatectl_store_output(bed: &TestBed, args: &[&str]) -> std::process::Output {
     let flags = bed.store_flags();
     let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
-    let out = gatectl(&bed.pin_dir.0, &all);
-    assert!(out.status.success(), "gatectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    gatectl(&bed.pin_dir.0, &all)
 }
 
 /// A client enrolled through the real `gatectl client add`, with its profile read back.
@@ -69,8 +74,29 @@ impl Enrolled {
             args.extend(["--gate", gate]);
         }
         gatectl_store(bed, &args);
+        Self::read(path)
+    }
+
+    /// The profile at `path`, as a client holds it.
+    pub fn read(path: PathBuf) -> Self {
         let profile = Profile::from_json(&fs::read_to_string(&path).expect("read profile")).expect("profile parses");
         Self { path, profile }
+    }
+
+    /// This client's profile as it is on disk now (after an update, say).
+    #[must_use]
+    pub fn reread(&self) -> Self {
+        Self::read(self.path.clone())
+    }
+
+    /// `gate-client update --profile <this profile> UPDATE` in the client's namespace, whatever
+    /// the outcome.
+    pub fn apply_update(&self, bed: &TestBed, update: &Path) -> std::process::Output {
+        bed.client
+            .command(crate::daemon::bin("gate-client"))
+            .args(["update", "--profile", self.path.to_str().unwrap(), update.to_str().unwrap()])
+            .output()
+            .expect("run gate-client update")
     }
 
     /// A copy of the keys, optionally with another box key or RSA key (a layer's key wrong).

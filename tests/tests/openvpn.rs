@@ -541,15 +541,9 @@ fn a_revocation_made_on_another_host_of_the_cluster_ends_the_vpn_session_here_wi
 fn updated(bed: &TestBed, client: &Enrolled) -> Enrolled {
     let update = bed.state_dir.join(format!("{}-{}.update", client.profile.name, gate_tests::unique::token()));
     gatectl_store(bed, &["client", "update", &client.profile.name, "--out", update.to_str().unwrap()]);
-    let out = bed
-        .client
-        .command(bin("gate-client"))
-        .args(["update", "--profile", client.path.to_str().unwrap(), update.to_str().unwrap()])
-        .output()
-        .expect("run gate-client update");
+    let out = client.apply_update(bed, &update);
     assert!(out.status.success(), "gate-client update: {}", String::from_utf8_lossy(&out.stderr));
-    let text = std::fs::read_to_string(&client.path).expect("the profile");
-    Enrolled { path: client.path.clone(), profile: gate_protocol::profile::Profile::from_json(&text).unwrap() }
+    client.reread()
 }
 
 /// Whether `client`, approved now, brings its tunnel up with OpenVPN; its log either way.
@@ -589,9 +583,7 @@ fn the_ca_is_rotated_under_a_running_vpn_and_only_clients_never_updated_are_cut_
     // alice takes her update; carol never does. Finished: the server restarts with a
     // certificate of the new CA; alice and bob connect, carol is refused.
     let alice = updated(&bed, &alice);
-    let flags = bed.store_flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let refused = gate_tests::daemon::gatectl(&bed.pin_dir.0, &[&flags[..], &["ca", "finish"]].concat());
+    let refused = gate_tests::approval::gatectl_store_output(&bed, &["ca", "finish"]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains(": carol;") && err.contains("--force"), "{err}");
     let said = gatectl_store(&bed, &["ca", "finish", "--force"]);

@@ -12,7 +12,7 @@ use std::{
 
 use gate_protocol::wire::REJECTED_STATUS;
 use gate_tests::{
-    approval::{Enrolled, counters, gatectl_store, send, vector_key},
+    approval::{Enrolled, counters, gatectl_store, gatectl_store_output, send, vector_key},
     bed::{CLIENT_V4, STRANGER_V4, TestBed},
     daemon::{Daemon, bin, gatectl, gatectl_ok},
     front::{self, curl, url_v4},
@@ -515,10 +515,7 @@ fn a_store_backed_up_while_the_daemon_runs_restores_its_clients() {
     assert!(said.contains("backed up"), "{said}");
     let mode = std::fs::metadata(&backup).expect("the backup").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the backup holds the store's secrets");
-    let flags = bed.store_flags();
-    let mut again: Vec<&str> = flags.iter().map(String::as_str).collect();
-    again.extend(["store", "backup", backup_arg]);
-    let (ok, _, err) = text(&gatectl(&bed.pin_dir.0, &again));
+    let (ok, _, err) = text(&gatectl_store_output(&bed, &["store", "backup", backup_arg]));
     assert!(!ok && err.contains("exists"), "a backup over an existing file: {err}");
     let bob = Enrolled::new(&bed, "bob", &["vpn"], "client");
     daemon.stop();
@@ -562,9 +559,7 @@ fn a_client_moves_to_a_new_device_by_revoking_and_enrolling_its_name_again() {
         "--rsa-key",
         key.to_str().unwrap(),
     ];
-    let flags = bed.store_flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let refused = gatectl(&bed.pin_dir.0, &[&flags[..], &add_again[..]].concat());
+    let refused = gatectl_store_output(&bed, &add_again);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && said.contains("already exists") && said.contains("client revoke alice"),
@@ -575,9 +570,8 @@ fn a_client_moves_to_a_new_device_by_revoking_and_enrolling_its_name_again() {
     gatectl_store(&bed, &["client", "revoke", "alice"]);
     let added = gatectl_store(&bed, &add_again);
     assert!(added.contains("enrolled alice again") && added.contains("old profile stays refused"), "{added}");
-    let new_profile = gate_protocol::profile::Profile::from_json(&std::fs::read_to_string(&new_path).unwrap()).unwrap();
-    assert_ne!(new_profile.keys.token, old.profile.keys.token);
-    let new = Enrolled { path: new_path, profile: new_profile };
+    let new = Enrolled::read(new_path);
+    assert_ne!(new.profile.keys.token, old.profile.keys.token);
 
     assert_eq!(
         send(&bed, &old.request(Some(CLIENT_V4), None), None).status,
@@ -587,24 +581,6 @@ fn a_client_moves_to_a_new_device_by_revoking_and_enrolling_its_name_again() {
     assert_eq!(send(&bed, &new.request(Some(CLIENT_V4), None), None).status, 200, "the new device, approved");
     let shown = gatectl_store(&bed, &["client", "show", "alice"]);
     assert!(shown.contains("status: active"), "{shown}");
-}
-
-/// `gate-client update --profile PROFILE UPDATE` in the client's namespace: (success, stdout,
-/// stderr).
-fn gate_client_update(bed: &TestBed, profile: &Path, update: &Path) -> (bool, String, String) {
-    text(
-        &bed.client
-            .command(bin("gate-client"))
-            .args(["update", "--profile", profile.to_str().unwrap(), update.to_str().unwrap()])
-            .output()
-            .expect("run gate-client update"),
-    )
-}
-
-/// The profile as it is on disk now.
-fn reread(client: &Enrolled) -> Enrolled {
-    let text = std::fs::read_to_string(&client.path).expect("read the profile");
-    Enrolled { path: client.path.clone(), profile: gate_protocol::profile::Profile::from_json(&text).unwrap() }
 }
 
 #[test]
@@ -631,9 +607,7 @@ fn the_server_box_key_is_rotated_without_cutting_off_clients_until_the_old_key_i
     let bob = Enrolled::new(&bed, "bob", &["vpn"], "client");
     assert_ne!(bob.profile.server_box_public, alice.profile.server_box_public);
     assert!(approved(&bob));
-    let flags = bed.store_flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let (ok, _, err) = text(&gatectl(&bed.pin_dir.0, &[&flags[..], &["server-key", "rotate"]].concat()));
+    let (ok, _, err) = text(&gatectl_store_output(&bed, &["server-key", "rotate"]));
     assert!(!ok && err.contains("server-key retire"), "a second rotation while one is under way: {err}");
 
     // alice's update, written by gatectl and applied by gate-client; carol's profile takes none
@@ -642,7 +616,7 @@ fn the_server_box_key_is_rotated_without_cutting_off_clients_until_the_old_key_i
     let written = gatectl_store(&bed, &["client", "update", "alice", "--out", update.to_str().unwrap()]);
     assert!(written.contains("gate-client update"), "{written}");
     let carol_before = std::fs::read(&carol.path).unwrap();
-    let (ok, _, err) = gate_client_update(&bed, &carol.path, &update);
+    let (ok, _, err) = text(&carol.apply_update(&bed, &update));
     assert!(!ok && err.contains("not an update for this profile"), "{err}");
     let mut forged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&update).unwrap()).unwrap();
     let body = gate_protocol::encoding::unb64(forged["body"].as_str().unwrap(), "body").unwrap();
@@ -651,14 +625,14 @@ fn the_server_box_key_is_rotated_without_cutting_off_clients_until_the_old_key_i
     forged["body"] = serde_json::json!(gate_protocol::encoding::b64(body.to_string().as_bytes()));
     let forged_path = bed.state_dir.join("forged.update");
     std::fs::write(&forged_path, forged.to_string()).unwrap();
-    let (ok, _, err) = gate_client_update(&bed, &alice.path, &forged_path);
+    let (ok, _, err) = text(&alice.apply_update(&bed, &forged_path));
     assert!(!ok && err.contains("not an update for this profile"), "a changed update: {err}");
     assert_eq!(std::fs::read(&carol.path).unwrap(), carol_before, "carol's profile untouched");
-    let (ok, out, err) = gate_client_update(&bed, &alice.path, &update);
+    let (ok, out, err) = text(&alice.apply_update(&bed, &update));
     assert!(ok && out.contains("the server's box key"), "{out}{err}");
-    let (ok, out, _) = gate_client_update(&bed, &alice.path, &update);
+    let (ok, out, _) = text(&alice.apply_update(&bed, &update));
     assert!(ok && out.contains("already up to date"), "applied twice: {out}");
-    let alice = reread(&alice);
+    let alice = alice.reread();
     assert_eq!(alice.profile.server_box_public, bob.profile.server_box_public, "the new key");
     let before = counters(&bed).approved_with_previous_key;
     assert!(approved(&alice));
@@ -674,7 +648,7 @@ fn the_server_box_key_is_rotated_without_cutting_off_clients_until_the_old_key_i
 
     // Retiring the key is refused while it would cut carol off (bob came after the rotation,
     // alice has her update), and named; forced, carol is refused with the uniform answer.
-    let (ok, _, err) = text(&gatectl(&bed.pin_dir.0, &[&flags[..], &["server-key", "retire"]].concat()));
+    let (ok, _, err) = text(&gatectl_store_output(&bed, &["server-key", "retire"]));
     assert!(!ok && err.contains("1 active client(s)") && err.contains(": carol;") && err.contains("--force"), "{err}");
     assert!(approved(&carol), "nothing retired");
     let retired = gatectl_store(&bed, &["server-key", "retire", "--force"]);
