@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use anyhow::Context as _;
-use gate_store::{AuditEvent, AuditQuery, Store};
+use gate_store::{AuditEvent, AuditKind, AuditQuery, Store};
 
 use crate::{clients::unix_now, paths::Paths};
 
@@ -29,6 +29,12 @@ pub fn operator() -> String {
         Some(login) if login != running => format!("{login} (as {running})"),
         _ => running,
     }
+}
+
+/// An event of the operator's, now, on this host: `kind`, for `cause`.
+#[must_use]
+pub fn by_operator(paths: &Paths, kind: AuditKind, cause: &str) -> AuditEvent {
+    AuditEvent::new(unix_now(), &paths.host, kind, cause, &operator())
 }
 
 /// Writes `events` to the trail of the store `paths` names, if there is one. The change itself

@@ -146,14 +146,7 @@ fn update(paths: &Paths, name: &str, out: &Path) -> anyhow::Result<()> {
         }),
     };
     write_new(out, &gate_protocol::profile_update::sign(&body, &client.secret)?)?;
-    let event = gate_store::AuditEvent::new(
-        now,
-        &paths.host,
-        gate_store::AuditKind::ProfileUpdated,
-        "operator",
-        &crate::audit::operator(),
-    )
-    .client(name);
+    let event = crate::audit::by_operator(paths, gate_store::AuditKind::ProfileUpdated, "operator").client(name);
     crate::audit::record_in(&store, &[event]);
     println!("wrote the profile update of {name} to {}: apply it with `gate-client update`", out.display());
     Ok(())
@@ -241,15 +234,9 @@ fn add(
         return Err(e.context(format!("enroll {name:?}")));
     }
     let again_note = again.map(|at| format!(" again (revoked {})", format::ago(unix_now(), at))).unwrap_or_default();
-    let event = gate_store::AuditEvent::new(
-        unix_now(),
-        &paths.host,
-        gate_store::AuditKind::Enrolled,
-        "operator",
-        &crate::audit::operator(),
-    )
-    .client(name)
-    .detail(format!("gates {}{again_note}", gates.join(", ")));
+    let event = crate::audit::by_operator(paths, gate_store::AuditKind::Enrolled, "operator")
+        .client(name)
+        .detail(format!("gates {}{again_note}", gates.join(", ")));
     crate::audit::record_in(&store, &[event]);
     println!(
         "enrolled {name}{again_note} for {}; profile written to {} (keep it secret)",

@@ -3,7 +3,7 @@
 //! The store keeps the state of each rotation; every daemon sharing it follows at once.
 use clap::Subcommand;
 use gate_protocol::encoding::b64;
-use gate_store::{AuditEvent, AuditKind, Store};
+use gate_store::{AuditKind, Store};
 
 use crate::{clients::unix_now, format, paths::Paths};
 
@@ -58,8 +58,7 @@ fn not_cut_off(left: &[String], force: bool, step: &str, what: &str) -> anyhow::
 }
 
 fn record(store: &Store, paths: &Paths, kind: AuditKind, cause: &str, detail: String) {
-    let event = AuditEvent::new(unix_now(), &paths.host, kind, cause, &crate::audit::operator()).detail(detail);
-    crate::audit::record_in(store, &[event]);
+    crate::audit::record_in(store, &[crate::audit::by_operator(paths, kind, cause).detail(detail)]);
 }
 
 /// # Errors
