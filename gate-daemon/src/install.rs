@@ -26,9 +26,9 @@ use aya::{
 };
 use gate_common::{
     CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr, MAP_BACKSTOP_STATS,
-    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4,
-    MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE, MAP_TRACE_EVENTS, MAX_GATED_PORTS, MAX_GATES,
-    PORT_SLOTS, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceFilter,
+    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_CACHE, MAP_LEASE_FILTER,
+    MAP_LEASE_FILTER_V1, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE,
+    MAP_TRACE_EVENTS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceFilter,
 };
 use gate_maps::{
     AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
@@ -257,9 +257,24 @@ fn install_steps(
         attachments.push(attach(loaded.xdp_for(framing), &pins, interface, undo)?);
     }
     let removed = remove_unlisted(&pins, config, &backstop_ids)?;
+    unpin_older_filter(&pins);
     // The pinned links hold the programs and the pins hold the maps; `loaded` is kept only to
     // attach again when an interface comes back.
     Ok(Installed { state, gates, attachments, backstops, removed, took_over, loaded, lock })
+}
+
+/// Unpins an older build's filter (another layout, other names), which no attached program reads
+/// once this build's are in place: a `gatectl` of that build then refuses the gate (its filter is
+/// missing) rather than count leases where no program looks. A failure leaves it pinned, unread.
+fn unpin_older_filter(pins: &PinDir) {
+    for name in [MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1] {
+        let path = pins.map(name);
+        match fs::remove_file(&path) {
+            Ok(()) => log::info!("{}: an older build's filter, read by no program now: unpinned", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("{}: an older build's filter: unpin: {e}", path.display()),
+        }
+    }
 }
 
 /// The framing of the interface called `name` (in this network namespace), `None` if it does

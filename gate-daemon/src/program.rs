@@ -126,9 +126,11 @@ pub fn load_with(pins: &PinDir, lease_capacity: u32, options: Options) -> Result
     }
     loader.map_max_entries(MAP_LEASES_V4, lease_capacity);
     loader.map_max_entries(MAP_LEASES_V6, lease_capacity);
-    // A pinned filter keeps its size (its counters are laid out for it); a new one fits the maps.
+    // A pinned filter keeps its size (its counters are laid out for it); a new one fits the lease
+    // maps, pinned ones as they are (a new filter beside an older build's leases).
+    let capacity = MapInfo::from_pin(pins.map(MAP_LEASES_V4)).map_or(lease_capacity, |info| info.max_entries());
     let words = MapInfo::from_pin(pins.map(MAP_LEASE_FILTER))
-        .map_or_else(|_| filter_words(lease_capacity.saturating_mul(2)), |info| info.max_entries());
+        .map_or_else(|_| filter_words(capacity.saturating_mul(2)), |info| info.max_entries());
     loader.map_max_entries(MAP_LEASE_FILTER, words);
     loader.map_max_entries(MAP_LEASE_BITS, bits_words(words));
     let mask = filter_slot_mask(words);

@@ -4,11 +4,11 @@
 //! traffic seen at either hook keeps a lease alive.
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use gate_common::{
-    CACHE_MIN_REMAINING_NS, FAMILY_V4, FAMILY_V6, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, Reason, filter_bit,
+    CACHE_MIN_REMAINING_NS, FAMILY_V4, FAMILY_V6, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, Reason, filter_block,
     lease_hash, v4_mapped, v4_words, v6_words,
 };
 
-use crate::maps::{FILTER_SLOT_MASK, LEASE_BITS, LEASES_V4, LEASES_V6};
+use crate::maps::{FILTER_SLOT_MASK, LEASE_BITS_V2, LEASES_V4, LEASES_V6};
 
 /// The source address of an IP packet, network byte order. An IPv4-mapped IPv6 source is
 /// always the `V4` of the host it names (the parsers make sure).
@@ -67,14 +67,14 @@ pub fn judge_source(gate: u32, source: &Source) -> Reason {
     judge(gate, source, lease_hash(gate, family, &words)).0
 }
 
-/// Whether the filter bit of `hash` is set (a lease may exist). A missing word counts as "may":
-/// the lease lookup then decides.
+/// Whether every filter bit of `hash` is set (a lease may exist): one word, the block's. A
+/// missing word counts as "may": the lease lookup then decides.
 #[inline(always)]
 pub fn filter_may_hold(hash: u64) -> bool {
     // SAFETY: a plain read of a constant the loader set; volatile so the compiler keeps it.
     let mask = unsafe { core::ptr::read_volatile(&raw const FILTER_SLOT_MASK) };
-    let (word, bit) = filter_bit(hash, mask);
-    LEASE_BITS.get(word).is_none_or(|&w| (w >> bit) & 1 != 0)
+    let (block, wanted) = filter_block(hash, mask);
+    LEASE_BITS_V2.get(block).is_none_or(|&bits| bits & wanted == wanted)
 }
 
 /// Checks a lease against the clock, and lets traffic push its idle deadline forward. Also says

@@ -46,13 +46,13 @@ pub static TRACE: Array<TraceFilter, 1> = Array::new();
 pub static TRACE_EVENTS: RingBuf<TraceEvent, { TRACE_EVENTS_BYTES as usize }> = RingBuf::new();
 
 /// Counting filter over the leases; sized by the loader, which also sets `FILTER_SLOT_MASK`.
-/// Never read here: the programs read its bits, `LEASE_BITS`.
+/// Never read here: the programs read its bits, `LEASE_BITS_V2`.
 #[btf_map]
-pub static LEASE_FILTER: Array<u64, 1> = Array::new();
+pub static LEASE_FILTER_V2: Array<u64, 1> = Array::new();
 
-/// One bit per `LEASE_FILTER` counter, set while it is not zero; sized by the loader.
+/// One bit per `LEASE_FILTER_V2` counter, set while it is not zero; sized by the loader.
 #[btf_map]
-pub static LEASE_BITS: Array<u64, 1> = Array::new();
+pub static LEASE_BITS_V2: Array<u64, 1> = Array::new();
 
 /// Written only by XDP (`xdp::remember`).
 #[btf_map]
@@ -69,7 +69,7 @@ pub static LOCAL_ADDRS: Array<LocalAddr, { LOCAL_SLOTS as usize }> = Array::new(
 #[btf_map]
 pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
 
-/// Slots in `LEASE_FILTER` (bits in `LEASE_BITS`) minus one, set at load (read-only data: the
+/// Slots in `LEASE_FILTER_V2` (bits in `LEASE_BITS_V2`) minus one, set at load (read-only data: the
 /// verifier sees the value).
 #[unsafe(no_mangle)]
 pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"

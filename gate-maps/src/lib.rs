@@ -8,11 +8,13 @@
 //! - [`netlink`]: the kernel's view of interfaces (type, attached XDP program) and link changes.
 //! - [`batch`]: the kernel's batched map reads and writes, which aya does not wrap.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
+//! - [`filter`]: the counting filter in front of the lease maps, as user space keeps it.
 //! - [`trace`]: the trace switch and its events (`gatectl trace`).
 //! - [`error`]: the errors, [`StateError`].
 pub mod batch;
 pub mod clock;
 pub mod error;
+pub mod filter;
 pub mod lease;
 pub mod netlink;
 pub mod pins;
@@ -20,6 +22,7 @@ pub mod state;
 pub mod trace;
 
 pub use error::StateError;
+pub use filter::FilterLayout;
 pub use gate_common as common;
 pub use lease::LeasePolicy;
 pub use pins::{AttachMode, Attachment, DaemonLock, LockError, PinDir};

@@ -5,8 +5,8 @@
 //! that `gatectl allow` wrote a moment after the sweep judged the old one dead.
 //!
 //! Every lease write also keeps the program's two fast paths true (docs/architecture.md, "Fast
-//! paths"): a new lease counts in `LEASE_FILTER` (and sets its bit in `LEASE_BITS`, what the
-//! programs read) before it is inserted, a removed one after it is gone (so the filter may
+//! paths"): a new lease counts in the filter (`filter.rs`: its counters, and the bits the programs
+//! read) before it is inserted, a removed one after it is gone (so the filter may
 //! over-count, never under-count), and an operation that removed or replaced a lease bumps
 //! `CACHE_EPOCH` before it returns, so no CPU keeps passing a source on the strength of a lease
 //! that is no longer there.
@@ -24,12 +24,11 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
 };
 use gate_common::{
-    FAMILY_V4, FAMILY_V6, FILTER_COUNTER_MAX, GATE_NAME_MAX, GATE_TRANSIT, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP,
-    LOCAL_EMPTY, LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState,
-    LocalAddr, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_FILTER,
-    MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS,
-    Reason, filter_count, filter_slot, filter_slot_mask, lease_hash, local_slot, nonzero_counters, port_index,
-    stats_index, v4_words, v6_words, with_filter_count,
+    FAMILY_V4, FAMILY_V6, GATE_NAME_MAX, GATE_TRANSIT, Gate, GateKey, IPPROTO_TCP, IPPROTO_UDP, LOCAL_EMPTY,
+    LOCAL_MANY, LOCAL_ONE, LOCAL_SLOTS, LOCAL_TABLE_READY, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, LocalAddr,
+    MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS,
+    MAP_PORTS, MAP_STATS, MAX_GATED_PORTS, MAX_GATES, NUM_REASONS, Reason, lease_hash, local_slot, port_index,
+    stats_index, v4_words, v6_words,
 };
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -37,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     batch::{BatchMap, Reader},
     error::StateError,
+    filter::{FilterLayout, LeaseFilter},
     pins::PinDir,
 };
 
@@ -132,11 +132,7 @@ pub struct GateState {
     stats: PerCpuArray<MapData, u64>,
     /// `None` for state pinned before the backstop existed (until the daemon's next start).
     backstop_stats: Option<PerCpuArray<MapData, u64>>,
-    filter: Array<MapData, u64>,
-    /// What the programs read of the filter, one bit a counter; `None` for state pinned before
-    /// it existed, whose program reads the counters (until the daemon's next start).
-    filter_bits: Option<Array<MapData, u64>>,
-    filter_mask: u32,
+    filter: LeaseFilter,
     epoch: Array<MapData, u32>,
     /// `None` (both) for state pinned before XDP told transit apart (until the daemon's next start).
     local_addrs: Option<Array<MapData, LocalAddr>>,
@@ -199,7 +195,10 @@ fn typed_from<T: TryFrom<Map, Error = MapError>>(
     T::try_from(map).map_err(|e| incompatible(e.to_string()))
 }
 
-fn typed<T: TryFrom<Map, Error = MapError>>(pins: &PinDir, name: &'static str) -> Result<(T, u32), StateError> {
+pub(crate) fn typed<T: TryFrom<Map, Error = MapError>>(
+    pins: &PinDir,
+    name: &'static str,
+) -> Result<(T, u32), StateError> {
     let (data, capacity) = open_map(pins, name)?;
     Ok((typed_from(pins, name, data)?, capacity))
 }
@@ -226,7 +225,7 @@ fn lease_map<K: Pod>(pins: &PinDir, name: &'static str) -> Result<LeaseMaps<K>, 
 }
 
 /// A map that older pinned state lacks: `None` if it is not there.
-fn optional<T>(opened: Result<(T, u32), StateError>) -> Result<Option<T>, StateError> {
+pub(crate) fn optional<T>(opened: Result<(T, u32), StateError>) -> Result<Option<T>, StateError> {
     match opened {
         Ok((map, _)) => Ok(Some(map)),
         Err(StateError::NotFound { .. }) => Ok(None),
@@ -234,7 +233,7 @@ fn optional<T>(opened: Result<(T, u32), StateError>) -> Result<Option<T>, StateE
     }
 }
 
-const fn map_err(map: &'static str, operation: &'static str) -> impl Fn(MapError) -> StateError {
+pub(crate) const fn map_err(map: &'static str, operation: &'static str) -> impl Fn(MapError) -> StateError {
     move |source| StateError::Map { map, operation, source }
 }
 
@@ -273,8 +272,7 @@ impl GateState {
         let backstop_stats = optional(typed(&pins, MAP_BACKSTOP_STATS))?;
         let local_addrs = optional(typed(&pins, MAP_LOCAL_ADDRS))?;
         let gate_options = optional(typed(&pins, MAP_GATE_OPTIONS))?;
-        let (filter, filter_words) = typed(&pins, MAP_LEASE_FILTER)?;
-        let filter_bits = optional(typed(&pins, MAP_LEASE_BITS))?;
+        let filter = LeaseFilter::open(&pins)?;
         let (epoch, _) = typed(&pins, MAP_CACHE_EPOCH)?;
         Ok(Self {
             pins,
@@ -287,8 +285,6 @@ impl GateState {
             stats,
             backstop_stats,
             filter,
-            filter_bits,
-            filter_mask: filter_slot_mask(filter_words),
             epoch,
             local_addrs,
             gate_options,
@@ -515,63 +511,26 @@ impl GateState {
         Ok(())
     }
 
-    /// Moves the filter counters of (`gate`, each of `addrs`) up or down by one, reading and
-    /// writing each word once; a counter at its maximum stays there (it no longer knows how many
-    /// leases it stands for). Caller holds the lock.
+    /// Moves the filter counters of (`gate`, each of `addrs`) up or down by one (see
+    /// [`LeaseFilter::count`]). Caller holds the lock.
     fn count_in_filter(&mut self, gate: u32, addrs: &[IpAddr], up: bool) -> Result<(), StateError> {
-        let mut slots: Vec<(u32, u32)> =
-            addrs.iter().map(|&addr| filter_slot(slot_hash(gate, addr), self.filter_mask)).collect();
-        slots.sort_unstable();
-        // Counter words whose bits change, in ascending order: written together below.
-        let mut flipped = Vec::new();
-        for same_word in slots.chunk_by(|a, b| a.0 == b.0) {
-            let word = same_word[0].0;
-            let current = self.filter.get(&word, 0).map_err(map_err(MAP_LEASE_FILTER, "lookup"))?;
-            let mut next = current;
-            for &(_, shift) in same_word {
-                let count = match (up, filter_count(next, shift)) {
-                    (_, FILTER_COUNTER_MAX) | (false, 0) => continue,
-                    (true, c) => c + 1,
-                    (false, c) => c - 1,
-                };
-                next = with_filter_count(next, shift, count);
-            }
-            if next != current {
-                self.filter.set(word, next, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
-            }
-            if nonzero_counters(next) != nonzero_counters(current) {
-                flipped.push((word, next));
-            }
-        }
-        // Up before the leases are written, down after they are gone: as the counters. One read
-        // and one write per bits word, however many of its eight counter words changed.
-        self.set_filter_bits(&flipped)
+        let hashes: Vec<u64> = addrs.iter().map(|&addr| slot_hash(gate, addr)).collect();
+        self.filter.count(&hashes, up)
     }
 
-    /// Writes the `LEASE_BITS` bytes of the counter words `words` (word index, value), in
-    /// ascending order of index. Caller holds the lock.
-    fn set_filter_bits(&mut self, words: &[(u32, u64)]) -> Result<(), StateError> {
-        let Some(bits) = self.filter_bits.as_mut() else { return Ok(()) };
-        for same_bits_word in words.chunk_by(|a, b| a.0 / 8 == b.0 / 8) {
-            let index = same_bits_word[0].0 / 8;
-            let current = bits.get(&index, 0).map_err(map_err(MAP_LEASE_BITS, "lookup"))?;
-            let mut next = current.to_le_bytes();
-            for &(word, value) in same_bits_word {
-                next[(word % 8) as usize] = nonzero_counters(value);
-            }
-            let next = u64::from_le_bytes(next);
-            if next != current {
-                bits.set(index, next, 0).map_err(map_err(MAP_LEASE_BITS, "update"))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Where (`gate`, `addr`) counts in the filter: (word, bit shift). For tests and benchmarks
-    /// that need two sources sharing a counter.
+    /// The filter counters (word, byte shift) (`gate`, `addr`) counts in, the first the one an
+    /// older build's one-slot filter used. For tests and benchmarks that need sources sharing a
+    /// counter, or a stranger the filter cannot turn away.
     #[must_use]
-    pub fn filter_slot(&self, gate: u32, addr: IpAddr) -> (u32, u32) {
-        filter_slot(slot_hash(gate, addr), self.filter_mask)
+    pub fn filter_counters(&self, gate: u32, addr: IpAddr) -> Vec<(u32, u32)> {
+        self.filter.counters_of(slot_hash(gate, lease_address(addr))).collect()
+    }
+
+    /// Which layout the pinned filter has: this build's, or an older build's whose program is
+    /// still attached (until the daemon's next start replaces both).
+    #[must_use]
+    pub fn filter_layout(&self) -> FilterLayout {
+        self.filter.layout()
     }
 
     /// Ends a locked write: if it removed or replaced a lease, bumps the cache epoch, whatever
@@ -647,35 +606,20 @@ impl GateState {
         self.settle(result)
     }
 
-    /// Recounts the filter from the leases, under the lock: every slot that holds a lease gets its
-    /// exact count, and its bit in `LEASE_BITS` (which a new program reads: new beside older
-    /// counters after an upgrade) follows. Run by the installer before the program is attached,
-    /// so leases from before (a new filter, an older gate) pass from the first packet. Returns
-    /// the leases counted.
+    /// Recounts the filter from the leases, under the lock: every slot a lease counts in gets its
+    /// exact count, and its bit follows. Run by the installer before the program is attached, so
+    /// leases from before (a new filter, or an older build's gate, whose filter had another
+    /// layout) pass from the first packet. Returns the leases counted.
     ///
     /// # Errors
     /// The kernel refuses to iterate the leases or to write the filter.
     pub fn rebuild_filter(&mut self) -> Result<usize, StateError> {
         let _lock = self.lock()?;
-        let mut words: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut counted = 0;
+        let mut hashes = Vec::new();
         for chunk in self.lease_chunks()? {
-            for entry in chunk? {
-                counted += 1;
-                let (word, shift) = filter_slot(slot_hash(entry.gate, entry.addr), self.filter_mask);
-                let value = words.entry(word).or_default();
-                let count = filter_count(*value, shift);
-                if count < FILTER_COUNTER_MAX {
-                    *value = with_filter_count(*value, shift, count + 1);
-                }
-            }
+            hashes.extend(chunk?.iter().map(|entry| slot_hash(entry.gate, entry.addr)));
         }
-        for (&word, &value) in &words {
-            self.filter.set(word, value, 0).map_err(map_err(MAP_LEASE_FILTER, "update"))?;
-        }
-        let words: Vec<(u32, u64)> = words.into_iter().collect();
-        self.set_filter_bits(&words)?;
-        Ok(counted)
+        self.filter.recount(&hashes)
     }
 
     fn insert_lease(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), MapError> {

@@ -121,14 +121,44 @@ fn test_run(program: &mut aya::programs::Xdp, frame: &[u8], repeat: u32) -> (u32
     (result.return_value, result.duration.as_nanos())
 }
 
-/// Up to `how_many` IPv4 addresses in 10.0.0.0-223.255.255.255 other than `addr` whose filter
-/// counter (gate `gate`) is `addr`'s: sources the filter cannot tell from `addr`, so the lease
-/// lookup has to answer for them.
+/// Up to `how_many` IPv4 addresses in 10.0.0.0-223.255.255.255 other than `addr` whose first
+/// filter counter (gate `gate`) is `addr`'s: sources that share a counter with `addr`.
 pub fn filter_twins(state: &GateState, gate: u32, addr: IpAddr, how_many: usize) -> Vec<IpAddr> {
-    let target = state.filter_slot(gate, addr);
-    (0x0A00_0000_u32..0xE000_0000)
-        .map(|n| IpAddr::from(n.to_be_bytes()))
-        .filter(|&a| a != addr && state.filter_slot(gate, a) == target)
-        .take(how_many)
-        .collect()
+    let target = state.filter_counters(gate, addr)[0];
+    unicast_v4().filter(|&a| a != addr && state.filter_counters(gate, a)[0] == target).take(how_many).collect()
+}
+
+/// IPv4 addresses other than `stranger` whose leases on `gate` would take every filter counter
+/// `stranger` counts in, one for each: granted, they make a stranger the filter cannot tell
+/// from a leased source, so the lease lookup has to answer for it.
+pub fn filter_cover(state: &GateState, gate: u32, stranger: IpAddr) -> Vec<IpAddr> {
+    let mut uncovered = state.filter_counters(gate, stranger);
+    let mut cover = Vec::new();
+    for addr in unicast_v4().filter(|&a| a != stranger) {
+        let counters = state.filter_counters(gate, addr);
+        if uncovered.iter().any(|c| counters.contains(c)) {
+            uncovered.retain(|c| !counters.contains(c));
+            cover.push(addr);
+        }
+        if uncovered.is_empty() {
+            return cover;
+        }
+    }
+    panic!("no IPv4 address covers {stranger}'s filter counters");
+}
+
+fn unicast_v4() -> impl Iterator<Item = IpAddr> {
+    (0x0A00_0000_u32..0xE000_0000).map(|n| IpAddr::from(n.to_be_bytes()))
+}
+
+/// Pins a new array of `entries` `u64`s named `name` at `path` (with bpftool), as an older
+/// build's loader made its maps.
+pub fn pin_u64_array(path: &std::path::Path, name: &str, entries: u32) {
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(path)
+        .args(["type", "array", "key", "4", "value", "8", "entries", &entries.to_string(), "name", name])
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool map create: {}", String::from_utf8_lossy(&out.stderr));
 }

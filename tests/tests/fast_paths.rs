@@ -11,11 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gate_common::{Lease, MAP_LEASE_BITS, MAP_LEASE_FILTER};
-use gate_maps::{GateState, Protocol, clock, lease::ttl_lease};
+use gate_common::{
+    Lease, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, MAP_LEASE_FILTER_V1, bits_words, filter_block_v1,
+    lease_hash, v4_words,
+};
+use gate_maps::{FilterLayout, GateState, Protocol, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_twins},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_cover, filter_twins, pin_u64_array},
 };
 use nix::{sched::CpuSet, unistd::Pid};
 
@@ -198,31 +201,84 @@ fn a_saturated_filter_counter_never_drops_a_lease() {
 }
 
 #[test]
-fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
-    // An upgrade from a gate without a filter (both maps new), and from one whose program read
-    // the counters (the bits new beside them).
-    for gone in [&[MAP_LEASE_FILTER, MAP_LEASE_BITS][..], &[MAP_LEASE_BITS]] {
-        filter_rebuilt_after_an_upgrade(gone);
+fn a_stranger_whose_filter_counters_leases_take_is_still_dropped() {
+    let (mut gate, vpn) = gate();
+    let stranger = ip("192.0.2.77");
+    let cover = filter_cover(&gate.state, vpn, stranger);
+    gate.state.grant_all(vpn, &cover, hour()).unwrap();
+    for &addr in &cover {
+        assert_cached_pass(&mut gate, addr);
+    }
+    // The filter cannot turn it away; the lease lookup does, every time.
+    for _ in 0..3 {
+        assert_eq!(gate.run(&Frame::udp(stranger, PORT).bytes()), XDP_DROP, "{stranger} holds no lease");
     }
 }
 
-fn filter_rebuilt_after_an_upgrade(gone: &[&str]) {
+#[test]
+fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
     let (mut gate, vpn) = gate();
     let (v4, v6) = (ip(LEASED), ip(LEASED_V6));
     gate.state.grant_all(vpn, &[v4, v6], hour()).unwrap();
     let pins = gate.state.pins().clone();
-    for map in gone {
+    // A gate whose filter is new (none pinned before, as an upgrade from a build without one).
+    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
         std::fs::remove_file(pins.map(map)).unwrap();
     }
     let (capacity, _) = gate.state.capacity();
     let mut fresh = gate_daemon::program::load(&pins, capacity).expect("load with a new filter");
     let mut state = GateState::open(pins.root()).unwrap();
-    let run = |loaded: &mut gate_daemon::program::Loaded, addr| {
-        gate_tests::loaded::run_repeat(loaded, &Frame::udp(addr, PORT).bytes(), 1).0
-    };
-    assert_eq!(run(&mut fresh, v4), XDP_DROP, "an empty filter fails closed");
+    assert_eq!(run_once(&mut fresh, v4), XDP_DROP, "an empty filter fails closed");
     assert_eq!(state.rebuild_filter().unwrap(), 2, "the rebuild counts both leases");
-    assert_eq!(run(&mut fresh, v4), XDP_PASS, "IPv4 lease passes after the rebuild");
-    assert_eq!(run(&mut fresh, v6), XDP_PASS, "IPv6 lease passes after the rebuild");
-    assert_eq!(run(&mut fresh, ip("192.0.2.99")), XDP_DROP, "a stranger still does not");
+    assert_eq!(run_once(&mut fresh, v4), XDP_PASS, "IPv4 lease passes after the rebuild");
+    assert_eq!(run_once(&mut fresh, v6), XDP_PASS, "IPv6 lease passes after the rebuild");
+    assert_eq!(run_once(&mut fresh, ip("192.0.2.99")), XDP_DROP, "a stranger still does not");
+}
+
+#[test]
+fn an_older_builds_one_slot_filter_is_kept_until_this_builds_is_loaded_and_rebuilt() {
+    let (gate, vpn) = gate();
+    let pins = gate.state.pins().clone();
+    let (capacity, _) = gate.state.capacity();
+    // The pin directory as an older build left it: its filter under the older names, one slot a
+    // source, beside its leases; none of this build's.
+    let words = gate_common::filter_words(capacity * 2);
+    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
+        std::fs::remove_file(pins.map(map)).unwrap();
+    }
+    pin_u64_array(&pins.map(MAP_LEASE_FILTER_V1), MAP_LEASE_FILTER_V1, words);
+    pin_u64_array(&pins.map(MAP_LEASE_BITS_V1), MAP_LEASE_BITS_V1, bits_words(words));
+    let mut older = GateState::open(pins.root()).unwrap();
+    assert_eq!(older.filter_layout(), FilterLayout::OneSlot);
+
+    // This build's gatectl, before the daemon's restart: it counts where the older program reads.
+    let (v4, v6) = (ip(LEASED), ip(LEASED_V6));
+    older.grant_all(vpn, &[v4, v6], hour()).unwrap();
+    let std::net::IpAddr::V4(octets) = v4 else { unreachable!() };
+    let hash = lease_hash(vpn, gate_common::FAMILY_V4, &v4_words(octets.octets()));
+    let (block, bit) = filter_block_v1(hash, gate_common::filter_slot_mask(words));
+    let bits = read_u64(&pins.map(MAP_LEASE_BITS_V1), block);
+    assert_eq!(bits & bit, bit, "the older program's bit of {v4} is set");
+    drop(older);
+
+    // The daemon's start: this build's filter is made, counted, and read.
+    let mut loaded = gate_daemon::program::load(&pins, capacity).expect("load this build's program");
+    let mut state = GateState::open(pins.root()).unwrap();
+    assert_eq!(state.filter_layout(), FilterLayout::Block, "this build's filter once it is pinned");
+    assert_eq!(run_once(&mut loaded, v4), XDP_DROP, "a new filter fails closed until it is counted");
+    assert_eq!(state.rebuild_filter().unwrap(), 2);
+    for addr in [v4, v6] {
+        assert_eq!(run_once(&mut loaded, addr), XDP_PASS, "{addr}: its lease from before passes");
+    }
+    assert_eq!(run_once(&mut loaded, ip("192.0.2.99")), XDP_DROP, "a stranger does not");
+}
+
+fn run_once(loaded: &mut gate_daemon::program::Loaded, addr: IpAddr) -> u32 {
+    gate_tests::loaded::run_repeat(loaded, &Frame::udp(addr, PORT).bytes(), 1).0
+}
+
+fn read_u64(path: &std::path::Path, index: u32) -> u64 {
+    use aya::maps::{Array, Map, MapData};
+    let map: Array<MapData, u64> = Array::try_from(Map::Array(MapData::from_pin(path).unwrap())).unwrap();
+    map.get(&index, 0).unwrap()
 }

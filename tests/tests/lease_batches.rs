@@ -37,15 +37,19 @@ fn passes(gate: &mut LoadedGate, addr: IpAddr) -> bool {
     }
 }
 
-/// Every filter counter that holds a lease, or that a source in `gone` maps to, counts exactly
-/// the leases there are in its slot, and its bit in `LEASE_BITS` says whether that is zero.
+/// Every filter counter that holds a lease, or that a source in `gone` counts in, counts exactly
+/// the leases there are in its slot, and its bit in `LEASE_BITS_V2` says whether that is zero.
 fn assert_filter_exact(state: &GateState, gone: &[(u32, IpAddr)]) {
     let mut expected: BTreeMap<(u32, u32), u8> = BTreeMap::new();
     for lease in state.leases().unwrap() {
-        *expected.entry(state.filter_slot(lease.gate, lease.addr)).or_default() += 1;
+        for counter in state.filter_counters(lease.gate, lease.addr) {
+            *expected.entry(counter).or_default() += 1;
+        }
     }
     for &(gate, addr) in gone {
-        expected.entry(state.filter_slot(gate, addr)).or_default();
+        for counter in state.filter_counters(gate, addr) {
+            expected.entry(counter).or_default();
+        }
     }
     let open = |name| -> Array<MapData, u64> {
         Array::try_from(Map::Array(MapData::from_pin(state.pins().map(name)).unwrap())).unwrap()

@@ -12,6 +12,7 @@ use std::{
 use gate_tests::{
     bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, STRANGER_V6, TestBed},
     daemon::{Daemon, gatectl_ok},
+    loaded::pin_u64_array,
     probe::{Listeners, Outcome, udp, udp_within},
 };
 
@@ -96,6 +97,44 @@ fn kill_stop_and_restart_never_open_the_gate_to_strangers() {
     let (probes, replies) = watch.finish();
     assert!(probes >= 10, "the watch kept probing ({probes} probes)");
     assert_eq!(replies, 0, "a stranger got {replies} replies from the gated port in {probes} probes");
+}
+
+/// An upgrade from a build whose filter had one slot a source (`LEASE_FILTER`, `LEASE_BITS`):
+/// the daemon's start makes this build's filter, counts the leases from before in it, and unpins
+/// the older one, which no program reads any more (an older `gatectl` then refuses the gate).
+#[test]
+fn an_upgrade_from_the_one_slot_filter_keeps_every_lease_and_unpins_the_older_filter() {
+    use gate_common::{MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, MAP_LEASE_FILTER_V1};
+    let mut bed = TestBed::new();
+    let config = bed.config(&[("vpn", "udp", GATED)], "");
+    let _listeners = Listeners::start(&bed.gateway, &[GATED]);
+    let pins = bed.pin_dir.0.clone();
+    let dir = gate_maps::PinDir::new(&pins);
+    let client = IpAddr::from(CLIENT_V4);
+    let stranger = IpAddr::from(STRANGER_V4);
+    Daemon::start(&bed, &config).stop();
+    // The pin directory as the older build leaves it: its filter, counted, and not this one's.
+    // (The program still attached keeps reading the maps it holds.)
+    let (capacity, _) = gate_maps::GateState::open(&pins).unwrap().capacity();
+    let words = gate_common::filter_words(capacity * 2);
+    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
+        std::fs::remove_file(dir.map(map)).unwrap();
+    }
+    pin_u64_array(&dir.map(MAP_LEASE_FILTER_V1), MAP_LEASE_FILTER_V1, words);
+    pin_u64_array(&dir.map(MAP_LEASE_BITS_V1), MAP_LEASE_BITS_V1, gate_common::bits_words(words));
+    gatectl_ok(&pins, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+
+    let daemon = Daemon::start(&bed, &config);
+    assert!(daemon.log().contains("an older build's filter, read by no program now: unpinned"), "{}", daemon.log());
+    for map in [MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1] {
+        assert!(!dir.map(map).exists(), "{map} unpinned");
+    }
+    assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "the lease from before passes");
+    assert_eq!(udp(&bed.client, stranger, to(stranger)), Outcome::Silence, "a stranger does not");
+    let later = IpAddr::from(CLIENT_V6);
+    gatectl_ok(&pins, &["allow", &later.to_string(), "--gate", "vpn", "--ttl", "1h"]);
+    assert_eq!(udp(&bed.client, later, to(later)), Outcome::Reply, "a lease granted after the upgrade passes");
+    drop(daemon);
 }
 
 #[test]
