@@ -36,6 +36,10 @@
 //!
 //! `--veth` runs 1-3 alone (the opens and the four one-source veth floods).
 //!
+//! `--capacity N`: the gate's lease capacity in every row, as an operator sizes a gateway once
+//! for its peak (by default each row's count + 16, so the filter fits the row). The netfilter
+//! sets are sized per row either way: theirs grow with their elements.
+//!
 //! `--quick` (tests): one short round per row, 10 and 10,000 addresses, a few opens.
 use gate_tests::measure::median;
 use std::{
@@ -72,6 +76,16 @@ fn settings() -> Settings {
     } else {
         Settings { round: Duration::from_secs(3), rounds: 3, opens: 300, sizes: vec![10, 10_000, 1_000_000] }
     }
+}
+
+/// The gate's lease capacity for a row of `approved` addresses: `--capacity N` if given, else
+/// just enough.
+fn gate_capacity(approved: u32) -> u32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--capacity")
+        .map(|i| args.get(i + 1).and_then(|n| n.parse().ok()).expect("--capacity takes a number of leases"))
+        .unwrap_or(approved + 16)
 }
 
 /// The `i`-th filler address (198.18.0.0/15 and up, never a sender here).
@@ -461,7 +475,7 @@ impl Flood {
         run_in(&self.bed.client, "ethtool", &["-K", &self.bed.client_if, "tso", "off"]);
         match mechanism {
             Mechanism::Xdp => {
-                let extra = format!("[leases]\ncapacity = {}\n{}", approved + 16, self.xdp_extra);
+                let extra = format!("[leases]\ncapacity = {}\n{}", gate_capacity(approved), self.xdp_extra);
                 let config = self.bed.config(&[("vpn", "udp", PORT)], &extra);
                 self.daemon = Some(Daemon::start(&self.bed, &config));
                 let mut state = GateState::open(&self.bed.pin_dir.0).expect("pinned state");
@@ -939,6 +953,9 @@ fn nic_like(settings: &Settings, random: bool) {
         "median of {} round(s) of {:?} per row; per core: frames per second of the receiving thread's CPU time",
         settings.rounds, settings.round
     );
+    if std::env::args().any(|a| a == "--capacity") {
+        println!("the gate's lease capacity in every row: {}", gate_capacity(0));
+    }
     println!();
     println!("| approved addresses | mechanism | packets/s per core | dropped by it | CPU ns per packet | core busy |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: |");

@@ -79,7 +79,8 @@ fn main() {
     let settings = settings();
     println!("machine: {}\n", gate_tests::measure::machine());
     let max = *settings.sizes.iter().max().expect("at least one size");
-    let mut gate = LoadedGate::new(&[("vpn", Protocol::Udp, GATED)], max);
+    // Room for the leases that take a stranger's filter counters (one per counter, at most).
+    let mut gate = LoadedGate::new(&[("vpn", Protocol::Udp, GATED)], max + gate_common::FILTER_HASHES);
     let vpn = gate.state.gate_id("vpn").expect("gate vpn");
     let policy = LeasePolicy {
         connect_window: std::time::Duration::from_secs(3600),
