@@ -518,9 +518,9 @@ impl GateState {
         self.filter.count(&hashes, up)
     }
 
-    /// The filter counters (word, byte shift) (`gate`, `addr`) counts in, the first the one an
-    /// older build's one-slot filter used. For tests and benchmarks that need sources sharing a
-    /// counter, or a stranger the filter cannot turn away.
+    /// The filter counters (word, byte shift) (`gate`, `addr`) counts in, in ascending order. For
+    /// tests and benchmarks that need sources sharing a counter, or a stranger the filter cannot
+    /// turn away.
     #[must_use]
     pub fn filter_counters(&self, gate: u32, addr: IpAddr) -> Vec<(u32, u32)> {
         self.filter.counters_of(slot_hash(gate, lease_address(addr))).collect()

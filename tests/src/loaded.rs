@@ -121,7 +121,7 @@ fn test_run(program: &mut aya::programs::Xdp, frame: &[u8], repeat: u32) -> (u32
     (result.return_value, result.duration.as_nanos())
 }
 
-/// Up to `how_many` IPv4 addresses in 10.0.0.0-223.255.255.255 other than `addr` whose first
+/// Up to `how_many` IPv4 addresses in 10.0.0.0-223.255.255.255 other than `addr` whose lowest
 /// filter counter (gate `gate`) is `addr`'s: sources that share a counter with `addr`.
 pub fn filter_twins(state: &GateState, gate: u32, addr: IpAddr, how_many: usize) -> Vec<IpAddr> {
     let target = state.filter_counters(gate, addr)[0];
