@@ -32,44 +32,40 @@ pub enum FilterLayout {
     OneSlot,
 }
 
+impl FilterLayout {
+    /// The names its maps are pinned under: (counters, bits).
+    const fn maps(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Block => (MAP_LEASE_FILTER, MAP_LEASE_BITS),
+            Self::OneSlot => (MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1),
+        }
+    }
+}
+
 /// The pinned filter, open.
 pub(crate) struct LeaseFilter {
     layout: FilterLayout,
     counters: Array<MapData, u64>,
-    counters_name: &'static str,
     /// `None` only for an older build's filter from before the programs read bits.
     bits: Option<Array<MapData, u64>>,
-    bits_name: &'static str,
     mask: u32,
 }
 
 impl LeaseFilter {
     /// This build's filter if it is pinned, else an older build's.
     pub(crate) fn open(pins: &PinDir) -> Result<Self, StateError> {
-        match typed(pins, MAP_LEASE_FILTER) {
-            Ok((counters, words)) => {
-                let (bits, _) = typed(pins, MAP_LEASE_BITS)?;
-                return Ok(Self {
-                    layout: FilterLayout::Block,
-                    counters,
-                    counters_name: MAP_LEASE_FILTER,
-                    bits: Some(bits),
-                    bits_name: MAP_LEASE_BITS,
-                    mask: filter_slot_mask(words),
-                });
-            }
-            Err(StateError::NotFound { .. }) => {}
+        let (layout, (counters, words)) = match typed(pins, MAP_LEASE_FILTER) {
+            Ok(found) => (FilterLayout::Block, found),
+            Err(StateError::NotFound { .. }) => (FilterLayout::OneSlot, typed(pins, MAP_LEASE_FILTER_V1)?),
             Err(other) => return Err(other),
-        }
-        let (counters, words) = typed(pins, MAP_LEASE_FILTER_V1)?;
-        Ok(Self {
-            layout: FilterLayout::OneSlot,
-            counters,
-            counters_name: MAP_LEASE_FILTER_V1,
-            bits: optional(typed(pins, MAP_LEASE_BITS_V1))?,
-            bits_name: MAP_LEASE_BITS_V1,
-            mask: filter_slot_mask(words),
-        })
+        };
+        let (_, bits_name) = layout.maps();
+        let bits = match layout {
+            // Made by the loader with the counters.
+            FilterLayout::Block => Some(typed(pins, bits_name)?.0),
+            FilterLayout::OneSlot => optional(typed(pins, bits_name))?,
+        };
+        Ok(Self { layout, counters, bits, mask: filter_slot_mask(words) })
     }
 
     pub(crate) const fn layout(&self) -> FilterLayout {
@@ -101,7 +97,7 @@ impl LeaseFilter {
         let mut flipped = Vec::new();
         for same_word in slots.chunk_by(|a, b| a.0 == b.0) {
             let word = same_word[0].0;
-            let current = self.counters.get(&word, 0).map_err(map_err(self.counters_name, "lookup"))?;
+            let current = self.counters.get(&word, 0).map_err(map_err(self.layout.maps().0, "lookup"))?;
             let mut next = current;
             for &(_, shift) in same_word {
                 let count = match (up, filter_count(next, shift)) {
@@ -112,7 +108,7 @@ impl LeaseFilter {
                 next = with_filter_count(next, shift, count);
             }
             if next != current {
-                self.counters.set(word, next, 0).map_err(map_err(self.counters_name, "update"))?;
+                self.counters.set(word, next, 0).map_err(map_err(self.layout.maps().0, "update"))?;
             }
             if nonzero_counters(next) != nonzero_counters(current) {
                 flipped.push((word, next));
@@ -125,9 +121,8 @@ impl LeaseFilter {
 
     /// Writes the exact count of every counter the sources of `hashes` (one per lease) count in,
     /// and its bit. Counters no lease counts in are left as they are (too high at worst), so a
-    /// program reading the filter meanwhile never sees a lease's counter fall. Returns how many
-    /// leases were counted.
-    pub(crate) fn recount(&mut self, hashes: &[u64]) -> Result<usize, StateError> {
+    /// program reading the filter meanwhile never sees a lease's counter fall.
+    pub(crate) fn recount(&mut self, hashes: &[u64]) -> Result<(), StateError> {
         let mut words: BTreeMap<u32, u64> = BTreeMap::new();
         for &hash in hashes {
             for (word, shift) in self.counters_of(hash) {
@@ -139,11 +134,10 @@ impl LeaseFilter {
             }
         }
         for (&word, &value) in &words {
-            self.counters.set(word, value, 0).map_err(map_err(self.counters_name, "update"))?;
+            self.counters.set(word, value, 0).map_err(map_err(self.layout.maps().0, "update"))?;
         }
         let words: Vec<(u32, u64)> = words.into_iter().collect();
-        self.set_bits(&words)?;
-        Ok(hashes.len())
+        self.set_bits(&words)
     }
 
     /// Writes the bits bytes of the counter words `words` (word index, value), in ascending order
@@ -152,14 +146,14 @@ impl LeaseFilter {
         let Some(bits) = self.bits.as_mut() else { return Ok(()) };
         for same_bits_word in words.chunk_by(|a, b| a.0 / 8 == b.0 / 8) {
             let index = same_bits_word[0].0 / 8;
-            let current = bits.get(&index, 0).map_err(map_err(self.bits_name, "lookup"))?;
+            let current = bits.get(&index, 0).map_err(map_err(self.layout.maps().1, "lookup"))?;
             let mut next = current.to_le_bytes();
             for &(word, value) in same_bits_word {
                 next[(word % 8) as usize] = nonzero_counters(value);
             }
             let next = u64::from_le_bytes(next);
             if next != current {
-                bits.set(index, next, 0).map_err(map_err(self.bits_name, "update"))?;
+                bits.set(index, next, 0).map_err(map_err(self.layout.maps().1, "update"))?;
             }
         }
         Ok(())

@@ -619,7 +619,8 @@ impl GateState {
         for chunk in self.lease_chunks()? {
             hashes.extend(chunk?.iter().map(|entry| slot_hash(entry.gate, entry.addr)));
         }
-        self.filter.recount(&hashes)
+        self.filter.recount(&hashes)?;
+        Ok(hashes.len())
     }
 
     fn insert_lease(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), MapError> {

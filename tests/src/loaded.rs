@@ -151,14 +151,29 @@ fn unicast_v4() -> impl Iterator<Item = IpAddr> {
     (0x0A00_0000_u32..0xE000_0000).map(|n| IpAddr::from(n.to_be_bytes()))
 }
 
-/// Pins a new array of `entries` `u64`s named `name` at `path` (with bpftool), as an older
-/// build's loader made its maps.
-pub fn pin_u64_array(path: &std::path::Path, name: &str, entries: u32) {
-    let out = std::process::Command::new("bpftool")
-        .args(["map", "create"])
-        .arg(path)
-        .args(["type", "array", "key", "4", "value", "8", "entries", &entries.to_string(), "name", name])
-        .output()
-        .expect("run bpftool");
-    assert!(out.status.success(), "bpftool map create: {}", String::from_utf8_lossy(&out.stderr));
+/// Puts an older build's filter in this build's place in `pins`, for lease maps of `capacity`:
+/// its two maps (one slot a source), empty and pinned under their names (with bpftool, as that
+/// build's loader made them), and none of this build's.
+pub fn pin_older_filter(pins: &gate_maps::PinDir, capacity: u32) {
+    let words = gate_common::filter_words(capacity * 2);
+    for map in [gate_common::MAP_LEASE_FILTER, gate_common::MAP_LEASE_BITS] {
+        std::fs::remove_file(pins.map(map)).expect("unpin this build's filter");
+    }
+    for (name, entries) in
+        [(gate_common::MAP_LEASE_FILTER_V1, words), (gate_common::MAP_LEASE_BITS_V1, gate_common::bits_words(words))]
+    {
+        let out = std::process::Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(pins.map(name))
+            .args(["type", "array", "key", "4", "value", "8", "entries", &entries.to_string(), "name", name])
+            .output()
+            .expect("run bpftool");
+        assert!(out.status.success(), "bpftool map create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The pinned array of `u64`s at `path`.
+pub fn pinned_u64_array(path: &std::path::Path) -> aya::maps::Array<aya::maps::MapData, u64> {
+    let data = aya::maps::MapData::from_pin(path).expect("open a pinned map");
+    aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("an array of u64")
 }

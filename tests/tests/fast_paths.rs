@@ -11,14 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gate_common::{
-    Lease, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, MAP_LEASE_FILTER_V1, bits_words, filter_block_v1,
-    lease_hash, v4_words,
-};
+use gate_common::{Lease, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, filter_block_v1, lease_hash, v4_words};
 use gate_maps::{FilterLayout, GateState, Protocol, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_cover, filter_twins, pin_u64_array},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_cover, filter_twins, pin_older_filter, pinned_u64_array},
 };
 use nix::{sched::CpuSet, unistd::Pid};
 
@@ -242,12 +239,7 @@ fn an_older_builds_one_slot_filter_is_kept_until_this_builds_is_loaded_and_rebui
     let (capacity, _) = gate.state.capacity();
     // The pin directory as an older build left it: its filter under the older names, one slot a
     // source, beside its leases; none of this build's.
-    let words = gate_common::filter_words(capacity * 2);
-    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
-        std::fs::remove_file(pins.map(map)).unwrap();
-    }
-    pin_u64_array(&pins.map(MAP_LEASE_FILTER_V1), MAP_LEASE_FILTER_V1, words);
-    pin_u64_array(&pins.map(MAP_LEASE_BITS_V1), MAP_LEASE_BITS_V1, bits_words(words));
+    pin_older_filter(&pins, capacity);
     let mut older = GateState::open(pins.root()).unwrap();
     assert_eq!(older.filter_layout(), FilterLayout::OneSlot);
 
@@ -256,8 +248,9 @@ fn an_older_builds_one_slot_filter_is_kept_until_this_builds_is_loaded_and_rebui
     older.grant_all(vpn, &[v4, v6], hour()).unwrap();
     let std::net::IpAddr::V4(octets) = v4 else { unreachable!() };
     let hash = lease_hash(vpn, gate_common::FAMILY_V4, &v4_words(octets.octets()));
+    let words = gate_common::filter_words(capacity * 2);
     let (block, bit) = filter_block_v1(hash, gate_common::filter_slot_mask(words));
-    let bits = read_u64(&pins.map(MAP_LEASE_BITS_V1), block);
+    let bits = pinned_u64_array(&pins.map(MAP_LEASE_BITS_V1)).get(&block, 0).unwrap();
     assert_eq!(bits & bit, bit, "the older program's bit of {v4} is set");
     drop(older);
 
@@ -275,10 +268,4 @@ fn an_older_builds_one_slot_filter_is_kept_until_this_builds_is_loaded_and_rebui
 
 fn run_once(loaded: &mut gate_daemon::program::Loaded, addr: IpAddr) -> u32 {
     gate_tests::loaded::run_repeat(loaded, &Frame::udp(addr, PORT).bytes(), 1).0
-}
-
-fn read_u64(path: &std::path::Path, index: u32) -> u64 {
-    use aya::maps::{Array, Map, MapData};
-    let map: Array<MapData, u64> = Array::try_from(Map::Array(MapData::from_pin(path).unwrap())).unwrap();
-    map.get(&index, 0).unwrap()
 }

@@ -9,12 +9,11 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, Map, MapData};
 use gate_common::{MAP_LEASE_BITS, MAP_LEASE_FILTER, filter_count};
 use gate_maps::{GateState, Protocol, StateError, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS, closed_lease, hour_lease},
+    loaded::{LoadedGate, XDP_DROP, XDP_PASS, closed_lease, hour_lease, pinned_u64_array},
 };
 
 const PORT: u16 = 1194;
@@ -51,9 +50,7 @@ fn assert_filter_exact(state: &GateState, gone: &[(u32, IpAddr)]) {
             expected.entry(counter).or_default();
         }
     }
-    let open = |name| -> Array<MapData, u64> {
-        Array::try_from(Map::Array(MapData::from_pin(state.pins().map(name)).unwrap())).unwrap()
-    };
+    let open = |name| pinned_u64_array(&state.pins().map(name));
     let (filter, bits) = (open(MAP_LEASE_FILTER), open(MAP_LEASE_BITS));
     for ((word, shift), count) in expected {
         let actual = filter_count(filter.get(&word, 0).unwrap(), shift);

@@ -12,7 +12,7 @@ use std::{
 use gate_tests::{
     bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, STRANGER_V6, TestBed},
     daemon::{Daemon, gatectl_ok},
-    loaded::pin_u64_array,
+    loaded::pin_older_filter,
     probe::{Listeners, Outcome, udp, udp_within},
 };
 
@@ -104,7 +104,7 @@ fn kill_stop_and_restart_never_open_the_gate_to_strangers() {
 /// the older one, which no program reads any more (an older `gatectl` then refuses the gate).
 #[test]
 fn an_upgrade_from_the_one_slot_filter_keeps_every_lease_and_unpins_the_older_filter() {
-    use gate_common::{MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, MAP_LEASE_FILTER_V1};
+    use gate_common::{MAP_LEASE_BITS_V1, MAP_LEASE_FILTER_V1};
     let mut bed = TestBed::new();
     let config = bed.config(&[("vpn", "udp", GATED)], "");
     let _listeners = Listeners::start(&bed.gateway, &[GATED]);
@@ -116,12 +116,7 @@ fn an_upgrade_from_the_one_slot_filter_keeps_every_lease_and_unpins_the_older_fi
     // The pin directory as the older build leaves it: its filter, counted, and not this one's.
     // (The program still attached keeps reading the maps it holds.)
     let (capacity, _) = gate_maps::GateState::open(&pins).unwrap().capacity();
-    let words = gate_common::filter_words(capacity * 2);
-    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
-        std::fs::remove_file(dir.map(map)).unwrap();
-    }
-    pin_u64_array(&dir.map(MAP_LEASE_FILTER_V1), MAP_LEASE_FILTER_V1, words);
-    pin_u64_array(&dir.map(MAP_LEASE_BITS_V1), MAP_LEASE_BITS_V1, gate_common::bits_words(words));
+    pin_older_filter(&dir, capacity);
     gatectl_ok(&pins, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "1h"]);
 
     let daemon = Daemon::start(&bed, &config);

@@ -2,9 +2,10 @@
 //! `BPF_PROG_TEST_RUN`, next to two control programs measured in the same run (one that only
 //! passes, one that also does a single hash lookup), with 1, 10,000 and 1,000,000 leases, for:
 //! an ungated packet; a stranger the filter turns away; a stranger whose filter counters leases
-//! take (the lease lookup decides: up to three more leases beside the count make one); a leased source from this CPU's cache; the same leased
-//! source through a copy of the program without the cache (what a cache miss costs). Also the
-//! kernel memory of the lease map, the filter (its counters and the bits XDP reads) and the cache.
+//! take (the lease lookup decides: up to three more leases beside the count make one); a leased
+//! source from this CPU's cache; the same leased source through a copy of the program without
+//! the cache (what a cache miss costs). Also the kernel memory of the lease map, the filter (its
+//! counters and the bits XDP reads) and the cache.
 //! Prints a Markdown table.
 //!
 //! `--quick` (used by the tests): a few repeats and at most 10,000 leases, to prove it runs.
