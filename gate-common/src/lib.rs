@@ -258,16 +258,23 @@ pub const fn v6_words(addr: [u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), if it is one. The
-/// program judges such a source as the IPv4 host it names, and user space stores its lease as
-/// that IPv4 lease, so both sides agree on one key for one host.
+/// The address of [`v6_words`], in network order: the key of its lease.
 #[inline(always)]
 #[must_use]
-pub const fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
-    let prefix_zero = (addr[0] | addr[1] | addr[2] | addr[3] | addr[4] | addr[5] | addr[6] | addr[7]) == 0
-        && (addr[8] | addr[9]) == 0;
-    if prefix_zero && addr[10] == 0xff && addr[11] == 0xff {
-        Some([addr[12], addr[13], addr[14], addr[15]])
+pub const fn v6_bytes(words: &[u32; 4]) -> [u8; 16] {
+    let [a, b, c, d] = [words[0].to_ne_bytes(), words[1].to_ne_bytes(), words[2].to_ne_bytes(), words[3].to_ne_bytes()];
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as [`v6_words`]), as
+/// the first of its [`v4_words`], if it is one. The program judges such a source as the IPv4 host
+/// it names, and user space stores its lease as that IPv4 lease, so both sides agree on one key
+/// for one host. On words, not bytes: the program holds an address as its words.
+#[inline(always)]
+#[must_use]
+pub const fn v4_mapped(words: &[u32; 4]) -> Option<u32> {
+    if words[0] == 0 && words[1] == 0 && words[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+        Some(words[3])
     } else {
         None
     }
@@ -622,4 +629,40 @@ mod pod {
     unsafe impl aya::Pod for super::LocalAddr {}
     unsafe impl aya::Pod for super::TraceFilter {}
     unsafe impl aya::Pod for super::TraceEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::net::Ipv6Addr;
+
+    use super::{v4_mapped, v4_words, v6_bytes, v6_words};
+
+    #[test]
+    fn an_ipv4_mapped_address_names_the_ipv4_host_and_no_other_does() {
+        let cases = [
+            "::ffff:192.0.2.7",
+            "::ffff:0.0.0.0",
+            "::ffff:255.255.255.255",
+            "::192.0.2.7",
+            "::fffe:192.0.2.7",
+            "::1:ffff:192.0.2.7",
+            "1::ffff:192.0.2.7",
+            "64:ff9b::192.0.2.7",
+            "2001:db8::1",
+            "::",
+            "::1",
+        ];
+        for text in cases {
+            let addr: Ipv6Addr = text.parse().expect("an IPv6 address");
+            let expected = addr.to_ipv4_mapped().map(|v4| v4_words(v4.octets())[0]);
+            assert_eq!(v4_mapped(&v6_words(addr.octets())), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_address_survives_its_words() {
+        let addr: Ipv6Addr = "2001:db8:1:2:3:4:5:6".parse().expect("an IPv6 address");
+        assert_eq!(v6_bytes(&v6_words(addr.octets())), addr.octets());
+    }
 }

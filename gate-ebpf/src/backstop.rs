@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::generated::bpf_sk_fullsock, macros::cgroup_skb, programs
 use gate_common::{IPPROTO_TCP, Reason, port_index};
 
 use crate::{
-    lease::{self, Source},
+    lease::{self, Address},
     maps::{BACKSTOP_STATS, count, gate_of},
 };
 
@@ -59,18 +59,18 @@ fn socket_protocol(ctx: &SkBuffContext) -> u8 {
 }
 
 /// The verdict for the packet's source on `gate`: the packet data starts at its IP header here.
-/// Written as straight-line branches, not an `Option<Source>`: the compiler packs such a value
+/// Written as straight-line branches, not an `Option<Address>`: the compiler packs such a value
 /// in a way the verifier refuses.
 #[inline(always)]
 fn judge_packet_source(ctx: &SkBuffContext, gate: u32) -> Reason {
     let Ok(first) = ctx.load::<u8>(0) else { return Reason::DroppedUnparseable };
     match first >> 4 {
         4 => match ctx.load::<[u8; 4]>(12) {
-            Ok(addr) => lease::judge_source(gate, &Source::V4(addr)),
+            Ok(addr) => lease::judge_source(gate, &Address::v4(addr)),
             Err(_) => Reason::DroppedUnparseable,
         },
         6 => match ctx.load::<[u8; 16]>(8) {
-            Ok(addr) => lease::judge_source(gate, &Source::from_v6(addr)),
+            Ok(addr) => lease::judge_source(gate, &Address::from_v6(addr)),
             Err(_) => Reason::DroppedUnparseable,
         },
         _ => Reason::DroppedUnparseable,

@@ -5,42 +5,54 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use gate_common::{
     CACHE_MIN_REMAINING_NS, FAMILY_V4, FAMILY_V6, Lease, LeaseKeyV4, LeaseKeyV6, LeaseState, Reason, filter_block,
-    lease_hash, v4_mapped, v4_words, v6_words,
+    lease_hash, v4_mapped, v4_words, v6_bytes, v6_words,
 };
 
 use crate::maps::{FILTER_SLOT_MASK, LEASE_BITS_V2, LEASES_V4, LEASES_V6};
 
-/// The source address of an IP packet, network byte order. An IPv4-mapped IPv6 source is
-/// always the `V4` of the host it names (the parsers make sure).
-pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+/// An IP address as both hooks hold it: its family tag and its [`lease_hash`] words (IPv4 in the
+/// first word, the others zero), every word always set. Words, not bytes: an address is read into
+/// registers once and hashed, compared and used as a key from there; and no path carries the bytes
+/// of a family it is not (the compiler spilled such bytes unset, which the verifier refuses).
+#[derive(Clone, Copy)]
+pub struct Address {
+    pub family: u32,
+    pub words: [u32; 4],
 }
 
-impl Source {
+impl Address {
+    #[inline(always)]
+    pub const fn v4(addr: [u8; 4]) -> Self {
+        Self { family: FAMILY_V4, words: v4_words(addr) }
+    }
+
+    /// An IPv6 address as it is, IPv4-mapped or not (a destination).
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self { family: FAMILY_V6, words: v6_words(addr) }
+    }
+
     /// An IPv6 source, or the IPv4 host an IPv4-mapped one names.
     #[inline(always)]
     pub const fn from_v6(addr: [u8; 16]) -> Self {
-        match v4_mapped(&addr) {
-            Some(v4) => Self::V4(v4),
-            None => Self::V6(addr),
+        let words = v6_words(addr);
+        match v4_mapped(&words) {
+            Some(v4) => Self { family: FAMILY_V4, words: [v4, 0, 0, 0] },
+            None => Self { family: FAMILY_V6, words },
         }
     }
 
-    /// The address family tag and [`lease_hash`] words.
+    /// The address's first byte (network order).
     #[inline(always)]
-    pub const fn words(&self) -> (u32, [u32; 4]) {
-        match self {
-            Self::V4(addr) => (FAMILY_V4, v4_words(*addr)),
-            Self::V6(addr) => (FAMILY_V6, v6_words(*addr)),
-        }
+    pub const fn first_byte(&self) -> u8 {
+        self.words[0].to_ne_bytes()[0]
     }
 }
 
 /// The verdict for `source` on `gate` (not 0), whose [`lease_hash`] is `hash`, and whether the
 /// source may be cached (a live lease with both deadlines far enough ahead).
 #[inline(always)]
-pub fn judge(gate: u32, source: &Source, hash: u64) -> (Reason, bool) {
+pub fn judge(gate: u32, source: &Address, hash: u64) -> (Reason, bool) {
     if !filter_may_hold(hash) {
         return (Reason::DroppedNoLease, false);
     }
@@ -49,10 +61,11 @@ pub fn judge(gate: u32, source: &Source, hash: u64) -> (Reason, bool) {
 
 /// [`judge`] past the filter: the lease lookup alone.
 #[inline(always)]
-pub fn look_up(gate: u32, source: &Source) -> (Reason, bool) {
-    let lease = match source {
-        Source::V4(addr) => LEASES_V4.get_ptr_mut(&LeaseKeyV4 { gate, addr: *addr }),
-        Source::V6(addr) => LEASES_V6.get_ptr_mut(&LeaseKeyV6 { gate, addr: *addr }),
+pub fn look_up(gate: u32, source: &Address) -> (Reason, bool) {
+    let lease = if source.family == FAMILY_V4 {
+        LEASES_V4.get_ptr_mut(&LeaseKeyV4 { gate, addr: source.words[0].to_ne_bytes() })
+    } else {
+        LEASES_V6.get_ptr_mut(&LeaseKeyV6 { gate, addr: v6_bytes(&source.words) })
     };
     match lease {
         Some(lease) => check_lease(lease),
@@ -62,9 +75,8 @@ pub fn look_up(gate: u32, source: &Source) -> (Reason, bool) {
 
 /// [`judge`] for a caller that has not hashed the source.
 #[inline(always)]
-pub fn judge_source(gate: u32, source: &Source) -> Reason {
-    let (family, words) = source.words();
-    judge(gate, source, lease_hash(gate, family, &words)).0
+pub fn judge_source(gate: u32, source: &Address) -> Reason {
+    judge(gate, source, lease_hash(gate, source.family, &source.words)).0
 }
 
 /// Whether every filter bit of `hash` is set (a lease may exist): one word, the block's. A

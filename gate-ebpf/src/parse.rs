@@ -13,7 +13,7 @@ use core::mem::size_of;
 use aya_ebpf::programs::XdpContext;
 use gate_common::{Framing, IPPROTO_TCP, IPPROTO_UDP};
 
-pub use crate::lease::Source;
+pub use crate::lease::Address;
 
 const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
@@ -101,7 +101,7 @@ struct Ports {
 pub enum Transport {
     /// TCP or UDP with a readable destination port (network byte order), and the packet's
     /// destination address (to tell this host's packets from transit).
-    Ports { protocol: u8, dst_port: [u8; 2], destination: Source },
+    Ports { protocol: u8, dst_port: [u8; 2], destination: Address },
     /// Another protocol (ICMP, ESP, ...): no port to gate.
     Other,
     /// A non-first fragment: no transport header at all.
@@ -112,7 +112,7 @@ pub enum Packet {
     /// Not IPv4 or IPv6.
     NotIp,
     Ip {
-        source: Source,
+        source: Address,
         transport: Transport,
     },
     /// Possibly IP, but the headers do not fit the packet or the parser's bounds.
@@ -219,13 +219,13 @@ fn ipv4(cursor: &mut Cursor) -> Packet {
     if ip.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() || !cursor.holds(header_len) {
         return Packet::Unparseable;
     }
-    let source = Source::V4(ip.src);
+    let source = Address::v4(ip.src);
     let fragment_offset = u16::from_be_bytes([ip.flags_frag_off[0] & 0x1f, ip.flags_frag_off[1]]);
     if fragment_offset != 0 {
         return Packet::Ip { source, transport: Transport::NonFirstFragment };
     }
     let protocol = ip.protocol;
-    let destination = Source::V4(ip.dst);
+    let destination = Address::v4(ip.dst);
     cursor.advance(header_len);
     transport(cursor, source, destination, protocol)
 }
@@ -238,9 +238,9 @@ fn ipv6(cursor: &mut Cursor) -> Packet {
     if ip.version_class_flow[0] >> 4 != 6 {
         return Packet::Unparseable;
     }
-    let source = Source::from_v6(ip.src);
+    let source = Address::from_v6(ip.src);
     let mut next_header = ip.next_header;
-    let destination = Source::V6(ip.dst);
+    let destination = Address::v6(ip.dst);
     cursor.advance(size_of::<Ipv6Hdr>());
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
@@ -309,7 +309,7 @@ const fn is_ipv6_extension(next_header: u8) -> bool {
 /// The destination port of TCP or UDP at the cursor. A TCP or UDP header too short to hold the
 /// ports (a tiny first fragment, a truncated packet) is unparseable, never "not gated".
 #[inline(always)]
-fn transport(cursor: &Cursor, source: Source, destination: Source, protocol: u8) -> Packet {
+fn transport(cursor: &Cursor, source: Address, destination: Address, protocol: u8) -> Packet {
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return Packet::Ip { source, transport: Transport::Other };
     }

@@ -14,7 +14,7 @@ use gate_common::{
 };
 
 use crate::{
-    lease::{self, Source},
+    lease::{self, Address},
     maps::{
         CACHE_EPOCH, GATE_OPTIONS, LEASE_CACHE, LEASE_CACHE_ON, LOCAL_ADDRS, STATS, TRACE, TRACE_EVENTS,
         UNPARSEABLE_PASSES, count, gate_of,
@@ -63,21 +63,17 @@ fn classify(ctx: &XdpContext, framing: Framing) -> (u32, Reason) {
 
 /// [`classify`] for a packet with ports.
 #[inline(always)]
-fn judge_ports(source: &Source, protocol: u8, dst_port: [u8; 2], destination: &Source) -> (u32, Reason) {
+fn judge_ports(source: &Address, protocol: u8, dst_port: [u8; 2], destination: &Address) -> (u32, Reason) {
     let Some(index) = port_index(protocol, dst_port) else { return (NO_GATE, Reason::NotGated) };
     let gate = gate_of(index);
     if gate == NO_GATE {
         return (NO_GATE, Reason::NotGated);
     }
-    let (family, words) = source.words();
-    let hash = lease_hash(gate, family, &words);
+    let hash = lease_hash(gate, source.family, &source.words);
     // The filter first: a source it turns away (most of a flood, from however many sources)
     // costs one read of a small bitmap, and no read of this CPU's cache.
-    let reason = if lease::filter_may_hold(hash) {
-        cached_or_judged(gate, source, family, &words, hash)
-    } else {
-        Reason::DroppedNoLease
-    };
+    let reason =
+        if lease::filter_may_hold(hash) { cached_or_judged(gate, source, hash) } else { Reason::DroppedNoLease };
     // Only a drop pays for the transit check: a leased source passes either way.
     if reason.drops() && !guards(gate, destination) {
         return (gate, Reason::Transit);
@@ -88,14 +84,13 @@ fn judge_ports(source: &Source, protocol: u8, dst_port: [u8; 2], destination: &S
 /// `verdict`, after writing it to `TRACE_EVENTS` if `gatectl trace` follows `source`. Off (the
 /// switch's pid 0), this is one load and a branch for every packet.
 #[inline(always)]
-fn traced(ctx: &XdpContext, source: &Source, verdict: (u32, Reason), protocol: u8, port: [u8; 2]) -> (u32, Reason) {
+fn traced(ctx: &XdpContext, source: &Address, verdict: (u32, Reason), protocol: u8, port: [u8; 2]) -> (u32, Reason) {
     let Some(filter) = TRACE.get(0) else { return verdict };
     // SAFETY: plain reads of a map value valid for this run; user space may rewrite it meanwhile,
     // and any mix of old and new fields traces a packet or does not, nothing else.
     if unsafe { core::ptr::read_volatile(&raw const filter.pid) } == 0 {
         return verdict;
     }
-    let (family, words) = source.words();
     // SAFETY: as above.
     let (wanted_family, wanted, until) = unsafe {
         (
@@ -106,7 +101,7 @@ fn traced(ctx: &XdpContext, source: &Source, verdict: (u32, Reason), protocol: u
     };
     // SAFETY: the kernel helper has no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if family != wanted_family || !same_words(&words, &wanted) || now > until {
+    if source.family != wanted_family || !same_words(&source.words, &wanted) || now > until {
         return verdict;
     }
     // SAFETY: the context is the kernel's xdp_md for this run.
@@ -120,8 +115,8 @@ fn traced(ctx: &XdpContext, source: &Source, verdict: (u32, Reason), protocol: u
 /// The verdict for a source the filter may hold: from this CPU's cache if it passed moments ago,
 /// otherwise from its lease (and cached when it passes).
 #[inline(always)]
-fn cached_or_judged(gate: u32, source: &Source, family: u32, words: &[u32; 4], hash: u64) -> Reason {
-    let tag = cache_tag(gate, family);
+fn cached_or_judged(gate: u32, source: &Address, hash: u64) -> Reason {
+    let (tag, words) = (cache_tag(gate, source.family), &source.words);
     // Read before the lease lookup: an entry written from a lease that user space removes
     // meanwhile then carries an epoch that the bump after the removal makes stale.
     let epoch = CACHE_EPOCH.get(0).copied().unwrap_or(0);
@@ -146,7 +141,7 @@ fn cached_or_judged(gate: u32, source: &Source, family: u32, words: &[u32; 4], h
 /// the table of this host's addresses is not filled yet), and for transit only if the gate
 /// says so.
 #[inline(always)]
-fn guards(gate: u32, destination: &Source) -> bool {
+fn guards(gate: u32, destination: &Address) -> bool {
     let ready = GATE_OPTIONS.get(0).is_some_and(|&flags| flags & LOCAL_TABLE_READY != 0);
     if !ready || addressed_here(destination) {
         return true;
@@ -157,19 +152,18 @@ fn guards(gate: u32, destination: &Source) -> bool {
 /// Whether `destination` is one of this host's addresses, a broadcast, multicast or loopback
 /// one. A slot shared by several addresses answers yes.
 #[inline(always)]
-fn addressed_here(destination: &Source) -> bool {
-    match destination {
+fn addressed_here(destination: &Address) -> bool {
+    let (family, words, first) = (destination.family, &destination.words, destination.first_byte());
+    if family == FAMILY_V4 {
         // 0/8, 127/8, 224/4 and above (multicast, reserved, limited broadcast).
-        Source::V4(a) if a[0] == 0 || a[0] == 127 || a[0] >= 224 => return true,
-        // Multicast, and the unspecified and loopback addresses (all zero but the last byte).
-        Source::V6(a) if a[0] == 0xff => return true,
-        _ => {}
-    }
-    let (family, words) = destination.words();
-    if family != FAMILY_V4 && (words[0] | words[1] | words[2]) == 0 {
+        if first == 0 || first == 127 || first >= 224 {
+            return true;
+        }
+    } else if first == 0xff || (words[0] | words[1] | words[2]) == 0 {
+        // Multicast, and the unspecified and loopback addresses (all zero but the last word).
         return true;
     }
-    let Some(slot) = LOCAL_ADDRS.get(local_slot(family, &words)) else { return true };
+    let Some(slot) = LOCAL_ADDRS.get(local_slot(family, words)) else { return true };
     // Read field by field while user space may rewrite the slot; its write order makes any mix
     // of old and new mean "local" or what either version meant (gate_common::LocalAddr).
     // SAFETY: plain reads of a map value valid for this run.
@@ -181,7 +175,7 @@ fn addressed_here(destination: &Source) -> bool {
             let (slot_family, slot_words) = unsafe {
                 (core::ptr::read_volatile(&raw const slot.family), core::ptr::read_volatile(&raw const slot.words))
             };
-            slot_family == family && same_words(&slot_words, &words)
+            slot_family == family && same_words(&slot_words, words)
         }
         _ => true,
     }
