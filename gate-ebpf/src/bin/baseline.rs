@@ -9,8 +9,9 @@
 //!   (`cargo xtask bench netfilter`);
 //! - `redirect_thinned` sends one frame in `ONE_IN[0]` that way and drops the rest in the sender:
 //!   the same generator, paced evenly below its full speed;
-//! - `redirect_random` gives each frame a random source (see [`randomize_source`]) and sends it
-//!   out as `redirect` does: a spoofed flood from millions of sources;
+//! - `redirect_random` gives each frame a random source (see [`randomize_source`], drawn by
+//!   [`random_u32`]) and sends it out as `redirect` does: a spoofed flood from millions of
+//!   sources;
 //! - `random_source` gives each frame a random source and tail-calls `NEXT[0]` (the gate's
 //!   program, or `drop`), or passes it to the stack when `NEXT` is empty: with live frames on the
 //!   gateway's own interface, a NIC-like receive path for a spoofed flood.
@@ -105,6 +106,32 @@ pub fn random_source(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// This CPU's xorshift64 state for [`random_u32`]; 0 until its first draw.
+#[btf_map]
+static RANDOM_STATE: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// 32 random bits from this CPU's xorshift64 state: a few inlined instructions a frame, where
+/// `bpf_get_prandom_u32` is a helper call, whose call and return some hosts' speculation
+/// mitigations make dear. Making the flood is the harness's work, not a receive path's (a NIC
+/// hands over a spoofed frame at no cost to its core), so it should cost the rows as little as
+/// it can. The helper seeds each CPU's state once.
+#[inline(always)]
+fn random_u32() -> u32 {
+    let Some(state) = RANDOM_STATE.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's own slot, valid for this run; XDP runs do not interleave on a CPU.
+    let mut x = unsafe { *state };
+    if x == 0 {
+        // SAFETY: the helper has no preconditions.
+        x = u64::from(unsafe { bpf_get_prandom_u32() }) << 32 | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    // SAFETY: as above.
+    unsafe { *state = x };
+    (x >> 32) as u32
+}
+
 /// Random bits of the source: 2^22 = 4,194,304 addresses per family.
 const RANDOM_SOURCE_BITS: u32 = 0x003f_ffff;
 
@@ -120,8 +147,7 @@ fn randomize_source(ctx: &XdpContext) -> bool {
     if start + 62 > ctx.data_end() {
         return false;
     }
-    // SAFETY: the helper has no preconditions.
-    let random = unsafe { bpf_get_prandom_u32() } & RANDOM_SOURCE_BITS;
+    let random = random_u32() & RANDOM_SOURCE_BITS;
     // SAFETY: all offsets below lie inside the 62 bytes just checked; u8 has alignment 1.
     unsafe {
         let byte = |offset: usize| *((start + offset) as *const u8);
