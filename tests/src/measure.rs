@@ -60,6 +60,31 @@ where
     }
 }
 
+/// Checks this process's command line against what a benchmark takes: `flags` alone and
+/// `valued` each followed by a value. Anything else (a typo, `--help`) prints what it takes and
+/// exits with status 2 before anything runs: a mistyped flag would otherwise start the whole
+/// benchmark, an hour for some.
+pub fn accept_args(flags: &[&str], valued: &[&str]) {
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    while let Some(arg) = args.next() {
+        let problem = if flags.contains(&arg.as_str()) {
+            continue;
+        } else if valued.contains(&arg.as_str()) {
+            if args.next().is_some() {
+                continue;
+            }
+            format!("{arg} needs a value")
+        } else {
+            format!("unexpected argument {arg:?}")
+        };
+        let takes: Vec<String> =
+            flags.iter().map(|f| (*f).to_owned()).chain(valued.iter().map(|f| format!("{f} VALUE"))).collect();
+        eprintln!("{program}: {problem}; it takes {}", takes.join(", "));
+        std::process::exit(2);
+    }
+}
+
 /// Whether this process was started with `--quick`.
 #[must_use]
 pub fn quick() -> bool {

@@ -250,3 +250,23 @@ fn quick_cluster_bench_measures_every_revocation_and_cleans_up() {
     assert_rows(&stdout, &["| to its commit | 5 |", "| to host B's lease closed | 5 |"]);
     assert_eq!(leftovers(pid), Vec::<String>::new(), "nothing left behind");
 }
+
+#[test]
+fn a_benchmark_refuses_an_argument_it_does_not_take_before_running_anything() {
+    for (name, takes) in [
+        ("gate-bench-netfilter", "--nic-random"),
+        ("gate-bench-xdp", "--quick"),
+        ("gate-bench-leases", "--leases VALUE"),
+        ("gate-bench-storm", "--only VALUE"),
+    ] {
+        // A request for help, a typo, a flag of another benchmark or one without its value.
+        for wrong in [&["--help"][..], &["--nic-randum"], &["--quick", "--leases"]] {
+            let out = Command::new(bin(name)).args(wrong).output().unwrap_or_else(|e| panic!("run {name}: {e}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {wrong:?}: {stderr}");
+            assert!(stderr.contains(takes), "{name} {wrong:?} says what it takes: {stderr}");
+            // Every benchmark prints its machine first: nothing was printed, nothing ran.
+            assert!(out.stdout.is_empty(), "{name} {wrong:?} ran: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}

@@ -133,6 +133,7 @@ fn kept_alive(socket: &std::path::Path, request: &[u8], count: usize) -> usize {
 }
 
 fn main() {
+    gate_tests::measure::accept_args(&["--quick"], &[]);
     let settings = settings();
     println!("machine: {}\n", gate_tests::measure::machine());
     let mut bed = TestBed::new();

@@ -30,6 +30,7 @@ fn rss_kib() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    gate_tests::measure::accept_args(&["--quick"], &["--clients"]);
     println!("machine: {}\n", gate_tests::measure::machine());
     let count: usize = arg("--clients", if quick() { 300 } else { 100_000 })?;
     let dir = ScratchDir::new();

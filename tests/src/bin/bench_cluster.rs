@@ -23,6 +23,7 @@ use gate_tests::{
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 fn main() -> anyhow::Result<()> {
+    gate_tests::measure::accept_args(&["--quick"], &["--rounds"]);
     println!("machine: {}\n", gate_tests::measure::machine());
     let rounds: usize = arg("--rounds", if quick() { 5 } else { 100 })?;
     anyhow::ensure!((1..=10_000).contains(&rounds), "--rounds: 1 to 10000");

@@ -150,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("--peak-rss-of") {
         return peak_rss_of(&args[2..]);
     }
+    gate_tests::measure::accept_args(&["--quick"], &["--leases"]);
     println!("machine: {}\n", gate_tests::measure::machine());
     let count: u32 = arg("--leases", if quick() { 20_000 } else { 1_000_000 })?;
     let singles = if quick() { 5 } else { 50 };
@@ -212,6 +213,11 @@ fn run(dir: &std::path::Path, count: u32, singles: u32) -> anyhow::Result<()> {
     let swept = GateState::open(gate.state.pins().root())?.sweep(clock::now_ns(), 0)?;
     let (live_sweep, live_sweep_cpu) = (started.elapsed(), thread_cpu() - cpu_before);
     anyhow::ensure!(swept == 0, "nothing was dead");
+    // The daemon's start at this count: every lease's counters from the leases, then the bits
+    // at their size from the counters (which is all a resize of the bits does).
+    let started = Instant::now();
+    let counted = gate.state.rebuild_filter()?;
+    let rebuild = started.elapsed();
     gate.state.revoke_gate(vpn)?;
 
     let before = mass_expiry(&mut gate, count, Sweep::HoldingTheLock)?;
@@ -234,6 +240,7 @@ fn run(dir: &std::path::Path, count: u32, singles: u32) -> anyhow::Result<()> {
     println!("| `gatectl leases --json` (to /dev/null) | {json:.2?}, peak {json_mib:.0} MiB |");
     println!("| `gatectl revoke ADDR` (median of 20) | {revoke:.1?} |");
     println!("| sweep with nothing dead | {live_sweep:.2?} wall, {live_sweep_cpu:.2?} CPU |");
+    println!("| rebuild the filter ({counted} leases: counters, then bits at their size) | {rebuild:.2?} |");
     for (name, (wall, cpu, waits)) in
         [("holding the approvals' lock (before)", before), ("own handle, batches, yielding to approvals (now)", now)]
     {

@@ -1351,6 +1351,10 @@ fn nothing_arrived(rows: &[OwnCoreRow]) -> Option<String> {
 }
 
 fn main() {
+    gate_tests::measure::accept_args(
+        &["--quick", "--unparseable", "--backstop", "--random", "--nic-random", "--nic", "--veth"],
+        &["--capacity"],
+    );
     let settings = settings();
     println!("machine: {}", gate_tests::measure::machine());
     println!();

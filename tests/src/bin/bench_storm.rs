@@ -406,6 +406,7 @@ fn phase(
 }
 
 fn main() -> anyhow::Result<()> {
+    gate_tests::measure::accept_args(&["--quick"], &["--clients", "--only"]);
     let settings = settings()?;
     println!("machine: {}\n", gate_tests::measure::machine());
     let scratch = settings.cache.is_none().then(ScratchDir::new);

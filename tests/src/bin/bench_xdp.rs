@@ -77,6 +77,7 @@ fn mib(gate: &LoadedGate, map: &str) -> String {
 }
 
 fn main() {
+    gate_tests::measure::accept_args(&["--quick"], &[]);
     let settings = settings();
     println!("machine: {}\n", gate_tests::measure::machine());
     let max = *settings.sizes.iter().max().expect("at least one size");
