@@ -30,15 +30,28 @@ pub const MAP_STATS: &str = "STATS";
 /// [`FILTER_SLOTS_PER_WORD`] one-byte counters; a counter is the number of leases (either family,
 /// any gate) that count in its slot. A source counts in [`FILTER_HASHES`] slots of one block of
 /// 64 (see [`filter_block`]); a zero counter in any of them proves it has no lease, without the
-/// hash lookup. Written only by user space, under the pin directory's lock. (`_V2`: the layout
-/// changed from one slot a source, [`MAP_LEASE_FILTER_V1`]; an older build cannot open it.)
-pub const MAP_LEASE_FILTER: &str = "LEASE_FILTER_V2";
-/// Name of the filter as the programs read it: one bit per `LEASE_FILTER_V2` counter, set while
-/// the counter is not zero (see [`filter_block`], [`nonzero_counters`]); a block is one word. An
-/// eighth of the counters' memory, so that the filter of a million leases stays in the CPU's
-/// caches when a flood from random sources reads it at random places. Written only by user
-/// space, under the pin directory's lock, together with the counters.
-pub const MAP_LEASE_BITS: &str = "LEASE_BITS_V2";
+/// hash lookup. Made with `BPF_F_MMAPABLE`: user space reads and writes it as memory, only under
+/// the pin directory's lock; the programs never read it. (`_V3`: the same counters as
+/// [`MAP_LEASE_FILTER_V2`], in an array user space can map; an older build cannot open it.)
+pub const MAP_LEASE_FILTER: &str = "LEASE_FILTER_V3";
+/// Name of the filter as the programs read it: one bit per slot, set while a counter of
+/// [`MAP_LEASE_FILTER`] that folds into it is not zero (see [`filter_block`], [`fold_block`]);
+/// a block is one word. Sized to the leases held, not to the capacity: the programs read the
+/// first [`BitsSize::slot_mask`] + 1 slots, so that a flood from random sources reads a few KiB
+/// of bits while a gateway sized for a million leases holds ten. At most an eighth of the
+/// counters' memory. `BPF_F_MMAPABLE`, written only by user space, under the pin directory's
+/// lock, together with the counters.
+pub const MAP_LEASE_BITS: &str = "LEASE_BITS_V3";
+/// Name of the size the programs read [`MAP_LEASE_BITS`] at: one [`BitsSize`]. Written only by
+/// user space, under the pin directory's lock.
+pub const MAP_LEASE_BITS_SIZE: &str = "LEASE_BITS_SIZE";
+/// The counting filter of the builds between the three-slot filter and sized bits (both
+/// 2026-12-02): the counters of [`MAP_LEASE_FILTER`] in an array that cannot be mapped. Read and
+/// written by user space only while such a program is still attached; the installer unpins it.
+pub const MAP_LEASE_FILTER_V2: &str = "LEASE_FILTER_V2";
+/// The bits of [`MAP_LEASE_FILTER_V2`]: one per counter, at the counters' size, which their
+/// programs took from a load-time constant.
+pub const MAP_LEASE_BITS_V2: &str = "LEASE_BITS_V2";
 /// The counting filter of older builds: one slot a source ([`filter_block_v1`]). Read and written
 /// by user space only while its program is still attached (an upgrade, until the daemon's
 /// start replaces it); the installer unpins it then.
@@ -52,8 +65,6 @@ pub const MAP_LEASE_CACHE: &str = "LEASE_CACHE";
 /// Name of the cache epoch: one `u32` that user space bumps after it removes or replaces a lease,
 /// which makes every cached entry stale at once.
 pub const MAP_CACHE_EPOCH: &str = "CACHE_EPOCH";
-/// Name of the program's load-time constant holding the filter's slot mask (slots - 1).
-pub const GLOBAL_FILTER_SLOT_MASK: &str = "FILTER_SLOT_MASK";
 /// Name of the program's load-time constant that turns the cache on (1, what the daemon loads) or
 /// off (0: only the benchmark, to measure the path behind it).
 pub const GLOBAL_LEASE_CACHE_ON: &str = "LEASE_CACHE_ON";
@@ -209,6 +220,61 @@ pub const fn filter_slot_mask(words: u32) -> u32 {
     }
     let words = 1_u32 << (31 - words.leading_zeros());
     (words * FILTER_SLOTS_PER_WORD).wrapping_sub(1)
+}
+
+/// [`MAP_LEASE_BITS_SIZE`]'s one value: the size the programs read the bits at, and the count of
+/// leases user space chooses it by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BitsSize {
+    /// Slots the programs read, minus one (a power of two minus one, at least 63): the
+    /// `slot_mask` of [`filter_block`]. Zero until user space first sizes the bits: the programs
+    /// then read block 0 for every source, which holds no lease's bits (fail closed).
+    pub slot_mask: u32,
+    /// Always zero (room for the layout to grow without a new map).
+    pub reserved: u32,
+    /// Leases counted in the filter (each up before its lease is written, down after it is gone).
+    pub leases: u64,
+}
+
+/// The fewest slots the bits are read at (2 KiB of bits: in the first-level cache).
+pub const BITS_MIN_SLOTS: u64 = 1 << 14;
+/// Slots a lease is given when the bits are sized ([`bits_slots_for`]): between 32 and 64.
+const BITS_SLOTS_PER_LEASE: u64 = 32;
+
+/// The slots to read the bits at for `leases` leases, when the counters have `counter_slots`
+/// (a power of two): at least [`BITS_SLOTS_PER_LEASE`] a lease, never fewer than
+/// [`BITS_MIN_SLOTS`] nor more than the counters.
+#[must_use]
+pub const fn bits_slots_for(leases: u64, counter_slots: u64) -> u64 {
+    let wanted = match leases.saturating_mul(BITS_SLOTS_PER_LEASE).checked_next_power_of_two() {
+        Some(slots) => slots,
+        None => u64::MAX,
+    };
+    let wanted = if wanted < BITS_MIN_SLOTS { BITS_MIN_SLOTS } else { wanted };
+    if wanted > counter_slots { counter_slots } else { wanted }
+}
+
+/// Whether bits read at `slots` slots should be sized again for `leases` leases, and to what:
+/// when a lease has fewer than 16 slots (strangers would find their bits set too often) or more
+/// than 128 (the bits are larger than they need be). Between the two, nothing: a gateway whose
+/// leases come and go around one count does not resize on every change.
+#[must_use]
+pub const fn bits_resize(leases: u64, slots: u64, counter_slots: u64) -> Option<u64> {
+    let wanted = bits_slots_for(leases, counter_slots);
+    let crowded = leases.saturating_mul(16) > slots;
+    let sparse = leases.saturating_mul(128) < slots;
+    if wanted != slots && (crowded || sparse) { Some(wanted) } else { None }
+}
+
+/// The block of the bits read at `bits_slot_mask` that a block of the counters (as
+/// [`filter_block`] places it under the counters' own slot mask) folds into: the same, modulo
+/// the blocks read. Every slot keeps its place in its block, so a source's bits are where
+/// [`filter_block`] puts them under `bits_slot_mask`.
+#[inline(always)]
+#[must_use]
+pub const fn fold_block(counter_block: u32, bits_slot_mask: u32) -> u32 {
+    counter_block & (bits_slot_mask >> 6)
 }
 
 /// Cache entries per CPU (a power of two).
@@ -629,6 +695,7 @@ mod pod {
     unsafe impl aya::Pod for super::LocalAddr {}
     unsafe impl aya::Pod for super::TraceFilter {}
     unsafe impl aya::Pod for super::TraceEvent {}
+    unsafe impl aya::Pod for super::BitsSize {}
 }
 
 #[cfg(test)]
@@ -636,7 +703,51 @@ mod tests {
     extern crate std;
     use std::net::Ipv6Addr;
 
-    use super::{v4_mapped, v4_words, v6_bytes, v6_words};
+    use super::{
+        BITS_MIN_SLOTS, bits_resize, bits_slots_for, filter_block, fold_block, lease_hash, v4_mapped, v4_words,
+        v6_bytes, v6_words,
+    };
+
+    #[test]
+    fn a_source_s_bits_at_a_smaller_size_are_where_its_counters_fold() {
+        let counter_mask = (1_u32 << 24) - 1;
+        for i in 0..100_000_u32 {
+            let hash = lease_hash(1 + i % 3, 4, &v4_words(i.wrapping_mul(2_654_435_761).to_be_bytes()));
+            let (block, bits) = filter_block(hash, counter_mask);
+            for log2 in 6..=24 {
+                let mask = (1_u32 << log2) - 1;
+                assert_eq!(filter_block(hash, mask), (fold_block(block, mask), bits), "hash {hash:#x}, 2^{log2} slots");
+            }
+        }
+    }
+
+    #[test]
+    fn the_bits_resize_a_few_times_from_none_to_a_million_leases_and_back() {
+        let counter_slots = 1_u64 << 24;
+        let mut slots = bits_slots_for(0, counter_slots);
+        assert_eq!(slots, BITS_MIN_SLOTS);
+        let mut resizes = 0;
+        for leases in (0..=1_000_000_u64).chain((0..1_000_000).rev()) {
+            if let Some(next) = bits_resize(leases, slots, counter_slots) {
+                slots = next;
+                resizes += 1;
+            }
+            assert!(slots >= 16 * leases || slots == counter_slots, "{leases} leases crowd {slots} slots");
+            assert!(slots <= 128 * leases.max(1) || slots == BITS_MIN_SLOTS, "{leases} leases in {slots} slots");
+        }
+        assert_eq!(slots, BITS_MIN_SLOTS);
+        assert!(resizes <= 20, "{resizes} resizes");
+        // Leases coming and going around a size's edge resize it once, not on every change.
+        let edge = slots / 16;
+        let mut flips = 0;
+        for leases in [edge + 1, edge, edge + 1, edge, edge - 1, edge + 1].repeat(10) {
+            if let Some(next) = bits_resize(leases, slots, counter_slots) {
+                slots = next;
+                flips += 1;
+            }
+        }
+        assert_eq!(flips, 1);
+    }
 
     #[test]
     fn an_ipv4_mapped_address_names_the_ipv4_host_and_no_other_does() {

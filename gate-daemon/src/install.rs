@@ -25,10 +25,11 @@ use aya::{
     },
 };
 use gate_common::{
-    CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr, MAP_BACKSTOP_STATS,
-    MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_CACHE, MAP_LEASE_FILTER,
-    MAP_LEASE_FILTER_V1, MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE,
-    MAP_TRACE_EVENTS, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceFilter,
+    BitsSize, CACHE_SLOTS, CachedLease, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6, LocalAddr,
+    MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE,
+    MAP_LEASE_BITS_V1, MAP_LEASE_BITS_V2, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASE_FILTER_V1, MAP_LEASE_FILTER_V2,
+    MAP_LEASES_V4, MAP_LEASES_V6, MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE, MAP_TRACE_EVENTS, MAX_GATED_PORTS,
+    MAX_GATES, PORT_SLOTS, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceFilter,
 };
 use gate_maps::{
     AttachMode, Attachment, GateEntry, GateState, PinDir, StateError,
@@ -267,7 +268,7 @@ fn install_steps(
 /// once this build's are in place: a `gatectl` of that build then refuses the gate (its filter is
 /// missing) rather than count leases where no program looks. A failure leaves it pinned, unread.
 fn unpin_older_filter(pins: &PinDir) {
-    for name in [MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1] {
+    for name in [MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER_V2, MAP_LEASE_BITS_V2] {
         let path = pins.map(name);
         match fs::remove_file(&path) {
             Ok(()) => log::info!("{}: an older build's filter, read by no program now: unpinned", path.display()),
@@ -443,6 +444,7 @@ fn check_compatible(name: &'static str, path: &Path) -> Result<bool, InstallErro
         MAP_LEASE_CACHE => (size_of::<u32>(), size_of::<CachedLease>(), Some(CACHE_SLOTS)),
         MAP_STATS | MAP_BACKSTOP_STATS => (size_of::<u32>(), size_of::<u64>(), Some(STATS_SLOTS)),
         MAP_LEASE_FILTER | MAP_LEASE_BITS => (size_of::<u32>(), size_of::<u64>(), None),
+        MAP_LEASE_BITS_SIZE => (size_of::<u32>(), size_of::<BitsSize>(), Some(1)),
         MAP_TRACE => (size_of::<u32>(), size_of::<TraceFilter>(), Some(1)),
         // A ring buffer has no keys or values; its entries are its size in bytes.
         MAP_TRACE_EVENTS => (0, 0, Some(TRACE_EVENTS_BYTES)),

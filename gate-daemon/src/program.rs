@@ -8,10 +8,10 @@ use aya::{
     programs::{CgroupSkb, ProgramError, Xdp},
 };
 use gate_common::{
-    GLOBAL_FILTER_SLOT_MASK, GLOBAL_LEASE_CACHE_ON, GLOBAL_UNPARSEABLE_PASSES, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH,
-    MAP_GATE_OPTIONS, MAP_GATES, MAP_LEASE_BITS, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
+    GLOBAL_LEASE_CACHE_ON, GLOBAL_UNPARSEABLE_PASSES, MAP_BACKSTOP_STATS, MAP_CACHE_EPOCH, MAP_GATE_OPTIONS, MAP_GATES,
+    MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE, MAP_LEASE_CACHE, MAP_LEASE_FILTER, MAP_LEASES_V4, MAP_LEASES_V6,
     MAP_LOCAL_ADDRS, MAP_PORTS, MAP_STATS, MAP_TRACE, MAP_TRACE_EVENTS, PROGRAM_NAME, PROGRAM_NAME_BACKSTOP,
-    PROGRAM_NAME_L3, bits_words, filter_slot_mask, filter_words,
+    PROGRAM_NAME_L3, bits_words, filter_words,
 };
 use gate_maps::{PinDir, netlink::Framing};
 
@@ -23,7 +23,7 @@ pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 pub const BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Every map the programs use, all pinned.
-pub const MAPS: [&str; 14] = [
+pub const MAPS: [&str; 15] = [
     MAP_GATES,
     MAP_PORTS,
     MAP_LEASES_V4,
@@ -32,6 +32,7 @@ pub const MAPS: [&str; 14] = [
     MAP_BACKSTOP_STATS,
     MAP_LEASE_FILTER,
     MAP_LEASE_BITS,
+    MAP_LEASE_BITS_SIZE,
     MAP_LEASE_CACHE,
     MAP_CACHE_EPOCH,
     MAP_LOCAL_ADDRS,
@@ -132,11 +133,10 @@ pub fn load_with(pins: &PinDir, lease_capacity: u32, options: Options) -> Result
     let words = MapInfo::from_pin(pins.map(MAP_LEASE_FILTER))
         .map_or_else(|_| filter_words(capacity.saturating_mul(2)), |info| info.max_entries());
     loader.map_max_entries(MAP_LEASE_FILTER, words);
+    // Room for the bits at their largest; user space sizes what the programs read.
     loader.map_max_entries(MAP_LEASE_BITS, bits_words(words));
-    let mask = filter_slot_mask(words);
     let cache_on = u32::from(options.lease_cache);
     let unparseable_passes = u32::from(options.unparseable_passes);
-    loader.override_global(GLOBAL_FILTER_SLOT_MASK, &mask, true);
     loader.override_global(GLOBAL_LEASE_CACHE_ON, &cache_on, true);
     loader.override_global(GLOBAL_UNPARSEABLE_PASSES, &unparseable_passes, true);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Object)?;

@@ -8,7 +8,7 @@ use gate_common::{
     lease_hash, v4_mapped, v4_words, v6_bytes, v6_words,
 };
 
-use crate::maps::{FILTER_SLOT_MASK, LEASE_BITS_V2, LEASES_V4, LEASES_V6};
+use crate::maps::{LEASE_BITS_SIZE, LEASE_BITS_V3, LEASES_V4, LEASES_V6};
 
 /// An IP address as both hooks hold it: its family tag and its [`lease_hash`] words (IPv4 in the
 /// first word, the others zero), every word always set. Words, not bytes: an address is read into
@@ -79,14 +79,16 @@ pub fn judge_source(gate: u32, source: &Address) -> Reason {
     judge(gate, source, lease_hash(gate, source.family, &source.words)).0
 }
 
-/// Whether every filter bit of `hash` is set (a lease may exist): one word, the block's. A
-/// missing word counts as "may": the lease lookup then decides.
+/// Whether every filter bit of `hash` is set (a lease may exist): one word, the block's, at the
+/// size user space keeps the bits at. A missing word counts as "may": the lease lookup then
+/// decides.
 #[inline(always)]
 pub fn filter_may_hold(hash: u64) -> bool {
-    // SAFETY: a plain read of a constant the loader set; volatile so the compiler keeps it.
-    let mask = unsafe { core::ptr::read_volatile(&raw const FILTER_SLOT_MASK) };
-    let (block, wanted) = filter_block(hash, mask);
-    LEASE_BITS_V2.get(block).is_none_or(|&bits| bits & wanted == wanted)
+    let Some(size) = LEASE_BITS_SIZE.get(0) else { return true };
+    // The size is read before the word it picks: user space writes the words a new size reads
+    // before the size, and clears what only the old size read a while after it.
+    let (block, wanted) = filter_block(hash, size.slot_mask);
+    LEASE_BITS_V3.get(block).is_none_or(|&bits| bits & wanted == wanted)
 }
 
 /// Checks a lease against the clock, and lets traffic push its idle deadline forward. Also says

@@ -6,8 +6,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use gate_common::{
-    CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4, LeaseKeyV6,
-    LocalAddr, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, Reason, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceEvent,
+    BitsSize, CACHE_SLOTS, CachedLease, DEFAULT_LEASE_CAPACITY, Gate, GateKey, LOCAL_SLOTS, Lease, LeaseKeyV4,
+    LeaseKeyV6, LocalAddr, MAX_GATED_PORTS, MAX_GATES, PORT_SLOTS, Reason, STATS_SLOTS, TRACE_EVENTS_BYTES, TraceEvent,
     TraceFilter, stats_index,
 };
 
@@ -45,14 +45,22 @@ pub static TRACE: Array<TraceFilter, 1> = Array::new();
 #[btf_map]
 pub static TRACE_EVENTS: RingBuf<TraceEvent, { TRACE_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// Counting filter over the leases; sized by the loader, which also sets `FILTER_SLOT_MASK`.
-/// Never read here: the programs read its bits, `LEASE_BITS_V2`.
-#[btf_map]
-pub static LEASE_FILTER_V2: Array<u64, 1> = Array::new();
+/// `BPF_F_MMAPABLE`: user space keeps the filter's counters and bits as memory.
+const MMAPABLE: usize = 1 << 10;
 
-/// One bit per `LEASE_FILTER_V2` counter, set while it is not zero; sized by the loader.
+/// Counting filter over the leases; sized by the loader. Never read here: the programs read
+/// its bits, `LEASE_BITS_V3`.
 #[btf_map]
-pub static LEASE_BITS_V2: Array<u64, 1> = Array::new();
+pub static LEASE_FILTER_V3: Array<u64, 1, MMAPABLE> = Array::new();
+
+/// The bits of `LEASE_FILTER_V3`'s counters, folded to the size `LEASE_BITS_SIZE` says; sized
+/// by the loader for the largest (one bit a counter).
+#[btf_map]
+pub static LEASE_BITS_V3: Array<u64, 1, MMAPABLE> = Array::new();
+
+/// How many slots of `LEASE_BITS_V3` the programs read; only user space writes it.
+#[btf_map]
+pub static LEASE_BITS_SIZE: Array<BitsSize, 1> = Array::new();
 
 /// Written only by XDP (`xdp::remember`).
 #[btf_map]
@@ -68,11 +76,6 @@ pub static LOCAL_ADDRS: Array<LocalAddr, { LOCAL_SLOTS as usize }> = Array::new(
 /// Per-gate flags by gate id; index 0: whether `LOCAL_ADDRS` is filled.
 #[btf_map]
 pub static GATE_OPTIONS: Array<u32, { MAX_GATES as usize + 1 }> = Array::new();
-
-/// Slots in `LEASE_FILTER_V2` (bits in `LEASE_BITS_V2`) minus one, set at load (read-only data: the
-/// verifier sees the value).
-#[unsafe(no_mangle)]
-pub static FILTER_SLOT_MASK: u32 = u32::MAX; // unset: every word is out of range, the filter says "may"
 
 /// 1 = pass what XDP cannot parse on to the stack, where the backstop judges it at the socket;
 /// 0 = drop it at XDP (the default).

@@ -8,7 +8,8 @@
 //! - [`netlink`]: the kernel's view of interfaces (type, attached XDP program) and link changes.
 //! - [`batch`]: the kernel's batched map reads and writes, which aya does not wrap.
 //! - [`state`]: [`GateState`], the open pinned maps: gates, leases, counters.
-//! - [`filter`]: the counting filter in front of the lease maps, as user space keeps it.
+//! - [`filter`]: the counting filter in front of the lease maps, as user space keeps it;
+//!   `mapped`: the filter's arrays mapped into this process.
 //! - [`trace`]: the trace switch and its events (`gatectl trace`).
 //! - [`error`]: the errors, [`StateError`].
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod error;
 pub mod filter;
 pub mod lease;
+mod mapped;
 pub mod netlink;
 pub mod pins;
 pub mod state;

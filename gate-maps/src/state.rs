@@ -173,7 +173,7 @@ fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKi
     None
 }
 
-fn open_map(pins: &PinDir, name: &'static str) -> Result<(MapData, u32), StateError> {
+pub(crate) fn open_map(pins: &PinDir, name: &'static str) -> Result<(MapData, u32), StateError> {
     let path = pins.map(name);
     let data = MapData::from_pin(&path).map_err(|source| match io_kind(&source) {
         Some(std::io::ErrorKind::NotFound) => StateError::NotFound { path: path.clone() },
@@ -524,6 +524,15 @@ impl GateState {
     #[must_use]
     pub fn filter_counters(&self, gate: u32, addr: IpAddr) -> Vec<(u32, u32)> {
         self.filter.counters_of(slot_hash(gate, lease_address(addr))).collect()
+    }
+
+    /// The size the programs read the filter's bits at, and the leases it counts; `None` in an
+    /// older build's layout.
+    ///
+    /// # Errors
+    /// The kernel refuses the lookup.
+    pub fn filter_bits_size(&self) -> Result<Option<gate_common::BitsSize>, StateError> {
+        self.filter.bits_size()
     }
 
     /// Which layout the pinned filter has: this build's, or an older build's whose program is

@@ -4,7 +4,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use gate_daemon::program::{self, Loaded};
 use std::net::IpAddr;
 
-use gate_maps::{GateSpec, GateState, PinDir, Protocol};
+use gate_maps::{FilterLayout, GateSpec, GateState, PinDir, Protocol};
 
 use crate::bed::PinDirGuard;
 
@@ -152,16 +152,24 @@ fn unicast_v4() -> impl Iterator<Item = IpAddr> {
 }
 
 /// Puts an older build's filter in this build's place in `pins`, for lease maps of `capacity`:
-/// its two maps (one slot a source), empty and pinned under their names (with bpftool, as that
-/// build's loader made them), and none of this build's.
-pub fn pin_older_filter(pins: &gate_maps::PinDir, capacity: u32) {
+/// its two maps in `layout` ([`FilterLayout::Block`]: one bit a counter; [`FilterLayout::OneSlot`]:
+/// one slot a source), empty and pinned under their names (with bpftool, as that build's loader
+/// made them), and none of this build's.
+pub fn pin_older_filter(pins: &gate_maps::PinDir, capacity: u32, layout: FilterLayout) {
+    use gate_common::{
+        MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE, MAP_LEASE_BITS_V1, MAP_LEASE_BITS_V2, MAP_LEASE_FILTER,
+        MAP_LEASE_FILTER_V1, MAP_LEASE_FILTER_V2,
+    };
     let words = gate_common::filter_words(capacity * 2);
-    for map in [gate_common::MAP_LEASE_FILTER, gate_common::MAP_LEASE_BITS] {
+    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE] {
         std::fs::remove_file(pins.map(map)).expect("unpin this build's filter");
     }
-    for (name, entries) in
-        [(gate_common::MAP_LEASE_FILTER_V1, words), (gate_common::MAP_LEASE_BITS_V1, gate_common::bits_words(words))]
-    {
+    let (counters, bits) = match layout {
+        FilterLayout::Block => (MAP_LEASE_FILTER_V2, MAP_LEASE_BITS_V2),
+        FilterLayout::OneSlot => (MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1),
+        FilterLayout::Sized => panic!("this build's layout is not an older one"),
+    };
+    for (name, entries) in [(counters, words), (bits, gate_common::bits_words(words))] {
         let out = std::process::Command::new("bpftool")
             .args(["map", "create"])
             .arg(pins.map(name))
@@ -170,6 +178,29 @@ pub fn pin_older_filter(pins: &gate_maps::PinDir, capacity: u32) {
             .expect("run bpftool");
         assert!(out.status.success(), "bpftool map create: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// Checks that the filter's bits, as the programs read them, are exactly what its counters say:
+/// a bit is set while a counter that folds into it is not zero (no leased source is turned
+/// away, no stranger pays a lookup for a lease long gone), and every bit past the size the
+/// programs read is clear (a later, larger size starts from the counters). Returns the size.
+pub fn assert_bits_follow_counters(state: &GateState) -> gate_common::BitsSize {
+    use gate_common::{FILTER_SLOTS_PER_WORD, MAP_LEASE_BITS, MAP_LEASE_FILTER, fold_block, nonzero_counters};
+    let size = state.filter_bits_size().expect("read the bits' size").expect("this build's filter");
+    assert!(size.slot_mask >= 63 && (size.slot_mask + 1).is_power_of_two(), "sized: {size:?}");
+    let counters = pinned_u64_array(&state.pins().map(MAP_LEASE_FILTER));
+    let bits = pinned_u64_array(&state.pins().map(MAP_LEASE_BITS));
+    let mut wanted = vec![0_u64; (size.slot_mask as usize + 1) / 64];
+    for (word, value) in (0_u32..).zip(counters.iter()) {
+        let block = fold_block(word / FILTER_SLOTS_PER_WORD, size.slot_mask) as usize;
+        wanted[block] |= u64::from(nonzero_counters(value.expect("read a counter word"))) << ((word % 8) * 8);
+    }
+    for (index, value) in bits.iter().enumerate() {
+        let value = value.expect("read a bits word");
+        let want = wanted.get(index).copied().unwrap_or(0);
+        assert_eq!(value, want, "bits word {index} (of {} read): {value:#x}, its counters say {want:#x}", wanted.len());
+    }
+    size
 }
 
 /// The pinned array of `u64`s at `path`.

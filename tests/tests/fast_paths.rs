@@ -11,11 +11,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gate_common::{Lease, MAP_LEASE_BITS, MAP_LEASE_BITS_V1, MAP_LEASE_FILTER, filter_block_v1, lease_hash, v4_words};
+use gate_common::{
+    BITS_MIN_SLOTS, Lease, MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE, MAP_LEASE_BITS_V1, MAP_LEASE_BITS_V2, MAP_LEASE_FILTER,
+    filter_block, filter_block_v1, lease_hash, v4_words,
+};
 use gate_maps::{FilterLayout, GateState, Protocol, clock, lease::ttl_lease};
 use gate_tests::{
     frames::Frame,
-    loaded::{LoadedGate, XDP_DROP, XDP_PASS, filter_cover, filter_twins, pin_older_filter, pinned_u64_array},
+    loaded::{
+        LoadedGate, XDP_DROP, XDP_PASS, assert_bits_follow_counters, filter_cover, filter_twins, pin_older_filter,
+        pinned_u64_array,
+    },
 };
 use nix::{sched::CpuSet, unistd::Pid};
 
@@ -219,7 +225,7 @@ fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
     gate.state.grant_all(vpn, &[v4, v6], hour()).unwrap();
     let pins = gate.state.pins().clone();
     // A gate whose filter is new (none pinned before, as an upgrade from a build without one).
-    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS] {
+    for map in [MAP_LEASE_FILTER, MAP_LEASE_BITS, MAP_LEASE_BITS_SIZE] {
         std::fs::remove_file(pins.map(map)).unwrap();
     }
     let (capacity, _) = gate.state.capacity();
@@ -234,36 +240,140 @@ fn leases_from_before_the_filter_pass_once_it_is_rebuilt() {
 
 #[test]
 fn an_older_builds_one_slot_filter_is_kept_until_this_builds_is_loaded_and_rebuilt() {
+    older_filter_is_kept_until_this_builds_is_loaded_and_rebuilt(FilterLayout::OneSlot);
+}
+
+#[test]
+fn an_older_builds_one_bit_a_counter_filter_is_kept_until_this_builds_is_loaded_and_rebuilt() {
+    older_filter_is_kept_until_this_builds_is_loaded_and_rebuilt(FilterLayout::Block);
+}
+
+fn older_filter_is_kept_until_this_builds_is_loaded_and_rebuilt(layout: FilterLayout) {
     let (gate, vpn) = gate();
     let pins = gate.state.pins().clone();
     let (capacity, _) = gate.state.capacity();
-    // The pin directory as an older build left it: its filter under the older names, one slot a
-    // source, beside its leases; none of this build's.
-    pin_older_filter(&pins, capacity);
+    // The pin directory as an older build left it: its filter under the older names beside its
+    // leases; none of this build's.
+    pin_older_filter(&pins, capacity, layout);
     let mut older = GateState::open(pins.root()).unwrap();
-    assert_eq!(older.filter_layout(), FilterLayout::OneSlot);
+    assert_eq!(older.filter_layout(), layout);
 
     // This build's gatectl, before the daemon's restart: it counts where the older program reads.
     let (v4, v6) = (ip(LEASED), ip(LEASED_V6));
     older.grant_all(vpn, &[v4, v6], hour()).unwrap();
     let std::net::IpAddr::V4(octets) = v4 else { unreachable!() };
     let hash = lease_hash(vpn, gate_common::FAMILY_V4, &v4_words(octets.octets()));
-    let words = gate_common::filter_words(capacity * 2);
-    let (block, bit) = filter_block_v1(hash, gate_common::filter_slot_mask(words));
-    let bits = pinned_u64_array(&pins.map(MAP_LEASE_BITS_V1)).get(&block, 0).unwrap();
-    assert_eq!(bits & bit, bit, "the older program's bit of {v4} is set");
+    let mask = gate_common::filter_slot_mask(gate_common::filter_words(capacity * 2));
+    let (bits_map, (block, bits)) = match layout {
+        FilterLayout::OneSlot => (MAP_LEASE_BITS_V1, filter_block_v1(hash, mask)),
+        _ => (MAP_LEASE_BITS_V2, filter_block(hash, mask)),
+    };
+    let found = pinned_u64_array(&pins.map(bits_map)).get(&block, 0).unwrap();
+    assert_eq!(found & bits, bits, "the older program's bits of {v4} are set");
     drop(older);
 
     // The daemon's start: this build's filter is made, counted, and read.
     let mut loaded = gate_daemon::program::load(&pins, capacity).expect("load this build's program");
     let mut state = GateState::open(pins.root()).unwrap();
-    assert_eq!(state.filter_layout(), FilterLayout::Block, "this build's filter once it is pinned");
+    assert_eq!(state.filter_layout(), FilterLayout::Sized, "this build's filter once it is pinned");
     assert_eq!(run_once(&mut loaded, v4), XDP_DROP, "a new filter fails closed until it is counted");
     assert_eq!(state.rebuild_filter().unwrap(), 2);
     for addr in [v4, v6] {
         assert_eq!(run_once(&mut loaded, addr), XDP_PASS, "{addr}: its lease from before passes");
     }
     assert_eq!(run_once(&mut loaded, ip("192.0.2.99")), XDP_DROP, "a stranger does not");
+}
+
+/// `count` IPv4 addresses from 10.`block`.0.0 on: a VPN pool's.
+fn pool(block: u8, count: u32) -> Vec<IpAddr> {
+    (0..count).map(|i| IpAddr::from([10, block, (i >> 8) as u8, i as u8])).collect()
+}
+
+/// `count` sources of a spoofed flood, spread over 100.64.0.0/10.
+fn strangers(count: u32) -> impl Iterator<Item = IpAddr> {
+    (0..count).map(|i| IpAddr::from((0x6440_0000 | (i.wrapping_mul(2_654_435_761) & 0x3F_FFFF)).to_be_bytes()))
+}
+
+/// A gate whose lease maps hold 65,536 a family (filter counters for 1,048,576 slots), so the bits
+/// the program reads are far smaller than the counters while it holds a few leases; a second
+/// gate beside it.
+fn large_gate() -> (LoadedGate, u32, u32) {
+    pin_to_one_cpu();
+    let gate = LoadedGate::new(&[("vpn", Protocol::Udp, PORT), ("other", Protocol::Udp, PORT + 1)], 65_536);
+    let (vpn, other) = (gate.state.gate_id("vpn").unwrap(), gate.state.gate_id("other").unwrap());
+    (gate, vpn, other)
+}
+
+fn bits_slots(state: &GateState) -> u64 {
+    u64::from(assert_bits_follow_counters(state).slot_mask) + 1
+}
+
+#[test]
+fn the_filter_bits_follow_the_leases_held_and_every_lease_passes_at_each_size() {
+    let (mut gate, vpn, _) = large_gate();
+    let first = ip(LEASED);
+    gate.state.grant(vpn, first, hour()).unwrap();
+    assert_eq!(bits_slots(&gate.state), BITS_MIN_SLOTS, "one lease: the fewest slots, 2 KiB of bits");
+    assert_eq!(gate.state.filter_bits_size().unwrap().unwrap().leases, 1);
+
+    // 5,000 more: one lease for 16 slots is crowded; the bits grow to 32-64 slots a lease.
+    let many = pool(1, 5_000);
+    gate.state.grant_all(vpn, &many, hour()).unwrap();
+    assert_eq!(bits_slots(&gate.state), 262_144);
+    for &addr in many.iter().chain([&first]) {
+        assert_eq!(gate.run(&Frame::udp(addr, PORT).bytes()), XDP_PASS, "{addr} holds a lease");
+    }
+    for stranger in strangers(2_000) {
+        assert_eq!(gate.run(&Frame::udp(stranger, PORT).bytes()), XDP_DROP, "{stranger} holds none");
+    }
+
+    // All but ten go: the bits shrink back to the fewest slots on the way.
+    for &addr in &many[10..] {
+        assert!(gate.state.revoke_one(vpn, addr).unwrap());
+    }
+    assert_eq!(bits_slots(&gate.state), BITS_MIN_SLOTS);
+    assert_eq!(gate.state.filter_bits_size().unwrap().unwrap().leases, 11);
+    for &addr in many[..10].iter().chain([&first]) {
+        assert_eq!(gate.run(&Frame::udp(addr, PORT).bytes()), XDP_PASS, "{addr} still holds its lease");
+    }
+    for &addr in &many[10..20] {
+        assert_eq!(gate.run(&Frame::udp(addr, PORT).bytes()), XDP_DROP, "{addr}'s lease was revoked");
+    }
+}
+
+#[test]
+fn a_leased_source_passes_every_packet_while_the_bits_resize() {
+    let (mut gate, vpn, other) = large_gate();
+    let leased = ip(LEASED);
+    gate.state.grant(vpn, leased, hour()).unwrap();
+    // Without the cache, every packet reads the filter.
+    let mut uncached = gate.without_cache();
+    let state = &mut gate.state;
+    let frame = Frame::udp(leased, PORT).bytes();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (runs, dropped) = thread::scope(|scope| {
+        let runner = scope.spawn(|| {
+            let (mut runs, mut dropped) = (0_u64, 0_u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                runs += 1;
+                if gate_tests::loaded::run_repeat(&mut uncached, &frame, 1).0 != XDP_PASS {
+                    dropped += 1;
+                }
+            }
+            (runs, dropped)
+        });
+        // Another gate's leases come and go: the bits grow and shrink under the running program.
+        for round in 0..4_u8 {
+            state.grant_all(other, &pool(round, 5_000), hour()).unwrap();
+            assert_eq!(bits_slots(state), 262_144, "round {round}: grown");
+            assert_eq!(state.revoke_gate(other).unwrap().len(), 5_000);
+            assert_eq!(bits_slots(state), BITS_MIN_SLOTS, "round {round}: shrunk");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        runner.join().unwrap()
+    });
+    assert!(runs > 1_000, "the program ran throughout ({runs} runs)");
+    assert_eq!(dropped, 0, "{dropped} of {runs} packets of {leased} dropped while the bits resized");
 }
 
 fn run_once(loaded: &mut gate_daemon::program::Loaded, addr: IpAddr) -> u32 {

@@ -105,6 +105,24 @@ fn kill_stop_and_restart_never_open_the_gate_to_strangers() {
 #[test]
 fn an_upgrade_from_the_one_slot_filter_keeps_every_lease_and_unpins_the_older_filter() {
     use gate_common::{MAP_LEASE_BITS_V1, MAP_LEASE_FILTER_V1};
+    upgrade_keeps_every_lease_and_unpins_the_older_filter(
+        gate_maps::FilterLayout::OneSlot,
+        &[MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1],
+    );
+}
+
+/// The same from a build whose bits were one a counter (`LEASE_FILTER_V2`, `LEASE_BITS_V2`),
+/// read at a size fixed when its program was loaded.
+#[test]
+fn an_upgrade_from_bits_one_a_counter_keeps_every_lease_and_unpins_the_older_filter() {
+    use gate_common::{MAP_LEASE_BITS_V2, MAP_LEASE_FILTER_V2};
+    upgrade_keeps_every_lease_and_unpins_the_older_filter(
+        gate_maps::FilterLayout::Block,
+        &[MAP_LEASE_FILTER_V2, MAP_LEASE_BITS_V2],
+    );
+}
+
+fn upgrade_keeps_every_lease_and_unpins_the_older_filter(older: gate_maps::FilterLayout, unpinned: &[&str]) {
     let mut bed = TestBed::new();
     let config = bed.config(&[("vpn", "udp", GATED)], "");
     let _listeners = Listeners::start(&bed.gateway, &[GATED]);
@@ -116,12 +134,12 @@ fn an_upgrade_from_the_one_slot_filter_keeps_every_lease_and_unpins_the_older_fi
     // The pin directory as the older build leaves it: its filter, counted, and not this one's.
     // (The program still attached keeps reading the maps it holds.)
     let (capacity, _) = gate_maps::GateState::open(&pins).unwrap().capacity();
-    pin_older_filter(&dir, capacity);
+    pin_older_filter(&dir, capacity, older);
     gatectl_ok(&pins, &["allow", &client.to_string(), "--gate", "vpn", "--ttl", "1h"]);
 
     let daemon = Daemon::start(&bed, &config);
     assert!(daemon.log().contains("an older build's filter, read by no program now: unpinned"), "{}", daemon.log());
-    for map in [MAP_LEASE_FILTER_V1, MAP_LEASE_BITS_V1] {
+    for map in unpinned {
         assert!(!dir.map(map).exists(), "{map} unpinned");
     }
     assert_eq!(udp(&bed.client, client, to(client)), Outcome::Reply, "the lease from before passes");
