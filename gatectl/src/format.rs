@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use gate_maps::{
     AttachMode, GateEntry, LeaseCount, LeaseCounts, LeaseEntry, PinDir, StatsTable, clock,
-    common::{LeaseState, Reason},
+    common::{BitsSize, LeaseState, Reason},
     netlink::XdpState,
 };
 use serde::Serialize;
@@ -48,6 +48,7 @@ pub fn status(
     gates: &[GateEntry],
     leases: &LeaseCounts,
     (capacity_v4, capacity_v6): (u32, u32),
+    filter: Option<BitsSize>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pin dir: {}", pins.root().display());
@@ -87,6 +88,18 @@ pub fn status(
         );
     }
     let _ = writeln!(out, "lease maps: {} of {capacity_v4} IPv4, {} of {capacity_v6} IPv6", leases.v4, leases.v6);
+    let _ = match filter {
+        // Zero until the daemon's start sizes the bits: until then the gate fails closed.
+        Some(BitsSize { slot_mask: 0, .. }) => {
+            writeln!(out, "lease filter: not sized yet (leased sources may be dropped until the daemon's start)")
+        }
+        Some(size) => {
+            let bytes = (u64::from(size.slot_mask) + 1) / 8;
+            let read = if bytes < 1024 { format!("{bytes} bytes") } else { format!("{} KiB", bytes / 1024) };
+            writeln!(out, "lease filter: {read} of bits read, sized for {} leases", size.leases)
+        }
+        None => writeln!(out, "lease filter: an older build's (until the daemon's next start)"),
+    };
     out
 }
 

@@ -524,7 +524,8 @@ fn status(pins: &PinDir) -> anyhow::Result<usize> {
         .into_iter()
         .map(|(id, path)| (id, pinned_program(&path)))
         .collect();
-    print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity()));
+    let filter = state.filter_bits_size()?;
+    print!("{}", format::status(pins, &interfaces, &backstops, &gates, &leases, state.capacity(), filter));
     Ok(interfaces.iter().filter(|i| !matches!(i.state, gate_maps::netlink::XdpState::Gated(_))).count())
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use gate_tests::{
     bed::{CLIENT_V4, CLIENT_V6, STRANGER_V4, STRANGER_V6, TestBed},
-    daemon::{Daemon, gatectl_ok},
+    daemon::{Daemon, gatectl_in_ok, gatectl_ok},
     loaded::pin_older_filter,
     probe::{Listeners, Outcome, udp, udp_within},
 };
@@ -147,6 +147,9 @@ fn upgrade_keeps_every_lease_and_unpins_the_older_filter(older: gate_maps::Filte
     let later = IpAddr::from(CLIENT_V6);
     gatectl_ok(&pins, &["allow", &later.to_string(), "--gate", "vpn", "--ttl", "1h"]);
     assert_eq!(udp(&bed.client, later, to(later)), Outcome::Reply, "a lease granted after the upgrade passes");
+    // The operator sees the bits the program reads sized for the two leases: the fewest, 2 KiB.
+    let status = gatectl_in_ok(&bed.gateway, &pins, &["status"]);
+    assert!(status.contains("lease filter: 2 KiB of bits read, sized for 2 leases\n"), "{status}");
     drop(daemon);
 }
 
