@@ -229,7 +229,8 @@ pub const fn filter_slot_mask(words: u32) -> u32 {
 pub struct BitsSize {
     /// Slots the programs read, minus one (a power of two minus one, at least 63): the
     /// `slot_mask` of [`filter_block`]. Zero until user space first sizes the bits: the programs
-    /// then read block 0 for every source, which holds no lease's bits (fail closed).
+    /// then read block 0 for every source, and a lease whose bits are elsewhere is dropped (fail
+    /// closed) until they are sized (the installer does so before it attaches a program).
     pub slot_mask: u32,
     /// Always zero (room for the layout to grow without a new map).
     pub reserved: u32,
