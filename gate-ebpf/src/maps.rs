@@ -1,7 +1,7 @@
 //! Every map of the object, declared once: both hooks see the same statics, so they read and
 //! write the same pinned maps by construction. Layouts and names live in `gate-common`.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
@@ -45,18 +45,15 @@ pub static TRACE: Array<TraceFilter, 1> = Array::new();
 #[btf_map]
 pub static TRACE_EVENTS: RingBuf<TraceEvent, { TRACE_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// `BPF_F_MMAPABLE`: user space keeps the filter's counters and bits as memory.
-const MMAPABLE: usize = 1 << 10;
-
 /// Counting filter over the leases; sized by the loader. Never read here: the programs read
-/// its bits, `LEASE_BITS_V3`.
+/// its bits, `LEASE_BITS_V3`. Mappable: user space keeps the counters as memory.
 #[btf_map]
-pub static LEASE_FILTER_V3: Array<u64, 1, MMAPABLE> = Array::new();
+pub static LEASE_FILTER_V3: Array<u64, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// The bits of `LEASE_FILTER_V3`'s counters, folded to the size `LEASE_BITS_SIZE` says; sized
-/// by the loader for the largest (one bit a counter).
+/// by the loader for the largest (one bit a counter). Mappable, as the counters.
 #[btf_map]
-pub static LEASE_BITS_V3: Array<u64, 1, MMAPABLE> = Array::new();
+pub static LEASE_BITS_V3: Array<u64, 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// How many slots of `LEASE_BITS_V3` the programs read; only user space writes it.
 #[btf_map]

@@ -179,7 +179,6 @@ struct Opened {
     counters: MapData,
     counter_words: u32,
     bits: MapData,
-    bits_words: u32,
     pins: PinDir,
 }
 
@@ -199,14 +198,14 @@ impl SizedFilter {
         };
         let (counters, counter_words) = open_map(pins, MAP_LEASE_FILTER)?;
         let (size, _) = typed(pins, MAP_LEASE_BITS_SIZE)?;
-        let arrays = Arrays::Opened(Box::new(Opened { counters, counter_words, bits, bits_words, pins: pins.clone() }));
+        let arrays = Arrays::Opened(Box::new(Opened { counters, counter_words, bits, pins: pins.clone() }));
         Ok(Some(Self { size, arrays, bits_words, mask: filter_slot_mask(counter_words) }))
     }
 
     /// The mapped arrays, and the size's map beside them.
     fn parts(&mut self) -> Result<(&Mapped, &mut Array<MapData, BitsSize>), StateError> {
         if let Arrays::Opened(opened) = &self.arrays {
-            let Opened { counters, counter_words, bits, bits_words, pins } = opened.as_ref();
+            let Opened { counters, counter_words, bits, pins } = opened.as_ref();
             let map = |data: &MapData, words: u32, name: &'static str| {
                 MappedWords::new(data, words).map_err(|e| StateError::Incompatible {
                     path: pins.map(name),
@@ -215,7 +214,7 @@ impl SizedFilter {
                 })
             };
             let counters = map(counters, *counter_words, MAP_LEASE_FILTER)?;
-            let bits = map(bits, *bits_words, MAP_LEASE_BITS)?;
+            let bits = map(bits, self.bits_words, MAP_LEASE_BITS)?;
             self.arrays = Arrays::Mapped(Mapped { counters, bits });
         }
         let Arrays::Mapped(mapped) = &self.arrays else { unreachable!("mapped above") };
