@@ -19,7 +19,7 @@
 //! bits one per counter (`LEASE_FILTER_V2`, `LEASE_BITS_V2`), and one slot a source
 //! (`LEASE_FILTER`, `LEASE_BITS`). Each was renamed so that an older build, which would set bits
 //! where none are read, cannot open a newer filter.
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use aya::maps::{Array, MapData};
 use gate_common::{
@@ -126,15 +126,23 @@ impl LeaseFilter {
         }
     }
 
-    /// Writes the exact count of every counter the sources of `hashes` (one per lease) count in,
-    /// and the bits; in this build's layout, at the size `hashes.len()` leases want. Counters no
-    /// lease counts in are left as they are (too high at worst), so a program reading the filter
-    /// meanwhile never sees a lease's counter fall.
-    pub(crate) fn recount(&mut self, hashes: &[u64]) -> Result<(), StateError> {
-        let counters = exact_counts(hashes.iter().flat_map(|&hash| self.counters_of(hash)));
+    /// An empty tally of this filter's counters, for [`Self::recount`].
+    pub(crate) fn tally(&self) -> Tally {
+        let mask = match self {
+            Self::Sized(sized) => sized.mask,
+            Self::Older(older) => older.mask,
+        };
+        Tally { words: vec![0; (mask as usize + 1) / FILTER_SLOTS_PER_WORD as usize], leases: 0 }
+    }
+
+    /// Writes the exact count of every counter `tally` counted, and the bits; in this build's
+    /// layout, at the size its leases want. Counters no lease counts in are left as they are (too
+    /// high at worst), so a program reading the filter meanwhile never sees a lease's counter
+    /// fall.
+    pub(crate) fn recount(&mut self, tally: &Tally) -> Result<(), StateError> {
         match self {
-            Self::Sized(sized) => sized.recount(&counters, hashes.len()),
-            Self::Older(older) => older.recount(&counters),
+            Self::Sized(sized) => sized.recount(tally),
+            Self::Older(older) => older.recount(&tally.counted().collect::<Vec<_>>()),
         }
     }
 
@@ -147,14 +155,34 @@ impl LeaseFilter {
     }
 }
 
-/// Counter words with the count of each of `counters` (word, byte shift) in them.
-fn exact_counts(counters: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u64)> {
-    let mut words: BTreeMap<u32, u64> = BTreeMap::new();
-    for (word, shift) in counters {
-        let value = words.entry(word).or_default();
-        *value = with_filter_count(*value, shift, moved(filter_count(*value, shift), true));
+/// Every counter's exact count, tallied from the leases in this process's memory in the
+/// counters' own layout (16 MiB at a capacity of 1,000,000, pages touched only where a lease
+/// counts): no map of counters, no list of hashes.
+pub(crate) struct Tally {
+    words: Vec<u64>,
+    leases: usize,
+}
+
+impl Tally {
+    /// Counts a lease whose source counts in `counters` ([`LeaseFilter::counters_of`]).
+    pub(crate) fn add(&mut self, counters: impl Iterator<Item = (u32, u32)>) {
+        self.leases += 1;
+        for (word, shift) in counters {
+            if let Some(value) = self.words.get_mut(word as usize) {
+                *value = with_filter_count(*value, shift, moved(filter_count(*value, shift), true));
+            }
+        }
     }
-    words.into_iter().collect()
+
+    /// The leases counted.
+    pub(crate) const fn leases(&self) -> usize {
+        self.leases
+    }
+
+    /// The counter words some lease counts in, ascending: (index, value).
+    fn counted(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        (0_u32..).zip(self.words.iter().copied()).filter(|&(_, value)| value != 0)
+    }
 }
 
 /// This build's filter: the counters and the bits mapped into this process, the bits sized.
@@ -307,13 +335,13 @@ impl SizedFilter {
         Ok(())
     }
 
-    fn recount(&mut self, counters: &[(u32, u64)], leases: usize) -> Result<(), StateError> {
+    fn recount(&mut self, tally: &Tally) -> Result<(), StateError> {
         let (mapped, _) = self.parts()?;
-        for &(word, value) in counters {
+        for (word, value) in tally.counted() {
             mapped.counters.update(word as usize, value);
         }
         let mut size = self.read_size()?;
-        size.leases = leases as u64;
+        size.leases = tally.leases() as u64;
         let slots = bits_slots_for(size.leases, self.largest());
         self.refit(size, slots)
     }
@@ -442,7 +470,34 @@ impl OlderFilter {
 
 #[cfg(test)]
 mod tests {
-    use gate_common::{FAMILY_V4, filter_block, filter_block_v1, lease_hash, v4_words};
+    use gate_common::{
+        FAMILY_V4, FILTER_COUNTER_MAX, filter_block, filter_block_v1, filter_count, lease_hash, v4_words,
+    };
+
+    use super::{FILTER_SLOTS_PER_WORD, Tally};
+
+    #[test]
+    fn a_tally_counts_each_counter_in_any_order_and_stops_at_the_top() {
+        let mut tally = Tally { words: vec![0; 2 * FILTER_SLOTS_PER_WORD as usize], leases: 0 };
+        // Word 7: three leases in byte 0, one in byte 5 (of one of them); word 2: 300 leases in
+        // byte 3; word 9: one in byte 7; one counter past the words, which counts nothing.
+        for _ in 0..300 {
+            tally.add([(2, 24)].into_iter());
+        }
+        tally.add([(9, 56), (7, 0)].into_iter());
+        tally.add([(7, 0), (7, 40)].into_iter());
+        tally.add([(7, 0), (99, 0)].into_iter());
+        assert_eq!(tally.leases(), 303);
+        let counted: Vec<(u32, u64)> = tally.counted().collect();
+        assert_eq!(counted.iter().map(|&(word, _)| word).collect::<Vec<_>>(), [2, 7, 9]);
+        let count = |word: u32, shift: u32| {
+            counted.iter().find(|&&(w, _)| w == word).map(|&(_, value)| filter_count(value, shift))
+        };
+        assert_eq!(count(2, 24), Some(FILTER_COUNTER_MAX), "a counter stops at its maximum");
+        assert_eq!(count(2, 0), Some(0));
+        assert_eq!((count(7, 0), count(7, 40), count(7, 8)), (Some(3), Some(1), Some(0)));
+        assert_eq!(count(9, 56), Some(1));
+    }
 
     /// Of `strangers` sources, how many find every slot [`filter_block`] (or the one-slot layout's)
     /// names taken once `leases` consecutive IPv4 addresses (a VPN pool) count in 2^`slots_log2`

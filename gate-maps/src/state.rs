@@ -624,12 +624,14 @@ impl GateState {
     /// The kernel refuses to iterate the leases or to write the filter.
     pub fn rebuild_filter(&mut self) -> Result<usize, StateError> {
         let _lock = self.lock()?;
-        let mut hashes = Vec::new();
+        let mut tally = self.filter.tally();
         for chunk in self.lease_chunks()? {
-            hashes.extend(chunk?.iter().map(|entry| slot_hash(entry.gate, entry.addr)));
+            for entry in chunk? {
+                tally.add(self.filter.counters_of(slot_hash(entry.gate, entry.addr)));
+            }
         }
-        self.filter.recount(&hashes)?;
-        Ok(hashes.len())
+        self.filter.recount(&tally)?;
+        Ok(tally.leases())
     }
 
     fn insert_lease(&mut self, gate: u32, addr: IpAddr, lease: Lease) -> Result<(), MapError> {

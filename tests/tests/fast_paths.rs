@@ -342,6 +342,42 @@ fn the_filter_bits_follow_the_leases_held_and_every_lease_passes_at_each_size() 
 }
 
 #[test]
+fn a_rebuild_counts_every_lease_exactly_as_the_grants_did() {
+    let (mut gate, vpn, other) = large_gate();
+    // Two gates, both families, many sources sharing counters.
+    let v4 = pool(1, 5_000);
+    let v6: Vec<IpAddr> = (0..600_u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 7, i])).collect();
+    gate.state.grant_all(vpn, &v4, hour()).unwrap();
+    gate.state.grant_all(other, &v4[..1_000], hour()).unwrap();
+    gate.state.grant_all(other, &v6, hour()).unwrap();
+    let pins = gate.state.pins().clone();
+    let mut counters = pinned_u64_array(&pins.map(MAP_LEASE_FILTER));
+    let granted: Vec<u64> = counters.iter().map(Result::unwrap).collect();
+    assert!(granted.iter().any(|&word| word.to_le_bytes().iter().any(|&count| count > 1)), "counters shared");
+
+    // As the daemon's start finds a filter made new: every counter at zero.
+    for (word, &value) in (0_u32..).zip(&granted) {
+        if value != 0 {
+            counters.set(word, 0, 0).unwrap();
+        }
+    }
+    assert_eq!(gate.state.rebuild_filter().unwrap(), 6_600);
+    let rebuilt: Vec<u64> = counters.iter().map(Result::unwrap).collect();
+    let differ = granted.iter().zip(&rebuilt).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} counter words differ from what the grants counted");
+    assert!(bits_slots(&gate.state) >= 32 * 6_600, "the bits sized for the leases counted");
+    for &addr in &v4 {
+        assert_eq!(gate.run(&Frame::udp(addr, PORT).bytes()), XDP_PASS, "{addr} holds a lease");
+    }
+    for &addr in v4[..1_000].iter().chain(&v6) {
+        assert_eq!(gate.run(&Frame::udp(addr, PORT + 1).bytes()), XDP_PASS, "{addr} holds a lease on the other");
+    }
+    for stranger in strangers(2_000) {
+        assert_eq!(gate.run(&Frame::udp(stranger, PORT).bytes()), XDP_DROP, "{stranger} holds none");
+    }
+}
+
+#[test]
 fn a_leased_source_passes_every_packet_while_the_bits_resize() {
     let (mut gate, vpn, other) = large_gate();
     let leased = ip(LEASED);

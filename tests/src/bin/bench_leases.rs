@@ -54,6 +54,22 @@ fn peak_rss_of(command: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This process's resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
+fn rss_now_and_peak() -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|line| line.starts_with(name)).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
+        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Starts this process's peak resident memory again from what it holds now (proc(5),
+/// `clear_refs`: 5).
+fn reset_peak_rss() -> anyhow::Result<()> {
+    Ok(std::fs::write("/proc/self/clear_refs", "5")?)
+}
+
 /// Runs `gatectl args` (output discarded) through a fresh copy of this binary, so the peak
 /// memory the kernel reports is gatectl's alone. Returns the wall time and the peak in MiB.
 fn measured(gatectl: &str, args: &[&str]) -> anyhow::Result<(Duration, f64)> {
@@ -215,9 +231,12 @@ fn run(dir: &std::path::Path, count: u32, singles: u32) -> anyhow::Result<()> {
     anyhow::ensure!(swept == 0, "nothing was dead");
     // The daemon's start at this count: every lease's counters from the leases, then the bits
     // at their size from the counters (which is all a resize of the bits does).
+    reset_peak_rss()?;
+    let (rss_before, _) = rss_now_and_peak()?;
     let started = Instant::now();
     let counted = gate.state.rebuild_filter()?;
     let rebuild = started.elapsed();
+    let rebuild_mib = rss_now_and_peak()?.1.saturating_sub(rss_before) as f64 / 1024.0;
     gate.state.revoke_gate(vpn)?;
 
     let before = mass_expiry(&mut gate, count, Sweep::HoldingTheLock)?;
@@ -240,7 +259,9 @@ fn run(dir: &std::path::Path, count: u32, singles: u32) -> anyhow::Result<()> {
     println!("| `gatectl leases --json` (to /dev/null) | {json:.2?}, peak {json_mib:.0} MiB |");
     println!("| `gatectl revoke ADDR` (median of 20) | {revoke:.1?} |");
     println!("| sweep with nothing dead | {live_sweep:.2?} wall, {live_sweep_cpu:.2?} CPU |");
-    println!("| rebuild the filter ({counted} leases: counters, then bits at their size) | {rebuild:.2?} |");
+    println!(
+        "| rebuild the filter ({counted} leases: counters, then bits at their size) | {rebuild:.2?}, peak +{rebuild_mib:.0} MiB |"
+    );
     for (name, (wall, cpu, waits)) in
         [("holding the approvals' lock (before)", before), ("own handle, batches, yielding to approvals (now)", now)]
     {
