@@ -191,6 +191,13 @@ fn quick_netfilter_bench_prints_every_row_and_cleans_up() {
     assert_eq!(nic_tables.len(), 2, "one source, random sources:\n{nic}");
     for table in nic_tables {
         assert!(table.contains("| - | (the path's floor"), "{table}");
+        // The goal's verdict, at every count of the quick run, against one setup each.
+        let verdict = table
+            .lines()
+            .find(|l| l.starts_with("the gate over the strongest setup at each count: "))
+            .unwrap_or_else(|| panic!("no verdict line:\n{table}"));
+        assert_eq!(verdict.matches("x at ").count(), 2, "{verdict}");
+        assert!(verdict.contains("every count") || verdict.contains("under 4x at "), "{verdict}");
         for cells in rows(table) {
             let dropped: f64 = cells[4].trim_end_matches('%').parse().unwrap_or_else(|_| panic!("{cells:?}"));
             assert!(dropped > 99.0, "the setup dropped what it was handed: {cells:?}");
