@@ -479,8 +479,8 @@ mod tests {
     #[test]
     fn a_tally_counts_each_counter_in_any_order_and_stops_at_the_top() {
         let mut tally = Tally { words: vec![0; 2 * FILTER_SLOTS_PER_WORD as usize], leases: 0 };
-        // Word 7: three leases in byte 0, one in byte 5 (of one of them); word 2: 300 leases in
-        // byte 3; word 9: one in byte 7; one counter past the words, which counts nothing.
+        // Word 2: 300 leases in byte 3; word 7: three in byte 0, one in byte 5; word 9: one in
+        // byte 7; and a counter past the words, which counts nothing.
         for _ in 0..300 {
             tally.add([(2, 24)].into_iter());
         }
