@@ -271,11 +271,7 @@ pub fn cpu_time(pid: i32) -> Duration {
 /// The peak resident memory of the process `pid` so far (VmHWM), in MiB.
 #[must_use]
 pub fn peak_rss_mib(pid: i32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0.0);
+    #[expect(clippy::cast_precision_loss, reason = "KiB of a process's memory fit in an f64's 52 bits")]
+    let kib = crate::measure::status_kib(&pid.to_string(), "VmHWM").unwrap_or(0) as f64;
     kib / 1024.0
 }

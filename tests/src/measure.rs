@@ -1,5 +1,6 @@
 //! What the benchmark binaries share: the machine line they open with, their numeric arguments,
-//! medians and percentiles, and a scratch directory removed when it is dropped.
+//! medians and percentiles, a process's memory, and a scratch directory removed when it is
+//! dropped.
 use std::{path::PathBuf, str::FromStr};
 
 use crate::unique;
@@ -58,6 +59,15 @@ where
             value.parse().map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e}"))
         }
     }
+}
+
+/// A memory field of `/proc/{process}/status` (`VmRSS`, `VmHWM`, ...; `process` a pid or
+/// `self`), in KiB; `None` if the process or the field is not there.
+#[must_use]
+pub fn status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Checks this process's command line against what a benchmark takes: `flags` alone and

@@ -132,6 +132,7 @@ fn quick_leases_bench_prints_every_row_and_cleans_up() {
             "| `gatectl leases --json` (to /dev/null) |",
             "| `gatectl revoke ADDR` (median of 20) |",
             "| sweep with nothing dead |",
+            "| rebuild the filter (19980 leases: counters, then bits at their size) |",
             "| mass expiry of 20000, sweep holding the approvals' lock (before) |",
             "| mass expiry of 20000, sweep own handle, batches, yielding to approvals (now) |",
         ],

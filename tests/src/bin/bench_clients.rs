@@ -14,19 +14,13 @@ use gate_protocol::{
     rand::rngs::OsRng,
 };
 use gate_store::{NewClient, Store};
-use gate_tests::measure::{ScratchDir, arg, median, quick};
+use gate_tests::measure::{ScratchDir, arg, median, quick, status_kib};
 
 const PEM: &str = include_str!("../../../gate-protocol/tests/vectors/client-rsa-4096.pem");
 
 /// This process's resident memory, in KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches(" kB").to_owned())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status_kib("self", "VmRSS").unwrap_or(0)
 }
 
 fn main() -> anyhow::Result<()> {

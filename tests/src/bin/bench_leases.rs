@@ -26,7 +26,7 @@ use gate_daemon::writers::Writers;
 use gate_maps::{GateState, Protocol, clock};
 use gate_tests::{
     loaded::{LoadedGate, closed_lease, hour_lease},
-    measure::{ScratchDir, arg, median, percentile, quick},
+    measure::{ScratchDir, arg, median, percentile, quick, status_kib},
 };
 use nix::{
     sys::resource::{UsageWho, getrusage},
@@ -56,12 +56,8 @@ fn peak_rss_of(command: &[String]) -> anyhow::Result<()> {
 
 /// This process's resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
 fn rss_now_and_peak() -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status.lines().find(|line| line.starts_with(name)).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
-        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    let field = |name| status_kib("self", name).ok_or_else(|| anyhow::anyhow!("no {name} in /proc/self/status"));
+    Ok((field("VmRSS")?, field("VmHWM")?))
 }
 
 /// Starts this process's peak resident memory again from what it holds now (proc(5),
